@@ -1,0 +1,176 @@
+//! Flushing: an immutable memtable becomes an L0 SST, installed with one manifest edit.
+//!
+//! A flush keeps the newest version of every key, every older version a live snapshot still
+//! sees, and every tombstone (older versions of the key may live in SSTs). The SST is stored
+//! and synced first; then, under the manifest lock, one edit adds the file and advances the
+//! table's flushed sequence, and the new super version (without the memtable, with the file)
+//! is published. A crash before the edit leaves an orphan file, removed at the next open; the
+//! memtable's writes are still in the WAL.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::DbInner;
+use super::background::Job;
+use crate::error::Result;
+use crate::manifest::VersionEdit;
+use crate::metrics::Metrics;
+use crate::read::{Dedup, KeyRange, MergeIter, memtable_run};
+use crate::sst::{SstWriter, WrittenSst};
+use crate::table::TableInner;
+use crate::types::{FileId, MAX_SEQ};
+use crate::version::{MemtableSlot, SstHandle, SuperVersion};
+
+/// Rows per batch while flushing.
+const FLUSH_BATCH_ROWS: usize = 8192;
+
+impl DbInner {
+    /// Queues a background flush of `table` unless one is already queued.
+    pub(crate) fn schedule_flush(&self, table: &Arc<TableInner>) {
+        if !table.flush_queued.swap(true, Ordering::AcqRel)
+            && !self.background.submit(Job::Flush(table.id))
+        {
+            table.flush_queued.store(false, Ordering::Release);
+        }
+    }
+
+    /// Makes the active memtable immutable (if it holds anything) and flushes every immutable
+    /// memtable of `table` before returning.
+    pub(crate) fn flush_table(&self, table: &Arc<TableInner>) -> Result<()> {
+        self.commit.exclusive(|| self.switch_memtable(table))?;
+        self.flush_immutables(table)
+    }
+
+    /// Flushes the immutable memtables of `table`, oldest first.
+    pub(crate) fn flush_immutables(&self, table: &Arc<TableInner>) -> Result<()> {
+        let _one_flush_at_a_time = table.flush_lock.lock();
+        loop {
+            if table.dropped.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let Some(oldest) = table.super_version().immutables.last().cloned() else {
+                return Ok(());
+            };
+            self.flush_memtable(table, &oldest)?;
+        }
+    }
+
+    fn flush_memtable(&self, table: &Arc<TableInner>, slot: &Arc<MemtableSlot>) -> Result<()> {
+        let started = Instant::now();
+        let file_id = self.manifest.lock().allocate_file_id();
+        let written = self.write_memtable_sst(table, slot, file_id)?;
+        if let Some(sst) = &written {
+            self.files
+                .store
+                .put(&sst.meta.object_path(), sst.bytes.clone())?;
+        }
+        let discard = |sst: &Option<WrittenSst>| {
+            if let Some(sst) = sst {
+                let _ = self.files.store.delete(&sst.meta.object_path());
+            }
+        };
+        let mut manifest = self.manifest.lock();
+        if table.dropped.load(Ordering::Acquire) {
+            discard(&written);
+            return Ok(());
+        }
+        let flushed_seq = slot.switched_at();
+        debug_assert!(
+            flushed_seq >= slot.max_seq(),
+            "memtable holds writes past its switch"
+        );
+        let edit = VersionEdit {
+            add_files: written.iter().map(|w| w.meta.clone()).collect(),
+            flushed_seqs: vec![(table.id, flushed_seq)],
+            last_seq: Some(self.visible_seq().max(flushed_seq)),
+            ..VersionEdit::default()
+        };
+        if let Err(error) = manifest.apply(edit) {
+            discard(&written);
+            return Err(error);
+        }
+        table.flushed_seq.fetch_max(flushed_seq, Ordering::AcqRel);
+        let handle = written.as_ref().map(|w| {
+            Arc::new(SstHandle::new(
+                w.meta.clone(),
+                Arc::clone(&table.schema),
+                Arc::clone(&self.files),
+            ))
+        });
+        table.install(|sv| SuperVersion {
+            active: Arc::clone(&sv.active),
+            immutables: sv
+                .immutables
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, slot))
+                .cloned()
+                .collect(),
+            version: match &handle {
+                Some(h) => Arc::new(sv.version.edit(vec![Arc::clone(h)], &[])),
+                None => Arc::clone(&sv.version),
+            },
+        });
+        drop(manifest);
+        let memory = slot.memtable.memory_bytes();
+        let _ = self
+            .memtable_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(memory))
+            });
+        Metrics::inc(&self.metrics.flushes);
+        if let Some(sst) = &written {
+            Metrics::add(&self.metrics.flush_rows, sst.meta.rows);
+            Metrics::add(&self.metrics.flush_bytes, sst.meta.size_bytes);
+        }
+        Metrics::add(
+            &self.metrics.flush_micros,
+            started.elapsed().as_micros() as u64,
+        );
+        tracing::debug!(table = %table.name, file = file_id, "flushed memtable");
+        self.release_wal();
+        self.signal_progress();
+        Ok(())
+    }
+
+    /// Writes the contents of a memtable as SST `file_id` (not yet stored). `None` when no
+    /// row remains.
+    fn write_memtable_sst(
+        &self,
+        table: &Arc<TableInner>,
+        slot: &Arc<MemtableSlot>,
+        file_id: FileId,
+    ) -> Result<Option<WrittenSst>> {
+        let schema = &table.schema;
+        let options = table.options.read().clone();
+        let all: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
+        let run = memtable_run(
+            Arc::clone(slot),
+            Arc::clone(schema),
+            KeyRange::all(),
+            all,
+            MAX_SEQ,
+            FLUSH_BATCH_ROWS,
+        );
+        let dedup = Dedup::Retain {
+            snapshots: self.snapshot_seqs(),
+            drop_tombstones: false,
+        };
+        let mut merge = MergeIter::new(vec![run], dedup, FLUSH_BATCH_ROWS, true);
+        let mut writer: Option<SstWriter> = None;
+        while let Some(batch) = merge.next_batch()? {
+            let writer = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(SstWriter::new(
+                    table.id,
+                    schema,
+                    &options,
+                    0,
+                    slot.memtable.len() as u64,
+                )?),
+            };
+            writer.write(&batch.batch, &batch.keys)?;
+        }
+        writer.map(|w| w.finish(file_id)).transpose()
+    }
+}

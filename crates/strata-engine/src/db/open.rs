@@ -1,0 +1,295 @@
+//! Opening a database: directory checks, the lock, the manifest, orphan cleanup, WAL replay.
+//!
+//! Recovery replays every WAL segment in order into the memtables of the tables the manifest
+//! lists, skipping entries already in SSTs (at or below the table's flushed sequence) and
+//! entries of dropped tables. A memtable that fills up during replay is flushed on the spot,
+//! so memory stays bounded however long the log is. A torn tail of the newest segment is cut
+//! off; any other damage stops the open with [`Error::Corruption`].
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::{Background, Catalog, CommitQueue, DbInner};
+use crate::error::{Error, Result};
+use crate::manifest::{CURRENT, Manifest, ManifestState};
+use crate::metrics::Metrics;
+use crate::options::Options;
+use crate::sst::{BlockCache, SstStore, parse_sst_object_path};
+use crate::version::FileContext;
+use crate::wal::{SegmentInfo, Wal, parse_segment_file_name, read_segment, segment_file_name};
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
+    options.validate()?;
+    prepare_directory(path, &options)?;
+    let lock_file = acquire_lock(path)?;
+    let faults = options.faults.clone();
+    let manifest = if Manifest::exists(path) {
+        Manifest::open(path, options.manifest_rewrite_bytes, faults.clone())?
+    } else {
+        Manifest::create(path, options.manifest_rewrite_bytes, faults.clone())?
+    };
+    manifest.remove_stale_logs()?;
+    let store = SstStore::new(path, faults.clone())?;
+    remove_orphans(&store, manifest.state())?;
+    let metrics = Arc::new(Metrics::default());
+    let files = Arc::new(FileContext {
+        store,
+        cache: Arc::new(BlockCache::new(options.block_cache_bytes)),
+        metrics: Arc::clone(&metrics),
+        verify: options.verify_sst_checksums,
+    });
+    let wal_dir = path.join("wal");
+    std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
+    let segments = list_segments(&wal_dir)?;
+    let next_segment = segments.last().map_or(1, |id| id + 1);
+    let wal = Wal::create(
+        &wal_dir,
+        next_segment,
+        Vec::new(),
+        options.wal_segment_size_bytes,
+        faults,
+    )?;
+    let last_seq = manifest.state().last_seq;
+    let state = manifest.state().clone();
+    let inner = Arc::new(DbInner {
+        path: path.to_path_buf(),
+        options,
+        lock_file: Mutex::new(Some(lock_file)),
+        wal,
+        manifest: Mutex::new(manifest),
+        catalog: RwLock::new(Catalog::default()),
+        commit: CommitQueue::default(),
+        last_seq: AtomicU64::new(last_seq),
+        visible_seq: AtomicU64::new(last_seq),
+        snapshots: Mutex::new(BTreeMap::new()),
+        files,
+        metrics,
+        memtable_bytes: AtomicUsize::new(0),
+        progress: Mutex::new(0),
+        progress_changed: Condvar::new(),
+        background: Background::default(),
+        closed: AtomicBool::new(false),
+        background_error: Mutex::new(None),
+    });
+    {
+        let mut catalog = inner.catalog.write();
+        for table in state.tables.values() {
+            let files: Vec<_> = table.files.values().cloned().collect();
+            let built = inner.table_from_def(&table.def, files, table.flushed_seq)?;
+            catalog
+                .by_name
+                .insert(built.name.clone(), Arc::clone(&built));
+            catalog.by_id.insert(built.id, built);
+        }
+    }
+    replay_wal(&inner, &wal_dir, &segments)?;
+    init_row_ids(&inner);
+    inner
+        .background
+        .start(&inner)
+        .map_err(|e| Error::io(path, e))?;
+    let tables: Vec<_> = inner.catalog.read().by_id.values().cloned().collect();
+    for table in &tables {
+        if !table.super_version().immutables.is_empty() {
+            inner.schedule_flush(table);
+        }
+    }
+    inner.release_wal();
+    Ok(inner)
+}
+
+/// Creates the directory if allowed, and refuses directories that are not Strata databases.
+fn prepare_directory(path: &Path, options: &Options) -> Result<()> {
+    if !path.exists() {
+        if !options.create_if_missing {
+            return Err(Error::DatabaseNotFound(path.to_path_buf()));
+        }
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        return Ok(());
+    }
+    if !path.is_dir() {
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "it is not a directory".into(),
+        });
+    }
+    if path.join(CURRENT).exists() {
+        return Ok(());
+    }
+    // No CURRENT: only an empty directory (or one a crash left half-created) may become a
+    // database.
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+    let foreign: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            !matches!(name.as_str(), "LOCK" | "wal" | "sst" | "CURRENT.tmp")
+                && !name.starts_with("MANIFEST-")
+        })
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it holds other files ({}) and no CURRENT file",
+                foreign.join(", ")
+            ),
+        });
+    }
+    let has_wal = std::fs::read_dir(path.join("wal"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_wal {
+        return Err(Error::corruption(
+            path.join(CURRENT),
+            0,
+            "the WAL exists but CURRENT is missing",
+        ));
+    }
+    if !options.create_if_missing {
+        return Err(Error::DatabaseNotFound(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn acquire_lock(path: &Path) -> Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_path_buf(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
+    }
+}
+
+/// Deletes SST files the manifest does not name (a crash between writing a file and
+/// recording it) and anything else under `sst/` that is not an SST.
+fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
+    for object in store.list()? {
+        let live = parse_sst_object_path(&object).is_some_and(|(table, file)| {
+            state
+                .tables
+                .get(&table)
+                .is_some_and(|t| t.files.contains_key(&file))
+        });
+        if !live {
+            tracing::info!(file = %object, "removing orphan SST file");
+            store.delete(&object)?;
+        }
+    }
+    // Directories of dropped tables.
+    if let Ok(entries) = std::fs::read_dir(store.root().join("sst")) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    Ok(())
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+fn replay_wal(inner: &Arc<DbInner>, dir: &Path, segments: &[u64]) -> Result<()> {
+    let started = Instant::now();
+    let mut replayed = Vec::with_capacity(segments.len());
+    for (i, id) in segments.iter().enumerate() {
+        let path = dir.join(segment_file_name(*id));
+        let is_newest = i + 1 == segments.len();
+        let result = read_segment(&path, is_newest, |record| {
+            inner.apply_payload(record.payload, record.count, record.first_seq, true)?;
+            let last = record.first_seq + u64::from(record.count) - 1;
+            inner.last_seq.fetch_max(last, Ordering::AcqRel);
+            inner.visible_seq.fetch_max(last, Ordering::AcqRel);
+            Metrics::inc(&inner.metrics.recovered_records);
+            Metrics::add(&inner.metrics.recovered_rows, u64::from(record.count));
+            make_room_during_replay(inner)
+        })?;
+        if result.torn_bytes > 0 {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            file.set_len(result.valid_bytes)
+                .map_err(|e| Error::io(&path, e))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+        }
+        replayed.push(SegmentInfo {
+            id: *id,
+            max_seq: result.max_seq,
+        });
+    }
+    inner.wal.adopt_closed(replayed);
+    Metrics::add(
+        &inner.metrics.recovery_micros,
+        started.elapsed().as_micros() as u64,
+    );
+    Ok(())
+}
+
+/// Flushes memtables that filled up during replay, so recovery memory stays bounded.
+fn make_room_during_replay(inner: &Arc<DbInner>) -> Result<()> {
+    let tables: Vec<_> = inner.catalog.read().by_id.values().cloned().collect();
+    for table in tables {
+        let full = table.super_version().active.memtable.memory_bytes()
+            >= table.options.read().memtable_size_bytes;
+        let over_budget =
+            inner.memtable_bytes.load(Ordering::Relaxed) >= inner.options.write_buffer_budget_bytes;
+        if full || (over_budget && !table.super_version().active.memtable.is_empty()) {
+            inner.switch_memtable(&table)?;
+            inner.flush_immutables(&table)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the next hidden row id of append-only tables past every id in use.
+fn init_row_ids(inner: &Arc<DbInner>) {
+    let tables: Vec<_> = inner.catalog.read().by_id.values().cloned().collect();
+    for table in tables.iter().filter(|t| t.schema.has_hidden_rowid()) {
+        let sv = table.super_version();
+        let mut next = 0u64;
+        for file in sv.version.files() {
+            next = next.max(decode_rowid(&file.meta().max_key).saturating_add(1));
+        }
+        for slot in sv.memtables() {
+            slot.memtable
+                .visit_from(&[], crate::types::MAX_SEQ, &mut |e| {
+                    next = next.max(decode_rowid(e.key).saturating_add(1));
+                    true
+                });
+        }
+        table.next_rowid.fetch_max(next, Ordering::AcqRel);
+    }
+}
+
+/// The row id encoded in a hidden-key table's key (an unsigned 64-bit big-endian number).
+fn decode_rowid(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = key.len().min(8);
+    buf[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(buf)
+}

@@ -1,0 +1,329 @@
+//! The commit path: backpressure, group commit, memtable switching.
+//!
+//! Writers encode their batch into a WAL payload (off any lock), wait for room (backpressure),
+//! and join the commit queue. The first writer to find no leader becomes the leader: it takes
+//! the queued batches (up to `commit_group_bytes_max`), switches full memtables, assigns
+//! sequence numbers, appends the whole group to the WAL with one `write` (and one `fdatasync`
+//! when any writer asked for it), inserts every entry into its table's memtable, publishes the
+//! new `visible_seq`, and wakes the group. A failed WAL append fails the whole group and
+//! touches no memtable, so a batch is applied entirely or not at all.
+//!
+//! Backpressure: when a table has `max_immutable_memtables / 2` immutable memtables, or all
+//! memtables together pass 1.5x `write_buffer_budget_bytes`, each write is delayed by 1 ms; at
+//! `max_immutable_memtables`, or 2x the budget, writers wait for a flush to finish. Both are
+//! counted in the metrics; a stall longer than `write_stall_timeout` fails the write with the
+//! last background error.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::DbInner;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::options::SyncMode;
+use crate::table::TableInner;
+use crate::types::{SeqNo, TableId};
+use crate::version::SuperVersion;
+use crate::wal::{BatchPayload, decode_entries};
+
+/// How long a writer may stall on backpressure before its write fails.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The delay of a slowed-down write.
+const SLOWDOWN: Duration = Duration::from_millis(1);
+
+/// One batch waiting to be committed.
+pub(crate) struct PendingWrite {
+    payload: BatchPayload,
+    sync: bool,
+    /// Set by the leader: the batch's last sequence number, or the group's error.
+    result: Mutex<Option<Result<SeqNo>>>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<Arc<PendingWrite>>,
+    leader_active: bool,
+}
+
+/// The queue of batches waiting for the commit leader.
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    state: Mutex<QueueState>,
+    changed: Condvar,
+}
+
+impl CommitQueue {
+    /// Runs `f` while no write group is in flight and no other exclusive section runs.
+    pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut state = self.state.lock();
+        while state.leader_active {
+            self.changed.wait(&mut state);
+        }
+        state.leader_active = true;
+        drop(state);
+        let result = f();
+        self.state.lock().leader_active = false;
+        self.changed.notify_all();
+        result
+    }
+}
+
+impl DbInner {
+    /// Commits one batch touching `tables`; returns its last sequence number.
+    pub(crate) fn write(
+        &self,
+        tables: &[Arc<TableInner>],
+        payload: BatchPayload,
+        sync: bool,
+    ) -> Result<SeqNo> {
+        self.check_open()?;
+        self.wait_for_room(tables)?;
+        let write = Arc::new(PendingWrite {
+            payload,
+            sync,
+            result: Mutex::new(None),
+        });
+        let mut state = self.commit.state.lock();
+        state.pending.push(Arc::clone(&write));
+        loop {
+            if let Some(result) = write.result.lock().take() {
+                return result;
+            }
+            if state.leader_active {
+                self.commit.changed.wait(&mut state);
+                continue;
+            }
+            state.leader_active = true;
+            let group = take_group(&mut state.pending, self.options.commit_group_bytes_max);
+            drop(state);
+            self.commit_group(&group);
+            state = self.commit.state.lock();
+            state.leader_active = false;
+            self.commit.changed.notify_all();
+        }
+    }
+
+    /// The leader's work for one group (see the module docs).
+    fn commit_group(&self, group: &[Arc<PendingWrite>]) {
+        let outcome = self.commit_group_inner(group);
+        if let Err(error) = outcome {
+            for write in group {
+                *write.result.lock() = Some(Err(error.duplicate()));
+            }
+        }
+    }
+
+    fn commit_group_inner(&self, group: &[Arc<PendingWrite>]) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(None));
+        }
+        self.make_room(group)?;
+        let mut seq = self.last_seq.load(Ordering::Acquire);
+        let bytes: usize = group.iter().map(|w| w.payload.len_bytes() + 32).sum();
+        let mut framed = Vec::with_capacity(bytes);
+        let mut firsts = Vec::with_capacity(group.len());
+        for write in group {
+            firsts.push(seq + 1);
+            write.payload.frame_into(seq + 1, &mut framed);
+            seq += u64::from(write.payload.count());
+        }
+        let sync = self.options.sync_mode == SyncMode::Always || group.iter().any(|w| w.sync);
+        self.wal.append(&framed, seq, sync)?;
+        Metrics::add(&self.metrics.wal_bytes, framed.len() as u64);
+        Metrics::inc(&self.metrics.commit_groups);
+        if sync {
+            Metrics::inc(&self.metrics.wal_syncs);
+        }
+        for (write, first) in group.iter().zip(&firsts) {
+            // The payload was checksummed and decoded by its writer's own encoder; a decode
+            // failure here is a bug, and the WAL record is already durable: fail loudly.
+            self.apply_payload(write.payload.bytes(), write.payload.count(), *first, false)?;
+        }
+        self.last_seq.store(seq, Ordering::Release);
+        self.visible_seq.store(seq, Ordering::Release);
+        for (write, first) in group.iter().zip(firsts) {
+            let last = first + u64::from(write.payload.count()) - 1;
+            Metrics::inc(&self.metrics.write_batches);
+            Metrics::add(&self.metrics.rows_written, u64::from(write.payload.count()));
+            *write.result.lock() = Some(Ok(last));
+        }
+        Ok(())
+    }
+
+    /// Inserts the entries of one WAL record into their tables' memtables. During recovery,
+    /// entries already in SSTs (at or below the table's flushed sequence) are skipped.
+    pub(crate) fn apply_payload(
+        &self,
+        payload: &[u8],
+        count: u32,
+        first_seq: SeqNo,
+        recovering: bool,
+    ) -> Result<()> {
+        let entries = decode_entries(payload, count)?;
+        let mut current: Option<(TableId, Option<(Arc<TableInner>, Arc<SuperVersion>)>)> = None;
+        let mut grown = 0usize;
+        for (i, entry) in entries.iter().enumerate() {
+            let seq = first_seq + i as u64;
+            if current.as_ref().is_none_or(|(id, _)| *id != entry.table) {
+                let found = self.table_by_id(entry.table).map(|t| {
+                    let sv = t.super_version();
+                    (t, sv)
+                });
+                current = Some((entry.table, found));
+            }
+            // Entries of dropped tables are ignored.
+            let Some((_, Some((table, sv)))) = current.as_ref() else {
+                continue;
+            };
+            if recovering && seq <= table.flushed_seq.load(Ordering::Acquire) {
+                continue;
+            }
+            let memtable = &sv.active.memtable;
+            let before = memtable.memory_bytes();
+            memtable.insert(entry.key, seq, entry.op, entry.value);
+            grown += memtable.memory_bytes() - before;
+            sv.active.note_inserted(seq, seq);
+        }
+        self.memtable_bytes.fetch_add(grown, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Before a group: switches memtables that are full (or the largest one when all of them
+    /// together pass the budget), and starts a new WAL segment when the open one is full.
+    fn make_room(&self, group: &[Arc<PendingWrite>]) -> Result<()> {
+        let mut touched: Vec<TableId> = group
+            .iter()
+            .flat_map(|w| w.payload.tables().iter().copied())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            if let Some(table) = self.table_by_id(id) {
+                let full = table.super_version().active.memtable.memory_bytes()
+                    >= table.options.read().memtable_size_bytes;
+                if full {
+                    self.switch_memtable(&table)?;
+                }
+            }
+        }
+        if self.memtable_bytes.load(Ordering::Relaxed) >= self.options.write_buffer_budget_bytes {
+            let largest = self
+                .catalog
+                .read()
+                .by_id
+                .values()
+                .max_by_key(|t| t.super_version().active.memtable.memory_bytes())
+                .cloned();
+            if let Some(table) = largest {
+                self.switch_memtable(&table)?;
+            }
+        }
+        if self.wal.is_full() {
+            self.wal.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the active memtable of `table` immutable and schedules its flush. Must hold
+    /// commit leadership (or run inside [`CommitQueue::exclusive`]).
+    pub(crate) fn switch_memtable(&self, table: &Arc<TableInner>) -> Result<()> {
+        let sv = table.super_version();
+        if sv.active.memtable.is_empty() {
+            return Ok(());
+        }
+        // A new segment, so the old one can go once this memtable is flushed.
+        self.wal.rotate()?;
+        sv.active
+            .mark_switched(self.last_seq.load(Ordering::Acquire));
+        let fresh = table.new_memtable();
+        table.install(|sv| {
+            let mut immutables = Vec::with_capacity(sv.immutables.len() + 1);
+            immutables.push(Arc::clone(&sv.active));
+            immutables.extend(sv.immutables.iter().cloned());
+            SuperVersion {
+                active: fresh,
+                immutables,
+                version: Arc::clone(&sv.version),
+            }
+        });
+        self.schedule_flush(table);
+        Ok(())
+    }
+
+    /// Delays or blocks the caller while memtables pile up (see the module docs).
+    fn wait_for_room(&self, tables: &[Arc<TableInner>]) -> Result<()> {
+        let budget = self.options.write_buffer_budget_bytes;
+        let mut slowed = false;
+        let mut stall_started: Option<Instant> = None;
+        loop {
+            self.check_open()?;
+            let bytes = self.memtable_bytes.load(Ordering::Relaxed);
+            let mut stall = bytes >= budget.saturating_mul(2);
+            let mut slow = bytes >= budget + budget / 2;
+            for table in tables {
+                let max = table.options.read().max_immutable_memtables;
+                let queued = table.sv.read().immutables.len();
+                stall |= queued >= max;
+                slow |= queued >= (max / 2).max(1);
+            }
+            if !stall {
+                if let Some(started) = stall_started {
+                    Metrics::add(
+                        &self.metrics.write_stall_micros,
+                        started.elapsed().as_micros() as u64,
+                    );
+                }
+                if slow && !slowed && stall_started.is_none() {
+                    Metrics::inc(&self.metrics.write_slowdowns);
+                    Metrics::add(
+                        &self.metrics.write_slowdown_micros,
+                        SLOWDOWN.as_micros() as u64,
+                    );
+                    std::thread::sleep(SLOWDOWN);
+                    slowed = true;
+                    continue;
+                }
+                return Ok(());
+            }
+            let started = *stall_started.get_or_insert_with(|| {
+                Metrics::inc(&self.metrics.write_stalls);
+                Instant::now()
+            });
+            if started.elapsed() > WRITE_STALL_TIMEOUT {
+                Metrics::add(
+                    &self.metrics.write_stall_micros,
+                    started.elapsed().as_micros() as u64,
+                );
+                let cause = self
+                    .background_error
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "flushes are not keeping up".into());
+                return Err(Error::WriteStalled(format!(
+                    "write stalled for {}s waiting for memtables to flush: {cause}",
+                    started.elapsed().as_secs()
+                )));
+            }
+            let mut progress = self.progress.lock();
+            self.progress_changed
+                .wait_for(&mut progress, Duration::from_millis(50));
+        }
+    }
+}
+
+/// Takes a prefix of `pending` of at most `max_bytes` (at least one batch).
+fn take_group(pending: &mut Vec<Arc<PendingWrite>>, max_bytes: usize) -> Vec<Arc<PendingWrite>> {
+    let mut bytes = 0usize;
+    let mut count = 0usize;
+    for write in pending.iter() {
+        bytes += write.payload.len_bytes();
+        if count > 0 && bytes > max_bytes {
+            break;
+        }
+        count += 1;
+    }
+    pending.drain(..count).collect()
+}

@@ -1,0 +1,747 @@
+//! The manifest: the durable record of which tables exist and which SST files make up each
+//! table, as an append-only log of [`VersionEdit`]s.
+//!
+//! Every structural change (create or drop a table, a flush adding a file, a compaction swapping
+//! files, table options) is one edit, appended and synced before it takes effect in memory, so
+//! after a crash the database is exactly the result of the edits that were acknowledged.
+//!
+//! ## Files (format version 1)
+//!
+//! * `MANIFEST-<n:06>`: the log. `CURRENT` holds the name of the live log followed by `\n`, and
+//!   is replaced atomically (write `CURRENT.tmp`, sync, rename, sync the directory) when the log
+//!   is rewritten as one snapshot edit after passing `manifest_rewrite_bytes`.
+//!
+//! ```text
+//! header:  0..8    magic "STRATAMF"
+//!          8..12   format version, u32 LE (= 1)
+//!          12..16  crc32c of bytes 0..12, u32 LE
+//! record:  0..4    payload length N, u32 LE
+//!          4..8    crc32c of the payload, u32 LE
+//!          8..12   crc32c of bytes 0..8 (header checksum), u32 LE
+//!          12..    payload: one VersionEdit as JSON (UTF-8), N bytes
+//! ```
+//!
+//! Keys inside edits are base64 of the Strata key encoding, table schemas base64 of an Arrow
+//! IPC stream holding only the schema, table options JSON objects with defaults for missing
+//! fields (so older manifests load).
+//!
+//! ## Recovery policy and invariants
+//!
+//! A record cut short at the end of the log, or a zeroed tail, was never acknowledged: it is
+//! truncated. Any other damage is [`Error::Corruption`] with the file and offset. Before every
+//! write, the edit is applied to a copy of the state and [`ManifestState::check_invariants`]
+//! must hold: table names unique, every file in a live table, ids below their counters, files of
+//! levels 1 and deeper non-overlapping, flushed sequence numbers not beyond the last sequence.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fault::{self, FaultInjector, IoOp};
+use crate::fsutil::{sync_dir, write_atomic};
+use crate::options::TableOptions;
+use crate::sst::{SstMeta, base64_decode, base64_encode};
+use crate::types::{FileId, SeqNo, TableId};
+
+const MAGIC: &[u8; 8] = b"STRATAMF";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 16;
+const RECORD_HEADER_LEN: usize = 12;
+/// Name of the pointer file.
+pub const CURRENT: &str = "CURRENT";
+
+/// The definition of a table as stored in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Table id.
+    pub id: TableId,
+    /// Table name.
+    pub name: String,
+    /// The user schema as an Arrow IPC stream with no batches.
+    #[serde(with = "b64")]
+    pub schema_ipc: Vec<u8>,
+    /// Primary-key column names in key order (empty: append-only with a hidden row id).
+    pub primary_key: Vec<String>,
+    /// Table options.
+    pub options: TableOptions,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// One atomic change to the database's structure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VersionEdit {
+    /// Tables created.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub create_tables: Vec<TableDef>,
+    /// Tables dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_tables: Vec<TableId>,
+    /// SST files added (each names its table and level).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add_files: Vec<SstMeta>,
+    /// SST files removed: `(table, file)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_files: Vec<(TableId, FileId)>,
+    /// Per table, the sequence number up to which all its writes are in SSTs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flushed_seqs: Vec<(TableId, SeqNo)>,
+    /// New options of existing tables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub table_options: Vec<(TableId, TableOptions)>,
+    /// Next file id to allocate.
+    pub next_file_id: Option<FileId>,
+    /// Next table id to allocate.
+    pub next_table_id: Option<TableId>,
+    /// Highest sequence number used so far.
+    pub last_seq: Option<SeqNo>,
+}
+
+/// What the manifest says about one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableState {
+    /// The definition.
+    pub def: TableDef,
+    /// Live files by id.
+    pub files: BTreeMap<FileId, SstMeta>,
+    /// All writes with sequence numbers up to this are in SSTs.
+    pub flushed_seq: SeqNo,
+}
+
+/// The state the edits add up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestState {
+    /// Live tables by id.
+    pub tables: BTreeMap<TableId, TableState>,
+    /// Next file id.
+    pub next_file_id: FileId,
+    /// Next table id.
+    pub next_table_id: TableId,
+    /// Highest sequence number recorded.
+    pub last_seq: SeqNo,
+}
+
+impl Default for ManifestState {
+    fn default() -> Self {
+        ManifestState {
+            tables: BTreeMap::new(),
+            next_file_id: 1,
+            next_table_id: 1,
+            last_seq: 0,
+        }
+    }
+}
+
+impl ManifestState {
+    /// Applies an edit (no invariant check; see [`ManifestState::check_invariants`]).
+    pub fn apply(&mut self, edit: &VersionEdit) -> Result<()> {
+        let bad = |m: String| Err(Error::internal(format!("invalid manifest edit: {m}")));
+        for def in &edit.create_tables {
+            if self.tables.contains_key(&def.id) {
+                return bad(format!("table id {} created twice", def.id));
+            }
+            self.tables.insert(
+                def.id,
+                TableState {
+                    def: def.clone(),
+                    files: BTreeMap::new(),
+                    flushed_seq: 0,
+                },
+            );
+            self.next_table_id = self.next_table_id.max(def.id + 1);
+        }
+        for (table, options) in &edit.table_options {
+            match self.tables.get_mut(table) {
+                Some(state) => state.def.options = options.clone(),
+                None => return bad(format!("options for unknown table {table}")),
+            }
+        }
+        for (table, file) in &edit.remove_files {
+            let removed = self
+                .tables
+                .get_mut(table)
+                .and_then(|t| t.files.remove(file));
+            if removed.is_none() {
+                return bad(format!("removing unknown file {file} of table {table}"));
+            }
+        }
+        for meta in &edit.add_files {
+            let Some(table) = self.tables.get_mut(&meta.table_id) else {
+                return bad(format!(
+                    "file {} added to unknown table {}",
+                    meta.id, meta.table_id
+                ));
+            };
+            if table.files.insert(meta.id, meta.clone()).is_some() {
+                return bad(format!("file {} added twice", meta.id));
+            }
+            self.next_file_id = self.next_file_id.max(meta.id + 1);
+            self.last_seq = self.last_seq.max(meta.max_seq);
+        }
+        for (table, seq) in &edit.flushed_seqs {
+            match self.tables.get_mut(table) {
+                Some(state) => state.flushed_seq = state.flushed_seq.max(*seq),
+                None => return bad(format!("flushed sequence for unknown table {table}")),
+            }
+        }
+        for table in &edit.drop_tables {
+            if self.tables.remove(table).is_none() {
+                return bad(format!("dropping unknown table {table}"));
+            }
+        }
+        if let Some(n) = edit.next_file_id {
+            self.next_file_id = self.next_file_id.max(n);
+        }
+        if let Some(n) = edit.next_table_id {
+            self.next_table_id = self.next_table_id.max(n);
+        }
+        if let Some(n) = edit.last_seq {
+            self.last_seq = self.last_seq.max(n);
+        }
+        Ok(())
+    }
+
+    /// Checks the manifest invariants (see the module docs).
+    pub fn check_invariants(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::internal(format!("manifest invariant violated: {m}")));
+        let mut names = std::collections::HashSet::new();
+        for (id, table) in &self.tables {
+            if *id != table.def.id || *id >= self.next_table_id {
+                return bad(format!("table id {id} inconsistent"));
+            }
+            if !names.insert(table.def.name.as_str()) {
+                return bad(format!("table name '{}' used twice", table.def.name));
+            }
+            if table.flushed_seq > self.last_seq {
+                return bad(format!("table {id} flushed beyond the last sequence"));
+            }
+            let mut by_level: BTreeMap<u32, Vec<&SstMeta>> = BTreeMap::new();
+            for (file_id, meta) in &table.files {
+                if *file_id != meta.id || meta.table_id != *id || *file_id >= self.next_file_id {
+                    return bad(format!("file {file_id} of table {id} inconsistent"));
+                }
+                if meta.min_key > meta.max_key
+                    || meta.min_seq > meta.max_seq
+                    || meta.max_seq > self.last_seq
+                {
+                    return bad(format!("file {file_id} has inverted ranges"));
+                }
+                by_level.entry(meta.level).or_default().push(meta);
+            }
+            for (level, mut files) in by_level.into_iter().filter(|(l, _)| *l > 0) {
+                files.sort_by(|a, b| a.min_key.cmp(&b.min_key));
+                for pair in files.windows(2) {
+                    if pair[0].max_key >= pair[1].min_key {
+                        return bad(format!(
+                            "files {} and {} of table {id} overlap in level {level}",
+                            pair[0].id, pair[1].id
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One edit that recreates this state from nothing.
+    pub fn snapshot_edit(&self) -> VersionEdit {
+        VersionEdit {
+            create_tables: self.tables.values().map(|t| t.def.clone()).collect(),
+            add_files: self
+                .tables
+                .values()
+                .flat_map(|t| t.files.values().cloned())
+                .collect(),
+            flushed_seqs: self
+                .tables
+                .values()
+                .map(|t| (t.def.id, t.flushed_seq))
+                .collect(),
+            next_file_id: Some(self.next_file_id),
+            next_table_id: Some(self.next_table_id),
+            last_seq: Some(self.last_seq),
+            ..VersionEdit::default()
+        }
+    }
+}
+
+mod b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::base64_encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::base64_decode(&text).ok_or_else(|| serde::de::Error::custom("invalid base64"))
+    }
+}
+
+/// The name of manifest log `n`.
+pub fn manifest_file_name(n: u64) -> String {
+    format!("MANIFEST-{n:06}")
+}
+
+fn parse_manifest_file_name(name: &str) -> Option<u64> {
+    name.strip_prefix("MANIFEST-")?.parse().ok()
+}
+
+fn file_header() -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..12]);
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn frame(edit: &VersionEdit) -> Result<Vec<u8>> {
+    let payload = serde_json::to_vec(edit).map_err(|e| Error::internal(e.to_string()))?;
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    let header_crc = crc32c::crc32c(&out[..8]);
+    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// The open manifest log of a database.
+#[derive(Debug)]
+pub struct Manifest {
+    dir: PathBuf,
+    number: u64,
+    file: File,
+    bytes: u64,
+    state: ManifestState,
+    rewrite_bytes: u64,
+    faults: Option<Arc<FaultInjector>>,
+}
+
+impl Manifest {
+    /// True when `dir` holds a `CURRENT` file.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(CURRENT).exists()
+    }
+
+    /// Creates the manifest of a new database in `dir`.
+    pub fn create(
+        dir: &Path,
+        rewrite_bytes: u64,
+        faults: Option<Arc<FaultInjector>>,
+    ) -> Result<Manifest> {
+        let state = ManifestState::default();
+        let (file, bytes) = write_log(dir, 1, &state, faults.as_deref())?;
+        install_current(dir, 1, faults.as_deref())?;
+        Ok(Manifest {
+            dir: dir.to_path_buf(),
+            number: 1,
+            file,
+            bytes,
+            state,
+            rewrite_bytes,
+            faults,
+        })
+    }
+
+    /// Opens the manifest of an existing database, replaying its log.
+    pub fn open(
+        dir: &Path,
+        rewrite_bytes: u64,
+        faults: Option<Arc<FaultInjector>>,
+    ) -> Result<Manifest> {
+        let current_path = dir.join(CURRENT);
+        let current =
+            std::fs::read_to_string(&current_path).map_err(|e| Error::io(&current_path, e))?;
+        let name = current.trim_end_matches('\n');
+        let number = parse_manifest_file_name(name)
+            .filter(|_| current.ends_with('\n'))
+            .ok_or_else(|| {
+                Error::corruption(&current_path, 0, format!("CURRENT holds {current:?}"))
+            })?;
+        let path = dir.join(manifest_file_name(number));
+        let (state, valid_bytes) = replay(&path)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let length = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if length > valid_bytes {
+            tracing::warn!(file = %path.display(), bytes = length - valid_bytes, "truncating torn manifest tail");
+            file.set_len(valid_bytes).map_err(|e| Error::io(&path, e))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(Manifest {
+            dir: dir.to_path_buf(),
+            number,
+            file,
+            bytes: valid_bytes,
+            state,
+            rewrite_bytes,
+            faults,
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ManifestState {
+        &self.state
+    }
+
+    /// The live log's file name.
+    pub fn file_name(&self) -> String {
+        manifest_file_name(self.number)
+    }
+
+    /// Allocates a file id (made durable by the edit that adds the file).
+    pub fn allocate_file_id(&mut self) -> FileId {
+        let id = self.state.next_file_id;
+        self.state.next_file_id += 1;
+        id
+    }
+
+    /// Allocates a table id.
+    pub fn allocate_table_id(&mut self) -> TableId {
+        let id = self.state.next_table_id;
+        self.state.next_table_id += 1;
+        id
+    }
+
+    /// Makes `edit` durable and applies it. On error nothing changes.
+    pub fn apply(&mut self, mut edit: VersionEdit) -> Result<()> {
+        edit.next_file_id = Some(self.state.next_file_id);
+        edit.next_table_id = Some(self.state.next_table_id);
+        let mut next = self.state.clone();
+        next.apply(&edit)?;
+        next.check_invariants()?;
+        let record = frame(&edit)?;
+        let path = self.dir.join(manifest_file_name(self.number));
+        let written = fault::check(self.faults.as_deref(), IoOp::ManifestWrite, &path)
+            .and_then(|()| (&self.file).write_all(&record))
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            // Cut off whatever part of the record reached the file.
+            let _ = self.file.set_len(self.bytes);
+            return Err(Error::io(&path, error));
+        }
+        self.bytes += record.len() as u64;
+        self.state = next;
+        if self.bytes > self.rewrite_bytes {
+            if let Err(error) = self.rewrite() {
+                tracing::warn!(%error, "manifest rewrite failed; continuing with the current log");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the state as a new log of one snapshot edit and points `CURRENT` at it.
+    pub fn rewrite(&mut self) -> Result<()> {
+        let number = self.number + 1;
+        let (file, bytes) = write_log(&self.dir, number, &self.state, self.faults.as_deref())?;
+        install_current(&self.dir, number, self.faults.as_deref())?;
+        let old = self.dir.join(manifest_file_name(self.number));
+        self.number = number;
+        self.file = file;
+        self.bytes = bytes;
+        if let Err(error) = std::fs::remove_file(&old) {
+            tracing::warn!(file = %old.display(), %error, "could not remove the old manifest");
+        }
+        Ok(())
+    }
+
+    /// Removes manifest logs other than the live one (left by a crash during a rewrite).
+    pub fn remove_stale_logs(&self) -> Result<()> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let stale = parse_manifest_file_name(&name).is_some_and(|n| n != self.number)
+                || name == "CURRENT.tmp";
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_log(
+    dir: &Path,
+    number: u64,
+    state: &ManifestState,
+    faults: Option<&FaultInjector>,
+) -> Result<(File, u64)> {
+    let path = dir.join(manifest_file_name(number));
+    let mut contents = file_header().to_vec();
+    contents.extend_from_slice(&frame(&state.snapshot_edit())?);
+    let result = (|| {
+        fault::check(faults, IoOp::ManifestWrite, &path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        file.write_all(&contents)?;
+        file.sync_all()?;
+        sync_dir(dir)?;
+        OpenOptions::new().append(true).open(&path)
+    })();
+    let file = result.map_err(|e| Error::io(&path, e))?;
+    Ok((file, contents.len() as u64))
+}
+
+fn install_current(dir: &Path, number: u64, faults: Option<&FaultInjector>) -> Result<()> {
+    let path = dir.join(CURRENT);
+    fault::check(faults, IoOp::ManifestWrite, &path)
+        .and_then(|()| {
+            write_atomic(
+                &path,
+                format!("{}\n", manifest_file_name(number)).as_bytes(),
+            )
+        })
+        .map_err(|e| Error::io(&path, e))
+}
+
+/// Replays a manifest log; returns the state and the length of the valid prefix.
+fn replay(path: &Path) -> Result<(ManifestState, u64)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |offset: usize, reason: &str| Error::corruption(path, offset as u64, reason);
+    if bytes.len() < HEADER_LEN
+        || &bytes[..8] != MAGIC
+        || crc32c::crc32c(&bytes[..12])
+            != u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default())
+    {
+        return Err(corrupt(0, "bad manifest header"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    if version != FORMAT_VERSION {
+        return Err(corrupt(
+            8,
+            &format!("unknown manifest format version {version}"),
+        ));
+    }
+    let mut state = ManifestState::default();
+    let mut pos = HEADER_LEN;
+    let mut records = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let tail_is_zero = rest.iter().all(|b| *b == 0);
+        if rest.len() < RECORD_HEADER_LEN {
+            break; // torn header at the tail
+        }
+        let word = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().unwrap_or_default());
+        if crc32c::crc32c(&rest[..8]) != word(8) {
+            if tail_is_zero {
+                break;
+            }
+            return Err(corrupt(pos, "manifest record header checksum mismatch"));
+        }
+        let len = word(0) as usize;
+        let end = RECORD_HEADER_LEN + len;
+        if rest.len() < end {
+            break; // torn record at the tail
+        }
+        let payload = &rest[RECORD_HEADER_LEN..end];
+        if crc32c::crc32c(payload) != word(4) {
+            if rest[end..].iter().all(|b| *b == 0) {
+                break;
+            }
+            return Err(corrupt(pos, "manifest record checksum mismatch"));
+        }
+        let edit: VersionEdit = serde_json::from_slice(payload)
+            .map_err(|e| corrupt(pos, &format!("unreadable manifest edit: {e}")))?;
+        state
+            .apply(&edit)
+            .and_then(|()| state.check_invariants())
+            .map_err(|e| corrupt(pos, &e.to_string()))?;
+        records += 1;
+        pos += end;
+    }
+    if records == 0 {
+        return Err(corrupt(HEADER_LEN, "manifest holds no snapshot record"));
+    }
+    Ok((state, pos as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(id: TableId, name: &str) -> TableDef {
+        TableDef {
+            id,
+            name: name.into(),
+            schema_ipc: vec![1, 2, 3],
+            primary_key: vec!["k".into()],
+            options: TableOptions::default(),
+            created_at_ms: 0,
+        }
+    }
+
+    fn file(table: TableId, id: FileId, level: u32, min: &[u8], max: &[u8], seq: SeqNo) -> SstMeta {
+        SstMeta {
+            id,
+            table_id: table,
+            level,
+            size_bytes: 10,
+            crc32c: 0,
+            rows: 1,
+            tombstones: 0,
+            older_versions: 0,
+            min_key: min.to_vec(),
+            max_key: max.to_vec(),
+            min_seq: seq,
+            max_seq: seq,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn edits_survive_reopen_and_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
+        let id = m.allocate_table_id();
+        m.apply(VersionEdit {
+            create_tables: vec![def(id, "t")],
+            ..Default::default()
+        })
+        .unwrap();
+        let f1 = m.allocate_file_id();
+        m.apply(VersionEdit {
+            add_files: vec![file(id, f1, 0, b"a", b"m", 5)],
+            flushed_seqs: vec![(id, 5)],
+            last_seq: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
+        let before = m.state().clone();
+        drop(m);
+        let mut m = Manifest::open(dir.path(), 1 << 20, None).unwrap();
+        assert_eq!(m.state(), &before);
+        m.rewrite().unwrap();
+        assert_eq!(m.file_name(), "MANIFEST-000002");
+        drop(m);
+        let m = Manifest::open(dir.path(), 1 << 20, None).unwrap();
+        assert_eq!(m.state(), &before);
+        assert!(!dir.path().join("MANIFEST-000001").exists());
+    }
+
+    #[test]
+    fn invariants_reject_bad_edits_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
+        let a = m.allocate_table_id();
+        let b = m.allocate_table_id();
+        m.apply(VersionEdit {
+            create_tables: vec![def(a, "t")],
+            ..Default::default()
+        })
+        .unwrap();
+        let before = m.state().clone();
+        assert!(
+            m.apply(VersionEdit {
+                create_tables: vec![def(b, "t")],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let f1 = m.allocate_file_id();
+        let f2 = m.allocate_file_id();
+        let overlapping = VersionEdit {
+            add_files: vec![file(a, f1, 1, b"a", b"m", 1), file(a, f2, 1, b"k", b"z", 2)],
+            last_seq: Some(2),
+            ..Default::default()
+        };
+        assert!(m.apply(overlapping).is_err());
+        assert!(
+            m.apply(VersionEdit {
+                remove_files: vec![(a, 99)],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let mut after = m.state().clone();
+        after.next_file_id = before.next_file_id;
+        assert_eq!(after, before);
+        drop(m);
+        assert_eq!(
+            Manifest::open(dir.path(), 1 << 20, None)
+                .unwrap()
+                .state()
+                .tables,
+            before.tables
+        );
+    }
+
+    #[test]
+    fn automatic_rewrite_keeps_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::create(dir.path(), 2_000, None).unwrap();
+        let id = m.allocate_table_id();
+        m.apply(VersionEdit {
+            create_tables: vec![def(id, "t")],
+            ..Default::default()
+        })
+        .unwrap();
+        for seq in 1..50u64 {
+            let f = m.allocate_file_id();
+            m.apply(VersionEdit {
+                add_files: vec![file(id, f, 0, b"a", b"b", seq)],
+                last_seq: Some(seq),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert!(m.file_name() != "MANIFEST-000001");
+        let state = m.state().clone();
+        drop(m);
+        let m = Manifest::open(dir.path(), 2_000, None).unwrap();
+        assert_eq!(m.state(), &state);
+        assert_eq!(m.state().tables[&id].files.len(), 49);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_damage_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
+        for i in 0..3 {
+            let id = m.allocate_table_id();
+            m.apply(VersionEdit {
+                create_tables: vec![def(id, &format!("t{i}"))],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        drop(m);
+        let path = dir.path().join("MANIFEST-000001");
+        let full = std::fs::read(&path).unwrap();
+        // Every truncation opens with a prefix of the tables.
+        for cut in (HEADER_LEN + 1)..full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            match Manifest::open(dir.path(), 1 << 20, None) {
+                Ok(m) => assert!(m.state().tables.len() <= 3),
+                Err(e) => assert!(e.is_corruption(), "cut {cut}: {e}"),
+            }
+        }
+        // Every single-byte flip is corruption or a clean prefix, never a different table.
+        for position in 0..full.len() {
+            let mut damaged = full.clone();
+            damaged[position] ^= 0x20;
+            std::fs::write(&path, &damaged).unwrap();
+            match Manifest::open(dir.path(), 1 << 20, None) {
+                Ok(m) => {
+                    for (i, t) in m.state().tables.values().enumerate() {
+                        assert_eq!(t.def.name, format!("t{i}"), "flip at {position}");
+                    }
+                }
+                Err(e) => assert!(e.is_corruption(), "flip at {position}: {e}"),
+            }
+        }
+    }
+}

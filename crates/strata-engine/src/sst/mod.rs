@@ -1,0 +1,260 @@
+//! SSTables: immutable, sorted Parquet files, one table's rows each.
+//!
+//! An SST is an ordinary Parquet file that any Parquet reader (DataFusion, DuckDB, pyarrow,
+//! polars) opens as a table. Strata adds only conventions and metadata; nothing in the file is
+//! Strata-specific binary.
+//!
+//! ## File layout (format version 1)
+//!
+//! * Path: `sst/t<table id:06>/<file id:020>.parquet` under the database directory, written
+//!   through `object_store` (whole-file put, then `fsync` of the file and its directory before
+//!   the manifest may name it).
+//! * Columns: the table's storage schema (see `schema`): user columns in table order with
+//!   their own types (key columns NOT NULL, others nullable because tombstones carry NULLs),
+//!   the hidden `_rowid` of append-only tables, `_seq` (UInt64) and `_op` (UInt8, 0 put,
+//!   1 delete).
+//! * Order: rows sorted by the encoded primary key ascending, then `_seq` descending. The footer's
+//!   `sorting_columns` says so (key columns ascending, `_seq` descending).
+//! * Row groups hold at most `sst_row_group_rows` rows, a multiple of `sst_index_block_rows`,
+//!   so an index block never spans two row groups.
+//! * Statistics at page level and the page index (column and offset indexes) are written;
+//!   every key column of a type with an unambiguous Parquet physical value (integers,
+//!   strings, binary, dates) has a Parquet bloom filter (stored at the end of the file) sized
+//!   for the file's rows at `bloom_filter_fpp`.
+//! * Footer key-value metadata (all values are UTF-8 strings; keys base64 of the Strata key
+//!   encoding):
+//!
+//! | key | value |
+//! |---|---|
+//! | `strata.format_version` | `1` |
+//! | `strata.key_format_version` | `1` (see `codec::key`) |
+//! | `strata.table_id` | table id |
+//! | `strata.level` | LSM level the file was written for |
+//! | `strata.min_key`, `strata.max_key` | smallest and largest encoded key, base64 |
+//! | `strata.min_seq`, `strata.max_seq` | sequence number range |
+//! | `strata.rows`, `strata.tombstones` | row count, delete-row count |
+//! | `strata.older_versions` | rows that are not the newest version of their key |
+//! | `strata.created_at_ms` | Unix time of writing, milliseconds |
+//! | `strata.key_index` | sparse key index, base64 (below) |
+//!
+//! The sparse key index lists the first key of every block of `sst_index_block_rows` rows:
+//! `varint block_rows, varint blocks, then per block: varint key length, key bytes`. Block `b`
+//! starts at row `b * block_rows` of the file. Point lookups binary-search it, then read one
+//! block (a row selection inside one row group); the block cache keeps decoded blocks.
+//!
+//! ## Integrity
+//!
+//! Parquet itself carries no checksum that the Rust writer fills in. Strata keeps the file's
+//! size and crc32c in the manifest (itself checksummed) and verifies both before the first use
+//! of a file in a process (`Options::verify_sst_checksums`), so damaged bytes are reported as
+//! [`crate::Error::Corruption`] naming the file, never returned as data.
+
+mod cache;
+mod reader;
+mod store;
+mod writer;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+pub use cache::{BlockCache, DecodedBlock};
+pub use reader::{KeyedBatch, SstReader, SstScan};
+pub use store::SstStore;
+pub use writer::{SstWriter, WrittenSst};
+
+use crate::codec::varint::{get_varint, put_varint};
+use crate::types::{FileId, SeqNo, TableId};
+
+/// Current SST format version.
+pub const SST_FORMAT_VERSION: u32 = 1;
+
+/// Metadata keys written into the Parquet footer.
+pub mod keys {
+    /// Format version.
+    pub const FORMAT_VERSION: &str = "strata.format_version";
+    /// Key encoding version.
+    pub const KEY_FORMAT_VERSION: &str = "strata.key_format_version";
+    /// Table id.
+    pub const TABLE_ID: &str = "strata.table_id";
+    /// Level.
+    pub const LEVEL: &str = "strata.level";
+    /// Smallest key.
+    pub const MIN_KEY: &str = "strata.min_key";
+    /// Largest key.
+    pub const MAX_KEY: &str = "strata.max_key";
+    /// Smallest sequence number.
+    pub const MIN_SEQ: &str = "strata.min_seq";
+    /// Largest sequence number.
+    pub const MAX_SEQ: &str = "strata.max_seq";
+    /// Rows.
+    pub const ROWS: &str = "strata.rows";
+    /// Tombstone rows.
+    pub const TOMBSTONES: &str = "strata.tombstones";
+    /// Rows shadowed by a newer version of the same key in the same file.
+    pub const OLDER_VERSIONS: &str = "strata.older_versions";
+    /// Creation time.
+    pub const CREATED_AT_MS: &str = "strata.created_at_ms";
+    /// Sparse key index.
+    pub const KEY_INDEX: &str = "strata.key_index";
+}
+
+/// What the manifest knows about one SST file (a copy of its footer metadata plus size and
+/// checksum), so opening a table reads no SST footers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SstMeta {
+    /// File id.
+    pub id: FileId,
+    /// Table id.
+    pub table_id: TableId,
+    /// LSM level.
+    pub level: u32,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// crc32c of the whole file.
+    pub crc32c: u32,
+    /// Rows (all versions, tombstones included).
+    pub rows: u64,
+    /// Delete rows.
+    pub tombstones: u64,
+    /// Rows that are older versions of a key that also appears newer in this file.
+    pub older_versions: u64,
+    /// Smallest encoded key.
+    #[serde(with = "b64")]
+    pub min_key: Vec<u8>,
+    /// Largest encoded key.
+    #[serde(with = "b64")]
+    pub max_key: Vec<u8>,
+    /// Smallest sequence number.
+    pub min_seq: SeqNo,
+    /// Largest sequence number.
+    pub max_seq: SeqNo,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+impl SstMeta {
+    /// True when the file holds exactly one live row per key: no tombstones and no older
+    /// versions. Such a file can be read without deduplication.
+    pub fn is_clean(&self) -> bool {
+        self.tombstones == 0 && self.older_versions == 0
+    }
+
+    /// True when the key ranges of `self` and `other` intersect.
+    pub fn overlaps(&self, other: &SstMeta) -> bool {
+        self.min_key <= other.max_key && other.min_key <= self.max_key
+    }
+
+    /// The object path of this file relative to the database directory.
+    pub fn object_path(&self) -> String {
+        sst_object_path(self.table_id, self.id)
+    }
+}
+
+/// The object path of SST `file` of `table`.
+pub fn sst_object_path(table: TableId, file: FileId) -> String {
+    format!("sst/t{table:06}/{file:020}.parquet")
+}
+
+/// Parses `(table, file)` from an SST object path.
+pub fn parse_sst_object_path(path: &str) -> Option<(TableId, FileId)> {
+    let rest = path.strip_prefix("sst/t")?;
+    let (table, file) = rest.split_once('/')?;
+    let file = file.strip_suffix(".parquet")?;
+    if table.len() != 6 || file.len() != 20 {
+        return None;
+    }
+    Some((table.parse().ok()?, file.parse().ok()?))
+}
+
+/// Base64 (standard alphabet, padded) used for keys in metadata and the manifest.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Inverse of [`base64_encode`].
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+mod b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::base64_encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::base64_decode(&text).ok_or_else(|| serde::de::Error::custom("invalid base64 key"))
+    }
+}
+
+/// The sparse key index of one SST: the first key of every block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIndex {
+    /// Rows per block.
+    pub block_rows: u64,
+    /// First key of each block.
+    pub first_keys: Vec<Vec<u8>>,
+}
+
+impl KeyIndex {
+    /// Serialises the index (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, self.block_rows);
+        put_varint(&mut out, self.first_keys.len() as u64);
+        for key in &self.first_keys {
+            put_varint(&mut out, key.len() as u64);
+            out.extend_from_slice(key);
+        }
+        out
+    }
+
+    /// Parses an index written by [`KeyIndex::encode`].
+    pub fn decode(bytes: &[u8]) -> Option<KeyIndex> {
+        let mut pos = 0;
+        let block_rows = get_varint(bytes, &mut pos)?;
+        let blocks = get_varint(bytes, &mut pos)? as usize;
+        if block_rows == 0 || blocks > bytes.len() {
+            return None;
+        }
+        let mut first_keys = Vec::with_capacity(blocks);
+        for _ in 0..blocks {
+            let len = get_varint(bytes, &mut pos)? as usize;
+            first_keys.push(bytes.get(pos..pos + len)?.to_vec());
+            pos += len;
+        }
+        (pos == bytes.len()).then_some(KeyIndex {
+            block_rows,
+            first_keys,
+        })
+    }
+
+    /// The block holding the first row whose key is `>= key` (the last block whose first key
+    /// is `< key`, or block 0).
+    pub fn block_for(&self, key: &[u8]) -> usize {
+        self.first_keys
+            .partition_point(|first| first.as_slice() < key)
+            .saturating_sub(1)
+    }
+
+    /// The last block that can hold a row whose key is `<= key` (the last block whose first
+    /// key is `<= key`), or `None` when every block starts after `key`.
+    pub fn last_block_upto(&self, key: &[u8]) -> Option<usize> {
+        self.first_keys
+            .partition_point(|first| first.as_slice() <= key)
+            .checked_sub(1)
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,671 @@
+//! Reading one SST: open (size, checksum, footer and metadata checks), point lookups through
+//! the sparse key index, bloom filters and the block cache, and key-range scans.
+//!
+//! A reader is opened once per file and process and shared (`Arc`); it caches the Parquet
+//! metadata (with the page index), the key index and the bloom filters it has loaded.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{
+    DataType, Date32Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use parking_lot::Mutex;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::bloom_filter::Sbbf;
+use parquet::file::metadata::PageIndexPolicy;
+
+use super::cache::{BlockCache, DecodedBlock};
+use super::store::{LocalFile, SstStore};
+use super::writer::bloom_supported;
+use super::{KeyIndex, SstMeta, base64_decode, keys};
+use crate::codec::ByteRows;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::schema::TableSchema;
+use crate::types::{OpKind, SeqNo};
+
+/// Rows of one SST (or memtable) batch together with their encoded keys.
+#[derive(Debug, Clone)]
+pub struct KeyedBatch {
+    /// The rows (a projection of the SST columns that always includes the key columns,
+    /// `_seq` and `_op`).
+    pub batch: RecordBatch,
+    /// Encoded key of each row.
+    pub keys: Arc<ByteRows>,
+    /// Position of `_seq` in `batch`.
+    pub seq_column: usize,
+    /// Position of `_op` in `batch`.
+    pub op_column: usize,
+    /// True when the batch holds one version per key, no tombstones, and nothing newer than
+    /// the read's sequence number, so it can be returned as it is.
+    pub clean: bool,
+}
+
+impl KeyedBatch {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Sequence number of row `i`.
+    #[inline]
+    pub fn seq(&self, i: usize) -> SeqNo {
+        self.batch
+            .column(self.seq_column)
+            .as_primitive::<UInt64Type>()
+            .value(i)
+    }
+
+    /// Operation of row `i`.
+    #[inline]
+    pub fn op(&self, i: usize) -> OpKind {
+        let byte = self
+            .batch
+            .column(self.op_column)
+            .as_primitive::<UInt8Type>()
+            .value(i);
+        if byte == OpKind::Delete.as_u8() {
+            OpKind::Delete
+        } else {
+            OpKind::Put
+        }
+    }
+}
+
+/// One opened SST file.
+pub struct SstReader {
+    meta: SstMeta,
+    object_path: String,
+    file: LocalFile,
+    metadata: ArrowReaderMetadata,
+    index: KeyIndex,
+    /// First row of each row group, then the total row count.
+    row_group_starts: Vec<u64>,
+    schema: Arc<TableSchema>,
+    /// Parquet column of each key column (in key order) that has a bloom filter.
+    bloom_columns: Vec<Option<usize>>,
+    blooms: Mutex<HashMap<usize, Arc<Vec<Option<Sbbf>>>>>,
+    cache: Arc<BlockCache>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for SstReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SstReader")
+            .field("file", &self.object_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn catch<T>(file: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(_) => Err(Error::corruption(
+            file,
+            0,
+            "the Parquet decoder failed on malformed data",
+        )),
+    }
+}
+
+impl SstReader {
+    /// Opens the file described by `meta`: checks its size, verifies its checksum when
+    /// `verify`, and loads and checks its footer.
+    pub fn open(
+        store: &SstStore,
+        meta: &SstMeta,
+        schema: Arc<TableSchema>,
+        verify: bool,
+        cache: Arc<BlockCache>,
+        metrics: Arc<Metrics>,
+    ) -> Result<SstReader> {
+        let object_path = meta.object_path();
+        let local = store.local_path(&object_path);
+        let file = store.open(&object_path)?;
+        let corrupt = |offset: u64, reason: &str| Error::corruption(&local, offset, reason);
+        use parquet::file::reader::Length;
+        if file.len() != meta.size_bytes {
+            return Err(corrupt(
+                file.len().min(meta.size_bytes),
+                &format!(
+                    "file has {} bytes, the manifest says {}",
+                    file.len(),
+                    meta.size_bytes
+                ),
+            ));
+        }
+        if verify {
+            let crc = file.crc32c().map_err(|e| Error::io(&local, e))?;
+            if crc != meta.crc32c {
+                return Err(corrupt(0, "file checksum (crc32c) mismatch"));
+            }
+            Metrics::inc(&metrics.sst_files_verified);
+        }
+        catch(&object_path, || {
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            let metadata = ArrowReaderMetadata::load(&file, options)
+                .map_err(|e| corrupt(file.len(), &format!("unreadable Parquet footer: {e}")))?;
+            Self::from_parts(
+                meta,
+                object_path.clone(),
+                file.clone(),
+                metadata,
+                schema,
+                cache,
+                metrics,
+            )
+        })
+    }
+
+    fn from_parts(
+        meta: &SstMeta,
+        object_path: String,
+        file: LocalFile,
+        metadata: ArrowReaderMetadata,
+        schema: Arc<TableSchema>,
+        cache: Arc<BlockCache>,
+        metrics: Arc<Metrics>,
+    ) -> Result<SstReader> {
+        let path = file.path().to_path_buf();
+        let corrupt = |reason: String| Error::corruption(&path, 0, reason);
+        // The columns must be the table's SST columns.
+        let expected = schema.sst_schema();
+        let found = metadata.schema();
+        let same = found.fields().len() == expected.fields().len()
+            && found
+                .fields()
+                .iter()
+                .zip(expected.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if !same {
+            return Err(corrupt(format!(
+                "columns {:?} do not match the table's SST schema",
+                found.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+            )));
+        }
+        let kv: HashMap<&str, &str> = metadata
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e.value.as_deref().map(|v| (e.key.as_str(), v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let index = kv
+            .get(keys::KEY_INDEX)
+            .and_then(|v| base64_decode(v))
+            .and_then(|bytes| KeyIndex::decode(&bytes))
+            .ok_or_else(|| corrupt("missing or malformed strata.key_index".into()))?;
+        let rows: u64 = kv
+            .get(keys::ROWS)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt("missing strata.rows".into()))?;
+        let mut row_group_starts = Vec::with_capacity(metadata.metadata().num_row_groups() + 1);
+        let mut total = 0u64;
+        for rg in metadata.metadata().row_groups() {
+            row_group_starts.push(total);
+            total += rg.num_rows() as u64;
+        }
+        row_group_starts.push(total);
+        if total != rows
+            || rows != meta.rows
+            || index.first_keys.len() as u64 != rows.div_ceil(index.block_rows)
+        {
+            return Err(corrupt(format!(
+                "row counts disagree (footer {total}, metadata {rows}, manifest {})",
+                meta.rows
+            )));
+        }
+        let storage = schema.storage_schema();
+        let bloom_columns = schema
+            .key_indices()
+            .iter()
+            .map(|i| bloom_supported(storage.field(*i).data_type()).then_some(*i))
+            .collect();
+        Ok(SstReader {
+            meta: meta.clone(),
+            object_path,
+            file,
+            metadata,
+            index,
+            row_group_starts,
+            schema,
+            bloom_columns,
+            blooms: Mutex::new(HashMap::new()),
+            cache,
+            metrics,
+        })
+    }
+
+    /// The file's metadata.
+    pub fn meta(&self) -> &SstMeta {
+        &self.meta
+    }
+
+    /// Number of row groups.
+    pub fn row_groups(&self) -> usize {
+        self.row_group_starts.len() - 1
+    }
+
+    /// Number of blocks of the key index.
+    pub fn blocks(&self) -> usize {
+        self.index.first_keys.len()
+    }
+
+    fn row_group_of(&self, row: u64) -> usize {
+        self.row_group_starts.partition_point(|start| *start <= row) - 1
+    }
+
+    /// Bloom filters of the key columns in row group `rg` (loaded once).
+    fn blooms_for(&self, rg: usize) -> Result<Arc<Vec<Option<Sbbf>>>> {
+        if let Some(found) = self.blooms.lock().get(&rg) {
+            return Ok(Arc::clone(found));
+        }
+        let row_group = self.metadata.metadata().row_group(rg);
+        let mut filters = Vec::with_capacity(self.bloom_columns.len());
+        for column in &self.bloom_columns {
+            let filter = match column {
+                Some(c) => Sbbf::read_from_column_chunk(row_group.column(*c), &self.file)
+                    .map_err(|e| self.corrupt(&format!("unreadable bloom filter: {e}")))?,
+                None => None,
+            };
+            filters.push(filter);
+        }
+        let filters = Arc::new(filters);
+        self.blooms.lock().insert(rg, Arc::clone(&filters));
+        Ok(filters)
+    }
+
+    fn corrupt(&self, reason: &str) -> Error {
+        Error::corruption(self.file.path(), 0, reason)
+    }
+
+    /// False when the bloom filters of row group `rg` prove `key` absent.
+    fn may_contain(&self, rg: usize, key: &[u8]) -> Result<bool> {
+        if self.bloom_columns.iter().all(Option::is_none) {
+            return Ok(true);
+        }
+        let filters = self.blooms_for(rg)?;
+        let values = self.schema.key_codec().decode([key])?;
+        Metrics::inc(&self.metrics.bloom_checks);
+        for (filter, value) in filters.iter().zip(&values) {
+            if let Some(filter) = filter {
+                if !bloom_check(filter, value) {
+                    Metrics::inc(&self.metrics.bloom_negatives);
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads (or fetches from the cache) block `block`: all SST columns.
+    pub fn block(&self, block: usize) -> Result<Arc<DecodedBlock>> {
+        if let Some(found) = self.cache.get(self.meta.id, block as u32) {
+            Metrics::inc(&self.metrics.block_cache_hits);
+            return Ok(found);
+        }
+        Metrics::inc(&self.metrics.block_cache_misses);
+        let start = block as u64 * self.index.block_rows;
+        let end = (start + self.index.block_rows).min(self.meta.rows);
+        let columns: Vec<usize> = (0..self.schema.storage_schema().fields().len()).collect();
+        let batches: Vec<RecordBatch> = self
+            .read_rows(start, end, &columns)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
+        let batch = concat_batches(&self.schema.sst_schema(), &batches)?;
+        if batch.num_rows() as u64 != end - start {
+            return Err(self.corrupt("block has the wrong number of rows"));
+        }
+        let keys = self.encode_keys(&batch, &columns)?;
+        let decoded = Arc::new(DecodedBlock::new(batch, keys));
+        self.cache
+            .insert(self.meta.id, block as u32, Arc::clone(&decoded));
+        Ok(decoded)
+    }
+
+    fn encode_keys(&self, batch: &RecordBatch, columns: &[usize]) -> Result<ByteRows> {
+        let key_columns: Vec<ArrayRef> = self
+            .schema
+            .key_indices()
+            .iter()
+            .map(|k| {
+                let position = columns
+                    .iter()
+                    .position(|c| c == k)
+                    .ok_or_else(|| Error::internal("scan projection lacks a key column"))?;
+                Ok(Arc::clone(batch.column(position)))
+            })
+            .collect::<Result<_>>()?;
+        self.schema.key_codec().encode_columns(&key_columns)
+    }
+
+    /// A reader of rows `[start, end)` (which lie inside one row group or span several),
+    /// projected to the SST columns `columns` (ascending).
+    fn read_rows(&self, start: u64, end: u64, columns: &[usize]) -> Result<GuardedReader> {
+        debug_assert!(start < end && end <= self.meta.rows);
+        let first_rg = self.row_group_of(start);
+        let last_rg = self.row_group_of(end - 1);
+        let mut selectors = Vec::new();
+        for rg in first_rg..=last_rg {
+            let rg_start = self.row_group_starts[rg];
+            let rg_end = self.row_group_starts[rg + 1];
+            let from = start.max(rg_start);
+            let to = end.min(rg_end);
+            if from > rg_start {
+                selectors.push(RowSelector::skip((from - rg_start) as usize));
+            }
+            selectors.push(RowSelector::select((to - from) as usize));
+            if to < rg_end {
+                selectors.push(RowSelector::skip((rg_end - to) as usize));
+            }
+        }
+        let mask = ProjectionMask::roots(
+            self.metadata.metadata().file_metadata().schema_descr(),
+            columns.iter().copied(),
+        );
+        let object_path = self.object_path.clone();
+        let reader: ParquetRecordBatchReader = catch(&object_path, || {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(
+                self.file.clone(),
+                self.metadata.clone(),
+            )
+            .with_row_groups((first_rg..=last_rg).collect())
+            .with_row_selection(RowSelection::from(selectors))
+            .with_projection(mask)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| self.corrupt(&format!("cannot read row groups: {e}")))
+        })?;
+        Ok(GuardedReader {
+            inner: reader,
+            file: object_path,
+        })
+    }
+
+    /// The newest version of `key` with `seq <= read_seq`, as a one-row batch of all SST
+    /// columns, with its sequence number and operation.
+    pub fn get(&self, key: &[u8], read_seq: SeqNo) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
+        if key < self.meta.min_key.as_slice()
+            || key > self.meta.max_key.as_slice()
+            || self.meta.min_seq > read_seq
+        {
+            return Ok(None);
+        }
+        Metrics::inc(&self.metrics.get_sst_probes);
+        let mut block = self.index.block_for(key);
+        let starts_next = self
+            .index
+            .first_keys
+            .get(block + 1)
+            .is_some_and(|k| k.as_slice() == key);
+        if !starts_next {
+            let rg = self.row_group_of(block as u64 * self.index.block_rows);
+            if !self.may_contain(rg, key)? {
+                return Ok(None);
+            }
+        }
+        let seq_column = self.schema.seq_index();
+        let op_column = self.schema.op_index();
+        loop {
+            let decoded = self.block(block)?;
+            let keys = &decoded.keys;
+            let mut row = partition(keys, |k| k < key);
+            while row < keys.len() && keys.get(row) == key {
+                let seq = decoded
+                    .batch
+                    .column(seq_column)
+                    .as_primitive::<UInt64Type>()
+                    .value(row);
+                if seq <= read_seq {
+                    let op = decoded
+                        .batch
+                        .column(op_column)
+                        .as_primitive::<UInt8Type>()
+                        .value(row);
+                    let op = OpKind::from_u8(op).ok_or_else(|| self.corrupt("bad _op value"))?;
+                    return Ok(Some((seq, op, decoded.batch.slice(row, 1))));
+                }
+                row += 1;
+            }
+            // The versions of `key` may continue in the next block.
+            if row == keys.len() && block + 1 < self.blocks() {
+                block += 1;
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    /// Scans the rows whose keys lie within `(lower, upper)`, projected to the SST columns
+    /// `columns` (ascending; must include the key columns, `_seq` and `_op`). Batches are marked
+    /// clean when the file is (see [`SstMeta::is_clean`]); the caller clears the mark when it
+    /// reads below the file's newest sequence number.
+    pub fn scan(
+        self: &Arc<Self>,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        columns: Vec<usize>,
+    ) -> Result<SstScan> {
+        debug_assert!(columns.windows(2).all(|w| w[0] < w[1]));
+        let first_block = match lower {
+            Bound::Unbounded => Some(0),
+            Bound::Included(k) | Bound::Excluded(k) => {
+                (k <= self.meta.max_key.as_slice()).then(|| self.index.block_for(k))
+            }
+        };
+        let last_block = match upper {
+            Bound::Unbounded => Some(self.blocks() - 1),
+            Bound::Included(k) | Bound::Excluded(k) => self.index.last_block_upto(k),
+        };
+        let range = match (first_block, last_block) {
+            (Some(first), Some(last)) if first <= last => {
+                let start = first as u64 * self.index.block_rows;
+                let end = ((last as u64 + 1) * self.index.block_rows).min(self.meta.rows);
+                Some((start, end))
+            }
+            _ => None,
+        };
+        let seq_column = columns
+            .iter()
+            .position(|c| *c == self.schema.seq_index())
+            .ok_or_else(|| Error::internal("scan projection lacks _seq"))?;
+        let op_column = columns
+            .iter()
+            .position(|c| *c == self.schema.op_index())
+            .ok_or_else(|| Error::internal("scan projection lacks _op"))?;
+        let rows = match range {
+            Some((start, end)) => {
+                Some(Box::new(self.read_rows(start, end, &columns)?) as BatchIter)
+            }
+            None => None,
+        };
+        Ok(SstScan {
+            reader: Arc::clone(self),
+            rows,
+            lower: own_bound(lower),
+            upper: own_bound(upper),
+            columns,
+            seq_column,
+            op_column,
+            clean: self.meta.is_clean(),
+            done: range.is_none(),
+        })
+    }
+}
+
+type BatchIter =
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
+struct GuardedReader {
+    inner: ParquetRecordBatchReader,
+    file: String,
+}
+
+impl Iterator for GuardedReader {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match catch_unwind(AssertUnwindSafe(|| self.inner.next())) {
+            Ok(item) => item,
+            Err(_) => Some(Err(arrow::error::ArrowError::ExternalError(Box::new(
+                Error::corruption(
+                    &self.file,
+                    0,
+                    "the Parquet decoder failed on malformed data",
+                ),
+            )))),
+        }
+    }
+}
+
+fn own_bound(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// An iterator over the rows of one SST within a key range, as [`KeyedBatch`]es.
+pub struct SstScan {
+    reader: Arc<SstReader>,
+    rows: Option<BatchIter>,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    columns: Vec<usize>,
+    seq_column: usize,
+    op_column: usize,
+    clean: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for SstScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SstScan")
+            .field("file", &self.reader.object_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SstScan {
+    fn next_batch(&mut self) -> Result<Option<KeyedBatch>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let Some(rows) = self.rows.as_mut() else {
+                return Ok(None);
+            };
+            let batch = match rows.next() {
+                None => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Err(match e {
+                        arrow::error::ArrowError::ExternalError(inner) => {
+                            match inner.downcast::<Error>() {
+                                Ok(error) => *error,
+                                Err(other) => self.reader.corrupt(&other.to_string()),
+                            }
+                        }
+                        other => self.reader.corrupt(&format!("unreadable rows: {other}")),
+                    });
+                }
+                Some(Ok(batch)) => batch,
+            };
+            let keys = self.reader.encode_keys(&batch, &self.columns)?;
+            // Trim rows outside the key range (only the first and last batches have any).
+            let start = match &self.lower {
+                Bound::Unbounded => 0,
+                Bound::Included(k) => partition(&keys, |key| key < k.as_slice()),
+                Bound::Excluded(k) => partition(&keys, |key| key <= k.as_slice()),
+            };
+            let end = match &self.upper {
+                Bound::Unbounded => keys.len(),
+                Bound::Included(k) => partition(&keys, |key| key <= k.as_slice()),
+                Bound::Excluded(k) => partition(&keys, |key| key < k.as_slice()),
+            };
+            if end < keys.len() {
+                self.done = true;
+            }
+            if start >= end {
+                continue;
+            }
+            let (batch, keys) = if start == 0 && end == keys.len() {
+                (batch, keys)
+            } else {
+                let mut trimmed = ByteRows::with_capacity(end - start, 0);
+                (start..end).for_each(|i| trimmed.push(keys.get(i)));
+                (batch.slice(start, end - start), trimmed)
+            };
+            return Ok(Some(KeyedBatch {
+                batch,
+                keys: Arc::new(keys),
+                seq_column: self.seq_column,
+                op_column: self.op_column,
+                clean: self.clean,
+            }));
+        }
+    }
+}
+
+impl Iterator for SstScan {
+    type Item = Result<KeyedBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}
+
+/// The number of leading rows for which `pred(key)` holds (keys are sorted).
+fn partition(keys: &ByteRows, pred: impl Fn(&[u8]) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, keys.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if pred(keys.get(mid)) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Checks a key column value against a bloom filter, hashing the Parquet physical value.
+fn bloom_check(filter: &Sbbf, value: &ArrayRef) -> bool {
+    match value.data_type() {
+        DataType::Int8 => filter.check(&i32::from(value.as_primitive::<Int8Type>().value(0))),
+        DataType::Int16 => filter.check(&i32::from(value.as_primitive::<Int16Type>().value(0))),
+        DataType::Int32 => filter.check(&value.as_primitive::<Int32Type>().value(0)),
+        DataType::Date32 => filter.check(&value.as_primitive::<Date32Type>().value(0)),
+        DataType::UInt8 => filter.check(&i32::from(value.as_primitive::<UInt8Type>().value(0))),
+        DataType::UInt16 => filter.check(&i32::from(value.as_primitive::<UInt16Type>().value(0))),
+        DataType::UInt32 => filter.check(&(value.as_primitive::<UInt32Type>().value(0) as i32)),
+        DataType::Int64 => filter.check(&value.as_primitive::<Int64Type>().value(0)),
+        DataType::UInt64 => filter.check(&(value.as_primitive::<UInt64Type>().value(0) as i64)),
+        DataType::Utf8 => filter.check(value.as_string::<i32>().value(0).as_bytes()),
+        DataType::LargeUtf8 => filter.check(value.as_string::<i64>().value(0).as_bytes()),
+        DataType::Utf8View => filter.check(value.as_string_view().value(0).as_bytes()),
+        DataType::Binary => filter.check(value.as_binary::<i32>().value(0)),
+        DataType::LargeBinary => filter.check(value.as_binary::<i64>().value(0)),
+        DataType::BinaryView => filter.check(value.as_binary_view().value(0)),
+        _ => true,
+    }
+}

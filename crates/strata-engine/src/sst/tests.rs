@@ -1,0 +1,353 @@
+use std::ops::Bound;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, UInt8Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::options::TableOptions;
+use crate::schema::TableSchema;
+use crate::types::OpKind;
+
+fn table_schema() -> Arc<TableSchema> {
+    let user = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    Arc::new(TableSchema::new(user, &["id"]).unwrap())
+}
+
+fn small_options() -> TableOptions {
+    TableOptions {
+        sst_index_block_rows: 16,
+        sst_row_group_rows: 64,
+        sst_page_size_bytes: 1024,
+        ..TableOptions::default()
+    }
+}
+
+/// Rows: keys 0, 2, 4, ... (n keys); key 10 has three versions (seq 300, 200, 100, the middle
+/// one a tombstone); every other key one version with seq = key + 1000.
+fn rows(schema: &TableSchema, n: i64) -> (RecordBatch, crate::codec::ByteRows) {
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    let mut seqs = Vec::new();
+    let mut ops = Vec::new();
+    for k in (0..n).map(|i| i * 2) {
+        if k == 10 {
+            for (seq, op) in [
+                (300u64, OpKind::Put),
+                (200, OpKind::Delete),
+                (100, OpKind::Put),
+            ] {
+                ids.push(k);
+                names.push((op == OpKind::Put).then(|| format!("v{seq}")));
+                seqs.push(seq);
+                ops.push(op.as_u8());
+            }
+        } else {
+            ids.push(k);
+            names.push(Some(format!("name-{k}")));
+            seqs.push(k as u64 + 1000);
+            ops.push(0);
+        }
+    }
+    let batch = RecordBatch::try_new(
+        schema.sst_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from(names)),
+            Arc::new(UInt64Array::from(seqs)),
+            Arc::new(UInt8Array::from(ops)),
+        ],
+    )
+    .unwrap();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[Arc::new(Int64Array::from(ids)) as _])
+        .unwrap();
+    (batch, keys)
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: SstStore,
+    meta: SstMeta,
+    schema: Arc<TableSchema>,
+    metrics: Arc<Metrics>,
+}
+
+fn fixture(n: i64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SstStore::new(dir.path(), None).unwrap();
+    let schema = table_schema();
+    let mut writer = SstWriter::new(7, &schema, &small_options(), 0, n as u64).unwrap();
+    let (batch, keys) = rows(&schema, n);
+    // Write in two pieces to check that order and stats carry across batches.
+    let half = batch.num_rows() / 2;
+    let mut first = crate::codec::ByteRows::with_capacity(half, 0);
+    let mut second = crate::codec::ByteRows::with_capacity(batch.num_rows() - half, 0);
+    (0..half).for_each(|i| first.push(keys.get(i)));
+    (half..keys.len()).for_each(|i| second.push(keys.get(i)));
+    writer.write(&batch.slice(0, half), &first).unwrap();
+    writer
+        .write(&batch.slice(half, batch.num_rows() - half), &second)
+        .unwrap();
+    let written = writer.finish(42).unwrap();
+    store
+        .put(&written.meta.object_path(), written.bytes.clone())
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        meta: written.meta,
+        schema,
+        metrics: Arc::new(Metrics::default()),
+    }
+}
+
+fn open(f: &Fixture, cache_bytes: usize) -> Result<Arc<SstReader>, crate::Error> {
+    SstReader::open(
+        &f.store,
+        &f.meta,
+        Arc::clone(&f.schema),
+        true,
+        Arc::new(BlockCache::new(cache_bytes)),
+        Arc::clone(&f.metrics),
+    )
+    .map(Arc::new)
+}
+
+fn key(schema: &TableSchema, k: i64) -> Vec<u8> {
+    schema.encode_key_values(&[k.into()]).unwrap()
+}
+
+#[test]
+fn metadata_describes_the_file() {
+    let f = fixture(100);
+    assert_eq!(f.meta.rows, 102);
+    assert_eq!(f.meta.tombstones, 1);
+    assert_eq!(f.meta.older_versions, 2);
+    assert_eq!(f.meta.min_seq, 100);
+    assert_eq!(f.meta.max_seq, 198 + 1000);
+    assert_eq!(f.meta.min_key, key(&f.schema, 0));
+    assert_eq!(f.meta.max_key, key(&f.schema, 198));
+    assert!(!f.meta.is_clean());
+    let reader = open(&f, 1 << 20).unwrap();
+    assert_eq!(reader.blocks(), 102usize.div_ceil(16));
+    assert_eq!(reader.row_groups(), 2);
+}
+
+#[test]
+fn the_file_is_plain_parquet_with_strata_metadata() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let f = fixture(50);
+    let file = std::fs::File::open(f.store.local_path(&f.meta.object_path())).unwrap();
+    let reader = SerializedFileReader::new(file).unwrap();
+    let metadata = reader.metadata();
+    let kv = metadata.file_metadata().key_value_metadata().unwrap();
+    let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
+    assert_eq!(get(keys::FORMAT_VERSION).as_deref(), Some("1"));
+    assert_eq!(get(keys::ROWS).as_deref(), Some("52"));
+    let sorting = metadata.row_group(0).sorting_columns().unwrap();
+    assert_eq!(sorting.len(), 2);
+    assert!(!sorting[0].descending && sorting[1].descending);
+    assert!(
+        metadata
+            .row_group(0)
+            .column(0)
+            .bloom_filter_offset()
+            .is_some()
+    );
+    // Plain Arrow reading sees the typed columns.
+    let batches: Vec<RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(f.store.local_path(&f.meta.object_path())).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(total, 52);
+    assert_eq!(batches[0].schema().field(0).data_type(), &DataType::Int64);
+}
+
+#[test]
+fn point_lookups_find_the_right_version() {
+    let f = fixture(200);
+    let reader = open(&f, 1 << 20).unwrap();
+    for k in (0..400).step_by(2) {
+        if k == 10 {
+            continue;
+        }
+        let (seq, op, row) = reader
+            .get(&key(&f.schema, k), u64::MAX)
+            .unwrap()
+            .unwrap_or_else(|| panic!("key {k}"));
+        assert_eq!((seq, op), (k as u64 + 1000, OpKind::Put));
+        assert_eq!(
+            row.column(1).as_string::<i32>().value(0),
+            format!("name-{k}")
+        );
+        assert_eq!(row.column(0).as_primitive::<Int64Type>().value(0), k);
+    }
+    let at = |seq| {
+        reader
+            .get(&key(&f.schema, 10), seq)
+            .unwrap()
+            .map(|(s, op, _)| (s, op))
+    };
+    assert_eq!(at(u64::MAX), Some((300, OpKind::Put)));
+    assert_eq!(at(299), Some((200, OpKind::Delete)));
+    assert_eq!(at(150), Some((100, OpKind::Put)));
+    assert_eq!(at(99), None);
+    // Absent keys: odd numbers and out of range.
+    for k in [-5, 1, 11, 199, 397, 401, 10_000] {
+        assert!(
+            reader.get(&key(&f.schema, k), u64::MAX).unwrap().is_none(),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
+fn bloom_filters_rule_out_most_absent_keys() {
+    let f = fixture(500);
+    let reader = open(&f, 0).unwrap();
+    for k in (1..1000).step_by(2) {
+        assert!(reader.get(&key(&f.schema, k), u64::MAX).unwrap().is_none());
+    }
+    let negatives = f
+        .metrics
+        .bloom_negatives
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        negatives > 450,
+        "only {negatives} of 500 absent keys ruled out by bloom filters"
+    );
+}
+
+#[test]
+fn scans_respect_bounds() {
+    let f = fixture(100);
+    let reader = open(&f, 0).unwrap();
+    let all: Vec<usize> = (0..4).collect();
+    let collect = |lower: Bound<&[u8]>, upper: Bound<&[u8]>| -> Vec<(i64, u64)> {
+        reader
+            .scan(lower, upper, all.clone())
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let ids = b.batch.column(0).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows())
+                    .map(move |i| (ids.value(i), b.seq(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let everything = collect(Bound::Unbounded, Bound::Unbounded);
+    assert_eq!(everything.len(), 102);
+    let (k10, k50) = (key(&f.schema, 10), key(&f.schema, 50));
+    let got = collect(Bound::Included(&k10), Bound::Excluded(&k50));
+    let ids: Vec<i64> = got.iter().map(|r| r.0).collect();
+    assert_eq!(ids.first(), Some(&10));
+    assert_eq!(ids.last(), Some(&48));
+    assert_eq!(got.iter().filter(|r| r.0 == 10).count(), 3);
+    let got = collect(Bound::Excluded(&k10), Bound::Included(&k50));
+    assert_eq!(got.first().map(|r| r.0), Some(12));
+    assert_eq!(got.last().map(|r| r.0), Some(50));
+    let (k1000, k2000) = (key(&f.schema, 1000), key(&f.schema, 2000));
+    assert!(collect(Bound::Included(&k1000), Bound::Included(&k2000)).is_empty());
+    let below = key(&f.schema, -10);
+    assert!(collect(Bound::Unbounded, Bound::Excluded(&below)).is_empty());
+}
+
+#[test]
+fn damaged_files_are_corruption_never_data() {
+    let f = fixture(100);
+    let path = f.store.local_path(&f.meta.object_path());
+    let original = std::fs::read(&path).unwrap();
+    for position in (0..original.len()).step_by(97) {
+        let mut damaged = original.clone();
+        damaged[position] ^= 0x01;
+        std::fs::write(&path, &damaged).unwrap();
+        let err = open(&f, 0).unwrap_err();
+        assert!(err.is_corruption(), "flip at {position}: {err}");
+        assert!(
+            err.to_string().contains(".parquet"),
+            "error names the file: {err}"
+        );
+    }
+    std::fs::write(&path, &original[..original.len() - 10]).unwrap();
+    assert!(open(&f, 0).unwrap_err().is_corruption());
+    std::fs::write(&path, &original).unwrap();
+    open(&f, 0).unwrap();
+}
+
+#[test]
+fn unverified_damage_never_panics() {
+    let f = fixture(100);
+    let path = f.store.local_path(&f.meta.object_path());
+    let original = std::fs::read(&path).unwrap();
+    for position in (0..original.len()).step_by(31) {
+        let mut damaged = original.clone();
+        damaged[position] ^= 0xFF;
+        std::fs::write(&path, &damaged).unwrap();
+        let opened = SstReader::open(
+            &f.store,
+            &f.meta,
+            Arc::clone(&f.schema),
+            false,
+            Arc::new(BlockCache::new(0)),
+            Arc::clone(&f.metrics),
+        );
+        if let Ok(reader) = opened {
+            let reader = Arc::new(reader);
+            let _ = reader.get(&key(&f.schema, 20), u64::MAX);
+            if let Ok(scan) = reader.scan(Bound::Unbounded, Bound::Unbounded, (0..4).collect()) {
+                for batch in scan {
+                    if batch.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn key_index_round_trip_and_search() {
+    let index = KeyIndex {
+        block_rows: 4,
+        first_keys: vec![b"b".to_vec(), b"d".to_vec(), b"f".to_vec()],
+    };
+    assert_eq!(KeyIndex::decode(&index.encode()), Some(index.clone()));
+    assert_eq!(index.block_for(b"a"), 0);
+    assert_eq!(index.block_for(b"d"), 0);
+    assert_eq!(index.block_for(b"e"), 1);
+    assert_eq!(index.block_for(b"z"), 2);
+    assert_eq!(index.last_block_upto(b"a"), None);
+    assert_eq!(index.last_block_upto(b"d"), Some(1));
+    assert!(KeyIndex::decode(&[0, 0]).is_none());
+}
+
+#[test]
+fn object_paths_round_trip() {
+    assert_eq!(
+        parse_sst_object_path(&sst_object_path(3, 99)),
+        Some((3, 99))
+    );
+    assert_eq!(parse_sst_object_path("sst/t3/99.parquet"), None);
+}
+
+#[test]
+fn nulls_survive() {
+    let f = fixture(20);
+    let reader = open(&f, 1 << 20).unwrap();
+    let (_, op, row) = reader.get(&key(&f.schema, 10), 250).unwrap().unwrap();
+    assert_eq!(op, OpKind::Delete);
+    assert!(row.column(1).is_null(0));
+}

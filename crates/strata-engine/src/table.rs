@@ -1,0 +1,559 @@
+//! Tables: the public [`Table`] handle and the per-table state it shares with the database.
+//!
+//! A table is one LSM tree: an active memtable, immutable memtables waiting for flush, and SST
+//! files by level, all pinned together in a [`SuperVersion`]. Writes go through the database's
+//! commit path (WAL, then memtable); reads pin a super version and then a sequence number, in
+//! that order, so they see a consistent prefix of the history (see `version`).
+//!
+//! ## Locks
+//!
+//! * `sv` (RwLock): guards which `Arc<SuperVersion>` is current. Readers hold it only to clone
+//!   the `Arc`; the commit leader (memtable switch) and the flush worker (install) replace it.
+//! * `flush_lock` (Mutex): one flush of this table at a time, so immutable memtables are flushed
+//!   oldest first.
+//! * `options` (RwLock): the table's options; a change applies to the next memtable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use parking_lot::{Mutex, RwLock};
+
+use crate::codec::{ByteRows, KeyValue};
+use crate::db::DbInner;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::options::TableOptions;
+use crate::read::{Dedup, KeyRange, MergeIter, ScanColumns, ScanIter, ScanOptions, collect_runs};
+use crate::schema::TableSchema;
+use crate::snapshot::Snapshot;
+use crate::sst::SstMeta;
+use crate::types::{OpKind, SeqNo, TableId};
+use crate::version::{MemtableSlot, SuperVersion};
+use crate::wal::BatchPayload;
+
+/// Per-table state shared by handles, the commit path and background work.
+pub(crate) struct TableInner {
+    pub id: TableId,
+    pub name: String,
+    pub schema: Arc<TableSchema>,
+    pub options: RwLock<TableOptions>,
+    pub sv: RwLock<Arc<SuperVersion>>,
+    pub dropped: AtomicBool,
+    pub flush_queued: AtomicBool,
+    pub flush_lock: Mutex<()>,
+    /// Every write up to this sequence number is in an SST (from the manifest).
+    pub flushed_seq: AtomicU64,
+    /// Next hidden row id (append-only tables).
+    pub next_rowid: AtomicU64,
+    pub created_at_ms: u64,
+}
+
+impl std::fmt::Debug for TableInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TableInner {
+    /// The current super version.
+    pub fn super_version(&self) -> Arc<SuperVersion> {
+        Arc::clone(&self.sv.read())
+    }
+
+    /// Replaces the super version with `f(current)`.
+    pub fn install(&self, f: impl FnOnce(&SuperVersion) -> SuperVersion) {
+        let mut guard = self.sv.write();
+        let next = f(&guard);
+        *guard = Arc::new(next);
+    }
+
+    /// A fresh memtable slot of the table's current kind.
+    pub fn new_memtable(&self) -> Arc<MemtableSlot> {
+        Arc::new(MemtableSlot::new(
+            self.options.read().memtable_kind.create(),
+        ))
+    }
+}
+
+/// One change inside an atomic table write.
+#[derive(Debug, Clone, Copy)]
+pub enum Mutation<'a> {
+    /// Insert or replace the rows of this batch (user schema), by primary key.
+    Upsert(&'a RecordBatch),
+    /// Delete the keys in this batch (exactly the primary-key columns).
+    Delete(&'a RecordBatch),
+}
+
+/// Options of one write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Force the WAL to stable storage before acknowledging, whatever the database's
+    /// [`crate::SyncMode`].
+    pub sync: bool,
+}
+
+/// Sizes and counts describing a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    /// Entries in memtables (versions, not distinct keys).
+    pub memtable_entries: u64,
+    /// Memory of memtables.
+    pub memtable_bytes: u64,
+    /// Immutable memtables waiting for flush.
+    pub immutable_memtables: usize,
+    /// SST files per level.
+    pub files_per_level: Vec<usize>,
+    /// SST bytes.
+    pub sst_bytes: u64,
+    /// Rows in SSTs (all versions and tombstones).
+    pub sst_rows: u64,
+    /// Tombstones in SSTs.
+    pub sst_tombstones: u64,
+    /// An estimate of live rows: SST rows minus tombstones and older versions, plus memtable
+    /// entries (exact after a full compaction with an empty memtable).
+    pub estimated_rows: u64,
+}
+
+/// A handle to one table. Cheap to clone; valid until the table is dropped or the database
+/// closed.
+#[derive(Clone)]
+pub struct Table {
+    pub(crate) db: Arc<DbInner>,
+    pub(crate) inner: Arc<TableInner>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Table {
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The table's id.
+    pub fn id(&self) -> TableId {
+        self.inner.id
+    }
+
+    /// The user schema (key columns NOT NULL).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(self.inner.schema.user_schema())
+    }
+
+    /// The full table schema (storage layout and codecs).
+    pub fn table_schema(&self) -> &Arc<TableSchema> {
+        &self.inner.schema
+    }
+
+    /// Primary-key column names (empty for append-only tables).
+    pub fn primary_key(&self) -> &[String] {
+        self.inner.schema.primary_key()
+    }
+
+    /// The table's options.
+    pub fn options(&self) -> TableOptions {
+        self.inner.options.read().clone()
+    }
+
+    fn check_live(&self) -> Result<()> {
+        self.db.check_open()?;
+        if self.inner.dropped.load(Ordering::Acquire) {
+            return Err(Error::TableNotFound(self.inner.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Inserts the rows of `batch` (user schema); a row whose key exists replaces it
+    /// (last writer wins; within the batch the last row of a key wins). Returns the rows
+    /// written. The batch is applied atomically.
+    pub fn insert(&self, batch: &RecordBatch) -> Result<u64> {
+        self.write(&[Mutation::Upsert(batch)], WriteOptions::default())
+    }
+
+    /// Deletes the keys in `keys`, a batch of exactly the primary-key columns. Deleting an
+    /// absent key is not an error. Returns the number of keys given.
+    pub fn delete(&self, keys: &RecordBatch) -> Result<u64> {
+        self.write(&[Mutation::Delete(keys)], WriteOptions::default())
+    }
+
+    /// Deletes keys given as typed values.
+    pub fn delete_keys(&self, keys: &[Vec<KeyValue>]) -> Result<u64> {
+        self.check_live()?;
+        let mut payload = BatchPayload::new();
+        for key in keys {
+            let encoded = self.inner.schema.encode_key_values(key)?;
+            self.check_key_size(&encoded)?;
+            payload.push(self.inner.id, OpKind::Delete, &encoded, &[]);
+        }
+        self.commit(payload, WriteOptions::default())
+    }
+
+    /// Applies several mutations as one atomic write batch, in order (a key deleted and then
+    /// upserted in the same call ends up upserted). Returns the rows written.
+    pub fn write(&self, mutations: &[Mutation<'_>], options: WriteOptions) -> Result<u64> {
+        self.check_live()?;
+        let mut payload = BatchPayload::new();
+        for mutation in mutations {
+            match mutation {
+                Mutation::Upsert(batch) => self.encode_upserts(batch, &mut payload)?,
+                Mutation::Delete(keys) => {
+                    let encoded = self.inner.schema.encode_key_batch(keys)?;
+                    for key in encoded.iter() {
+                        self.check_key_size(key)?;
+                        payload.push(self.inner.id, OpKind::Delete, key, &[]);
+                    }
+                }
+            }
+        }
+        self.commit(payload, options)
+    }
+
+    fn encode_upserts(&self, batch: &RecordBatch, payload: &mut BatchPayload) -> Result<()> {
+        if batch.num_rows() == 0 {
+            self.inner.schema.check_batch(batch)?;
+            return Ok(());
+        }
+        let first_rowid = if self.inner.schema.has_hidden_rowid() {
+            self.inner
+                .next_rowid
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed)
+        } else {
+            0
+        };
+        let (keys, values) = self.inner.schema.encode_rows(batch, first_rowid)?;
+        self.push_encoded(&keys, &values, payload)
+    }
+
+    fn push_encoded(
+        &self,
+        keys: &ByteRows,
+        values: &ByteRows,
+        payload: &mut BatchPayload,
+    ) -> Result<()> {
+        let limits = &self.db.options;
+        for (key, value) in keys.iter().zip(values.iter()) {
+            self.check_key_size(key)?;
+            if value.len() > limits.value_size_bytes_max {
+                return Err(Error::LimitExceeded(format!(
+                    "row of {} bytes exceeds value_size_bytes_max ({})",
+                    value.len(),
+                    limits.value_size_bytes_max
+                )));
+            }
+            payload.push(self.inner.id, OpKind::Put, key, value);
+            if payload.len_bytes() > limits.write_batch_bytes_max {
+                return Err(Error::LimitExceeded(format!(
+                    "write batch exceeds write_batch_bytes_max ({} bytes); split it",
+                    limits.write_batch_bytes_max
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_key_size(&self, key: &[u8]) -> Result<()> {
+        let max = self.db.options.key_size_bytes_max;
+        if key.len() > max {
+            return Err(Error::LimitExceeded(format!(
+                "encoded key of {} bytes exceeds key_size_bytes_max ({max})",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn commit(&self, mut payload: BatchPayload, options: WriteOptions) -> Result<u64> {
+        let rows = u64::from(payload.count());
+        if rows == 0 {
+            return Ok(0);
+        }
+        if payload.len_bytes() > self.db.options.write_batch_bytes_max {
+            return Err(Error::LimitExceeded(format!(
+                "write batch exceeds write_batch_bytes_max ({} bytes); split it",
+                self.db.options.write_batch_bytes_max
+            )));
+        }
+        payload.seal();
+        self.db
+            .write(&[Arc::clone(&self.inner)], payload, options.sync)?;
+        Ok(rows)
+    }
+
+    /// Pins the table for reading at the latest committed write.
+    pub fn view(&self) -> Result<ReadView> {
+        self.check_live()?;
+        let sv = self.inner.super_version();
+        let read_seq = self.db.visible_seq();
+        Ok(ReadView {
+            db: Arc::clone(&self.db),
+            table: Arc::clone(&self.inner),
+            sv,
+            read_seq,
+        })
+    }
+
+    /// Pins the table for reading at a snapshot.
+    pub fn view_at(&self, snapshot: &Snapshot) -> Result<ReadView> {
+        self.check_live()?;
+        let sv = self.inner.super_version();
+        Ok(ReadView {
+            db: Arc::clone(&self.db),
+            table: Arc::clone(&self.inner),
+            sv,
+            read_seq: snapshot.seq(),
+        })
+    }
+
+    /// The row with primary key `key` (typed values in key order), as a one-row batch.
+    pub fn get(&self, key: &[KeyValue]) -> Result<Option<RecordBatch>> {
+        self.view()?.get(key)
+    }
+
+    /// The row with primary key `key` as of `snapshot`.
+    pub fn get_at(&self, snapshot: &Snapshot, key: &[KeyValue]) -> Result<Option<RecordBatch>> {
+        self.view_at(snapshot)?.get(key)
+    }
+
+    /// Scans the rows whose keys are in `range`.
+    pub fn scan(&self, range: KeyRange, options: ScanOptions) -> Result<ScanIter> {
+        self.view()?.scan(range, options)
+    }
+
+    /// Scans as of `snapshot`.
+    pub fn scan_at(
+        &self,
+        snapshot: &Snapshot,
+        range: KeyRange,
+        options: ScanOptions,
+    ) -> Result<ScanIter> {
+        self.view_at(snapshot)?.scan(range, options)
+    }
+
+    /// Writes the memtables of this table to SSTs and waits until they are durable there.
+    pub fn flush(&self) -> Result<()> {
+        self.check_live()?;
+        self.db.flush_table(&self.inner)
+    }
+
+    /// Sizes and counts.
+    pub fn stats(&self) -> TableStats {
+        table_stats(&self.inner)
+    }
+}
+
+pub(crate) fn table_stats(table: &TableInner) -> TableStats {
+    let sv = table.super_version();
+    let files: Vec<&SstMeta> = sv.version.files().map(|f| f.meta()).collect();
+    let memtable_entries: u64 = sv.memtables().map(|m| m.memtable.len() as u64).sum();
+    let sst_rows: u64 = files.iter().map(|f| f.rows).sum();
+    let sst_tombstones: u64 = files.iter().map(|f| f.tombstones).sum();
+    let older: u64 = files.iter().map(|f| f.older_versions).sum();
+    TableStats {
+        memtable_entries,
+        memtable_bytes: sv.memtable_bytes() as u64,
+        immutable_memtables: sv.immutables.len(),
+        files_per_level: (0..sv.version.num_levels())
+            .map(|l| sv.version.level(l).len())
+            .collect(),
+        sst_bytes: sv.version.size_bytes(),
+        sst_rows,
+        sst_tombstones,
+        estimated_rows: sst_rows.saturating_sub(sst_tombstones + older) + memtable_entries,
+    }
+}
+
+/// A table pinned for reading: its memtables and files (a super version) and a sequence
+/// number. Every read through one view sees the same data.
+#[derive(Clone)]
+pub struct ReadView {
+    db: Arc<DbInner>,
+    table: Arc<TableInner>,
+    sv: Arc<SuperVersion>,
+    read_seq: SeqNo,
+}
+
+impl std::fmt::Debug for ReadView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadView")
+            .field("table", &self.table.name)
+            .field("read_seq", &self.read_seq)
+            .finish()
+    }
+}
+
+impl ReadView {
+    /// The sequence number this view reads at.
+    pub fn read_seq(&self) -> SeqNo {
+        self.read_seq
+    }
+
+    /// The table schema.
+    pub fn table_schema(&self) -> &Arc<TableSchema> {
+        &self.table.schema
+    }
+
+    /// Metadata of the SST files, by level (L0 newest first).
+    pub fn files_by_level(&self) -> Vec<Vec<SstMeta>> {
+        (0..self.sv.version.num_levels())
+            .map(|l| {
+                self.sv
+                    .version
+                    .level(l)
+                    .iter()
+                    .map(|f| f.meta().clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `(entries, bytes, immutable)` of each memtable, newest first.
+    pub fn memtables(&self) -> Vec<(usize, usize, bool)> {
+        self.sv
+            .memtables()
+            .enumerate()
+            .map(|(i, m)| (m.memtable.len(), m.memtable.memory_bytes(), i > 0))
+            .collect()
+    }
+
+    /// True when the view's memtables hold no entry visible at the read sequence.
+    pub fn memtables_empty(&self) -> bool {
+        self.sv
+            .memtables()
+            .all(|m| m.min_seq().is_none_or(|s| s > self.read_seq))
+    }
+
+    /// Local path of an SST file of this view, after verifying its checksum (once per
+    /// process), so other readers (DataFusion's Parquet reader) can read it directly.
+    pub fn verified_sst_path(&self, file: u64) -> Result<std::path::PathBuf> {
+        let handle = self
+            .sv
+            .version
+            .files()
+            .find(|f| f.meta().id == file)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("file {file} is not part of this view"))
+            })?;
+        handle.reader()?;
+        Ok(handle.local_path())
+    }
+
+    /// The newest visible row with primary key `key`.
+    pub fn get(&self, key: &[KeyValue]) -> Result<Option<RecordBatch>> {
+        let encoded = self.table.schema.encode_key_values(key)?;
+        self.get_encoded(&encoded)
+    }
+
+    /// The newest visible row with the encoded key `key`, as a one-row batch (user schema).
+    pub fn get_encoded(&self, key: &[u8]) -> Result<Option<RecordBatch>> {
+        let schema = &self.table.schema;
+        let all: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
+        let columns = ScanColumns::new(schema, &ScanOptions::default())?;
+        let found = self.get_row(key)?;
+        found
+            .map(|row| {
+                let row = match row {
+                    FoundRow::Memtable { seq, value } => schema.decode_entries(
+                        [key].into_iter(),
+                        [value.as_slice()].into_iter(),
+                        &[seq],
+                        &[OpKind::Put],
+                        &all,
+                    )?,
+                    FoundRow::Sst(batch) => batch,
+                };
+                columns.project(&row)
+            })
+            .transpose()
+    }
+
+    /// The newest visible version of `key` (a put), without building a batch for memtable hits.
+    pub(crate) fn get_row(&self, key: &[u8]) -> Result<Option<FoundRow>> {
+        let metrics = &self.db.metrics;
+        Metrics::inc(&metrics.gets);
+        for slot in self.sv.memtables() {
+            if let Some(entry) = slot.memtable.get(key, self.read_seq) {
+                Metrics::inc(&metrics.get_memtable_hits);
+                return Ok((entry.op == OpKind::Put).then_some(FoundRow::Memtable {
+                    seq: entry.seq,
+                    value: entry.value,
+                }));
+            }
+        }
+        let version = &self.sv.version;
+        for file in version.level(0) {
+            if let Some((_, op, row)) = file.reader()?.get(key, self.read_seq)? {
+                return Ok((op == OpKind::Put).then_some(FoundRow::Sst(row)));
+            }
+        }
+        for level in 1..version.num_levels() {
+            let files = version.level(level);
+            let index = files.partition_point(|f| f.meta().max_key.as_slice() < key);
+            if let Some(file) = files.get(index) {
+                if let Some((_, op, row)) = file.reader()?.get(key, self.read_seq)? {
+                    return Ok((op == OpKind::Put).then_some(FoundRow::Sst(row)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Scans the rows whose keys are in `range`.
+    pub fn scan(&self, range: KeyRange, options: ScanOptions) -> Result<ScanIter> {
+        let schema = &self.table.schema;
+        let columns = ScanColumns::new(schema, &options)?;
+        let runs = collect_runs(
+            &self.sv,
+            schema,
+            &range,
+            &columns.read,
+            self.read_seq,
+            options.batch_rows,
+        );
+        let dedup = if options.versions {
+            Dedup::All {
+                read_seq: self.read_seq,
+            }
+        } else {
+            Dedup::Latest {
+                read_seq: self.read_seq,
+            }
+        };
+        Metrics::inc(&self.db.metrics.scans);
+        let merge = MergeIter::new(runs, dedup, options.batch_rows, false);
+        Ok(ScanIter::new(
+            merge,
+            columns,
+            options.limit,
+            Arc::clone(&self.db.metrics),
+        ))
+    }
+
+    /// Number of sorted runs a scan of `range` merges (memtables, L0 files, levels).
+    pub fn runs_for(&self, range: &KeyRange) -> usize {
+        let schema = &self.table.schema;
+        let read = vec![schema.seq_index()];
+        collect_runs(&self.sv, schema, range, &read, self.read_seq, 1).len()
+    }
+}
+
+/// Where a point lookup found its row.
+pub(crate) enum FoundRow {
+    /// In a memtable: the encoded value.
+    Memtable { seq: SeqNo, value: Vec<u8> },
+    /// In an SST: a one-row batch of all SST columns.
+    Sst(RecordBatch),
+}
+
+/// The value of a single binary column at `row`, for the key-value facade.
+pub(crate) fn binary_value(column: &ArrayRef, row: usize) -> Vec<u8> {
+    column.as_binary::<i32>().value(row).to_vec()
+}

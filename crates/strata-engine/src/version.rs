@@ -1,0 +1,280 @@
+//! Versions: immutable snapshots of a table's structure, shared by `Arc`.
+//!
+//! * A [`Version`] is the list of live SST files of one table by level. It never changes;
+//!   a flush or compaction builds a new one and publishes it. Readers and compactions hold an
+//!   `Arc<Version>` for as long as they work, so the files they see stay on disk.
+//! * A [`SuperVersion`] pins everything a read needs at once: the active memtable, the
+//!   immutable memtables waiting for flush, and the version. A reader takes it (an `Arc` clone
+//!   under a short read lock) *after* choosing its read sequence number, so every write up to
+//!   that number is in one of the pinned sources.
+//! * An [`SstHandle`] is one live file. When the manifest drops a file (compaction, table
+//!   drop) the handle is marked obsolete; the file is deleted when the last version holding the
+//!   handle is dropped, never while a reader can still reach it.
+//!
+//! ## Invariants
+//!
+//! * Level 0 is ordered newest first (by `max_seq`, descending); for any key, versions in L0
+//!   are newer than versions in L1, which are newer than those in L2, and so on. A point lookup
+//!   can therefore stop at the first file that holds a visible version.
+//! * Files of levels 1 and deeper do not overlap and are ordered by key.
+//! * Immutable memtables are ordered newest first; each one holds exactly the table's writes
+//!   with sequence numbers in `(previous switch, its switch]`, and they are flushed oldest
+//!   first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::memtable::Memtable;
+use crate::metrics::Metrics;
+use crate::schema::TableSchema;
+use crate::sst::{BlockCache, SstMeta, SstReader, SstStore};
+use crate::types::{FileId, SeqNo};
+
+/// Shared services an SST handle needs to open and delete its file.
+#[derive(Debug)]
+pub struct FileContext {
+    /// Where files live.
+    pub store: SstStore,
+    /// The decoded-block cache.
+    pub cache: Arc<BlockCache>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Verify checksums before first use.
+    pub verify: bool,
+}
+
+/// One live SST file.
+pub struct SstHandle {
+    meta: SstMeta,
+    schema: Arc<TableSchema>,
+    context: Arc<FileContext>,
+    reader: Mutex<Option<Arc<SstReader>>>,
+    obsolete: AtomicBool,
+}
+
+impl std::fmt::Debug for SstHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SstHandle")
+            .field("id", &self.meta.id)
+            .field("level", &self.meta.level)
+            .finish()
+    }
+}
+
+impl SstHandle {
+    /// A handle for the file described by `meta`.
+    pub fn new(meta: SstMeta, schema: Arc<TableSchema>, context: Arc<FileContext>) -> Self {
+        SstHandle {
+            meta,
+            schema,
+            context,
+            reader: Mutex::new(None),
+            obsolete: AtomicBool::new(false),
+        }
+    }
+
+    /// The file's metadata.
+    pub fn meta(&self) -> &SstMeta {
+        &self.meta
+    }
+
+    /// The opened file (opened and verified on first use; a failed open is retried next time).
+    pub fn reader(&self) -> Result<Arc<SstReader>> {
+        let mut slot = self.reader.lock();
+        if let Some(reader) = slot.as_ref() {
+            return Ok(Arc::clone(reader));
+        }
+        let reader = Arc::new(SstReader::open(
+            &self.context.store,
+            &self.meta,
+            Arc::clone(&self.schema),
+            self.context.verify,
+            Arc::clone(&self.context.cache),
+            Arc::clone(&self.context.metrics),
+        )?);
+        *slot = Some(Arc::clone(&reader));
+        Ok(reader)
+    }
+
+    /// Marks the file for deletion once no version holds it.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
+    /// The local path of the file.
+    pub fn local_path(&self) -> std::path::PathBuf {
+        self.context.store.local_path(&self.meta.object_path())
+    }
+}
+
+impl Drop for SstHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            let path = self.meta.object_path();
+            match self.context.store.delete(&path) {
+                Ok(()) => Metrics::inc(&self.context.metrics.sst_files_deleted),
+                // Left behind; removed as an orphan at the next open.
+                Err(error) => tracing::warn!(file = %path, %error, "could not delete obsolete SST"),
+            }
+        }
+    }
+}
+
+/// The live files of one table, by level.
+#[derive(Debug, Clone, Default)]
+pub struct Version {
+    levels: Vec<Vec<Arc<SstHandle>>>,
+}
+
+impl Version {
+    /// A version holding `files` (any order; they are sorted per the invariants).
+    pub fn new(files: Vec<Arc<SstHandle>>) -> Self {
+        let mut version = Version::default();
+        for file in files {
+            let level = file.meta().level as usize;
+            if version.levels.len() <= level {
+                version.levels.resize_with(level + 1, Vec::new);
+            }
+            version.levels[level].push(file);
+        }
+        version.sort();
+        version
+    }
+
+    fn sort(&mut self) {
+        if let Some(l0) = self.levels.first_mut() {
+            l0.sort_by(|a, b| b.meta().max_seq.cmp(&a.meta().max_seq));
+        }
+        for level in self.levels.iter_mut().skip(1) {
+            level.sort_by(|a, b| a.meta().min_key.cmp(&b.meta().min_key));
+            debug_assert!(
+                level
+                    .windows(2)
+                    .all(|w| w[0].meta().max_key < w[1].meta().min_key)
+            );
+        }
+        while self.levels.last().is_some_and(Vec::is_empty) {
+            self.levels.pop();
+        }
+    }
+
+    /// A new version with `added` files and without the files in `removed`.
+    pub fn edit(&self, added: Vec<Arc<SstHandle>>, removed: &[FileId]) -> Version {
+        let files = self
+            .files()
+            .filter(|f| !removed.contains(&f.meta().id))
+            .cloned()
+            .chain(added)
+            .collect();
+        Version::new(files)
+    }
+
+    /// Files of `level` (L0 newest first; deeper levels by key).
+    pub fn level(&self, level: usize) -> &[Arc<SstHandle>] {
+        self.levels.get(level).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of levels that hold files.
+    pub fn num_levels(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// All files, level by level.
+    pub fn files(&self) -> impl Iterator<Item = &Arc<SstHandle>> {
+        self.levels.iter().flatten()
+    }
+
+    /// Total bytes of all files.
+    pub fn size_bytes(&self) -> u64 {
+        self.files().map(|f| f.meta().size_bytes).sum()
+    }
+}
+
+/// One memtable of a table with the bookkeeping the engine needs around it.
+#[derive(Debug)]
+pub struct MemtableSlot {
+    /// The memtable.
+    pub memtable: Arc<dyn Memtable>,
+    /// Smallest sequence number inserted (`u64::MAX` while empty).
+    min_seq: AtomicU64,
+    /// Largest sequence number inserted.
+    max_seq: AtomicU64,
+    /// For an immutable memtable: every write of the table with a sequence number up to this
+    /// is in this memtable or an older source.
+    switched_at: AtomicU64,
+}
+
+impl MemtableSlot {
+    /// Wraps a fresh memtable.
+    pub fn new(memtable: Arc<dyn Memtable>) -> Self {
+        MemtableSlot {
+            memtable,
+            min_seq: AtomicU64::new(u64::MAX),
+            max_seq: AtomicU64::new(0),
+            switched_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that sequence numbers `first..=last` were inserted.
+    pub fn note_inserted(&self, first: SeqNo, last: SeqNo) {
+        self.min_seq.fetch_min(first, Ordering::AcqRel);
+        self.max_seq.fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// Smallest inserted sequence number, if any.
+    pub fn min_seq(&self) -> Option<SeqNo> {
+        let seq = self.min_seq.load(Ordering::Acquire);
+        (seq != u64::MAX).then_some(seq)
+    }
+
+    /// Largest inserted sequence number (0 if empty).
+    pub fn max_seq(&self) -> SeqNo {
+        self.max_seq.load(Ordering::Acquire)
+    }
+
+    /// Marks the memtable immutable as of sequence number `seq`.
+    pub fn mark_switched(&self, seq: SeqNo) {
+        self.switched_at.store(seq, Ordering::Release);
+    }
+
+    /// The sequence number at which it became immutable (0 while active).
+    pub fn switched_at(&self) -> SeqNo {
+        self.switched_at.load(Ordering::Acquire)
+    }
+}
+
+/// Everything a read of one table pins: memtables and the file version.
+#[derive(Debug, Clone)]
+pub struct SuperVersion {
+    /// The memtable taking writes.
+    pub active: Arc<MemtableSlot>,
+    /// Memtables waiting for flush, newest first.
+    pub immutables: Vec<Arc<MemtableSlot>>,
+    /// The SST files.
+    pub version: Arc<Version>,
+}
+
+impl SuperVersion {
+    /// Memory of all memtables.
+    pub fn memtable_bytes(&self) -> usize {
+        self.active.memtable.memory_bytes()
+            + self
+                .immutables
+                .iter()
+                .map(|m| m.memtable.memory_bytes())
+                .sum::<usize>()
+    }
+
+    /// Memtables newest first: the active one, then the immutables.
+    pub fn memtables(&self) -> impl Iterator<Item = &Arc<MemtableSlot>> {
+        std::iter::once(&self.active).chain(self.immutables.iter())
+    }
+
+    /// The smallest sequence number held by any memtable (the table's WAL floor).
+    pub fn min_unflushed_seq(&self) -> Option<SeqNo> {
+        self.memtables().filter_map(|m| m.min_seq()).min()
+    }
+}

@@ -1,0 +1,227 @@
+//! The write-ahead log: every write batch is appended here, as one checksummed record, before
+//! it is applied to a memtable and acknowledged.
+//!
+//! The log is a directory of *segments* `wal/<id:020>.wal`. Exactly one segment (the newest) is
+//! open for appends; a new one starts when it passes `wal_segment_size_bytes` or when a
+//! memtable is switched. A closed segment is synced before the next one starts, so only the
+//! newest segment can end in a torn record after a crash. A segment is deleted once every entry
+//! in it is in an SST (its `max_seq` is below the flush floor, see `Db`).
+//!
+//! ## Segment layout (format version 1)
+//!
+//! ```text
+//! +----------------------+------------------+------------------+-----
+//! | header (16 bytes)    | record           | record           | ...
+//! +----------------------+------------------+------------------+-----
+//!
+//! header:  0..8   magic  "STRATWAL"
+//!          8..12  format version, u32 LE (= 1)
+//!          12..16 crc32c of bytes 0..12, u32 LE
+//!
+//! record:  0..4   payload length N, u32 LE
+//!          4..8   crc32c of the payload, u32 LE
+//!          8..16  first sequence number, u64 LE
+//!          16..20 entry count C, u32 LE
+//!          20..24 crc32c of bytes 0..20 (the header checksum), u32 LE
+//!          24..   payload: N bytes holding C entries
+//!
+//! entry:   u8      op (0 = put, 1 = delete)
+//!          varint  table id
+//!          varint  key length K, then K bytes of key (Strata key encoding, `codec::key`)
+//!          varint  value length V, then V bytes (row encoding, `codec::row`); puts only
+//! ```
+//!
+//! Entry `i` of a record has sequence number `first_seq + i`. A record is one write batch:
+//! it is replayed whole or not at all.
+//!
+//! ## Recovery policy
+//!
+//! The header checksum tells a torn write from damage: a length field can only be trusted
+//! once its header checksum holds.
+//!
+//! * At the end of the newest segment, an incomplete header, a header of zeros, or a record
+//!   whose (checksummed) header promises more bytes than the file holds, is a *torn tail*: the
+//!   write was never acknowledged. It is truncated and logged.
+//! * A payload checksum mismatch is a torn tail only when nothing but zeros follows it.
+//! * Anything else that fails a check (a bad header checksum over non-zero bytes, a bad payload
+//!   checksum followed by more data, a bad segment header, a torn record in an older segment, a
+//!   malformed payload) is [`Error::Corruption`] naming the file and the record's offset. It is
+//!   never skipped silently.
+
+mod reader;
+mod writer;
+
+pub use reader::{ReplayedRecord, SegmentReplay, read_segment};
+pub use writer::{SegmentInfo, Wal};
+
+use crate::codec::varint::{get_varint, put_varint};
+use crate::error::{Error, Result};
+use crate::types::{OpKind, TableId};
+
+/// Magic bytes at the start of every segment.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"STRATWAL";
+/// Current segment format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the segment header.
+pub const SEGMENT_HEADER_LEN: usize = 16;
+/// Bytes of a record header (length, checksum, first sequence, count).
+pub const RECORD_HEADER_LEN: usize = 24;
+
+/// The name of segment `id`.
+pub fn segment_file_name(id: u64) -> String {
+    format!("{id:020}.wal")
+}
+
+/// Parses a segment file name.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let id = name.strip_suffix(".wal")?;
+    (id.len() == 20 && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.parse().ok())
+        .flatten()
+}
+
+/// The segment header bytes.
+pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN] {
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..12]);
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The payload of one record: the entries of one write batch, encoded once by the writer
+/// (off the commit path) with its checksum precomputed.
+#[derive(Debug, Clone, Default)]
+pub struct BatchPayload {
+    bytes: Vec<u8>,
+    count: u32,
+    crc: u32,
+    /// Distinct tables written, in first-write order.
+    tables: Vec<TableId>,
+}
+
+impl BatchPayload {
+    /// An empty payload.
+    pub fn new() -> Self {
+        BatchPayload {
+            bytes: Vec::new(),
+            count: 0,
+            crc: crc32c::crc32c(&[]),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Appends one entry.
+    pub fn push(&mut self, table: TableId, op: OpKind, key: &[u8], value: &[u8]) {
+        debug_assert!(op == OpKind::Put || value.is_empty());
+        if !self.tables.contains(&table) {
+            self.tables.push(table);
+        }
+        self.bytes.push(op.as_u8());
+        put_varint(&mut self.bytes, u64::from(table));
+        put_varint(&mut self.bytes, key.len() as u64);
+        self.bytes.extend_from_slice(key);
+        if op == OpKind::Put {
+            put_varint(&mut self.bytes, value.len() as u64);
+            self.bytes.extend_from_slice(value);
+        }
+        self.count += 1;
+    }
+
+    /// Computes the checksum; call once after the last `push`.
+    pub fn seal(&mut self) {
+        self.crc = crc32c::crc32c(&self.bytes);
+    }
+
+    /// Number of entries.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Encoded bytes of the entries.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The encoded entries.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The distinct tables the entries write.
+    pub fn tables(&self) -> &[TableId] {
+        &self.tables
+    }
+
+    /// Appends the framed record for this payload, numbered from `first_seq`, to `out`.
+    pub fn frame_into(&self, first_seq: u64, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.crc, crc32c::crc32c(&self.bytes), "payload not sealed");
+        debug_assert!(self.count > 0 && first_seq > 0);
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        header[0..4].copy_from_slice(&(self.bytes.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&self.crc.to_le_bytes());
+        header[8..16].copy_from_slice(&first_seq.to_le_bytes());
+        header[16..20].copy_from_slice(&self.count.to_le_bytes());
+        let header_crc = crc32c::crc32c(&header[..20]);
+        header[20..24].copy_from_slice(&header_crc.to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.bytes);
+    }
+}
+
+/// One decoded entry of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalEntry<'a> {
+    /// The table written.
+    pub table: TableId,
+    /// Put or delete.
+    pub op: OpKind,
+    /// Encoded key.
+    pub key: &'a [u8],
+    /// Encoded value (empty for deletes).
+    pub value: &'a [u8],
+}
+
+/// Decodes the `count` entries of a payload.
+pub fn decode_entries(payload: &[u8], count: u32) -> Result<Vec<WalEntry<'_>>> {
+    let bad = |reason: &str| Error::internal(format!("malformed WAL payload: {reason}"));
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut pos = 0usize;
+    for _ in 0..count {
+        let op = OpKind::from_u8(*payload.get(pos).ok_or_else(|| bad("truncated entry"))?)
+            .ok_or_else(|| bad("unknown op"))?;
+        pos += 1;
+        let table = get_varint(payload, &mut pos).ok_or_else(|| bad("bad table id"))?;
+        let table = TableId::try_from(table).map_err(|_| bad("table id out of range"))?;
+        let key_len = get_varint(payload, &mut pos).ok_or_else(|| bad("bad key length"))? as usize;
+        let key = payload
+            .get(pos..pos + key_len)
+            .ok_or_else(|| bad("truncated key"))?;
+        pos += key_len;
+        let value = if op == OpKind::Put {
+            let len =
+                get_varint(payload, &mut pos).ok_or_else(|| bad("bad value length"))? as usize;
+            let value = payload
+                .get(pos..pos + len)
+                .ok_or_else(|| bad("truncated value"))?;
+            pos += len;
+            value
+        } else {
+            &[][..]
+        };
+        entries.push(WalEntry {
+            table,
+            op,
+            key,
+            value,
+        });
+    }
+    if pos != payload.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! Reading WAL segments back during recovery (see the policy in the parent module).
+
+use std::path::Path;
+
+use super::{FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+use crate::error::{Error, Result};
+use crate::types::SeqNo;
+
+/// One record handed to the replay visitor.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayedRecord<'a> {
+    /// Sequence number of the first entry.
+    pub first_seq: SeqNo,
+    /// Number of entries.
+    pub count: u32,
+    /// The encoded entries (`super::decode_entries`).
+    pub payload: &'a [u8],
+    /// Byte offset of the record in its segment.
+    pub offset: u64,
+}
+
+/// What replaying one segment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReplay {
+    /// Records replayed.
+    pub records: u64,
+    /// Highest sequence number seen (0 if none).
+    pub max_seq: SeqNo,
+    /// Length of the valid prefix of the file.
+    pub valid_bytes: u64,
+    /// Bytes after the valid prefix that were a torn tail (0 if none).
+    pub torn_bytes: u64,
+}
+
+/// Reads every record of the segment at `path`, calling `visit` for each, in order.
+///
+/// `is_newest` says whether this is the newest segment, the only one allowed a torn tail.
+/// The file is not modified; the caller truncates a torn tail.
+pub fn read_segment(
+    path: &Path,
+    is_newest: bool,
+    mut visit: impl FnMut(ReplayedRecord<'_>) -> Result<()>,
+) -> Result<SegmentReplay> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |offset: usize, reason: &str| Error::corruption(path, offset as u64, reason);
+    let mut replay = SegmentReplay {
+        records: 0,
+        max_seq: 0,
+        valid_bytes: 0,
+        torn_bytes: 0,
+    };
+    if bytes.len() < SEGMENT_HEADER_LEN {
+        // A crash while the segment was being created: only acceptable for the newest one.
+        if is_newest && bytes.iter().all(|b| *b == 0 || SEGMENT_MAGIC.contains(b)) {
+            replay.torn_bytes = bytes.len() as u64;
+            return Ok(replay);
+        }
+        return Err(corrupt(0, "segment shorter than its header"));
+    }
+    let header = &bytes[..SEGMENT_HEADER_LEN];
+    let header_crc = u32::from_le_bytes(header[12..16].try_into().unwrap_or_default());
+    if &header[..8] != SEGMENT_MAGIC || crc32c::crc32c(&header[..12]) != header_crc {
+        return Err(corrupt(0, "bad segment header (magic or checksum)"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+    if version != FORMAT_VERSION {
+        return Err(corrupt(8, &format!("unknown WAL format version {version}")));
+    }
+    let mut pos = SEGMENT_HEADER_LEN;
+    replay.valid_bytes = pos as u64;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let torn = |reason: &str| -> Result<SegmentReplay> {
+            if is_newest {
+                let mut done = replay.clone();
+                done.torn_bytes = rest.len() as u64;
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = pos,
+                    bytes = rest.len(),
+                    "truncating torn WAL tail: {reason}"
+                );
+                Ok(done)
+            } else {
+                Err(corrupt(pos, &format!("{reason} in a closed segment")))
+            }
+        };
+        if rest.len() < RECORD_HEADER_LEN {
+            return torn("incomplete record header");
+        }
+        let field = |range: std::ops::Range<usize>| -> u64 {
+            let mut buf = [0u8; 8];
+            buf[..range.len()].copy_from_slice(&rest[range]);
+            u64::from_le_bytes(buf)
+        };
+        if crc32c::crc32c(&rest[..20]) != field(20..24) as u32 {
+            if rest.iter().all(|b| *b == 0) {
+                return torn("zeroed record header");
+            }
+            return Err(corrupt(pos, "record header checksum mismatch"));
+        }
+        let len = field(0..4) as usize;
+        let end = RECORD_HEADER_LEN + len;
+        if rest.len() < end {
+            return torn("incomplete record");
+        }
+        let payload = &rest[RECORD_HEADER_LEN..end];
+        if crc32c::crc32c(payload) != field(4..8) as u32 {
+            // A bad payload checksum is a torn tail only when nothing but zeros follows.
+            if rest[end..].iter().all(|b| *b == 0) {
+                return torn("payload checksum mismatch in the last record");
+            }
+            return Err(corrupt(pos, "record payload checksum mismatch"));
+        }
+        let first_seq = field(8..16);
+        let count = field(16..20) as u32;
+        if count == 0 || first_seq == 0 {
+            return Err(corrupt(pos, "record with no entries or sequence 0"));
+        }
+        let last_seq = first_seq
+            .checked_add(u64::from(count) - 1)
+            .ok_or_else(|| corrupt(pos, "sequence number overflow"))?;
+        if last_seq <= replay.max_seq {
+            return Err(corrupt(pos, "sequence numbers go backwards"));
+        }
+        visit(ReplayedRecord {
+            first_seq,
+            count,
+            payload,
+            offset: pos as u64,
+        })
+        .map_err(|e| match e {
+            Error::Internal(reason) => corrupt(pos, &reason),
+            other => other,
+        })?;
+        replay.records += 1;
+        replay.max_seq = last_seq;
+        pos += end;
+        replay.valid_bytes = pos as u64;
+    }
+    Ok(replay)
+}

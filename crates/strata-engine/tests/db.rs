@@ -1,0 +1,583 @@
+//! End-to-end behaviour of the engine through its public API.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, UInt8Type};
+use strata_engine::{
+    Db, Error, KeyRange, KeyValue, MemtableKind, Mutation, Options, ScanOptions, TableOptions,
+    WriteBatch, WriteOptions,
+};
+
+fn users_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("age", DataType::Int32, true),
+    ]))
+}
+
+fn users(ids: &[i64], names: &[Option<&str>], ages: &[Option<i32>]) -> RecordBatch {
+    RecordBatch::try_new(
+        users_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(names.to_vec())),
+            Arc::new(Int32Array::from(ages.to_vec())),
+        ],
+    )
+    .unwrap()
+}
+
+fn small_options() -> Options {
+    Options {
+        table_defaults: TableOptions {
+            memtable_size_bytes: 64 * 1024,
+            sst_index_block_rows: 16,
+            sst_row_group_rows: 128,
+            ..TableOptions::default()
+        },
+        write_buffer_budget_bytes: 8 << 20,
+        ..Options::default()
+    }
+}
+
+fn collect_ids(table: &strata_engine::Table, range: KeyRange) -> Vec<(i64, Option<String>)> {
+    let mut out = Vec::new();
+    for batch in table.scan(range, ScanOptions::default()).unwrap() {
+        let batch = batch.unwrap();
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let names = batch.column(1).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            out.push((
+                ids.value(i),
+                names.is_valid(i).then(|| names.value(i).to_string()),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn insert_get_scan_delete_across_flush_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("users", users_schema(), &["id"]).unwrap();
+    table
+        .insert(&users(
+            &[3, 1, 2],
+            &[Some("c"), Some("a"), None],
+            &[Some(30), Some(10), None],
+        ))
+        .unwrap();
+    let row = table.get(&[KeyValue::from(1i64)]).unwrap().unwrap();
+    assert_eq!(row.num_rows(), 1);
+    assert_eq!(row.column(1).as_string::<i32>().value(0), "a");
+    assert_eq!(
+        collect_ids(&table, KeyRange::all()),
+        vec![(1, Some("a".into())), (2, None), (3, Some("c".into()))]
+    );
+    // Upsert replaces; delete hides.
+    table
+        .insert(&users(&[2], &[Some("b")], &[Some(20)]))
+        .unwrap();
+    table.delete_keys(&[vec![KeyValue::from(3i64)]]).unwrap();
+    assert_eq!(
+        collect_ids(&table, KeyRange::all()),
+        vec![(1, Some("a".into())), (2, Some("b".into()))]
+    );
+    table.flush().unwrap();
+    assert_eq!(table.stats().files_per_level, vec![1]);
+    assert!(table.get(&[KeyValue::from(3i64)]).unwrap().is_none());
+    // More writes on top of the SST, then reopen: WAL + SST together.
+    table
+        .insert(&users(&[4, 1], &[Some("d"), Some("A")], &[None, None]))
+        .unwrap();
+    drop(table);
+    db.close().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.table("users").unwrap();
+    assert_eq!(
+        collect_ids(&table, KeyRange::all()),
+        vec![
+            (1, Some("A".into())),
+            (2, Some("b".into())),
+            (4, Some("d".into()))
+        ]
+    );
+    let bounded = KeyRange::from_values(
+        table.table_schema(),
+        std::ops::Bound::Included(&[KeyValue::from(2i64)]),
+        std::ops::Bound::Excluded(&[KeyValue::from(4i64)]),
+    )
+    .unwrap();
+    assert_eq!(collect_ids(&table, bounded), vec![(2, Some("b".into()))]);
+}
+
+#[test]
+fn many_flushes_and_a_large_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+    let n = 20_000i64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let ids: Vec<i64> = chunk.iter().map(|i| (i * 7919) % n).collect();
+        let names: Vec<String> = ids.iter().map(|i| format!("name-{i}")).collect();
+        let names: Vec<Option<&str>> = names.iter().map(|s| Some(s.as_str())).collect();
+        let ages: Vec<Option<i32>> = ids.iter().map(|i| Some(*i as i32)).collect();
+        table.insert(&users(&ids, &names, &ages)).unwrap();
+    }
+    db.flush().unwrap();
+    assert!(table.stats().files_per_level[0] > 3, "{:?}", table.stats());
+    let rows = collect_ids(&table, KeyRange::all());
+    assert_eq!(rows.len(), n as usize);
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+    for probe in [0, 1, 4_999, 19_999] {
+        let row = table.get(&[KeyValue::from(probe)]).unwrap().unwrap();
+        assert_eq!(
+            row.column(2).as_primitive::<Int32Type>().value(0),
+            probe as i32
+        );
+    }
+    assert!(table.get(&[KeyValue::from(n)]).unwrap().is_none());
+    let limited: usize = table
+        .scan(KeyRange::all(), ScanOptions::default().with_limit(10))
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(limited, 10);
+}
+
+#[test]
+fn composite_keys_in_declared_order_and_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("v", DataType::Int32, true),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("a", DataType::Int64, false),
+    ]));
+    // Key order (a, b) differs from column order.
+    let table = db.create_table("c", schema.clone(), &["a", "b"]).unwrap();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3, 4])),
+            Arc::new(StringArray::from(vec!["y", "x", "x", "z"])),
+            Arc::new(Int64Array::from(vec![2, 2, 1, 1])),
+        ],
+    )
+    .unwrap();
+    table.insert(&batch).unwrap();
+    table.flush().unwrap();
+    table.insert(&batch).unwrap(); // same keys again: still four rows
+    let scanned: Vec<RecordBatch> = table
+        .scan(
+            KeyRange::all(),
+            ScanOptions::default().with_projection(vec![2, 0]),
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let batch = arrow::compute::concat_batches(&scanned[0].schema(), &scanned).unwrap();
+    assert_eq!(batch.schema().field(0).name(), "a");
+    assert_eq!(batch.schema().field(1).name(), "v");
+    assert_eq!(
+        batch.column(0).as_primitive::<Int64Type>().values(),
+        &[1, 1, 2, 2]
+    );
+    assert_eq!(
+        batch.column(1).as_primitive::<Int32Type>().values(),
+        &[3, 4, 2, 1]
+    );
+    // A prefix range: every key with a = 2.
+    let range = KeyRange::from_values(
+        table.table_schema(),
+        std::ops::Bound::Included(&[KeyValue::from(2i64)]),
+        std::ops::Bound::Included(&[KeyValue::from(2i64)]),
+    )
+    .unwrap();
+    let rows: usize = table
+        .scan(range, ScanOptions::default())
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(rows, 2);
+}
+
+#[test]
+fn append_only_tables_get_hidden_row_ids_that_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+    {
+        let db = Db::open(dir.path(), small_options()).unwrap();
+        let table = db.create_table("log", schema.clone(), &[]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![5, 5, 5]))],
+        )
+        .unwrap();
+        table.insert(&batch).unwrap();
+        table.flush().unwrap();
+        table.insert(&batch).unwrap();
+        db.close().unwrap();
+    }
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.table("log").unwrap();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![7]))]).unwrap();
+    table.insert(&batch).unwrap();
+    let rows: usize = table
+        .scan(KeyRange::all(), ScanOptions::default())
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(rows, 7, "duplicates are kept in append-only tables");
+    // Version scans expose the hidden key; all row ids are distinct.
+    let versions: Vec<RecordBatch> = table
+        .scan(KeyRange::all(), ScanOptions::default().with_versions())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let ids: Vec<u64> = versions
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("_rowid")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let mut distinct = ids.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 7);
+}
+
+#[test]
+fn version_scans_show_every_version_with_seq_and_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("v", users_schema(), &["id"]).unwrap();
+    table.insert(&users(&[1], &[Some("a")], &[None])).unwrap();
+    table.flush().unwrap();
+    table.insert(&users(&[1], &[Some("b")], &[None])).unwrap();
+    table.delete_keys(&[vec![1i64.into()]]).unwrap();
+    let batches: Vec<RecordBatch> = table
+        .scan(KeyRange::all(), ScanOptions::default().with_versions())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(batch.num_rows(), 3);
+    let ops = batch
+        .column_by_name("_op")
+        .unwrap()
+        .as_primitive::<UInt8Type>();
+    assert_eq!(
+        ops.values(),
+        &[1, 0, 0],
+        "newest first: delete, put b, put a"
+    );
+    let seqs = batch
+        .column_by_name("_seq")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt64Type>();
+    assert!(seqs.value(0) > seqs.value(1) && seqs.value(1) > seqs.value(2));
+    assert!(
+        batch.column(1).is_null(0),
+        "a tombstone carries NULL values"
+    );
+}
+
+#[test]
+fn snapshots_see_the_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let kv = db.kv("kv").unwrap();
+    kv.put(b"a", b"1").unwrap();
+    let snapshot = db.snapshot();
+    kv.put(b"a", b"2").unwrap();
+    kv.delete(b"a").unwrap();
+    kv.put(b"b", b"3").unwrap();
+    kv.flush().unwrap();
+    assert_eq!(kv.get(b"a").unwrap(), None);
+    assert_eq!(kv.get_at(&snapshot, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(kv.get_at(&snapshot, b"b").unwrap(), None);
+    let old: Vec<_> = kv
+        .scan_at(&snapshot, ..)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(old, vec![(b"a".to_vec(), b"1".to_vec())]);
+    let now: Vec<_> = kv.scan(..).unwrap().map(Result::unwrap).collect();
+    assert_eq!(now, vec![(b"b".to_vec(), b"3".to_vec())]);
+    drop(snapshot);
+    assert_eq!(db.metrics().get("live_snapshots"), Some(0));
+}
+
+#[test]
+fn key_value_batches_are_atomic_and_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let kv = db.kv("kv").unwrap();
+    let mut batch = WriteBatch::new();
+    batch
+        .put(b"k1", b"v1")
+        .put(b"k2", b"v2")
+        .delete(b"k1")
+        .put(b"k3", b"")
+        .put(b"", b"empty key");
+    kv.write(&batch).unwrap();
+    let all: Vec<_> = kv.scan(..).unwrap().map(Result::unwrap).collect();
+    assert_eq!(
+        all,
+        vec![
+            (b"".to_vec(), b"empty key".to_vec()),
+            (b"k2".to_vec(), b"v2".to_vec()),
+            (b"k3".to_vec(), b"".to_vec())
+        ]
+    );
+    let range: Vec<_> = kv
+        .scan(b"k2".to_vec()..b"k3".to_vec())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(range, vec![(b"k2".to_vec(), b"v2".to_vec())]);
+    kv.write_with(&batch, WriteOptions { sync: true }).unwrap();
+    assert!(db.metrics().get("wal_syncs").unwrap() >= 1);
+}
+
+#[test]
+fn bad_input_is_rejected_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            key_size_bytes_max: 100,
+            value_size_bytes_max: 1000,
+            ..small_options()
+        },
+    )
+    .unwrap();
+    let table = db.create_table("users", users_schema(), &["id"]).unwrap();
+    // NULL key (the batch's own schema allows NULLs; the table's key does not).
+    let nullable = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("age", DataType::Int32, true),
+    ]));
+    let null_key = RecordBatch::try_new(
+        nullable,
+        vec![
+            Arc::new(Int64Array::from(vec![Some(1), None])),
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            Arc::new(Int32Array::from(vec![1, 2])),
+        ],
+    )
+    .unwrap();
+    assert!(matches!(
+        table.insert(&null_key),
+        Err(Error::NullKey { row: 1, .. })
+    ));
+    // Wrong type.
+    let wrong = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Int64, true),
+            Field::new("age", DataType::Int32, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![9])),
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int32Array::from(vec![1])),
+        ],
+    )
+    .unwrap();
+    let err = table.insert(&wrong).unwrap_err();
+    assert!(matches!(err, Error::SchemaMismatch(_)), "{err}");
+    // Oversized value inside a multi-row batch: the whole batch is refused.
+    let long = "x".repeat(2_000);
+    let err = table
+        .insert(&users(&[10, 11], &[Some("ok"), Some(&long)], &[None, None]))
+        .unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    let kv = db.kv("kv").unwrap();
+    assert!(matches!(
+        kv.put(vec![0u8; 101], b"v"),
+        Err(Error::LimitExceeded(_))
+    ));
+    assert!(
+        collect_ids(&table, KeyRange::all()).is_empty(),
+        "nothing of the refused batches was written"
+    );
+    assert!(kv.scan(..).unwrap().next().is_none());
+    // Unknown table, duplicate table, bad key names.
+    assert!(matches!(db.table("nope"), Err(Error::TableNotFound(_))));
+    assert!(matches!(
+        db.create_table("users", users_schema(), &["id"]),
+        Err(Error::TableExists(_))
+    ));
+    assert!(db.create_table("x", users_schema(), &["missing"]).is_err());
+    // A kv() on a table that is not a key-value table.
+    assert!(matches!(db.kv("users"), Err(Error::SchemaMismatch(_))));
+}
+
+#[test]
+fn directories_that_are_not_databases_and_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let err = Db::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
+    assert!(
+        !dir.path().join("CURRENT").exists(),
+        "nothing written into a foreign directory"
+    );
+    let missing = dir.path().join("missing");
+    let err = Db::open(
+        &missing,
+        Options {
+            create_if_missing: false,
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::DatabaseNotFound(_)), "{err}");
+    let path = dir.path().join("db");
+    let db = Db::open(&path, Options::default()).unwrap();
+    let err = Db::open(&path, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    db.close().unwrap();
+    let db = Db::open(&path, Options::default()).unwrap();
+    drop(db);
+    Db::open(&path, Options::default()).unwrap();
+}
+
+#[test]
+fn drop_table_removes_files_and_names_can_be_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+    table
+        .insert(&users(&[1, 2], &[None, None], &[None, None]))
+        .unwrap();
+    table.flush().unwrap();
+    let sst_dir = dir.path().join("sst");
+    let count_files = || walk(&sst_dir);
+    assert_eq!(count_files(), 1);
+    db.drop_table("t").unwrap();
+    assert!(matches!(
+        table.insert(&users(&[3], &[None], &[None])),
+        Err(Error::TableNotFound(_))
+    ));
+    drop(table);
+    assert_eq!(
+        count_files(),
+        0,
+        "dropped table's files deleted once unreferenced"
+    );
+    let again = db.create_table("t", users_schema(), &["id"]).unwrap();
+    assert!(collect_ids(&again, KeyRange::all()).is_empty());
+    db.close().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert_eq!(db.list_tables().len(), 1);
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn wal_segments_are_deleted_after_flush_even_with_an_idle_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            wal_segment_size_bytes: 64 * 1024,
+            ..small_options()
+        },
+    )
+    .unwrap();
+    let idle = db.kv("idle").unwrap();
+    idle.put(b"x", b"y").unwrap();
+    idle.flush().unwrap();
+    let busy = db.kv("busy").unwrap();
+    for i in 0..20_000u32 {
+        busy.put(i.to_be_bytes(), [7u8; 64]).unwrap();
+    }
+    db.flush().unwrap();
+    let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    assert!(
+        segments <= 2,
+        "WAL kept {segments} segments after everything was flushed"
+    );
+}
+
+#[test]
+fn every_memtable_kind_and_profile_works() {
+    for kind in MemtableKind::ALL {
+        for profile in strata_engine::Profile::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = profile.options();
+            options.table_defaults.memtable_kind = *kind;
+            let db = Db::open(dir.path(), options).unwrap();
+            let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+            table
+                .insert(&users(&[2, 1], &[Some("b"), Some("a")], &[None, None]))
+                .unwrap();
+            assert_eq!(table.options().memtable_kind, *kind);
+            assert_eq!(
+                collect_ids(&table, KeyRange::all()).len(),
+                2,
+                "{kind} {profile}"
+            );
+            table.flush().unwrap();
+            assert_eq!(
+                collect_ids(&table, KeyRange::all()).len(),
+                2,
+                "{kind} {profile}"
+            );
+        }
+    }
+}
+
+#[test]
+fn atomic_mutations_delete_then_upsert() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+    table
+        .insert(&users(&[1, 2], &[Some("a"), Some("b")], &[None, None]))
+        .unwrap();
+    let keys = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2]))],
+    )
+    .unwrap();
+    let upsert = users(&[2, 5], &[Some("B"), Some("e")], &[None, None]);
+    let written = table
+        .write(
+            &[Mutation::Delete(&keys), Mutation::Upsert(&upsert)],
+            WriteOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(written, 4);
+    assert_eq!(
+        collect_ids(&table, KeyRange::all()),
+        vec![(2, Some("B".into())), (5, Some("e".into()))]
+    );
+    let metrics = db.metrics();
+    assert!(metrics.get("rows_written").unwrap() >= 6);
+    let _ = UInt64Array::from(vec![0u64]);
+}
