@@ -435,7 +435,7 @@ pub fn schema_from_ipc(bytes: &[u8]) -> Result<Schema> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray};
+    use arrow::array::{Array, Int64Array, StringArray};
 
     fn users() -> SchemaRef {
         Arc::new(Schema::new(vec![
