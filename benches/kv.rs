@@ -1,0 +1,2 @@
+//! Placeholder until the kv benchmark lands.
+fn main() {}

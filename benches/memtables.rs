@@ -1,0 +1,2 @@
+//! Placeholder until the memtables benchmark lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the sql benchmark lands.
+fn main() {}
