@@ -81,7 +81,7 @@ pub mod version;
 pub mod wal;
 
 pub use codec::KeyValue;
-pub use db::{Db, TableInfo, kv_schema};
+pub use db::{Db, IngestOptions, TableInfo, kv_schema};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultInjector, IoOp};
 pub use kv::{KvScan, KvStore, WriteBatch};

@@ -338,6 +338,19 @@ impl Table {
         self.view_at(snapshot)?.scan(range, options)
     }
 
+    /// Loads a large stream of rows straight into sorted SSTs (see `db::ingest`): atomic (all
+    /// rows or none), last row of a key wins, much faster than [`Table::insert`] for millions of
+    /// rows. Other writers wait while it runs. Returns the rows read.
+    pub fn ingest(
+        &self,
+        batches: impl IntoIterator<Item = Result<RecordBatch>>,
+        options: &crate::db::IngestOptions,
+    ) -> Result<u64> {
+        self.check_live()?;
+        self.db
+            .ingest(&self.inner, &mut batches.into_iter(), options)
+    }
+
     /// Writes the memtables of this table to SSTs and waits until they are durable there.
     pub fn flush(&self) -> Result<()> {
         self.check_live()?;
@@ -517,6 +530,7 @@ impl ReadView {
             &columns.read,
             self.read_seq,
             options.batch_rows,
+            &options.exclude_files,
         );
         let dedup = if options.versions {
             Dedup::All {
@@ -537,11 +551,57 @@ impl ReadView {
         ))
     }
 
+    /// Up to `partitions - 1` encoded keys that split the table's key space into ranges of
+    /// about equal row counts, ascending and distinct (from the SST key indexes, weighted by
+    /// rows, and the memtable sizes). Empty when the table is too small to split.
+    pub fn split_points(&self, partitions: usize) -> Result<Vec<Vec<u8>>> {
+        if partitions < 2 {
+            return Ok(Vec::new());
+        }
+        let mut samples: Vec<(Vec<u8>, u64)> = Vec::new();
+        for file in self.sv.version.files() {
+            let reader = file.reader()?;
+            let (keys, block_rows) = reader.block_first_keys();
+            samples.extend(keys.iter().map(|k| (k.clone(), block_rows)));
+        }
+        // Memtables: sample every 1024th entry, each standing for 1024 rows.
+        for slot in self.sv.memtables() {
+            let mut seen = 0u64;
+            slot.memtable
+                .visit_from(&[], crate::types::MAX_SEQ, &mut |e| {
+                    if seen % 1024 == 0 {
+                        samples.push((e.key.to_vec(), 1024));
+                    }
+                    seen += 1;
+                    true
+                });
+        }
+        samples.sort();
+        let total: u64 = samples.iter().map(|(_, w)| w).sum();
+        if samples.len() < partitions || total == 0 {
+            return Ok(Vec::new());
+        }
+        let step = total / partitions as u64;
+        let mut points: Vec<Vec<u8>> = Vec::with_capacity(partitions - 1);
+        let mut cumulative = 0u64;
+        let mut next = step;
+        for (key, weight) in samples {
+            if cumulative >= next && points.len() + 1 < partitions {
+                if points.last().is_none_or(|last| *last < key) {
+                    points.push(key);
+                }
+                next += step;
+            }
+            cumulative += weight;
+        }
+        Ok(points)
+    }
+
     /// Number of sorted runs a scan of `range` merges (memtables, L0 files, levels).
     pub fn runs_for(&self, range: &KeyRange) -> usize {
         let schema = &self.table.schema;
         let read = vec![schema.seq_index()];
-        collect_runs(&self.sv, schema, range, &read, self.read_seq, 1).len()
+        collect_runs(&self.sv, schema, range, &read, self.read_seq, 1, &[]).len()
     }
 }
 

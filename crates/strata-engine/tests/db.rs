@@ -581,3 +581,98 @@ fn atomic_mutations_delete_then_upsert() {
     assert!(metrics.get("rows_written").unwrap() >= 6);
     let _ = UInt64Array::from(vec![0u64]);
 }
+
+#[test]
+fn bulk_ingest_is_atomic_sorted_and_last_row_wins() {
+    use strata_engine::IngestOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+    // Older data in the memtable and in an SST.
+    table
+        .insert(&users(
+            &[1, 500],
+            &[Some("old"), Some("old")],
+            &[None, None],
+        ))
+        .unwrap();
+    table.flush().unwrap();
+    table.insert(&users(&[2], &[Some("old")], &[None])).unwrap();
+    // 3 chunks of rows in scrambled order; ids repeat, the last occurrence must win.
+    let mut batches = Vec::new();
+    for round in 0..3 {
+        let ids: Vec<i64> = (0..1_000).map(|i| (i * 37 + round * 11) % 1_000).collect();
+        let names: Vec<String> = ids.iter().map(|i| format!("r{round}-{i}")).collect();
+        let names: Vec<Option<&str>> = names.iter().map(|s| Some(s.as_str())).collect();
+        batches.push(Ok(users(&ids, &names, &vec![None; ids.len()])));
+    }
+    let rows = table
+        .ingest(batches, &IngestOptions { chunk_rows: 1_500 })
+        .unwrap();
+    assert_eq!(rows, 3_000);
+    let scanned = collect_ids(&table, KeyRange::all());
+    assert_eq!(scanned.len(), 1_000);
+    assert!(
+        scanned
+            .iter()
+            .all(|(id, name)| name.as_deref() == Some(format!("r2-{id}").as_str()))
+    );
+    // Later ordinary writes win over ingested rows.
+    table.insert(&users(&[7], &[Some("new")], &[None])).unwrap();
+    let row = table.get(&[KeyValue::from(7i64)]).unwrap().unwrap();
+    assert_eq!(row.column(1).as_string::<i32>().value(0), "new");
+    drop(table);
+    db.close().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.table("t").unwrap();
+    assert_eq!(collect_ids(&table, KeyRange::all()).len(), 1_000);
+    let row = table.get(&[KeyValue::from(500i64)]).unwrap().unwrap();
+    assert_eq!(row.column(1).as_string::<i32>().value(0), "r2-500");
+    // Split points divide the key space in ascending order.
+    let points = table.view().unwrap().split_points(4).unwrap();
+    assert!(points.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn failed_ingest_changes_nothing() {
+    use strata_engine::IngestOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+    table
+        .insert(&users(&[1], &[Some("keep")], &[None]))
+        .unwrap();
+    let nullable = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("age", DataType::Int32, true),
+    ]));
+    let good = users(
+        &(10..2_000).collect::<Vec<_>>(),
+        &vec![None; 1_990],
+        &vec![None; 1_990],
+    );
+    let bad = RecordBatch::try_new(
+        nullable,
+        vec![
+            Arc::new(Int64Array::from(vec![Some(5), None])),
+            Arc::new(StringArray::from(vec![Some("x"), Some("y")])),
+            Arc::new(Int32Array::from(vec![None, None])),
+        ],
+    )
+    .unwrap();
+    let err = table
+        .ingest(vec![Ok(good), Ok(bad)], &IngestOptions { chunk_rows: 500 })
+        .unwrap_err();
+    assert!(matches!(err, Error::NullKey { .. }), "{err}");
+    assert_eq!(
+        collect_ids(&table, KeyRange::all()),
+        vec![(1, Some("keep".into()))]
+    );
+    let files = walk(&dir.path().join("sst"));
+    assert_eq!(
+        files,
+        table.stats().files_per_level.iter().sum::<usize>(),
+        "no file of the failed ingest remains"
+    );
+}

@@ -33,6 +33,7 @@
 
 mod background;
 mod flush;
+mod ingest;
 mod open;
 mod write;
 
@@ -59,6 +60,7 @@ use crate::version::{FileContext, SuperVersion, Version};
 use crate::wal::Wal;
 
 pub(crate) use background::Background;
+pub use ingest::IngestOptions;
 pub(crate) use write::CommitQueue;
 
 /// Longest table name, in bytes.

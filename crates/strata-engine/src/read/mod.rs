@@ -36,8 +36,8 @@ pub use runs::{RunIter, memtable_run, sst_run};
 use crate::codec::{KeyValue, prefix_successor};
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
-use crate::types::SeqNo;
-use crate::version::SuperVersion;
+use crate::types::{FileId, SeqNo};
+use crate::version::{SstHandle, SuperVersion};
 
 /// A range of encoded primary keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +195,9 @@ pub struct ScanOptions {
     pub limit: Option<usize>,
     /// Rows per output batch.
     pub batch_rows: usize,
+    /// SST files to leave out (a caller that reads them directly, e.g. with another Parquet
+    /// reader, because no other source holds their keys).
+    pub exclude_files: Vec<FileId>,
 }
 
 impl Default for ScanOptions {
@@ -204,6 +207,7 @@ impl Default for ScanOptions {
             versions: false,
             limit: None,
             batch_rows: 8192,
+            exclude_files: Vec::new(),
         }
     }
 }
@@ -306,7 +310,9 @@ impl ScanColumns {
     }
 }
 
-/// The runs of a super version that may hold keys in `range`, newest first.
+/// The runs of a super version that may hold keys in `range`: memtables (newest first), then
+/// L0 files grouped into runs of non-overlapping files, then one run per deeper level. Files
+/// in `exclude` are left out (the caller reads them another way).
 pub(crate) fn collect_runs(
     sv: &SuperVersion,
     schema: &Arc<TableSchema>,
@@ -314,6 +320,7 @@ pub(crate) fn collect_runs(
     read: &[usize],
     read_seq: SeqNo,
     chunk_rows: usize,
+    exclude: &[FileId],
 ) -> Vec<RunIter> {
     let mut runs = Vec::new();
     for slot in sv.memtables() {
@@ -328,29 +335,45 @@ pub(crate) fn collect_runs(
             ));
         }
     }
-    let version = &sv.version;
-    for file in version.level(0) {
-        let meta = file.meta();
-        if range.overlaps(&meta.min_key, &meta.max_key) && meta.min_seq <= read_seq {
-            runs.push(sst_run(
-                vec![Arc::clone(file)],
-                range.clone(),
-                read.to_vec(),
-                read_seq,
-            ));
-        }
+    let wanted = |f: &&Arc<SstHandle>| {
+        let meta = f.meta();
+        range.overlaps(&meta.min_key, &meta.max_key)
+            && meta.min_seq <= read_seq
+            && !exclude.contains(&meta.id)
+    };
+    let l0: Vec<Arc<SstHandle>> = sv.version.level(0).iter().filter(wanted).cloned().collect();
+    for group in group_into_runs(l0) {
+        runs.push(sst_run(group, range.clone(), read.to_vec(), read_seq));
     }
-    for level in 1..version.num_levels() {
-        let files: Vec<_> = version
+    for level in 1..sv.version.num_levels() {
+        let files: Vec<_> = sv
+            .version
             .level(level)
             .iter()
-            .filter(|f| {
-                range.overlaps(&f.meta().min_key, &f.meta().max_key) && f.meta().min_seq <= read_seq
-            })
+            .filter(wanted)
             .cloned()
             .collect();
         if !files.is_empty() {
             runs.push(sst_run(files, range.clone(), read.to_vec(), read_seq));
+        }
+    }
+    runs
+}
+
+/// Groups files into as few runs of non-overlapping files as a greedy pass finds, each run
+/// in key order. (The merge orders equal keys by sequence number, so files of one run may come
+/// from any point in time.)
+pub(crate) fn group_into_runs(mut files: Vec<Arc<SstHandle>>) -> Vec<Vec<Arc<SstHandle>>> {
+    files.sort_by(|a, b| a.meta().min_key.cmp(&b.meta().min_key));
+    let mut runs: Vec<Vec<Arc<SstHandle>>> = Vec::new();
+    for file in files {
+        let fits = runs.iter_mut().find(|run| {
+            run.last()
+                .is_some_and(|last| last.meta().max_key < file.meta().min_key)
+        });
+        match fits {
+            Some(run) => run.push(file),
+            None => runs.push(vec![file]),
         }
     }
     runs

@@ -261,6 +261,11 @@ impl SstReader {
         self.row_group_starts.len() - 1
     }
 
+    /// The first key of every block of the sparse key index, and the rows per block.
+    pub fn block_first_keys(&self) -> (&[Vec<u8>], u64) {
+        (&self.index.first_keys, self.index.block_rows)
+    }
+
     /// Number of blocks of the key index.
     pub fn blocks(&self) -> usize {
         self.index.first_keys.len()
