@@ -42,15 +42,18 @@
 //! * At the end of the newest segment, an incomplete header, a header of zeros, or a record
 //!   whose (checksummed) header promises more bytes than the file holds, is a *torn tail*: the
 //!   write was never acknowledged. It is truncated and logged.
-//! * A payload checksum mismatch is a torn tail only when nothing but zeros follows it.
+//! * A payload checksum mismatch is a torn tail only when the file ends in zeros that start
+//!   inside the record (a power loss can zero-fill what was not written); a mismatch over
+//!   non-zero bytes is damage, even in the last record.
 //! * Anything else that fails a check (a bad header checksum over non-zero bytes, a bad payload
-//!   checksum followed by more data, a bad segment header, a torn record in an older segment, a
-//!   malformed payload) is [`Error::Corruption`] naming the file and the record's offset. It is
-//!   never skipped silently.
+//!   checksum, a bad segment header, a torn record in an older segment, a malformed payload) is
+//!   [`Error::Corruption`] naming the file and the record's offset. It is never skipped
+//!   silently, and an acknowledged record is never dropped as if it were torn.
 
 mod reader;
 mod writer;
 
+pub(crate) use reader::zero_filled_from;
 pub use reader::{ReplayedRecord, SegmentReplay, read_segment};
 pub use writer::{SegmentInfo, Wal};
 

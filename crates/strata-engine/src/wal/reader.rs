@@ -106,9 +106,10 @@ pub fn read_segment(
         }
         let payload = &rest[RECORD_HEADER_LEN..end];
         if crc32c::crc32c(payload) != field(4..8) as u32 {
-            // A bad payload checksum is a torn tail only when nothing but zeros follows.
-            if rest[end..].iter().all(|b| *b == 0) {
-                return torn("payload checksum mismatch in the last record");
+            // A write cut short by a power loss can leave zeros where the end of the record
+            // should be; any other mismatch is damage.
+            if zero_filled_from(rest) < end {
+                return torn("zero-filled end of the last record");
             }
             return Err(corrupt(pos, "record payload checksum mismatch"));
         }
@@ -139,4 +140,13 @@ pub fn read_segment(
         replay.valid_bytes = pos as u64;
     }
     Ok(replay)
+}
+
+/// The offset in `bytes` after which every byte is zero (`bytes.len()` if the last byte is
+/// not zero).
+pub(crate) fn zero_filled_from(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |last| last + 1)
 }
