@@ -1,0 +1,138 @@
+//! Concurrency stress: writers, readers and flushes at the same time for a bounded time,
+//! checked against the expected state. Each writer owns its keys; every write is a batch that
+//! sets a key *and* its twin to the same value, so a reader that ever sees the two differ has
+//! seen half a batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_engine::{Db, MemtableKind, Options, TableOptions, WriteBatch};
+
+const WRITERS: usize = 3;
+const KEYS_PER_WRITER: u64 = 200;
+const RUN_FOR: Duration = Duration::from_millis(1_500);
+
+fn options(kind: MemtableKind) -> Options {
+    Options {
+        table_defaults: TableOptions {
+            memtable_kind: kind,
+            memtable_size_bytes: 64 * 1024,
+            sst_index_block_rows: 16,
+            sst_row_group_rows: 64,
+            ..TableOptions::default()
+        },
+        write_buffer_budget_bytes: 1 << 20,
+        ..Options::default()
+    }
+}
+
+fn keys(writer: usize, k: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("w{writer}-{k:04}-a").into_bytes(),
+        format!("w{writer}-{k:04}-b").into_bytes(),
+    )
+}
+
+fn stress(kind: MemtableKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path(), options(kind)).unwrap());
+    let kv = db.kv("stress").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let models: Vec<BTreeMap<u64, Option<u64>>> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let kv = kv.clone();
+                scope.spawn(move || {
+                    let mut model = BTreeMap::new();
+                    let mut version = 0u64;
+                    while started.elapsed() < RUN_FOR {
+                        version += 1;
+                        let k = (version * 7919) % KEYS_PER_WRITER;
+                        let (a, b) = keys(w, k);
+                        let mut batch = WriteBatch::new();
+                        if version % 11 == 0 {
+                            batch.delete(&a).delete(&b);
+                            model.insert(k, None);
+                        } else {
+                            let value = version.to_string();
+                            batch.put(&a, &value).put(&b, &value);
+                            model.insert(k, Some(version));
+                        }
+                        kv.write(&batch).unwrap();
+                    }
+                    model
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            let (kv, stop) = (kv.clone(), Arc::clone(&stop));
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                        kv.scan(..).unwrap().map(Result::unwrap).collect();
+                    assert!(
+                        pairs.windows(2).all(|p| p[0].0 < p[1].0),
+                        "{kind}: scan out of order or duplicated"
+                    );
+                    for pair in pairs.chunks(2) {
+                        let [(a, va), (b, vb)] = pair else {
+                            panic!("{kind}: a key without its twin: {pair:?}");
+                        };
+                        assert_eq!(
+                            &a[..a.len() - 1],
+                            &b[..b.len() - 1],
+                            "{kind}: twins not adjacent"
+                        );
+                        assert_eq!(
+                            va,
+                            vb,
+                            "{kind}: saw half of a batch for {}",
+                            String::from_utf8_lossy(a)
+                        );
+                    }
+                }
+            });
+        }
+        {
+            let (kv, stop) = (kv.clone(), Arc::clone(&stop));
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    kv.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+        let models = writers.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        models
+    });
+    let check = |kv: &strata_engine::KvStore| {
+        for (w, model) in models.iter().enumerate() {
+            for (k, expected) in model {
+                let (a, b) = keys(w, *k);
+                let expected = expected.map(|v| v.to_string().into_bytes());
+                assert_eq!(kv.get(&a).unwrap(), expected, "{kind}: writer {w} key {k}");
+                assert_eq!(
+                    kv.get(&b).unwrap(),
+                    expected,
+                    "{kind}: writer {w} key {k} twin"
+                );
+            }
+        }
+    };
+    check(&kv);
+    drop(kv);
+    Arc::try_unwrap(db).unwrap().close().unwrap();
+    let db = Db::open(dir.path(), options(kind)).unwrap();
+    check(&db.kv("stress").unwrap());
+}
+
+#[test]
+fn writers_readers_and_flushes_agree_with_the_model() {
+    for kind in MemtableKind::ALL {
+        stress(*kind);
+    }
+}
