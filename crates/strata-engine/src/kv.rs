@@ -175,7 +175,7 @@ fn key_range<R: RangeBounds<Vec<u8>>>(range: &R) -> KeyRange {
 
 fn get_from(view: &ReadView, key: &[u8]) -> Result<Option<Vec<u8>>> {
     match view.get_row(key)? {
-        None => Ok(None),
+        None | Some(FoundRow::Deleted) => Ok(None),
         Some(FoundRow::Memtable { value, .. }) => {
             let mut pos = 0;
             let len = get_varint(&value, &mut pos)

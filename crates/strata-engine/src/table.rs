@@ -28,9 +28,9 @@ use crate::options::TableOptions;
 use crate::read::{Dedup, KeyRange, MergeIter, ScanColumns, ScanIter, ScanOptions, collect_runs};
 use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
-use crate::sst::SstMeta;
+use crate::sst::{BloomProbe, SstMeta, bloom_probes};
 use crate::types::{OpKind, SeqNo, TableId};
-use crate::version::{MemtableSlot, SuperVersion};
+use crate::version::{MemtableSlot, SstHandle, SuperVersion};
 use crate::wal::BatchPayload;
 
 /// Per-table state shared by handles, the commit path and background work.
@@ -470,22 +470,18 @@ impl ReadView {
         let schema = &self.table.schema;
         let all: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
         let columns = ScanColumns::new(schema, &ScanOptions::default())?;
-        let found = self.get_row(key)?;
-        found
-            .map(|row| {
-                let row = match row {
-                    FoundRow::Memtable { seq, value } => schema.decode_entries(
-                        [key].into_iter(),
-                        [value.as_slice()].into_iter(),
-                        &[seq],
-                        &[OpKind::Put],
-                        &all,
-                    )?,
-                    FoundRow::Sst(batch) => batch,
-                };
-                columns.project(&row)
-            })
-            .transpose()
+        let row = match self.get_row(key)? {
+            None | Some(FoundRow::Deleted) => return Ok(None),
+            Some(FoundRow::Memtable { seq, value }) => schema.decode_entries(
+                [key].into_iter(),
+                [value.as_slice()].into_iter(),
+                &[seq],
+                &[OpKind::Put],
+                &all,
+            )?,
+            Some(FoundRow::Sst(batch)) => batch,
+        };
+        columns.project(&row).map(Some)
     }
 
     /// The newest visible version of `key` (a put), without building a batch for memtable hits.
@@ -502,17 +498,42 @@ impl ReadView {
             }
         }
         let version = &self.sv.version;
+        // Bloom probes are computed once, when the first file needs them.
+        let mut probes: Option<Vec<BloomProbe>> = None;
+        let mut probe = |file: &SstHandle| -> Result<Option<FoundRow>> {
+            let meta = file.meta();
+            if key < meta.min_key.as_slice()
+                || key > meta.max_key.as_slice()
+                || meta.min_seq > self.read_seq
+            {
+                return Ok(None);
+            }
+            if probes.is_none() {
+                probes = Some(bloom_probes(&self.table.schema, key)?);
+            }
+            let probes = probes.as_deref().unwrap_or_default();
+            Ok(file
+                .reader()?
+                .get_with_probes(key, probes, self.read_seq)?
+                .map(|(_, op, row)| {
+                    if op == OpKind::Put {
+                        FoundRow::Sst(row)
+                    } else {
+                        FoundRow::Deleted
+                    }
+                }))
+        };
         for file in version.level(0) {
-            if let Some((_, op, row)) = file.reader()?.get(key, self.read_seq)? {
-                return Ok((op == OpKind::Put).then_some(FoundRow::Sst(row)));
+            if let Some(found) = probe(file)? {
+                return Ok(found.into_option());
             }
         }
         for level in 1..version.num_levels() {
             let files = version.level(level);
             let index = files.partition_point(|f| f.meta().max_key.as_slice() < key);
             if let Some(file) = files.get(index) {
-                if let Some((_, op, row)) = file.reader()?.get(key, self.read_seq)? {
-                    return Ok((op == OpKind::Put).then_some(FoundRow::Sst(row)));
+                if let Some(found) = probe(file)? {
+                    return Ok(found.into_option());
                 }
             }
         }
@@ -611,6 +632,17 @@ pub(crate) enum FoundRow {
     Memtable { seq: SeqNo, value: Vec<u8> },
     /// In an SST: a one-row batch of all SST columns.
     Sst(RecordBatch),
+    /// The newest visible version is a tombstone.
+    Deleted,
+}
+
+impl FoundRow {
+    fn into_option(self) -> Option<FoundRow> {
+        match self {
+            FoundRow::Deleted => None,
+            found => Some(found),
+        }
+    }
 }
 
 /// The value of a single binary column at `row`, for the key-value facade.

@@ -246,10 +246,63 @@ impl KeyCodec {
         Ok(columns)
     }
 
-    /// Decodes one key into typed values (for display and the key-value facade).
+    /// Decodes one key into typed values, without building Arrow arrays (point lookups use
+    /// it to hash key columns for bloom filters).
     pub fn decode_values(&self, key: &[u8]) -> Result<Vec<KeyValue>> {
-        let columns = self.decode([key])?;
-        columns.iter().map(|c| key_value_at(c, 0)).collect()
+        let mut cursor = 0usize;
+        let mut values = Vec::with_capacity(self.arity());
+        for kind in &self.kinds {
+            let value = match *kind {
+                KeyColumnKind::Bool => KeyValue::Boolean(take_fixed(key, &mut cursor, 1)?[0] != 0),
+                KeyColumnKind::Signed(width) => KeyValue::Int(i128::from(unflip_signed(
+                    take_fixed(key, &mut cursor, width)?,
+                ))),
+                KeyColumnKind::Unsigned(width) => {
+                    let mut buf = [0u8; 8];
+                    buf[8 - width..].copy_from_slice(take_fixed(key, &mut cursor, width)?);
+                    KeyValue::UInt(u64::from_be_bytes(buf))
+                }
+                KeyColumnKind::Float32
+                | KeyColumnKind::Float64
+                | KeyColumnKind::Decimal128
+                | KeyColumnKind::Decimal256 => {
+                    // Decoded through the array path, which knows these layouts.
+                    let width = match kind {
+                        KeyColumnKind::Float32 => 4,
+                        KeyColumnKind::Float64 => 8,
+                        KeyColumnKind::Decimal128 => 16,
+                        _ => 32,
+                    };
+                    let bytes = take_fixed(key, &mut cursor, width)?;
+                    let index = values.len();
+                    let field = &self.fields[index];
+                    let column = decode_column(field.data_type(), *kind, &[bytes], &mut [0])?;
+                    key_value_at(&column, 0)?
+                }
+                KeyColumnKind::FixedBinary(width) => {
+                    KeyValue::Binary(take_fixed(key, &mut cursor, width)?.to_vec())
+                }
+                KeyColumnKind::Var { last } => {
+                    let mut bytes = Vec::new();
+                    take_var(key, &mut cursor, last, &mut bytes)?;
+                    let index = values.len();
+                    match self.fields[index].data_type() {
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                            KeyValue::Utf8(
+                                String::from_utf8(bytes)
+                                    .map_err(|_| malformed("invalid UTF-8 in a text key"))?,
+                            )
+                        }
+                        _ => KeyValue::Binary(bytes),
+                    }
+                }
+            };
+            values.push(value);
+        }
+        if cursor != key.len() {
+            return Err(malformed("trailing bytes after the last key column"));
+        }
+        Ok(values)
     }
 }
 

@@ -24,6 +24,9 @@ use crate::sst::{BlockCache, SstStore, parse_sst_object_path};
 use crate::version::FileContext;
 use crate::wal::{SegmentInfo, Wal, parse_segment_file_name, read_segment, segment_file_name};
 
+/// Entries replayed between two checks of memtable sizes during recovery.
+const ROOM_CHECK_ENTRIES: usize = 1024;
+
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -216,6 +219,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 fn replay_wal(inner: &Arc<DbInner>, dir: &Path, segments: &[u64]) -> Result<()> {
     let started = Instant::now();
     let mut replayed = Vec::with_capacity(segments.len());
+    let mut since_check = 0usize;
     for (i, id) in segments.iter().enumerate() {
         let path = dir.join(segment_file_name(*id));
         let is_newest = i + 1 == segments.len();
@@ -226,7 +230,13 @@ fn replay_wal(inner: &Arc<DbInner>, dir: &Path, segments: &[u64]) -> Result<()> 
             inner.visible_seq.fetch_max(last, Ordering::AcqRel);
             Metrics::inc(&inner.metrics.recovered_records);
             Metrics::add(&inner.metrics.recovered_rows, u64::from(record.count));
-            make_room_during_replay(inner)
+            // Memory is checked every ROOM_CHECK_ENTRIES entries, so the overshoot is bounded.
+            since_check += record.count as usize;
+            if since_check >= ROOM_CHECK_ENTRIES {
+                since_check = 0;
+                make_room_during_replay(inner)?;
+            }
+            Ok(())
         })?;
         if result.torn_bytes > 0 {
             let file = OpenOptions::new()

@@ -2,8 +2,9 @@
 //!
 //! Invariants: runs are given newest first but ties between runs are broken by sequence number
 //! (unique across the database), so the order of the output never depends on run order; the
-//! merge never reorders the rows of one run; output batches hold at least `batch_rows` rows
-//! except the last.
+//! merge never reorders the rows of one run; output batches grow from `FIRST_BATCH_ROWS` to
+//! `batch_rows` rows (all but the last reach the current target), so a short scan decodes
+//! little.
 
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ use crate::codec::ByteRows;
 use crate::error::Result;
 use crate::sst::KeyedBatch;
 use crate::types::{OpKind, SeqNo};
+
+/// Rows of the first output batch.
+pub const FIRST_BATCH_ROWS: usize = 256;
 
 /// Which versions the merge keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +167,9 @@ pub struct MergeIter {
     cursors: Vec<Cursor>,
     dedup: Dedup,
     batch_rows: usize,
+    /// Rows of the next output batch: starts small (a short scan reads little) and doubles
+    /// up to `batch_rows`.
+    target_rows: usize,
     out: Output,
     schema: Option<SchemaRef>,
     /// The key whose fate is decided (its newest visible version was seen).
@@ -204,6 +211,7 @@ impl MergeIter {
                 .collect(),
             dedup,
             batch_rows: batch_rows.max(1),
+            target_rows: FIRST_BATCH_ROWS.min(batch_rows.max(1)),
             out: Output {
                 pieces: Vec::new(),
                 rows: 0,
@@ -294,7 +302,8 @@ impl MergeIter {
             }
         }
         loop {
-            if self.out.rows >= self.batch_rows {
+            if self.out.rows >= self.target_rows {
+                self.target_rows = (self.target_rows * 2).min(self.batch_rows);
                 return self.out.take(&mut self.schema);
             }
             let Some((m, segment_end)) = self.pick() else {

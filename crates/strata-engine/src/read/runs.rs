@@ -18,9 +18,9 @@ use super::KeyRange;
 /// A stream of batches of one run.
 pub type RunIter = Box<dyn Iterator<Item = Result<KeyedBatch>> + Send>;
 
-/// A run over one memtable, copied out in chunks of `chunk_rows` entries (the memtable's lock,
-/// if it has one, is held only while a chunk is copied). Entries newer than `read_seq` are
-/// skipped at the source.
+/// A run over one memtable, copied out in chunks (growing from a small first chunk to
+/// `chunk_rows` entries; the memtable's lock, if it has one, is held only while a chunk is
+/// copied). Entries newer than `read_seq` are skipped at the source.
 pub fn memtable_run(
     slot: Arc<MemtableSlot>,
     schema: Arc<TableSchema>,
@@ -49,7 +49,8 @@ pub fn memtable_run(
         range,
         columns,
         read_seq,
-        chunk_rows: chunk_rows.max(1),
+        chunk_rows: super::merge::FIRST_BATCH_ROWS.min(chunk_rows.max(1)),
+        chunk_rows_max: chunk_rows.max(1),
         position,
         seq_column,
         op_column,
@@ -62,7 +63,9 @@ struct MemtableRun {
     range: KeyRange,
     columns: Vec<usize>,
     read_seq: SeqNo,
+    /// Entries copied per chunk: doubles from a small first chunk up to `chunk_rows_max`.
     chunk_rows: usize,
+    chunk_rows_max: usize,
     /// Where the next chunk starts; `None` when done.
     position: Option<(Vec<u8>, SeqNo)>,
     seq_column: usize,
@@ -86,6 +89,7 @@ impl MemtableRun {
             let read_seq = self.read_seq;
             let range = &self.range;
             let limit = self.chunk_rows;
+            self.chunk_rows = (self.chunk_rows * 2).min(self.chunk_rows_max);
             self.slot
                 .memtable
                 .visit_from(&start_key, start_seq, &mut |e: EntryRef<'_>| {

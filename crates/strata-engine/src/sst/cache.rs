@@ -15,14 +15,14 @@ pub struct DecodedBlock {
     /// The rows, all SST columns.
     pub batch: RecordBatch,
     /// Encoded key of each row.
-    pub keys: ByteRows,
+    pub keys: Arc<ByteRows>,
     /// Memory charged to the cache.
     pub bytes: usize,
 }
 
 impl DecodedBlock {
     /// Wraps a decoded block, measuring its memory.
-    pub fn new(batch: RecordBatch, keys: ByteRows) -> Self {
+    pub fn new(batch: RecordBatch, keys: Arc<ByteRows>) -> Self {
         let bytes = batch.get_array_memory_size() + keys.data_len() + keys.len() * 8 + 64;
         DecodedBlock { batch, keys, bytes }
     }

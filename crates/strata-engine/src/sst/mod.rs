@@ -58,7 +58,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{BlockCache, DecodedBlock};
-pub use reader::{KeyedBatch, SstReader, SstScan};
+pub use reader::{BloomProbe, KeyedBatch, SstReader, SstScan, bloom_probes};
 pub use store::SstStore;
 pub use writer::{SstWriter, WrittenSst};
 

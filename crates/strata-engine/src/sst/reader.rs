@@ -11,10 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{
-    DataType, Date32Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
-    UInt32Type, UInt64Type,
-};
+use arrow::datatypes::{DataType, UInt8Type, UInt64Type};
 use parking_lot::Mutex;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -28,11 +25,17 @@ use super::cache::{BlockCache, DecodedBlock};
 use super::store::{LocalFile, SstStore};
 use super::writer::bloom_supported;
 use super::{KeyIndex, SstMeta, base64_decode, keys};
-use crate::codec::ByteRows;
+use crate::codec::{ByteRows, KeyValue};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
 use crate::types::{OpKind, SeqNo};
+
+/// Rows per batch of an SST scan after its first blocks.
+const SCAN_BATCH_ROWS: usize = 8192;
+/// Blocks at the start of a scan that are served from (and kept in) the block cache, so that
+/// seeks and short scans decode nothing when the blocks are hot.
+const SCAN_CACHED_BLOCKS: usize = 4;
 
 /// Rows of one SST (or memtable) batch together with their encoded keys.
 #[derive(Debug, Clone)]
@@ -80,6 +83,50 @@ impl KeyedBatch {
             OpKind::Put
         }
     }
+}
+
+/// The Parquet physical value of one key column, as hashed by its bloom filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BloomProbe {
+    /// An INT32 column value.
+    Int32(i32),
+    /// An INT64 column value.
+    Int64(i64),
+    /// A BYTE_ARRAY column value.
+    Bytes(Vec<u8>),
+    /// A column without a bloom filter.
+    Skip,
+}
+
+/// The bloom probes of an encoded key, computed once per lookup and checked against every
+/// file probed.
+pub fn bloom_probes(schema: &TableSchema, key: &[u8]) -> Result<Vec<BloomProbe>> {
+    let storage = schema.storage_schema();
+    let values = schema.key_codec().decode_values(key)?;
+    Ok(schema
+        .key_indices()
+        .iter()
+        .zip(values)
+        .map(|(index, value)| {
+            let data_type = storage.field(*index).data_type();
+            match (data_type, value) {
+                (
+                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Date32,
+                    KeyValue::Int(v),
+                ) => BloomProbe::Int32(v as i32),
+                (DataType::UInt8 | DataType::UInt16 | DataType::UInt32, KeyValue::UInt(v)) => {
+                    BloomProbe::Int32(v as u32 as i32)
+                }
+                (DataType::Int64, KeyValue::Int(v)) => BloomProbe::Int64(v as i64),
+                (DataType::UInt64, KeyValue::UInt(v)) => BloomProbe::Int64(v as i64),
+                (_, KeyValue::Utf8(s)) if bloom_supported(data_type) => {
+                    BloomProbe::Bytes(s.into_bytes())
+                }
+                (_, KeyValue::Binary(b)) if bloom_supported(data_type) => BloomProbe::Bytes(b),
+                _ => BloomProbe::Skip,
+            }
+        })
+        .collect())
 }
 
 /// One opened SST file.
@@ -299,20 +346,24 @@ impl SstReader {
         Error::corruption(self.file.path(), 0, reason)
     }
 
-    /// False when the bloom filters of row group `rg` prove `key` absent.
-    fn may_contain(&self, rg: usize, key: &[u8]) -> Result<bool> {
+    /// False when the bloom filters of row group `rg` prove the key of `probes` absent.
+    fn may_contain(&self, rg: usize, probes: &[BloomProbe]) -> Result<bool> {
         if self.bloom_columns.iter().all(Option::is_none) {
             return Ok(true);
         }
         let filters = self.blooms_for(rg)?;
-        let values = self.schema.key_codec().decode([key])?;
         Metrics::inc(&self.metrics.bloom_checks);
-        for (filter, value) in filters.iter().zip(&values) {
-            if let Some(filter) = filter {
-                if !bloom_check(filter, value) {
-                    Metrics::inc(&self.metrics.bloom_negatives);
-                    return Ok(false);
-                }
+        for (filter, probe) in filters.iter().zip(probes) {
+            let Some(filter) = filter else { continue };
+            let present = match probe {
+                BloomProbe::Int32(v) => filter.check(v),
+                BloomProbe::Int64(v) => filter.check(v),
+                BloomProbe::Bytes(v) => filter.check(v.as_slice()),
+                BloomProbe::Skip => true,
+            };
+            if !present {
+                Metrics::inc(&self.metrics.bloom_negatives);
+                return Ok(false);
             }
         }
         Ok(true)
@@ -329,7 +380,7 @@ impl SstReader {
         let end = (start + self.index.block_rows).min(self.meta.rows);
         let columns: Vec<usize> = (0..self.schema.storage_schema().fields().len()).collect();
         let batches: Vec<RecordBatch> = self
-            .read_rows(start, end, &columns)?
+            .read_rows(start, end, &columns, (end - start) as usize)?
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
         let batch = concat_batches(&self.schema.sst_schema(), &batches)?;
@@ -337,7 +388,7 @@ impl SstReader {
             return Err(self.corrupt("block has the wrong number of rows"));
         }
         let keys = self.encode_keys(&batch, &columns)?;
-        let decoded = Arc::new(DecodedBlock::new(batch, keys));
+        let decoded = Arc::new(DecodedBlock::new(batch, Arc::new(keys)));
         self.cache
             .insert(self.meta.id, block as u32, Arc::clone(&decoded));
         Ok(decoded)
@@ -360,8 +411,15 @@ impl SstReader {
     }
 
     /// A reader of rows `[start, end)` (which lie inside one row group or span several),
-    /// projected to the SST columns `columns` (ascending).
-    fn read_rows(&self, start: u64, end: u64, columns: &[usize]) -> Result<GuardedReader> {
+    /// projected to the SST columns `columns` (ascending), in batches of `batch_rows` (the
+    /// decoder sizes its buffers for that many rows).
+    fn read_rows(
+        &self,
+        start: u64,
+        end: u64,
+        columns: &[usize],
+        batch_rows: usize,
+    ) -> Result<GuardedReader> {
         debug_assert!(start < end && end <= self.meta.rows);
         let first_rg = self.row_group_of(start);
         let last_rg = self.row_group_of(end - 1);
@@ -392,7 +450,7 @@ impl SstReader {
             .with_row_groups((first_rg..=last_rg).collect())
             .with_row_selection(RowSelection::from(selectors))
             .with_projection(mask)
-            .with_batch_size(8192)
+            .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|e| self.corrupt(&format!("cannot read row groups: {e}")))
         })?;
@@ -405,6 +463,18 @@ impl SstReader {
     /// The newest version of `key` with `seq <= read_seq`, as a one-row batch of all SST
     /// columns, with its sequence number and operation.
     pub fn get(&self, key: &[u8], read_seq: SeqNo) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
+        let probes = bloom_probes(&self.schema, key)?;
+        self.get_with_probes(key, &probes, read_seq)
+    }
+
+    /// Like [`SstReader::get`], with the key's bloom probes computed by the caller (once for
+    /// all the files a lookup visits).
+    pub fn get_with_probes(
+        &self,
+        key: &[u8],
+        probes: &[BloomProbe],
+        read_seq: SeqNo,
+    ) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
         if key < self.meta.min_key.as_slice()
             || key > self.meta.max_key.as_slice()
             || self.meta.min_seq > read_seq
@@ -420,7 +490,7 @@ impl SstReader {
             .is_some_and(|k| k.as_slice() == key);
         if !starts_next {
             let rg = self.row_group_of(block as u64 * self.index.block_rows);
-            if !self.may_contain(rg, key)? {
+            if !self.may_contain(rg, probes)? {
                 return Ok(None);
             }
         }
@@ -493,14 +563,30 @@ impl SstReader {
             .iter()
             .position(|c| *c == self.schema.op_index())
             .ok_or_else(|| Error::internal("scan projection lacks _op"))?;
-        let rows = match range {
+        // The first blocks come from the block cache (decoded once, shared with point lookups),
+        // so a short scan (a seek) decodes nothing when they are hot; the rest of the range
+        // streams from the file in large batches, bypassing the cache.
+        let (cached_blocks, rows) = match range {
             Some((start, end)) => {
-                Some(Box::new(self.read_rows(start, end, &columns)?) as BatchIter)
+                let first = (start / self.index.block_rows) as usize;
+                let last = ((end - 1) / self.index.block_rows) as usize;
+                let cached_end = (first + SCAN_CACHED_BLOCKS).min(last + 1);
+                let streamed_from = cached_end as u64 * self.index.block_rows;
+                let rest = (streamed_from < end).then(|| {
+                    Box::new(LazyRows {
+                        reader: Arc::clone(self),
+                        range: Some((streamed_from, end)),
+                        columns: columns.clone(),
+                        current: None,
+                    }) as BatchIter
+                });
+                (first..cached_end, rest)
             }
-            None => None,
+            None => (0..0, None),
         };
         Ok(SstScan {
             reader: Arc::clone(self),
+            cached_blocks,
             rows,
             lower: own_bound(lower),
             upper: own_bound(upper),
@@ -515,6 +601,31 @@ impl SstReader {
 
 type BatchIter =
     Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
+/// Rows of a range, opened only when first needed.
+struct LazyRows {
+    reader: Arc<SstReader>,
+    range: Option<(u64, u64)>,
+    columns: Vec<usize>,
+    current: Option<GuardedReader>,
+}
+
+impl Iterator for LazyRows {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some((start, end)) = self.range.take() {
+            match self
+                .reader
+                .read_rows(start, end, &self.columns, SCAN_BATCH_ROWS)
+            {
+                Ok(rows) => self.current = Some(rows),
+                Err(e) => return Some(Err(arrow::error::ArrowError::ExternalError(Box::new(e)))),
+            }
+        }
+        self.current.as_mut()?.next()
+    }
+}
 
 struct GuardedReader {
     inner: ParquetRecordBatchReader,
@@ -549,6 +660,8 @@ fn own_bound(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
 /// An iterator over the rows of one SST within a key range, as [`KeyedBatch`]es.
 pub struct SstScan {
     reader: Arc<SstReader>,
+    /// The first blocks of the range, served from the block cache before `rows`.
+    cached_blocks: std::ops::Range<usize>,
     rows: Option<BatchIter>,
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
@@ -573,6 +686,14 @@ impl SstScan {
             if self.done {
                 return Ok(None);
             }
+            if let Some(block) = self.cached_blocks.next() {
+                let decoded = self.reader.block(block)?;
+                let batch = decoded.batch.project(&self.columns)?;
+                if let Some(keyed) = self.trim(batch, Arc::clone(&decoded.keys)) {
+                    return Ok(Some(keyed));
+                }
+                continue;
+            }
             let Some(rows) = self.rows.as_mut() else {
                 return Ok(None);
             };
@@ -595,39 +716,46 @@ impl SstScan {
                 }
                 Some(Ok(batch)) => batch,
             };
-            let keys = self.reader.encode_keys(&batch, &self.columns)?;
-            // Trim rows outside the key range (only the first and last batches have any).
-            let start = match &self.lower {
-                Bound::Unbounded => 0,
-                Bound::Included(k) => partition(&keys, |key| key < k.as_slice()),
-                Bound::Excluded(k) => partition(&keys, |key| key <= k.as_slice()),
-            };
-            let end = match &self.upper {
-                Bound::Unbounded => keys.len(),
-                Bound::Included(k) => partition(&keys, |key| key <= k.as_slice()),
-                Bound::Excluded(k) => partition(&keys, |key| key < k.as_slice()),
-            };
-            if end < keys.len() {
-                self.done = true;
+            let keys = Arc::new(self.reader.encode_keys(&batch, &self.columns)?);
+            if let Some(keyed) = self.trim(batch, keys) {
+                return Ok(Some(keyed));
             }
-            if start >= end {
-                continue;
-            }
-            let (batch, keys) = if start == 0 && end == keys.len() {
-                (batch, keys)
-            } else {
-                let mut trimmed = ByteRows::with_capacity(end - start, 0);
-                (start..end).for_each(|i| trimmed.push(keys.get(i)));
-                (batch.slice(start, end - start), trimmed)
-            };
-            return Ok(Some(KeyedBatch {
-                batch,
-                keys: Arc::new(keys),
-                seq_column: self.seq_column,
-                op_column: self.op_column,
-                clean: self.clean,
-            }));
         }
+    }
+
+    /// Cuts the rows outside the key range (only the first and last batches have any); `None`
+    /// when nothing remains. Marks the scan done once a row beyond the upper bound is seen.
+    fn trim(&mut self, batch: RecordBatch, keys: Arc<ByteRows>) -> Option<KeyedBatch> {
+        let start = match &self.lower {
+            Bound::Unbounded => 0,
+            Bound::Included(k) => partition(&keys, |key| key < k.as_slice()),
+            Bound::Excluded(k) => partition(&keys, |key| key <= k.as_slice()),
+        };
+        let end = match &self.upper {
+            Bound::Unbounded => keys.len(),
+            Bound::Included(k) => partition(&keys, |key| key <= k.as_slice()),
+            Bound::Excluded(k) => partition(&keys, |key| key < k.as_slice()),
+        };
+        if end < keys.len() {
+            self.done = true;
+        }
+        if start >= end {
+            return None;
+        }
+        let (batch, keys) = if start == 0 && end == keys.len() {
+            (batch, keys)
+        } else {
+            let mut trimmed = ByteRows::with_capacity(end - start, 0);
+            (start..end).for_each(|i| trimmed.push(keys.get(i)));
+            (batch.slice(start, end - start), Arc::new(trimmed))
+        };
+        Some(KeyedBatch {
+            batch,
+            keys,
+            seq_column: self.seq_column,
+            op_column: self.op_column,
+            clean: self.clean,
+        })
     }
 }
 
@@ -651,26 +779,4 @@ fn partition(keys: &ByteRows, pred: impl Fn(&[u8]) -> bool) -> usize {
         }
     }
     lo
-}
-
-/// Checks a key column value against a bloom filter, hashing the Parquet physical value.
-fn bloom_check(filter: &Sbbf, value: &ArrayRef) -> bool {
-    match value.data_type() {
-        DataType::Int8 => filter.check(&i32::from(value.as_primitive::<Int8Type>().value(0))),
-        DataType::Int16 => filter.check(&i32::from(value.as_primitive::<Int16Type>().value(0))),
-        DataType::Int32 => filter.check(&value.as_primitive::<Int32Type>().value(0)),
-        DataType::Date32 => filter.check(&value.as_primitive::<Date32Type>().value(0)),
-        DataType::UInt8 => filter.check(&i32::from(value.as_primitive::<UInt8Type>().value(0))),
-        DataType::UInt16 => filter.check(&i32::from(value.as_primitive::<UInt16Type>().value(0))),
-        DataType::UInt32 => filter.check(&(value.as_primitive::<UInt32Type>().value(0) as i32)),
-        DataType::Int64 => filter.check(&value.as_primitive::<Int64Type>().value(0)),
-        DataType::UInt64 => filter.check(&(value.as_primitive::<UInt64Type>().value(0) as i64)),
-        DataType::Utf8 => filter.check(value.as_string::<i32>().value(0).as_bytes()),
-        DataType::LargeUtf8 => filter.check(value.as_string::<i64>().value(0).as_bytes()),
-        DataType::Utf8View => filter.check(value.as_string_view().value(0).as_bytes()),
-        DataType::Binary => filter.check(value.as_binary::<i32>().value(0)),
-        DataType::LargeBinary => filter.check(value.as_binary::<i64>().value(0)),
-        DataType::BinaryView => filter.check(value.as_binary_view().value(0)),
-        _ => true,
-    }
 }

@@ -122,7 +122,17 @@ impl SstWriter {
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_sorting_columns(Some(sorting))
             .set_bloom_filter_position(BloomFilterPosition::End)
+            // A point lookup decodes the dictionary page of every column it reads: keep them
+            // small, so high-cardinality columns fall back to plain encoding early.
+            .set_dictionary_page_size_limit(options.sst_page_size_bytes)
             .set_created_by(format!("strata {}", env!("CARGO_PKG_VERSION")));
+        // Keys and sequence numbers are (nearly) unique: a dictionary only costs.
+        let seq_column = ColumnPath::from(storage.field(schema.seq_index()).name().as_str());
+        builder = builder.set_column_dictionary_enabled(seq_column, false);
+        for index in schema.key_indices() {
+            let column = ColumnPath::from(storage.field(*index).name().as_str());
+            builder = builder.set_column_dictionary_enabled(column, false);
+        }
         for index in schema.key_indices() {
             let field = storage.field(*index);
             if bloom_supported(field.data_type()) {
