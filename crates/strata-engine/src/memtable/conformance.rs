@@ -3,10 +3,13 @@
 //! A new variant only has to be added to [`MemtableKind::ALL`]; `run_all` and the property
 //! and concurrency tests below pick it up. Each check compares the memtable with a
 //! `BTreeMap<(key, Reverse(seq)), (op, value)>` model, which is the contract stated in the
-//! parent module's docs.
+//! parent module's docs. Variants with settings (the hash variants' prefix length and bucket
+//! count) run the same checks on other configurations through [`Subject`] and
+//! [`run_all_with`].
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use super::{EntryRef, Memtable, MemtableEntry, MemtableKind};
@@ -14,8 +17,48 @@ use crate::types::{MAX_SEQ, OpKind, SeqNo};
 
 type Model = BTreeMap<(Vec<u8>, Reverse<SeqNo>), (OpKind, Vec<u8>)>;
 
+/// What the checks run against: a name for messages and a factory of empty memtables.
+pub struct Subject {
+    name: String,
+    make: Box<dyn Fn() -> Arc<dyn Memtable> + Send + Sync>,
+}
+
+impl Subject {
+    /// A subject built by `make`.
+    pub fn new(
+        name: impl Into<String>,
+        make: impl Fn() -> Arc<dyn Memtable> + Send + Sync + 'static,
+    ) -> Self {
+        Subject {
+            name: name.into(),
+            make: Box::new(make),
+        }
+    }
+
+    /// The variant `kind` with its default settings.
+    pub fn of(kind: MemtableKind) -> Self {
+        Subject::new(kind.name(), move || kind.create())
+    }
+
+    /// A new, empty memtable.
+    pub fn create(&self) -> Arc<dyn Memtable> {
+        (self.make)()
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// Runs every deterministic check against `kind`.
 pub fn run_all(kind: MemtableKind) {
+    run_all_with(&Subject::of(kind));
+}
+
+/// Runs every deterministic check against `subject`.
+pub fn run_all_with(kind: &Subject) {
     empty_memtable(kind);
     ordered_iteration(kind);
     versions_by_sequence(kind);
@@ -23,6 +66,9 @@ pub fn run_all(kind: MemtableKind) {
     visit_positions(kind);
     empty_and_large_keys(kind);
     many_versions_of_one_key(kind);
+    duplicate_keys_and_values(kind);
+    prefix_heavy_keys(kind);
+    wide_fanout_and_bulk_orders(kind);
     memory_grows_with_data(kind);
     random_against_model(kind, 0x5EED, 5_000);
 }
@@ -67,7 +113,7 @@ fn model_get(model: &Model, key: &[u8], read_seq: SeqNo) -> Option<MemtableEntry
         })
 }
 
-fn empty_memtable(kind: MemtableKind) {
+fn empty_memtable(kind: &Subject) {
     let table = kind.create();
     assert!(table.is_empty(), "{kind}: new memtable not empty");
     assert_eq!(table.len(), 0);
@@ -75,7 +121,7 @@ fn empty_memtable(kind: MemtableKind) {
     assert!(collect_all(table.as_ref()).is_empty());
 }
 
-fn ordered_iteration(kind: MemtableKind) {
+fn ordered_iteration(kind: &Subject) {
     let table = kind.create();
     let keys: [&[u8]; 6] = [b"m", b"a", b"z", b"ab", b"", b"\xff\x00"];
     for (i, key) in keys.iter().enumerate() {
@@ -91,7 +137,7 @@ fn ordered_iteration(kind: MemtableKind) {
     assert_eq!(table.len(), keys.len());
 }
 
-fn versions_by_sequence(kind: MemtableKind) {
+fn versions_by_sequence(kind: &Subject) {
     let table = kind.create();
     table.insert(b"k", 10, OpKind::Put, b"v10");
     table.insert(b"k", 30, OpKind::Put, b"v30");
@@ -111,7 +157,7 @@ fn versions_by_sequence(kind: MemtableKind) {
     assert_eq!(seqs, vec![30, 20, 10], "{kind}: versions not newest first");
 }
 
-fn tombstones(kind: MemtableKind) {
+fn tombstones(kind: &Subject) {
     let table = kind.create();
     table.insert(b"k", 1, OpKind::Put, b"v");
     table.insert(b"k", 2, OpKind::Delete, b"");
@@ -128,7 +174,7 @@ fn tombstones(kind: MemtableKind) {
     assert_eq!(table.len(), 2, "{kind}: a tombstone is an entry");
 }
 
-fn visit_positions(kind: MemtableKind) {
+fn visit_positions(kind: &Subject) {
     let table = kind.create();
     let mut model = Model::new();
     let mut seq = 0;
@@ -163,7 +209,7 @@ fn visit_positions(kind: MemtableKind) {
     );
 }
 
-fn empty_and_large_keys(kind: MemtableKind) {
+fn empty_and_large_keys(kind: &Subject) {
     let table = kind.create();
     let large_key = vec![0xAB; 64 * 1024];
     let large_value = vec![0xCD; 1024 * 1024];
@@ -192,10 +238,10 @@ fn empty_and_large_keys(kind: MemtableKind) {
     );
 }
 
-fn many_versions_of_one_key(kind: MemtableKind) {
+fn many_versions_of_one_key(kind: &Subject) {
     let table = kind.create();
     for seq in 1..=1_000u64 {
-        let op = if seq % 7 == 0 {
+        let op = if seq.is_multiple_of(7) {
             OpKind::Delete
         } else {
             OpKind::Put
@@ -224,7 +270,7 @@ fn many_versions_of_one_key(kind: MemtableKind) {
     );
 }
 
-fn memory_grows_with_data(kind: MemtableKind) {
+fn memory_grows_with_data(kind: &Subject) {
     let table = kind.create();
     let mut last = table.memory_bytes();
     for i in 0..200u32 {
@@ -234,6 +280,159 @@ fn memory_grows_with_data(kind: MemtableKind) {
         last = now;
     }
     assert!(last >= 200 * 104, "{kind}: memory below the data size");
+}
+
+fn duplicate_keys_and_values(kind: &Subject) {
+    // The same key rewritten with the same value, and many keys sharing one value: every
+    // version is its own entry.
+    let table = kind.create();
+    let mut model = Model::new();
+    let mut seq = 0;
+    for round in 0..3 {
+        for key in [b"dup".as_ref(), b"dup2", b"d"] {
+            seq += 1;
+            table.insert(key, seq, OpKind::Put, b"same");
+            model.insert(
+                (key.to_vec(), Reverse(seq)),
+                (OpKind::Put, b"same".to_vec()),
+            );
+        }
+        assert_eq!(
+            table.get(b"dup", MAX_SEQ).map(|e| e.seq),
+            Some(seq - 2),
+            "{kind}: round {round}"
+        );
+    }
+    assert_eq!(table.len(), 9, "{kind}");
+    assert_eq!(
+        collect_all(table.as_ref()),
+        model_from(&model, b"", MAX_SEQ),
+        "{kind}"
+    );
+}
+
+/// Keys sharing long prefixes, with lengths around the hash variants' default prefix length
+/// (8 bytes): some keys are exactly a prefix, some shorter, some extend another key.
+fn prefix_heavy_keys(kind: &Subject) {
+    let table = kind.create();
+    let mut model = Model::new();
+    let mut rng = SplitMix(0xF1E1D);
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut seq: SeqNo = 0;
+    for tenant in [
+        b"tenant-0".as_ref(),
+        b"tenant-1",
+        b"tenant",
+        b"tenant-",
+        b"t",
+    ] {
+        keys.push(tenant.to_vec());
+        for suffix in 0..12u32 {
+            let mut key = tenant.to_vec();
+            key.extend_from_slice(format!("/{suffix:02}").as_bytes());
+            keys.push(key);
+        }
+    }
+    keys.push(b"tenant-0\x00".to_vec());
+    keys.push(b"tenant-0\xff".to_vec());
+    for _ in 0..600 {
+        let key = keys[rng.below(keys.len() as u64) as usize].clone();
+        seq += 1;
+        let op = if rng.below(5) == 0 {
+            OpKind::Delete
+        } else {
+            OpKind::Put
+        };
+        let value = if op == OpKind::Put {
+            seq.to_le_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        table.insert(&key, seq, op, &value);
+        model.insert((key, Reverse(seq)), (op, value));
+    }
+    for key in &keys {
+        for read_seq in [MAX_SEQ, seq / 2, 1] {
+            assert_eq!(
+                table.get(key, read_seq),
+                model_get(&model, key, read_seq),
+                "{kind}: get({key:?}, {read_seq})"
+            );
+        }
+        for (start_seq, limit) in [(MAX_SEQ, usize::MAX), (seq / 3, 40), (0, 7)] {
+            let mut want = model_from(&model, key, start_seq);
+            want.truncate(limit);
+            assert_eq!(
+                collect_from(table.as_ref(), key, start_seq, limit),
+                want,
+                "{kind}: visit_from({key:?}, {start_seq})"
+            );
+        }
+    }
+    // Starts that are not stored keys: inside, between and past the prefix groups.
+    for start in [
+        b"tenant-0/05x".as_ref(),
+        b"tenant-00",
+        b"tenant-2",
+        b"tenanu",
+        b"s",
+        b"u",
+    ] {
+        assert_eq!(
+            collect_from(table.as_ref(), start, MAX_SEQ, usize::MAX),
+            model_from(&model, start, MAX_SEQ),
+            "{kind}: visit_from({start:?})"
+        );
+    }
+}
+
+/// Every byte value at one position (trie node growth), then long ascending and descending
+/// runs (block splits, index maintenance, append fast paths).
+fn wide_fanout_and_bulk_orders(kind: &Subject) {
+    let table = kind.create();
+    let mut model = Model::new();
+    let mut rng = SplitMix(0xFA);
+    let mut keys: Vec<Vec<u8>> = (0..=255u8)
+        .flat_map(|b| [vec![b], vec![b, b.wrapping_mul(7)], vec![7, b]])
+        .collect();
+    for i in 0..1_500u32 {
+        keys.push(format!("asc{i:06}").into_bytes());
+    }
+    for i in (0..1_500u32).rev() {
+        keys.push(format!("desc{i:06}").into_bytes());
+    }
+    // Shuffle only the fan-out part; the runs stay in order.
+    for i in (1..768).rev() {
+        keys.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut seq = 0;
+    for key in &keys {
+        // A key listed twice simply gets two versions.
+        seq += 1;
+        table.insert(key, seq, OpKind::Put, key);
+        model.insert((key.clone(), Reverse(seq)), (OpKind::Put, key.clone()));
+    }
+    assert_eq!(table.len(), model.len(), "{kind}");
+    assert_eq!(
+        collect_all(table.as_ref()),
+        model_from(&model, b"", MAX_SEQ),
+        "{kind}"
+    );
+    for _ in 0..200 {
+        let key = &keys[rng.below(keys.len() as u64) as usize];
+        assert_eq!(
+            table.get(key, MAX_SEQ),
+            model_get(&model, key, MAX_SEQ),
+            "{kind}: get({key:?})"
+        );
+        let mut want = model_from(&model, key, MAX_SEQ);
+        want.truncate(100);
+        assert_eq!(
+            collect_from(table.as_ref(), key, MAX_SEQ, 100),
+            want,
+            "{kind}: visit_from({key:?})"
+        );
+    }
 }
 
 /// A small deterministic generator (splitmix64), so failures replay exactly.
@@ -256,7 +455,7 @@ impl SplitMix {
 }
 
 /// Random inserts, gets and visits compared with the model.
-pub fn random_against_model(kind: MemtableKind, seed: u64, ops: usize) {
+pub fn random_against_model(kind: &Subject, seed: u64, ops: usize) {
     let table = kind.create();
     let mut model = Model::new();
     let mut rng = SplitMix(seed);
@@ -264,7 +463,7 @@ pub fn random_against_model(kind: MemtableKind, seed: u64, ops: usize) {
     let key_of = |n: u64| -> Vec<u8> {
         // Keys of varied length sharing prefixes, to exercise ordering edge cases.
         let mut k = format!("{:x}", n % 97).into_bytes();
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             k.push(0);
         }
         k
@@ -322,8 +521,10 @@ pub fn random_against_model(kind: MemtableKind, seed: u64, ops: usize) {
 
 /// Several threads insert disjoint sequence numbers while readers check that every read
 /// returns a version that was actually written; afterwards the contents equal the model.
-pub fn concurrent_insert_and_read(kind: MemtableKind, threads: usize, per_thread: usize) {
-    let table: Arc<dyn Memtable> = kind.create();
+pub fn concurrent_insert_and_read(subject: &Subject, threads: usize, per_thread: usize) {
+    let table: Arc<dyn Memtable> = subject.create();
+    let label = subject.to_string();
+    let kind = label.as_str();
     let key_of = |i: usize| format!("key{:05}", i % 1_000).into_bytes();
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -346,7 +547,7 @@ pub fn concurrent_insert_and_read(kind: MemtableKind, threads: usize, per_thread
                 if let Some(entry) = reader_table.get(&key_of(i), MAX_SEQ) {
                     assert_eq!(entry.value, entry.seq.to_le_bytes(), "{kind}: torn read");
                 }
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     let mut previous: Option<(Vec<u8>, SeqNo)> = None;
                     reader_table.visit_from(b"", MAX_SEQ, &mut |e| {
                         if let Some((pk, ps)) = &previous {
@@ -386,7 +587,13 @@ mod tests {
     #[test]
     fn concurrent_variants_under_parallel_inserts() {
         for kind in MemtableKind::ALL {
-            concurrent_insert_and_read(*kind, 4, 5_000);
+            if kind.is_concurrent() {
+                concurrent_insert_and_read(&Subject::of(*kind), 4, 5_000);
+            } else {
+                // Lock-guarded variants must be thread-safe too; a smaller load keeps the
+                // O(n)-insert linked list fast.
+                concurrent_insert_and_read(&Subject::of(*kind), 2, 1_000);
+            }
         }
     }
 

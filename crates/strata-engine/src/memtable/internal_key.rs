@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn order_is_key_ascending_then_seq_descending() {
-        let mut keys = vec![
+        let mut keys = [
             InternalKey::new(b"b", 1),
             InternalKey::new(b"a", 1),
             InternalKey::new(b"ab", 9),

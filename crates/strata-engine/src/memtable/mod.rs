@@ -27,9 +27,21 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::types::{OpKind, SeqNo};
 
+pub mod arena;
+pub mod b_skiplist;
+pub mod chunked;
+pub mod enhanced_skiplist;
+pub mod hash_linked_list;
+pub mod hash_skiplist;
 pub mod internal_key;
+pub mod linked_list;
+pub mod node;
+pub mod prefix;
+pub mod rotating_skiplist;
 pub mod skiplist;
 pub mod sorted;
+pub mod trie;
+pub mod vector;
 
 #[cfg(test)]
 pub mod conformance;
@@ -89,6 +101,19 @@ pub trait Memtable: Send + Sync + fmt::Debug {
 }
 
 /// The memtable variants, selectable by name (`"sorted"`, `"skiplist"`, ...).
+///
+/// | name | structure | concurrent inserts |
+/// |---|---|---|
+/// | `sorted` | `BTreeMap` | no (one `RwLock`) |
+/// | `skiplist` | crossbeam skip list | yes (lock-free) |
+/// | `enhanced_skiplist` | arena skip list, entries inline | yes (lock-free) |
+/// | `hash_skiplist` | prefix-hash buckets of arena skip lists | yes (lock-free) |
+/// | `hash_linked_list` | prefix-hash buckets of sorted lists | yes (lock-free) |
+/// | `linked_list` | one sorted list, O(n) insert | no (one `RwLock`) |
+/// | `vector` | append-only vector, sorted on read | no (one `RwLock`) |
+/// | `trie` | adaptive radix trie | no (one `RwLock`) |
+/// | `rotating_skiplist` | rotating skip list (wheels) | yes (lock-free) |
+/// | `b_skiplist` | skip list of sorted blocks | no (one `RwLock`) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MemtableKind {
     /// A `BTreeMap` behind a reader-writer lock.
@@ -96,30 +121,90 @@ pub enum MemtableKind {
     /// A concurrent lock-free skip list (crossbeam-skiplist).
     #[default]
     SkipList,
+    /// An arena-allocated lock-free skip list with keys and values inline (RocksDB's
+    /// `InlineSkipList`).
+    EnhancedSkipList,
+    /// Keys hashed by a fixed-length prefix into buckets, each an arena skip list
+    /// (RocksDB's `HashSkipList`).
+    HashSkipList,
+    /// Keys hashed by a fixed-length prefix into buckets, each a sorted linked list
+    /// (RocksDB's `HashLinkList`).
+    HashLinkedList,
+    /// One sorted linked list: O(n) insert, minimal memory; for small tables.
+    LinkedList,
+    /// An append-only vector sorted once when read or flushed (RocksDB's `VectorRep`).
+    Vector,
+    /// A byte-wise adaptive radix trie.
+    Trie,
+    /// The rotating skip list of Dick, Fekete and Gramoli (wheels, lazy index maintenance).
+    RotatingSkipList,
+    /// A skip list whose nodes are blocks of many sorted entries.
+    BSkipList,
 }
 
 impl MemtableKind {
     /// Every variant, in documentation order.
-    pub const ALL: &'static [MemtableKind] = &[MemtableKind::Sorted, MemtableKind::SkipList];
+    pub const ALL: &'static [MemtableKind] = &[
+        MemtableKind::Sorted,
+        MemtableKind::SkipList,
+        MemtableKind::EnhancedSkipList,
+        MemtableKind::HashSkipList,
+        MemtableKind::HashLinkedList,
+        MemtableKind::LinkedList,
+        MemtableKind::Vector,
+        MemtableKind::Trie,
+        MemtableKind::RotatingSkipList,
+        MemtableKind::BSkipList,
+    ];
 
     /// The variant's name as accepted by [`FromStr`].
     pub fn name(self) -> &'static str {
         match self {
             MemtableKind::Sorted => "sorted",
             MemtableKind::SkipList => "skiplist",
+            MemtableKind::EnhancedSkipList => "enhanced_skiplist",
+            MemtableKind::HashSkipList => "hash_skiplist",
+            MemtableKind::HashLinkedList => "hash_linked_list",
+            MemtableKind::LinkedList => "linked_list",
+            MemtableKind::Vector => "vector",
+            MemtableKind::Trie => "trie",
+            MemtableKind::RotatingSkipList => "rotating_skiplist",
+            MemtableKind::BSkipList => "b_skiplist",
         }
     }
 
     /// True for variants whose inserts and reads run in parallel without a global lock.
     pub fn is_concurrent(self) -> bool {
-        matches!(self, MemtableKind::SkipList)
+        matches!(
+            self,
+            MemtableKind::SkipList
+                | MemtableKind::EnhancedSkipList
+                | MemtableKind::HashSkipList
+                | MemtableKind::HashLinkedList
+                | MemtableKind::RotatingSkipList
+        )
     }
 
-    /// Creates an empty memtable of this variant.
+    /// Creates an empty memtable of this variant (hash variants with their default prefix
+    /// length and bucket count).
     pub fn create(self) -> Arc<dyn Memtable> {
         match self {
             MemtableKind::Sorted => Arc::new(sorted::SortedMemtable::new()),
             MemtableKind::SkipList => Arc::new(skiplist::SkipListMemtable::new()),
+            MemtableKind::EnhancedSkipList => {
+                Arc::new(enhanced_skiplist::EnhancedSkipListMemtable::new())
+            }
+            MemtableKind::HashSkipList => Arc::new(hash_skiplist::HashSkipListMemtable::new()),
+            MemtableKind::HashLinkedList => {
+                Arc::new(hash_linked_list::HashLinkedListMemtable::new())
+            }
+            MemtableKind::LinkedList => Arc::new(linked_list::LinkedListMemtable::new()),
+            MemtableKind::Vector => Arc::new(vector::VectorMemtable::new()),
+            MemtableKind::Trie => Arc::new(trie::TrieMemtable::new()),
+            MemtableKind::RotatingSkipList => {
+                Arc::new(rotating_skiplist::RotatingSkipListMemtable::new())
+            }
+            MemtableKind::BSkipList => Arc::new(b_skiplist::BSkipListMemtable::new()),
         }
     }
 }
@@ -177,8 +262,34 @@ mod tests {
             "SkipList".parse::<MemtableKind>().unwrap(),
             MemtableKind::SkipList
         );
+        assert_eq!(
+            "hash-linked-list".parse::<MemtableKind>().unwrap(),
+            MemtableKind::HashLinkedList
+        );
         let err = "skiplits".parse::<MemtableKind>().unwrap_err().to_string();
-        assert!(err.contains("valid kinds: sorted, skiplist"), "{err}");
+        assert!(
+            err.contains(
+                "valid kinds: sorted, skiplist, enhanced_skiplist, hash_skiplist, \
+                 hash_linked_list, linked_list, vector, trie, rotating_skiplist, b_skiplist"
+            ),
+            "{err}"
+        );
+        assert_eq!(MemtableKind::ALL.len(), 10);
+        let concurrent: Vec<&str> = MemtableKind::ALL
+            .iter()
+            .filter(|k| k.is_concurrent())
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(
+            concurrent,
+            [
+                "skiplist",
+                "enhanced_skiplist",
+                "hash_skiplist",
+                "hash_linked_list",
+                "rotating_skiplist"
+            ]
+        );
     }
 
     #[test]

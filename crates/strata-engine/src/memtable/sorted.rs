@@ -21,10 +21,13 @@ use crate::types::{OpKind, SeqNo};
 /// thirds full) plus two allocator headers.
 pub const ENTRY_OVERHEAD_BYTES: usize = 96;
 
+/// The map: internal key to operation and value.
+type Map = BTreeMap<InternalKey, (OpKind, Box<[u8]>)>;
+
 /// The `sorted` memtable (see the module docs).
 #[derive(Debug, Default)]
 pub struct SortedMemtable {
-    map: RwLock<BTreeMap<InternalKey, (OpKind, Box<[u8]>)>>,
+    map: RwLock<Map>,
     memory_bytes: AtomicUsize,
     len: AtomicUsize,
 }
