@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod compaction;
 pub mod db;
 pub mod error;
 pub mod fault;
@@ -81,6 +82,7 @@ pub mod version;
 pub mod wal;
 
 pub use codec::KeyValue;
+pub use compaction::{CompactionOptions, FilePick, StrategyKind};
 pub use db::{Db, IngestOptions, TableInfo, kv_schema};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultInjector, IoOp};

@@ -592,6 +592,7 @@ mod tests {
             id,
             table_id: table,
             level,
+            run_id: 0,
             size_bytes: 10,
             crc32c: 0,
             rows: 1,

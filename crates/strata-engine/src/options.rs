@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compaction::CompactionOptions;
 use crate::error::{Error, Result};
 use crate::fault::FaultInjector;
 use crate::memtable::MemtableKind;
@@ -201,8 +202,13 @@ pub struct TableOptions {
     pub sst_index_block_rows: usize,
     /// Compression of SST pages. Default Snappy.
     pub sst_compression: SstCompression,
+    /// Largest row group in bytes while it is being written (it is buffered in memory whole);
+    /// bounds the memory of flushes and compactions. Default 128 MiB.
+    pub sst_row_group_bytes_max: usize,
     /// False-positive rate of the Parquet bloom filters on key columns. Default 0.01.
     pub bloom_filter_fpp: f64,
+    /// Compaction strategy and its settings.
+    pub compaction: CompactionOptions,
 }
 
 impl Default for TableOptions {
@@ -215,7 +221,9 @@ impl Default for TableOptions {
             sst_page_size_bytes: 64 * KIB,
             sst_index_block_rows: 256,
             sst_compression: SstCompression::Snappy,
+            sst_row_group_bytes_max: 128 * MIB,
             bloom_filter_fpp: 0.01,
+            compaction: CompactionOptions::default(),
         }
     }
 }
@@ -239,10 +247,13 @@ impl TableOptions {
         if self.sst_page_size_bytes < KIB {
             return bad("sst_page_size_bytes must be at least 1 KiB");
         }
+        if self.sst_row_group_bytes_max < self.sst_page_size_bytes {
+            return bad("sst_row_group_bytes_max must be at least sst_page_size_bytes");
+        }
         if !(self.bloom_filter_fpp > 0.0 && self.bloom_filter_fpp < 1.0) {
             return bad("bloom_filter_fpp must be between 0 and 1");
         }
-        Ok(())
+        self.compaction.validate()
     }
 }
 

@@ -14,7 +14,7 @@
 //! * `options` (RwLock): the table's options; a change applies to the next memtable.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -43,6 +43,15 @@ pub(crate) struct TableInner {
     pub dropped: AtomicBool,
     pub flush_queued: AtomicBool,
     pub flush_lock: Mutex<()>,
+    pub compaction_queued: AtomicBool,
+    /// One compaction of this table at a time.
+    pub compaction_lock: Mutex<()>,
+    /// Compaction counters by output level.
+    pub compaction_stats: Mutex<Vec<crate::db::LevelCompactionStats>>,
+    /// Level-0 files (leveled) or sorted runs (size-tiered) of the current version.
+    pub write_pressure: AtomicUsize,
+    /// Bytes the strategy estimates compaction still has to rewrite.
+    pub pending_compaction_bytes: AtomicU64,
     /// Every write up to this sequence number is in an SST (from the manifest).
     pub flushed_seq: AtomicU64,
     /// Next hidden row id (append-only tables).
@@ -65,11 +74,35 @@ impl TableInner {
         Arc::clone(&self.sv.read())
     }
 
-    /// Replaces the super version with `f(current)`.
+    /// Replaces the super version with `f(current)`, then refreshes the compaction pressure
+    /// the write path reads.
     pub fn install(&self, f: impl FnOnce(&SuperVersion) -> SuperVersion) {
-        let mut guard = self.sv.write();
-        let next = f(&guard);
-        *guard = Arc::new(next);
+        let version = {
+            let mut guard = self.sv.write();
+            let next = Arc::new(f(&guard));
+            let version = Arc::clone(&next.version);
+            *guard = next;
+            version
+        };
+        self.refresh_pressure(&version);
+    }
+
+    /// Recomputes `write_pressure` and `pending_compaction_bytes` for `version`.
+    pub fn refresh_pressure(&self, version: &crate::version::Version) {
+        let options = self.options.read().compaction.clone();
+        let (pressure, pending) = match options.strategy.strategy() {
+            Some(strategy) => {
+                let levels = crate::db::levels_of(version);
+                (
+                    strategy.write_pressure(&levels),
+                    strategy.pending_bytes(&levels, &options),
+                )
+            }
+            None => (0, 0),
+        };
+        self.write_pressure.store(pressure, Ordering::Release);
+        self.pending_compaction_bytes
+            .store(pending, Ordering::Release);
     }
 
     /// A fresh memtable slot of the table's current kind.
@@ -360,6 +393,33 @@ impl Table {
     /// Sizes and counts.
     pub fn stats(&self) -> TableStats {
         table_stats(&self.inner)
+    }
+
+    /// Compacts every SST file of the table into one sorted run at the deepest level it
+    /// reaches, dropping older versions no snapshot needs and tombstones. Waits for it.
+    pub fn compact(&self) -> Result<()> {
+        self.compact_range(&KeyRange::all())
+    }
+
+    /// Compacts the files whose keys overlap `range` (and whatever they overlap below them).
+    pub fn compact_range(&self, range: &KeyRange) -> Result<()> {
+        self.check_live()?;
+        self.db.compact_range(&self.inner, range)
+    }
+
+    /// The shape of the table's LSM tree: files, runs, bytes, key range and overlap depth per
+    /// level.
+    pub fn levels(&self) -> Vec<crate::compaction::LevelSummary> {
+        let options = self.inner.options.read().compaction.clone();
+        crate::compaction::analyze(
+            &crate::db::levels_of(&self.inner.super_version().version),
+            &options,
+        )
+    }
+
+    /// Compaction counters by output level.
+    pub fn compaction_stats(&self) -> Vec<crate::db::LevelCompactionStats> {
+        self.inner.compaction_stats.lock().clone()
     }
 }
 

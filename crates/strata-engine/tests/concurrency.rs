@@ -1,4 +1,5 @@
-//! Concurrency stress: writers, readers and flushes at the same time for a bounded time,
+//! Concurrency stress: writers, readers, flushes and compactions (background and manual) at the
+//! same time for a bounded time,
 //! checked against the expected state. Each writer owns its keys; every write is a batch that
 //! sets a key *and* its twin to the same value, so a reader that ever sees the two differ has
 //! seen half a batch.
@@ -8,16 +9,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_engine::{Db, MemtableKind, Options, TableOptions, WriteBatch};
+use strata_engine::{
+    CompactionOptions, Db, MemtableKind, Options, StrategyKind, TableOptions, WriteBatch,
+};
 
 const WRITERS: usize = 3;
 const KEYS_PER_WRITER: u64 = 200;
 const RUN_FOR: Duration = Duration::from_millis(1_500);
 
-fn options(kind: MemtableKind) -> Options {
+fn options(kind: MemtableKind, strategy: StrategyKind) -> Options {
     Options {
         table_defaults: TableOptions {
             memtable_kind: kind,
+            compaction: CompactionOptions {
+                strategy,
+                l0_compaction_trigger: 2,
+                level_base_bytes: 128 * 1024,
+                level_size_multiplier: 2,
+                target_file_size_bytes: 64 * 1024,
+                memory_bytes_max: 4 << 20,
+                ..CompactionOptions::default()
+            },
             memtable_size_bytes: 64 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 64,
@@ -35,9 +47,9 @@ fn keys(writer: usize, k: u64) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-fn stress(kind: MemtableKind) {
+fn stress(kind: MemtableKind, strategy: StrategyKind) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path(), options(kind)).unwrap());
+    let db = Arc::new(Db::open(dir.path(), options(kind, strategy)).unwrap());
     let kv = db.kv("stress").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -99,8 +111,13 @@ fn stress(kind: MemtableKind) {
         {
             let (kv, stop) = (kv.clone(), Arc::clone(&stop));
             scope.spawn(move || {
+                let mut round = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     kv.flush().unwrap();
+                    round += 1;
+                    if round % 4 == 0 {
+                        kv.table().compact().unwrap();
+                    }
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
@@ -126,13 +143,18 @@ fn stress(kind: MemtableKind) {
     check(&kv);
     drop(kv);
     Arc::try_unwrap(db).unwrap().close().unwrap();
-    let db = Db::open(dir.path(), options(kind)).unwrap();
+    let db = Db::open(dir.path(), options(kind, strategy)).unwrap();
     check(&db.kv("stress").unwrap());
 }
 
 #[test]
-fn writers_readers_and_flushes_agree_with_the_model() {
-    for kind in MemtableKind::ALL {
-        stress(*kind);
+fn writers_readers_flushes_and_compactions_agree_with_the_model() {
+    for (i, kind) in MemtableKind::ALL.iter().enumerate() {
+        let strategy = if i % 2 == 0 {
+            StrategyKind::Leveled
+        } else {
+            StrategyKind::SizeTiered
+        };
+        stress(*kind, strategy);
     }
 }

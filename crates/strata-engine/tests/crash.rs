@@ -2,7 +2,9 @@
 //! acknowledged batch on stdout; the parent kills it with SIGKILL at a random moment, reopens
 //! the database and checks that every acknowledged batch is there and that every batch is
 //! all-or-nothing. Cycles accumulate in one database, so later cycles also recover from
-//! earlier crashes (flushes, WAL segments, manifest edits interrupted at random points).
+//! earlier crashes (flushes, compactions, WAL segments, manifest edits interrupted at random
+//! points). Odd cycles use leveled compaction and even cycles size-tiered, with small triggers,
+//! so the child is usually in the middle of a compaction when it dies.
 //!
 //! CI runs 20 cycles. Locally: `STRATA_CRASH_CYCLES=1000 cargo test -p strata-engine --test crash --release`.
 
@@ -12,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strata_engine::{Db, Options, SyncMode, TableOptions, WriteBatch};
+use strata_engine::{
+    CompactionOptions, Db, Options, StrategyKind, SyncMode, TableOptions, WriteBatch,
+};
 
 const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
 const CYCLE_ENV: &str = "STRATA_CRASH_CHILD_CYCLE";
@@ -22,12 +26,26 @@ const KEYS_PER_BATCH: u64 = 5;
 const DELETE_EVERY: u64 = 7;
 const DELETE_LAG: u64 = 3;
 
-fn options() -> Options {
+fn options(cycle: u64) -> Options {
+    let strategy = if cycle % 2 == 1 {
+        StrategyKind::Leveled
+    } else {
+        StrategyKind::SizeTiered
+    };
     Options {
         sync_mode: SyncMode::Always,
         wal_segment_size_bytes: 64 * 1024,
         table_defaults: TableOptions {
             memtable_size_bytes: 64 * 1024,
+            compaction: CompactionOptions {
+                strategy,
+                l0_compaction_trigger: 2,
+                level_base_bytes: 128 * 1024,
+                level_size_multiplier: 2,
+                target_file_size_bytes: 64 * 1024,
+                memory_bytes_max: 4 << 20,
+                ..CompactionOptions::default()
+            },
             sst_index_block_rows: 16,
             sst_row_group_rows: 64,
             ..TableOptions::default()
@@ -47,7 +65,7 @@ fn marker_key(batch: u64) -> Vec<u8> {
 
 /// The child: writes batches until killed, printing `ack <id>` after each one returns.
 fn child(dir: &Path, cycle: u64) {
-    let db = Db::open(dir, options()).expect("child open");
+    let db = Db::open(dir, options(cycle)).expect("child open");
     let kv = db.kv("crash").expect("child kv");
     let mut stdout = std::io::stdout().lock();
     let first = cycle * 1_000_000;
@@ -146,10 +164,11 @@ fn crash_recovery_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0xC0FFEE);
     let mut acked_all: BTreeSet<u64> = BTreeSet::new();
+    let mut deepest_level = 0;
     for cycle in 1..=cycles {
         let acked = run_cycle(dir.path(), cycle, &mut rng);
         acked_all.extend(&acked);
-        let db = Db::open(dir.path(), options())
+        let db = Db::open(dir.path(), options(cycle))
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         let kv = db.kv("crash").unwrap();
         let mut present: BTreeMap<u64, u64> = BTreeMap::new();
@@ -192,11 +211,24 @@ fn crash_recovery_keeps_every_acknowledged_write() {
                 );
             }
         }
+        let levels = kv.table().levels();
+        deepest_level = deepest_level.max(
+            levels
+                .iter()
+                .filter(|l| l.files > 0)
+                .map(|l| l.level)
+                .max()
+                .unwrap_or(0),
+        );
         drop(kv);
         db.close().unwrap();
     }
     assert!(
         !acked_all.is_empty(),
         "the child never acknowledged a write"
+    );
+    assert!(
+        deepest_level >= 1,
+        "no compaction ever moved data below level 0"
     );
 }

@@ -1,7 +1,11 @@
-//! Background work: a bounded pool of threads running flushes, and the interval WAL syncer.
+//! Background work: a bounded pool of threads running flushes and compactions, and the
+//! interval WAL syncer.
 //!
-//! Jobs go through a bounded channel (`JOB_QUEUE_CAPACITY`); a table has at most one flush job
-//! queued (`TableInner::flush_queued`). A failed job is logged, counted, remembered as the
+//! Jobs go through two bounded channels (`JOB_QUEUE_CAPACITY` each), one for flushes and one
+//! for compactions; a table has at most one job of each kind queued (`flush_queued`,
+//! `compaction_queued`). Every worker takes a waiting flush before a compaction, and with two or
+//! more threads the last one runs flushes only, so a long compaction never holds back the
+//! flushes that writers may be waiting for. A failed job is logged, counted, remembered as the
 //! database's background error, and retried after a backoff that doubles up to 5 s. Threads
 //! hold only a weak reference to the database. `stop` lets a running job finish and joins every
 //! thread.
@@ -31,6 +35,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) enum Job {
     /// Flush the immutable memtables of a table.
     Flush(TableId),
+    /// Run the compactions a table's strategy picks.
+    Compact(TableId),
 }
 
 #[derive(Default)]
@@ -53,7 +59,8 @@ impl StopSignal {
 /// The background threads of one database.
 #[derive(Default)]
 pub(crate) struct Background {
-    sender: Mutex<Option<Sender<Job>>>,
+    flushes: Mutex<Option<Sender<Job>>>,
+    compactions: Mutex<Option<Sender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<StopSignal>,
 }
@@ -61,16 +68,23 @@ pub(crate) struct Background {
 impl Background {
     /// Starts the workers (and the WAL syncer in interval mode).
     pub fn start(&self, db: &Arc<DbInner>) -> std::io::Result<()> {
-        let (sender, receiver) = crossbeam_channel::bounded(JOB_QUEUE_CAPACITY);
-        *self.sender.lock() = Some(sender);
+        let (flush_sender, flushes) = crossbeam_channel::bounded(JOB_QUEUE_CAPACITY);
+        let (compact_sender, compactions) = crossbeam_channel::bounded(JOB_QUEUE_CAPACITY);
+        *self.flushes.lock() = Some(flush_sender);
+        *self.compactions.lock() = Some(compact_sender);
         let mut threads = self.threads.lock();
-        for i in 0..db.options.background_threads {
-            let (weak, receiver, stop) =
-                (Arc::downgrade(db), receiver.clone(), Arc::clone(&self.stop));
+        let count = db.options.background_threads;
+        for i in 0..count {
+            let flush_only = count >= 2 && i == count - 1;
+            let queues = Queues {
+                flushes: flushes.clone(),
+                compactions: (!flush_only).then(|| compactions.clone()),
+            };
+            let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("strata-bg-{i}"))
-                    .spawn(move || worker(weak, receiver, stop))?,
+                    .spawn(move || worker(weak, queues, stop))?,
             );
         }
         if let SyncMode::IntervalMs(ms) = db.options.sync_mode {
@@ -86,7 +100,11 @@ impl Background {
 
     /// Queues a job; false when the queue is full or stopped.
     pub fn submit(&self, job: Job) -> bool {
-        match self.sender.lock().as_ref().map(|s| s.try_send(job)) {
+        let queue = match job {
+            Job::Flush(_) => &self.flushes,
+            Job::Compact(_) => &self.compactions,
+        };
+        match queue.lock().as_ref().map(|s| s.try_send(job)) {
             Some(Ok(())) => true,
             Some(Err(TrySendError::Full(_))) => {
                 tracing::warn!(
@@ -103,7 +121,8 @@ impl Background {
     pub fn stop(&self) {
         *self.stop.stopped.lock() = true;
         self.stop.changed.notify_all();
-        self.sender.lock().take();
+        self.flushes.lock().take();
+        self.compactions.lock().take();
         let current = std::thread::current().id();
         for handle in self.threads.lock().drain(..) {
             if handle.thread().id() != current {
@@ -113,19 +132,51 @@ impl Background {
     }
 }
 
-fn worker(db: Weak<DbInner>, jobs: Receiver<Job>, stop: Arc<StopSignal>) {
+/// The queues a worker takes jobs from.
+struct Queues {
+    flushes: Receiver<Job>,
+    /// `None` for the flush-only worker.
+    compactions: Option<Receiver<Job>>,
+}
+
+impl Queues {
+    /// The next job, flushes first; `None` once the queues are closed.
+    fn next(&self) -> Option<Job> {
+        if let Ok(job) = self.flushes.try_recv() {
+            return Some(job);
+        }
+        match &self.compactions {
+            None => self.flushes.recv().ok(),
+            Some(compactions) => crossbeam_channel::select_biased! {
+                recv(self.flushes) -> job => job.ok(),
+                recv(compactions) -> job => job.ok(),
+            },
+        }
+    }
+}
+
+fn worker(db: Weak<DbInner>, queues: Queues, stop: Arc<StopSignal>) {
     let mut backoff = BACKOFF_MIN;
-    while let Ok(job) = jobs.recv() {
+    while let Some(job) = queues.next() {
         let Some(strong) = db.upgrade() else { return };
         if strong.closed.load(Ordering::Acquire) {
             return;
         }
-        let Job::Flush(id) = job;
+        let (Job::Flush(id) | Job::Compact(id)) = job;
         let Some(table) = strong.table_by_id(id) else {
             continue;
         };
-        table.flush_queued.store(false, Ordering::Release);
-        match strong.flush_immutables(&table) {
+        let result = match job {
+            Job::Flush(_) => {
+                table.flush_queued.store(false, Ordering::Release);
+                strong.flush_immutables(&table)
+            }
+            Job::Compact(_) => {
+                table.compaction_queued.store(false, Ordering::Release);
+                strong.compact_picked(&table)
+            }
+        };
+        match result {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(error) => {
                 tracing::error!(%error, ?job, "background job failed; retrying");
@@ -136,9 +187,10 @@ fn worker(db: Weak<DbInner>, jobs: Receiver<Job>, stop: Arc<StopSignal>) {
                     return;
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
-                match db.upgrade() {
-                    Some(strong) => strong.schedule_flush(&table),
-                    None => return,
+                let Some(strong) = db.upgrade() else { return };
+                match job {
+                    Job::Flush(_) => strong.schedule_flush(&table),
+                    Job::Compact(_) => strong.schedule_compaction(&table),
                 }
             }
         }

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
 use crate::read::{Dedup, KeyRange, MergeIter, memtable_run};
-use crate::sst::{SstWriter, WrittenSst};
+use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
 use crate::version::{MemtableSlot, SstHandle, SuperVersion};
@@ -60,14 +60,9 @@ impl DbInner {
         let started = Instant::now();
         let file_id = self.manifest.lock().allocate_file_id();
         let written = self.write_memtable_sst(table, slot, file_id)?;
-        if let Some(sst) = &written {
-            self.files
-                .store
-                .put(&sst.meta.object_path(), sst.bytes.clone())?;
-        }
-        let discard = |sst: &Option<WrittenSst>| {
-            if let Some(sst) = sst {
-                let _ = self.files.store.delete(&sst.meta.object_path());
+        let discard = |sst: &Option<SstMeta>| {
+            if let Some(meta) = sst {
+                let _ = self.files.store.delete(&meta.object_path());
             }
         };
         let mut manifest = self.manifest.lock();
@@ -81,7 +76,7 @@ impl DbInner {
             "memtable holds writes past its switch"
         );
         let edit = VersionEdit {
-            add_files: written.iter().map(|w| w.meta.clone()).collect(),
+            add_files: written.iter().cloned().collect(),
             flushed_seqs: vec![(table.id, flushed_seq)],
             last_seq: Some(self.visible_seq().max(flushed_seq)),
             ..VersionEdit::default()
@@ -91,9 +86,9 @@ impl DbInner {
             return Err(error);
         }
         table.flushed_seq.fetch_max(flushed_seq, Ordering::AcqRel);
-        let handle = written.as_ref().map(|w| {
+        let handle = written.as_ref().map(|meta| {
             Arc::new(SstHandle::new(
-                w.meta.clone(),
+                meta.clone(),
                 Arc::clone(&table.schema),
                 Arc::clone(&self.files),
             ))
@@ -119,9 +114,9 @@ impl DbInner {
                 Some(b.saturating_sub(memory))
             });
         Metrics::inc(&self.metrics.flushes);
-        if let Some(sst) = &written {
-            Metrics::add(&self.metrics.flush_rows, sst.meta.rows);
-            Metrics::add(&self.metrics.flush_bytes, sst.meta.size_bytes);
+        if let Some(meta) = &written {
+            Metrics::add(&self.metrics.flush_rows, meta.rows);
+            Metrics::add(&self.metrics.flush_bytes, meta.size_bytes);
         }
         Metrics::add(
             &self.metrics.flush_micros,
@@ -130,17 +125,18 @@ impl DbInner {
         tracing::debug!(table = %table.name, file = file_id, "flushed memtable");
         self.release_wal();
         self.signal_progress();
+        self.schedule_compaction(table);
         Ok(())
     }
 
-    /// Writes the contents of a memtable as SST `file_id` (not yet stored). `None` when no
-    /// row remains.
+    /// Writes the contents of a memtable as SST `file_id` (stored and synced, not yet in the
+    /// manifest). `None` when no row remains.
     fn write_memtable_sst(
         &self,
         table: &Arc<TableInner>,
         slot: &Arc<MemtableSlot>,
         file_id: FileId,
-    ) -> Result<Option<WrittenSst>> {
+    ) -> Result<Option<SstMeta>> {
         let schema = &table.schema;
         let options = table.options.read().clone();
         let all: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
@@ -162,7 +158,10 @@ impl DbInner {
             let writer = match writer.as_mut() {
                 Some(w) => w,
                 None => writer.insert(SstWriter::new(
+                    &self.files.store,
                     table.id,
+                    file_id,
+                    file_id,
                     schema,
                     &options,
                     0,
@@ -171,6 +170,6 @@ impl DbInner {
             };
             writer.write(&batch.batch, &batch.keys)?;
         }
-        writer.map(|w| w.finish(file_id)).transpose()
+        writer.map(SstWriter::finish).transpose()
     }
 }

@@ -101,6 +101,7 @@ impl DbInner {
             self.visible_seq.store(last_seq, Ordering::Release);
             Metrics::add(&self.metrics.rows_written, rows);
             Metrics::inc(&self.metrics.write_batches);
+            self.schedule_compaction(table);
             Ok(rows)
         })
     }
@@ -206,19 +207,25 @@ impl DbInner {
             .iter()
             .for_each(|i| sorted_keys.push(keys.get(*i as usize)));
         let options = table.options.read().clone();
-        let mut writer = SstWriter::new(table.id, schema, &options, 0, order.len() as u64)?;
+        let file_id = self.manifest.lock().allocate_file_id();
+        let mut writer = SstWriter::new(
+            &self.files.store,
+            table.id,
+            file_id,
+            file_id,
+            schema,
+            &options,
+            0,
+            order.len() as u64,
+        )?;
         for start in (0..sorted.num_rows()).step_by(8192) {
             let len = (sorted.num_rows() - start).min(8192);
             let mut chunk_keys = ByteRows::with_capacity(len, 0);
             (start..start + len).for_each(|i| chunk_keys.push(sorted_keys.get(i)));
             writer.write(&sorted.slice(start, len), &chunk_keys)?;
         }
-        let file_id = self.manifest.lock().allocate_file_id();
-        let sst = writer.finish(file_id)?;
-        self.files
-            .store
-            .put(&sst.meta.object_path(), sst.bytes.clone())?;
-        Metrics::add(&self.metrics.flush_bytes, sst.meta.size_bytes);
-        Ok(sst.meta)
+        let meta = writer.finish()?;
+        Metrics::add(&self.metrics.flush_bytes, meta.size_bytes);
+        Ok(meta)
     }
 }

@@ -32,6 +32,7 @@
 //!   not hold the floor back).
 
 mod background;
+mod compact;
 mod flush;
 mod ingest;
 mod open;
@@ -60,6 +61,8 @@ use crate::version::{FileContext, SuperVersion, Version};
 use crate::wal::Wal;
 
 pub(crate) use background::Background;
+pub use compact::LevelCompactionStats;
+pub(crate) use compact::levels_of;
 pub use ingest::IngestOptions;
 pub(crate) use write::CommitQueue;
 
@@ -250,6 +253,10 @@ impl Db {
             ..VersionEdit::default()
         })?;
         *table.inner.options.write() = options;
+        table
+            .inner
+            .refresh_pressure(&table.inner.super_version().version);
+        self.inner.schedule_compaction(&table.inner);
         Ok(())
     }
 
@@ -383,6 +390,11 @@ impl DbInner {
             dropped: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
+            compaction_queued: AtomicBool::new(false),
+            compaction_lock: Mutex::new(()),
+            compaction_stats: Mutex::new(Vec::new()),
+            write_pressure: AtomicUsize::new(0),
+            pending_compaction_bytes: AtomicU64::new(0),
             flushed_seq: AtomicU64::new(flushed_seq),
             next_rowid: AtomicU64::new(0),
             created_at_ms: def.created_at_ms,

@@ -102,9 +102,11 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         .map_err(|e| Error::io(path, e))?;
     let tables: Vec<_> = inner.catalog.read().by_id.values().cloned().collect();
     for table in &tables {
+        table.refresh_pressure(&table.super_version().version);
         if !table.super_version().immutables.is_empty() {
             inner.schedule_flush(table);
         }
+        inner.schedule_compaction(table);
     }
     inner.release_wal();
     Ok(inner)

@@ -8,11 +8,13 @@
 //! new `visible_seq`, and wakes the group. A failed WAL append fails the whole group and
 //! touches no memtable, so a batch is applied entirely or not at all.
 //!
-//! Backpressure: when a table has `max_immutable_memtables / 2` immutable memtables, or all
-//! memtables together pass 1.5x `write_buffer_budget_bytes`, each write is delayed by 1 ms; at
-//! `max_immutable_memtables`, or 2x the budget, writers wait for a flush to finish. Both are
-//! counted in the metrics; a stall longer than `write_stall_timeout` fails the write with the
-//! last background error.
+//! Backpressure: when a table has `max_immutable_memtables / 2` immutable memtables, its level 0
+//! reaches `l0_slowdown_trigger` files (runs, size-tiered), its estimated compaction debt
+//! reaches `pending_bytes_slowdown`, or all memtables together pass 1.5x
+//! `write_buffer_budget_bytes`, each write is delayed by 1 ms; at `max_immutable_memtables`,
+//! `l0_stop_trigger`, `pending_bytes_stop`, or 2x the budget, writers wait for a flush or a
+//! compaction to finish. Both are counted in the metrics; a stall longer than
+//! [`WRITE_STALL_TIMEOUT`] fails the write with the last background error.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -264,10 +266,20 @@ impl DbInner {
             let mut stall = bytes >= budget.saturating_mul(2);
             let mut slow = bytes >= budget + budget / 2;
             for table in tables {
-                let max = table.options.read().max_immutable_memtables;
+                let options = table.options.read();
+                let max = options.max_immutable_memtables;
                 let queued = table.sv.read().immutables.len();
                 stall |= queued >= max;
                 slow |= queued >= (max / 2).max(1);
+                let compaction = &options.compaction;
+                if compaction.strategy != crate::compaction::StrategyKind::None {
+                    let pressure = table.write_pressure.load(Ordering::Acquire);
+                    let pending = table.pending_compaction_bytes.load(Ordering::Acquire);
+                    stall |= pressure >= compaction.l0_stop_trigger
+                        || pending >= compaction.pending_bytes_stop;
+                    slow |= pressure >= compaction.l0_slowdown_trigger
+                        || pending >= compaction.pending_bytes_slowdown;
+                }
             }
             if !stall {
                 if let Some(started) = stall_started {

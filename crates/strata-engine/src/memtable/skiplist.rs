@@ -12,11 +12,13 @@
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crossbeam_skiplist::SkipMap;
-
 use super::internal_key::{InternalKey, InternalKeyRef, with_internal_key};
 use super::{EntryRef, Memtable, MemtableEntry, MemtableKind};
 use crate::types::{OpKind, SeqNo};
+
+/// The bare container behind this variant, re-exported so that benchmarks can measure it as a
+/// reference line without depending on crossbeam themselves.
+pub use crossbeam_skiplist::SkipMap;
 
 /// Structure overhead charged per entry: node header and average tower (about 80 B), the two
 /// boxed slices' handles, and allocator headers.

@@ -31,7 +31,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 
 pub use merge::{Dedup, MergeIter};
-pub use runs::{RunIter, memtable_run, sst_run};
+pub use runs::{RunIter, memtable_run, sst_run, sst_run_with_batch_rows};
 
 use crate::codec::{KeyValue, prefix_successor};
 use crate::error::{Error, Result};

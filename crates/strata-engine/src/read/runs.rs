@@ -169,12 +169,24 @@ pub fn sst_run(
     columns: Vec<usize>,
     read_seq: SeqNo,
 ) -> RunIter {
+    sst_run_with_batch_rows(files, range, columns, read_seq, crate::sst::SCAN_BATCH_ROWS)
+}
+
+/// Like [`sst_run`], reading in batches of `batch_rows` rows.
+pub fn sst_run_with_batch_rows(
+    files: Vec<Arc<SstHandle>>,
+    range: KeyRange,
+    columns: Vec<usize>,
+    read_seq: SeqNo,
+    batch_rows: usize,
+) -> RunIter {
     Box::new(SstRun {
         files: files.into(),
         current: None,
         range,
         columns,
         read_seq,
+        batch_rows,
         failed: false,
     })
 }
@@ -185,6 +197,7 @@ struct SstRun {
     range: KeyRange,
     columns: Vec<usize>,
     read_seq: SeqNo,
+    batch_rows: usize,
     failed: bool,
 }
 
@@ -208,7 +221,8 @@ impl SstRun {
             };
             let reader = file.reader()?;
             let (lower, upper) = self.range.bounds();
-            let scan = reader.scan(lower, upper, self.columns.clone())?;
+            let scan =
+                reader.scan_with_batch_rows(lower, upper, self.columns.clone(), self.batch_rows)?;
             let newer_than_read = file.meta().max_seq > self.read_seq;
             self.current = Some((scan, newer_than_read));
         }

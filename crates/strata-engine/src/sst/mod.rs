@@ -15,8 +15,9 @@
 //!   1 delete).
 //! * Order: rows sorted by the encoded primary key ascending, then `_seq` descending. The footer's
 //!   `sorting_columns` says so (key columns ascending, `_seq` descending).
-//! * Row groups hold at most `sst_row_group_rows` rows, a multiple of `sst_index_block_rows`,
-//!   so an index block never spans two row groups.
+//! * Row groups hold at most `sst_row_group_rows` rows (a multiple of `sst_index_block_rows`)
+//!   and at most `sst_row_group_bytes_max` bytes; a byte-limited row group may end inside an
+//!   index block.
 //! * Statistics at page level and the page index (column and offset indexes) are written;
 //!   every key column of a type with an unambiguous Parquet physical value (integers,
 //!   strings, binary, dates) has a Parquet bloom filter (stored at the end of the file) sized
@@ -58,9 +59,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{BlockCache, DecodedBlock};
-pub use reader::{BloomProbe, KeyedBatch, SstReader, SstScan, bloom_probes};
+pub use reader::{BloomProbe, KeyedBatch, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes};
 pub use store::SstStore;
-pub use writer::{SstWriter, WrittenSst};
+pub use writer::{SstWriter, UPLOAD_PART_BYTES};
 
 use crate::codec::varint::{get_varint, put_varint};
 use crate::types::{FileId, SeqNo, TableId};
@@ -108,6 +109,11 @@ pub struct SstMeta {
     pub table_id: TableId,
     /// LSM level.
     pub level: u32,
+    /// The sorted run the file belongs to: the files written by one flush or one compaction
+    /// share it (the id of the first of them). `0` in manifests written before runs were
+    /// recorded: such a file is a run of its own.
+    #[serde(default)]
+    pub run_id: u64,
     /// File size in bytes.
     pub size_bytes: u64,
     /// crc32c of the whole file.
@@ -142,6 +148,15 @@ impl SstMeta {
     /// True when the key ranges of `self` and `other` intersect.
     pub fn overlaps(&self, other: &SstMeta) -> bool {
         self.min_key <= other.max_key && other.min_key <= self.max_key
+    }
+
+    /// The sorted run of the file (see `run_id`).
+    pub fn run(&self) -> u64 {
+        if self.run_id == 0 {
+            self.id
+        } else {
+            self.run_id
+        }
     }
 
     /// The object path of this file relative to the database directory.

@@ -32,7 +32,7 @@ use crate::schema::TableSchema;
 use crate::types::{OpKind, SeqNo};
 
 /// Rows per batch of an SST scan after its first blocks.
-const SCAN_BATCH_ROWS: usize = 8192;
+pub const SCAN_BATCH_ROWS: usize = 8192;
 /// Blocks at the start of a scan that are served from (and kept in) the block cache, so that
 /// seeks and short scans decode nothing when the blocks are hot.
 const SCAN_CACHED_BLOCKS: usize = 4;
@@ -489,8 +489,18 @@ impl SstReader {
             .get(block + 1)
             .is_some_and(|k| k.as_slice() == key);
         if !starts_next {
-            let rg = self.row_group_of(block as u64 * self.index.block_rows);
-            if !self.may_contain(rg, probes)? {
+            // The block may span two row groups (a row group can be cut by its byte limit):
+            // the key is absent only if every one of them rules it out.
+            let first_row = block as u64 * self.index.block_rows;
+            let last_row = (first_row + self.index.block_rows).min(self.meta.rows) - 1;
+            let mut may_contain = false;
+            for rg in self.row_group_of(first_row)..=self.row_group_of(last_row) {
+                if self.may_contain(rg, probes)? {
+                    may_contain = true;
+                    break;
+                }
+            }
+            if !may_contain {
                 return Ok(None);
             }
         }
@@ -536,6 +546,18 @@ impl SstReader {
         upper: Bound<&[u8]>,
         columns: Vec<usize>,
     ) -> Result<SstScan> {
+        self.scan_with_batch_rows(lower, upper, columns, SCAN_BATCH_ROWS)
+    }
+
+    /// Like [`SstReader::scan`], reading past the first blocks in batches of `batch_rows`
+    /// (compaction lowers it to bound its memory).
+    pub fn scan_with_batch_rows(
+        self: &Arc<Self>,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        columns: Vec<usize>,
+        batch_rows: usize,
+    ) -> Result<SstScan> {
         debug_assert!(columns.windows(2).all(|w| w[0] < w[1]));
         let first_block = match lower {
             Bound::Unbounded => Some(0),
@@ -577,6 +599,7 @@ impl SstReader {
                         reader: Arc::clone(self),
                         range: Some((streamed_from, end)),
                         columns: columns.clone(),
+                        batch_rows: batch_rows.max(1),
                         current: None,
                     }) as BatchIter
                 });
@@ -607,6 +630,7 @@ struct LazyRows {
     reader: Arc<SstReader>,
     range: Option<(u64, u64)>,
     columns: Vec<usize>,
+    batch_rows: usize,
     current: Option<GuardedReader>,
 }
 
@@ -617,7 +641,7 @@ impl Iterator for LazyRows {
         if let Some((start, end)) = self.range.take() {
             match self
                 .reader
-                .read_rows(start, end, &self.columns, SCAN_BATCH_ROWS)
+                .read_rows(start, end, &self.columns, self.batch_rows)
             {
                 Ok(rows) => self.current = Some(rows),
                 Err(e) => return Some(Err(arrow::error::ArrowError::ExternalError(Box::new(e)))),

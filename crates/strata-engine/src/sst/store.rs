@@ -61,6 +61,21 @@ impl SstStore {
         self.root.join(object_path)
     }
 
+    /// Fails if the fault injector says `op` on `object_path` must fail now.
+    pub(crate) fn check(&self, op: IoOp, object_path: &str) -> Result<()> {
+        let local = self.local_path(object_path);
+        fault::check(self.faults.as_deref(), op, &local).map_err(|e| Error::io(&local, e))
+    }
+
+    /// Syncs a file written through the object store, and its directory.
+    pub fn sync_file(&self, object_path: &str) -> Result<()> {
+        let local = self.local_path(object_path);
+        File::open(&local)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| local.parent().map_or(Ok(()), sync_dir))
+            .map_err(|e| Error::io(&local, e))
+    }
+
     /// Writes a whole file durably.
     pub fn put(&self, object_path: &str, bytes: Bytes) -> Result<()> {
         let local = self.local_path(object_path);

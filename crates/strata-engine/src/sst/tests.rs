@@ -82,7 +82,8 @@ fn fixture(n: i64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SstStore::new(dir.path(), None).unwrap();
     let schema = table_schema();
-    let mut writer = SstWriter::new(7, &schema, &small_options(), 0, n as u64).unwrap();
+    let mut writer =
+        SstWriter::new(&store, 7, 42, 42, &schema, &small_options(), 0, n as u64).unwrap();
     let (batch, keys) = rows(&schema, n);
     // Write in two pieces to check that order and stats carry across batches.
     let half = batch.num_rows() / 2;
@@ -94,14 +95,11 @@ fn fixture(n: i64) -> Fixture {
     writer
         .write(&batch.slice(half, batch.num_rows() - half), &second)
         .unwrap();
-    let written = writer.finish(42).unwrap();
-    store
-        .put(&written.meta.object_path(), written.bytes.clone())
-        .unwrap();
+    let meta = writer.finish().unwrap();
     Fixture {
         _dir: dir,
         store,
-        meta: written.meta,
+        meta,
         schema,
         metrics: Arc::new(Metrics::default()),
     }

@@ -1,30 +1,88 @@
-//! Writing one SST: rows in internal order in, a Parquet file and its [`SstMeta`] out.
+//! Writing one SST: rows in internal order in, a durable Parquet file and its [`SstMeta`]
+//! out.
+//!
+//! The file streams through an `object_store` multipart upload in parts of at most
+//! [`UPLOAD_PART_BYTES`] while it is written (the Parquet writer buffers at most one row group,
+//! bounded by `max_row_group_bytes`), so writing a file of any size takes bounded memory. The
+//! crc32c and size of the file are computed on the way out. The file appears under its final
+//! name only when `finish` completes the upload, and is synced before `finish` returns; a writer
+//! dropped before `finish` aborts the upload and leaves nothing behind.
+
+use std::io::Write;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt8Type, UInt64Type};
 use bytes::Bytes;
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{BloomFilterPosition, EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::{KeyIndex, SST_FORMAT_VERSION, SstMeta, base64_encode, keys, now_ms};
+use super::store::SstStore;
+use super::{KeyIndex, SST_FORMAT_VERSION, SstMeta, base64_encode, keys, now_ms, sst_object_path};
 use crate::codec::ByteRows;
 use crate::codec::key::KEY_FORMAT_VERSION;
 use crate::error::{Error, Result};
+use crate::fault::IoOp;
 use crate::options::{SstCompression, TableOptions};
 use crate::schema::TableSchema;
 use crate::types::{FileId, OpKind, SeqNo, TableId};
 
-/// An SST file ready to be stored: its bytes and its metadata (without the id-independent
-/// parts missing).
-#[derive(Debug, Clone)]
-pub struct WrittenSst {
-    /// The Parquet file.
-    pub bytes: Bytes,
-    /// Its metadata, as the manifest will hold it.
-    pub meta: SstMeta,
+/// Most bytes buffered before they are sent as one part of the upload (a part is also at
+/// most `sst_row_group_bytes_max`, and at least [`UPLOAD_PART_BYTES_MIN`]).
+pub const UPLOAD_PART_BYTES: usize = 8 << 20;
+/// Least bytes of an upload part.
+pub const UPLOAD_PART_BYTES_MIN: usize = 256 << 10;
+
+/// Where the bytes of an SST go: an `object_store` multipart upload, with the running checksum
+/// and size.
+struct UploadSink {
+    upload: Option<Box<dyn MultipartUpload>>,
+    buffer: Vec<u8>,
+    part_bytes: usize,
+    crc: u32,
+    len: u64,
+}
+
+impl UploadSink {
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let part = PutPayload::from(Bytes::from(std::mem::take(&mut self.buffer)));
+        let upload = self
+            .upload
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the upload was already finished"))?;
+        futures::executor::block_on(upload.put_part(part)).map_err(std::io::Error::other)
+    }
+}
+
+impl Write for UploadSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.len += data.len() as u64;
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= self.part_bytes {
+            self.send_buffer()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for UploadSink {
+    fn drop(&mut self) {
+        // Unfinished: remove the staged upload.
+        if let Some(mut upload) = self.upload.take() {
+            let _ = futures::executor::block_on(upload.abort());
+        }
+    }
 }
 
 /// True when Strata writes a Parquet bloom filter for a key column of this type: types whose
@@ -54,10 +112,13 @@ pub fn bloom_supported(data_type: &DataType) -> bool {
 /// descending), continuing across batches.
 pub struct SstWriter {
     table_id: TableId,
+    file_id: FileId,
+    run_id: u64,
     level: u32,
+    store: SstStore,
     seq_column: usize,
     op_column: usize,
-    writer: ArrowWriter<Vec<u8>>,
+    writer: ArrowWriter<UploadSink>,
     block_rows: u64,
     rows: u64,
     tombstones: u64,
@@ -81,9 +142,14 @@ impl std::fmt::Debug for SstWriter {
 }
 
 impl SstWriter {
-    /// A writer for `table` at `level`, with bloom filters sized for `expected_rows`.
+    /// A writer of SST `file_id` of `table_id`, for `level` and sorted run `run_id`, with
+    /// bloom filters sized for `expected_rows`. The upload starts at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        store: &SstStore,
         table_id: TableId,
+        file_id: FileId,
+        run_id: u64,
         schema: &TableSchema,
         options: &TableOptions,
         level: u32,
@@ -116,6 +182,7 @@ impl SstWriter {
         };
         let mut builder = WriterProperties::builder()
             .set_max_row_group_row_count(Some(row_group_rows as usize))
+            .set_max_row_group_bytes(Some(options.sst_row_group_bytes_max))
             .set_data_page_size_limit(options.sst_page_size_bytes)
             .set_write_batch_size((block_rows as usize).min(1024))
             .set_compression(compression)
@@ -143,11 +210,34 @@ impl SstWriter {
                     .set_column_bloom_filter_max_ndv(column, expected_rows.max(1));
             }
         }
-        let writer = ArrowWriter::try_new(Vec::new(), schema.sst_schema(), Some(builder.build()))
-            .map_err(|e| parquet_error("<new sst>", e))?;
+        let object_path = sst_object_path(table_id, file_id);
+        store.check(IoOp::SstWrite, &object_path)?;
+        let upload = futures::executor::block_on(
+            store
+                .object_store()
+                .put_multipart(&object_store::path::Path::from(object_path.as_str())),
+        )
+        .map_err(|e| Error::ObjectStore {
+            path: object_path.clone(),
+            message: e.to_string(),
+        })?;
+        let sink = UploadSink {
+            upload: Some(upload),
+            buffer: Vec::new(),
+            part_bytes: options
+                .sst_row_group_bytes_max
+                .clamp(UPLOAD_PART_BYTES_MIN, UPLOAD_PART_BYTES),
+            crc: 0,
+            len: 0,
+        };
+        let writer = ArrowWriter::try_new(sink, schema.sst_schema(), Some(builder.build()))
+            .map_err(|e| parquet_error(&object_path, e))?;
         Ok(SstWriter {
             table_id,
+            file_id,
+            run_id,
             level,
+            store: store.clone(),
             seq_column: schema.seq_index(),
             op_column: schema.op_index(),
             writer,
@@ -167,10 +257,22 @@ impl SstWriter {
     /// Appends `batch` (all SST columns) whose encoded keys are `keys`. Rows must continue the
     /// internal order of everything written before.
     pub fn write(&mut self, batch: &RecordBatch, keys: &ByteRows) -> Result<()> {
+        self.write_range(batch, keys, 0, batch.num_rows())
+    }
+
+    /// Appends rows `start..end` of `batch` (keys of all its rows in `keys`).
+    pub fn write_range(
+        &mut self,
+        batch: &RecordBatch,
+        keys: &ByteRows,
+        start: usize,
+        end: usize,
+    ) -> Result<()> {
         debug_assert_eq!(batch.num_rows(), keys.len());
+        debug_assert!(start <= end && end <= batch.num_rows());
         let seqs = batch.column(self.seq_column).as_primitive::<UInt64Type>();
         let ops = batch.column(self.op_column).as_primitive::<UInt8Type>();
-        for row in 0..batch.num_rows() {
+        for row in start..end {
             let key = keys.get(row);
             let seq = seqs.value(row);
             if self.rows > 0 {
@@ -202,9 +304,19 @@ impl SstWriter {
             self.max_seq = self.max_seq.max(seq);
             self.rows += 1;
         }
+        let slice = if start == 0 && end == batch.num_rows() {
+            batch.clone()
+        } else {
+            batch.slice(start, end - start)
+        };
         self.writer
-            .write(batch)
-            .map_err(|e| parquet_error("<new sst>", e))
+            .write(&slice)
+            .map_err(|e| parquet_error(&sst_object_path(self.table_id, self.file_id), e))
+    }
+
+    /// The key of the last row written (empty before the first row).
+    pub fn last_key(&self) -> &[u8] {
+        &self.last_key
     }
 
     /// Rows written so far.
@@ -217,8 +329,9 @@ impl SstWriter {
         (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
     }
 
-    /// Finishes the file as SST `id`. Fails if no row was written.
-    pub fn finish(mut self, id: FileId) -> Result<WrittenSst> {
+    /// Finishes the file: footer, upload completion, sync. Fails if no row was written.
+    pub fn finish(mut self) -> Result<SstMeta> {
+        let object_path = sst_object_path(self.table_id, self.file_id);
         let Some(min_key) = self.min_key.take() else {
             return Err(Error::internal("an SST needs at least one row"));
         };
@@ -246,28 +359,36 @@ impl SstWriter {
             self.writer
                 .append_key_value_metadata(KeyValue::new(key.to_string(), value));
         }
-        let bytes = self
+        let mut sink = self
             .writer
             .into_inner()
-            .map_err(|e| parquet_error("<new sst>", e))?;
-        let meta = SstMeta {
-            id,
+            .map_err(|e| parquet_error(&object_path, e))?;
+        sink.send_buffer()
+            .map_err(|e| Error::io(self.store.local_path(&object_path), e))?;
+        let mut upload = sink
+            .upload
+            .take()
+            .ok_or_else(|| Error::internal("upload already finished"))?;
+        futures::executor::block_on(upload.complete()).map_err(|e| Error::ObjectStore {
+            path: object_path.clone(),
+            message: e.to_string(),
+        })?;
+        self.store.sync_file(&object_path)?;
+        Ok(SstMeta {
+            id: self.file_id,
             table_id: self.table_id,
             level: self.level,
-            size_bytes: bytes.len() as u64,
-            crc32c: crc32c::crc32c(&bytes),
+            run_id: self.run_id,
+            size_bytes: sink.len,
+            crc32c: sink.crc,
             rows: self.rows,
             tombstones: self.tombstones,
             older_versions: self.older_versions,
             min_key,
-            max_key: self.last_key,
+            max_key: std::mem::take(&mut self.last_key),
             min_seq: self.min_seq,
             max_seq: self.max_seq,
             created_at_ms,
-        };
-        Ok(WrittenSst {
-            bytes: Bytes::from(bytes),
-            meta,
         })
     }
 }
