@@ -23,7 +23,9 @@ pub struct StrataSession {
 
 impl std::fmt::Debug for StrataSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrataSession").field("db", &self.db).finish_non_exhaustive()
+        f.debug_struct("StrataSession")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
 }
 

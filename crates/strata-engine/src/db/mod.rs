@@ -99,6 +99,8 @@ pub(crate) struct DbInner {
     pub progress_changed: Condvar,
     pub background: Background,
     pub closed: AtomicBool,
+    /// True while the WAL is replayed at open (memtables are `vector`s meanwhile).
+    pub replaying: AtomicBool,
     /// The last background failure, shown in stall errors and metrics.
     pub background_error: Mutex<Option<String>>,
 }

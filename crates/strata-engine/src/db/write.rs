@@ -240,7 +240,15 @@ impl DbInner {
         self.wal.rotate()?;
         sv.active
             .mark_switched(self.last_seq.load(Ordering::Acquire));
-        let fresh = table.new_memtable();
+        // While the WAL is replayed, memtables are append-only vectors (sorted once, when
+        // flushed): replay inserts in sequence order and nothing reads until the open ends.
+        let fresh = if self.replaying.load(Ordering::Acquire) {
+            Arc::new(crate::version::MemtableSlot::new(
+                crate::memtable::MemtableKind::Vector.create(),
+            ))
+        } else {
+            table.new_memtable()
+        };
         table.install(|sv| {
             let mut immutables = Vec::with_capacity(sv.immutables.len() + 1);
             immutables.push(Arc::clone(&sv.active));
