@@ -1,1 +1,701 @@
-//! (in progress)
+//! DML on Strata tables: `INSERT` (upsert), `INSERT OVERWRITE`, `DELETE`, `UPDATE` and
+//! `TRUNCATE`, each one atomic engine write batch.
+//!
+//! ## Semantics
+//!
+//! * `INSERT INTO t ...` (and `REPLACE INTO`) upserts by primary key: a row whose key exists
+//!   replaces it, and within one statement the last row of a key wins. Tables without a
+//!   primary key append (each row gets a new hidden row id).
+//! * `INSERT OVERWRITE t ...` deletes every row of `t` and writes the new ones, atomically.
+//! * `DELETE FROM t WHERE ...` writes a tombstone per matching key.
+//! * `UPDATE t SET ... WHERE ...` writes the new version of each matching row; when a key
+//!   column changes, the old key gets a tombstone in the same batch (delete + insert). The new
+//!   key replaces any row that already had it (upsert). Rows of tables without a primary key
+//!   get new row ids.
+//! * `TRUNCATE t` deletes every row.
+//!
+//! ## Invariants
+//!
+//! * Nothing is written until the whole statement's rows are known: the write is one
+//!   [`Table::write`] call (one WAL record), so a statement is applied completely or not at
+//!   all, also across a crash. Type errors, NULL keys and unknown columns fail before it.
+//! * Rows are found through a scan of one pinned [`ReadView`], with the filters evaluated after
+//!   the merge (never on a stale version); key predicates narrow the scan to key ranges.
+//! * A statement holds its rows in memory until the write: more than the engine's
+//!   `write_batch_bytes_max` fails with a clear error instead of growing without bound.
+//! * Plans are lazy: nothing is read or written before `execute`.
+//! * Which `DELETE`/`UPDATE` plans reach these hooks is guarded by [`crate::planner`]
+//!   (subqueries, joins and `LIMIT` are refused there, since DataFusion would hand them over as
+//!   "no filter").
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, col};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+};
+use futures::StreamExt;
+use strata_engine::{
+    KeyRange, Mutation, OP_COLUMN, ROWID_COLUMN, ReadView, ScanOptions, Table, WriteOptions,
+};
+
+use crate::keys::{self, ScanRange};
+use crate::provider::{StrataTable, blocking_stream, strip_qualifiers};
+use crate::session::engine_error;
+
+/// The schema of the one-row result of a DML statement: `count UInt64`.
+pub fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+fn count_batch(count: u64) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        count_schema(),
+        vec![Arc::new(UInt64Array::from(vec![count]))],
+    )?)
+}
+
+/// Memory of a batch as held (slices count only their own rows).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
+/// Tracks the memory a statement holds against the engine's write batch limit.
+struct Budget {
+    used: usize,
+    max: usize,
+    what: &'static str,
+}
+
+impl Budget {
+    fn new(what: &'static str, max: usize) -> Self {
+        Budget { used: 0, max, what }
+    }
+
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.used += batch_bytes(batch);
+        if self.used > self.max {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "{} touches more than one atomic write batch can hold ({} bytes, the \
+                 database's write_batch_bytes_max); split it into smaller statements",
+                self.what, self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Makes `batch` a batch of exactly `schema` (the table's user schema): same column count,
+/// columns cast to the table's types, NOT NULL (and primary-key) columns checked for NULLs
+/// with an error naming the column.
+pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(DataFusionError::Plan(format!(
+            "expected {} columns ({}), got {}",
+            schema.fields().len(),
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            batch.num_columns()
+        )));
+    }
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (column, field) in batch.columns().iter().zip(schema.fields()) {
+        let column = if column.data_type() == field.data_type() {
+            Arc::clone(column)
+        } else {
+            cast(column, field.data_type()).map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "column '{}' expects {}: {e}",
+                    field.name(),
+                    field.data_type()
+                ))
+            })?
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(DataFusionError::Execution(format!(
+                "NULL value in NOT NULL column '{}' (primary-key columns are NOT NULL); \
+                 nothing was written",
+                field.name()
+            )));
+        }
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The `INSERT` plan: DataFusion's sink operator over a [`StrataSink`].
+pub fn insert_plan(
+    table: &StrataTable,
+    input: Arc<dyn ExecutionPlan>,
+    op: InsertOp,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let sink = StrataSink {
+        table: table.table().clone(),
+        schema: table.table().schema(),
+        overwrite: matches!(op, InsertOp::Overwrite),
+        bytes_max: table.statement_bytes_max(),
+    };
+    Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+}
+
+/// Writes the rows of one `INSERT` as one atomic batch.
+pub struct StrataSink {
+    table: Table,
+    schema: SchemaRef,
+    overwrite: bool,
+    bytes_max: usize,
+}
+
+impl fmt::Debug for StrataSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StrataSink")
+            .field("table", &self.table.name())
+            .field("overwrite", &self.overwrite)
+            .finish()
+    }
+}
+
+impl DisplayAs for StrataSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let mode = if self.overwrite {
+            "overwrite"
+        } else if self.table.primary_key().is_empty() {
+            "append"
+        } else {
+            "upsert"
+        };
+        write!(f, "StrataSink: table={}, mode={mode}", self.table.name())
+    }
+}
+
+#[async_trait]
+impl DataSink for StrataSink {
+    fn metrics(&self) -> Option<MetricsSet> {
+        None
+    }
+
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let max = self.bytes_max;
+        let mut budget = Budget::new("INSERT", max);
+        let mut batches = Vec::new();
+        while let Some(batch) = data.next().await {
+            let batch = conform_batch(&batch?, &self.schema)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            budget.add(&batch)?;
+            batches.push(batch);
+        }
+        let table = self.table.clone();
+        let overwrite = self.overwrite;
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            let old_keys = if overwrite {
+                let view = table.view().map_err(engine_error)?;
+                let mut budget = Budget::new("INSERT OVERWRITE", max);
+                find_rows(&table, &view, None, None, &mut budget)?.keys
+            } else {
+                Vec::new()
+            };
+            let mut mutations: Vec<Mutation<'_>> = old_keys.iter().map(Mutation::Delete).collect();
+            mutations.extend(batches.iter().map(Mutation::Upsert));
+            if mutations.is_empty() {
+                return Ok(0);
+            }
+            table
+                .write(&mutations, WriteOptions::default())
+                .map_err(engine_error)?;
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| DataFusionError::Execution(format!("the INSERT writer failed: {e}")))?
+    }
+}
+
+/// The rows a DML statement matched.
+struct Found {
+    /// Key batches (the primary-key columns, or `_rowid`), one per scanned batch.
+    keys: Vec<RecordBatch>,
+    /// The full rows (user schema), when asked for.
+    rows: Vec<RecordBatch>,
+    count: u64,
+}
+
+/// Finds the live rows in `ranges` (all: `None`) that satisfy `predicate` (over the user
+/// schema), reading `view`. `keep_rows` keeps the full rows too (UPDATE).
+fn find_rows(
+    table: &Table,
+    view: &ReadView,
+    ranges: Option<&[ScanRange]>,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    budget: &mut Budget,
+) -> Result<Found> {
+    find_rows_with(table, view, ranges, predicate, budget, false)
+}
+
+fn find_rows_with(
+    table: &Table,
+    view: &ReadView,
+    ranges: Option<&[ScanRange]>,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    budget: &mut Budget,
+    keep_rows: bool,
+) -> Result<Found> {
+    let user = table.schema();
+    let mut found = Found {
+        keys: Vec::new(),
+        rows: Vec::new(),
+        count: 0,
+    };
+    let mut accept = |batch: RecordBatch, rowids: Option<ArrayRef>| -> Result<()> {
+        let (batch, rowids) = match predicate {
+            Some(p) => {
+                let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let mask = mask.as_boolean();
+                let rowids = match rowids {
+                    Some(ids) => Some(arrow::compute::filter(&ids, mask)?),
+                    None => None,
+                };
+                (filter_record_batch(&batch, mask)?, rowids)
+            }
+            None => (batch, rowids),
+        };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        found.count += batch.num_rows() as u64;
+        let keys = match rowids {
+            Some(ids) => RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new(
+                    ROWID_COLUMN,
+                    DataType::UInt64,
+                    false,
+                )])),
+                vec![ids],
+            )?,
+            None => {
+                let indices: Vec<usize> = table
+                    .primary_key()
+                    .iter()
+                    .map(|k| user.index_of(k))
+                    .collect::<std::result::Result<_, _>>()?;
+                batch.project(&indices)?
+            }
+        };
+        budget.add(&keys)?;
+        found.keys.push(keys);
+        if keep_rows {
+            budget.add(&batch)?;
+            found.rows.push(batch);
+        }
+        Ok(())
+    };
+    if table.primary_key().is_empty() {
+        // Hidden row ids are only visible to a version scan: keep the newest version of
+        // each row id and drop deleted ones.
+        let scan = view
+            .scan(KeyRange::all(), ScanOptions::default().with_versions())
+            .map_err(engine_error)?;
+        let mut previous: Option<u64> = None;
+        let n = user.fields().len();
+        for batch in scan {
+            let batch = batch.map_err(engine_error)?;
+            let schema = batch.schema();
+            let rowid = batch
+                .column(schema.index_of(ROWID_COLUMN)?)
+                .as_primitive::<UInt64Type>();
+            let op = batch
+                .column(schema.index_of(OP_COLUMN)?)
+                .as_primitive::<arrow::datatypes::UInt8Type>();
+            let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+                .map(|i| {
+                    let id = rowid.value(i);
+                    let newest = previous != Some(id);
+                    previous = Some(id);
+                    Some(newest && op.value(i) == 0)
+                })
+                .collect();
+            let live = filter_record_batch(&batch, &keep)?;
+            let columns: Vec<ArrayRef> = live.columns()[..n].to_vec();
+            let rows = RecordBatch::try_new(Arc::clone(&user), columns)?;
+            let ids = Arc::clone(live.column(schema.index_of(ROWID_COLUMN)?));
+            accept(rows, Some(ids))?;
+        }
+        return Ok(found);
+    }
+    let all = [ScanRange::Range(KeyRange::all())];
+    for range in ranges.unwrap_or(&all) {
+        match range {
+            ScanRange::Point(key) => {
+                if let Some(row) = view.get_encoded(key).map_err(engine_error)? {
+                    let row = RecordBatch::try_new(Arc::clone(&user), row.columns().to_vec())?;
+                    accept(row, None)?;
+                }
+            }
+            ScanRange::Range(r) => {
+                let scan = view
+                    .scan(r.clone(), ScanOptions::default())
+                    .map_err(engine_error)?;
+                for batch in scan {
+                    let batch = batch.map_err(engine_error)?;
+                    let batch = RecordBatch::try_new(Arc::clone(&user), batch.columns().to_vec())?;
+                    accept(batch, None)?;
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Physical predicate of the conjunction of `filters` over the table's user schema.
+fn physical_predicate(
+    table: &Table,
+    state: &dyn Session,
+    filters: &[Expr],
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    let filters: Vec<Expr> = filters
+        .iter()
+        .map(|f| strip_qualifiers(f.clone()))
+        .collect::<Result<_>>()?;
+    match conjunction(filters) {
+        Some(predicate) => {
+            let df_schema = DFSchema::try_from(table.schema().as_ref().clone())?;
+            Ok(Some(state.create_physical_expr(predicate, &df_schema)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The `DELETE` (and `TRUNCATE`: no filters) plan.
+pub fn delete_plan(
+    table: &StrataTable,
+    state: &dyn Session,
+    filters: Vec<Expr>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let engine_table = table.table().clone();
+    let predicate = physical_predicate(&engine_table, state, &filters)?;
+    let ranges = keys::key_ranges(engine_table.table_schema(), &filters);
+    let description = describe("DELETE", &filters);
+    Ok(Arc::new(StrataDmlExec::new(
+        engine_table,
+        description,
+        table.statement_bytes_max(),
+        DmlAction::Delete { predicate, ranges },
+    )))
+}
+
+/// The `UPDATE` plan.
+pub fn update_plan(
+    table: &StrataTable,
+    state: &dyn Session,
+    assignments: Vec<(String, Expr)>,
+    filters: Vec<Expr>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let engine_table = table.table().clone();
+    let user = engine_table.schema();
+    for (name, _) in &assignments {
+        if user.index_of(name).is_err() {
+            return Err(DataFusionError::Plan(format!(
+                "UPDATE of unknown column '{name}' in table '{}'",
+                engine_table.name()
+            )));
+        }
+    }
+    let df_schema = DFSchema::try_from(user.as_ref().clone())?;
+    let mut key_changes = false;
+    let mut values = Vec::with_capacity(user.fields().len());
+    for field in user.fields() {
+        let expr = match assignments.iter().find(|(n, _)| n == field.name()) {
+            Some((_, e)) => {
+                if engine_table.primary_key().contains(field.name()) {
+                    key_changes = true;
+                }
+                strip_qualifiers(e.clone())?
+            }
+            None => col(datafusion::common::Column::new_unqualified(field.name())),
+        };
+        values.push(state.create_physical_expr(expr, &df_schema)?);
+    }
+    let predicate = physical_predicate(&engine_table, state, &filters)?;
+    let ranges = keys::key_ranges(engine_table.table_schema(), &filters);
+    let set: Vec<String> = assignments
+        .iter()
+        .map(|(n, e)| format!("{n} = {e}"))
+        .collect();
+    let description = format!("{}, set=[{}]", describe("UPDATE", &filters), set.join(", "));
+    Ok(Arc::new(StrataDmlExec::new(
+        engine_table,
+        description,
+        table.statement_bytes_max(),
+        DmlAction::Update {
+            predicate,
+            ranges,
+            values,
+            key_changes,
+        },
+    )))
+}
+
+fn describe(op: &str, filters: &[Expr]) -> String {
+    if filters.is_empty() {
+        format!("op={op}, filter=none (all rows)")
+    } else {
+        let f: Vec<String> = filters.iter().map(|e| e.to_string()).collect();
+        format!("op={op}, filter={}", f.join(" AND "))
+    }
+}
+
+/// What a [`StrataDmlExec`] does.
+enum DmlAction {
+    /// Deletes the matching rows (all rows without a predicate).
+    Delete {
+        predicate: Option<Arc<dyn PhysicalExpr>>,
+        ranges: Option<Vec<ScanRange>>,
+    },
+    /// Rewrites the matching rows: `values[i]` computes user column `i` from the old row.
+    Update {
+        predicate: Option<Arc<dyn PhysicalExpr>>,
+        ranges: Option<Vec<ScanRange>>,
+        values: Vec<Arc<dyn PhysicalExpr>>,
+        key_changes: bool,
+    },
+    /// Matches nothing (a `WHERE` clause the optimizer folded to false).
+    Nothing,
+}
+
+/// A `DELETE`, `UPDATE` or `TRUNCATE` of one Strata table: finds the rows at execution and
+/// writes one atomic batch; returns the `count` row.
+pub struct StrataDmlExec {
+    table: Table,
+    description: String,
+    bytes_max: usize,
+    action: Arc<DmlAction>,
+    cache: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for StrataDmlExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StrataDmlExec")
+            .field("table", &self.table.name())
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+impl StrataDmlExec {
+    fn new(table: Table, description: String, bytes_max: usize, action: DmlAction) -> Self {
+        let cache = PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        StrataDmlExec {
+            table,
+            description,
+            bytes_max,
+            action: Arc::new(action),
+            cache: Arc::new(cache),
+        }
+    }
+
+    /// A statement that matches no row (returns `count = 0`, writes nothing).
+    pub fn nothing(table: Table, op: &str) -> Self {
+        let description = format!("op={op}, filter=false (no rows)");
+        StrataDmlExec::new(table, description, 0, DmlAction::Nothing)
+    }
+}
+
+impl DisplayAs for StrataDmlExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StrataDmlExec: table={}, {}",
+            self.table.name(),
+            self.description
+        )
+    }
+}
+
+impl ExecutionPlan for StrataDmlExec {
+    fn name(&self) -> &str {
+        "StrataDmlExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let (predicate, values): (Option<&Arc<dyn PhysicalExpr>>, &[Arc<dyn PhysicalExpr>]) =
+            match self.action.as_ref() {
+                DmlAction::Delete { predicate, .. } => (predicate.as_ref(), &[]),
+                DmlAction::Update {
+                    predicate, values, ..
+                } => (predicate.as_ref(), values.as_slice()),
+                DmlAction::Nothing => (None, &[]),
+            };
+        for expr in predicate.into_iter().chain(values) {
+            if f(expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return Err(DataFusionError::Internal(
+                "StrataDmlExec has no children".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "StrataDmlExec has one partition, asked for {partition}"
+            )));
+        }
+        let table = self.table.clone();
+        let action = Arc::clone(&self.action);
+        let max = self.bytes_max;
+        Ok(blocking_stream(count_schema(), move |emit| {
+            let count = run_dml(&table, &action, max)?;
+            emit(count_batch(count)?);
+            Ok(())
+        }))
+    }
+}
+
+/// Finds the rows of a DELETE/UPDATE and writes the statement's one batch.
+fn run_dml(table: &Table, action: &DmlAction, max: usize) -> Result<u64> {
+    let view = table.view().map_err(engine_error)?;
+    match action {
+        DmlAction::Nothing => Ok(0),
+        DmlAction::Delete { predicate, ranges } => {
+            let mut budget = Budget::new("DELETE", max);
+            let found = find_rows(
+                table,
+                &view,
+                ranges.as_deref(),
+                predicate.as_ref(),
+                &mut budget,
+            )?;
+            if found.count == 0 {
+                return Ok(0);
+            }
+            let mutations: Vec<Mutation<'_>> = found.keys.iter().map(Mutation::Delete).collect();
+            table
+                .write(&mutations, WriteOptions::default())
+                .map_err(engine_error)?;
+            Ok(found.count)
+        }
+        DmlAction::Update {
+            predicate,
+            ranges,
+            values,
+            key_changes,
+        } => {
+            let mut budget = Budget::new("UPDATE", max);
+            let found = find_rows_with(
+                table,
+                &view,
+                ranges.as_deref(),
+                predicate.as_ref(),
+                &mut budget,
+                true,
+            )?;
+            if found.count == 0 {
+                return Ok(0);
+            }
+            let schema = table.schema();
+            let mut new_rows = Vec::with_capacity(found.rows.len());
+            for batch in &found.rows {
+                let columns = values
+                    .iter()
+                    .map(|v| v.evaluate(batch)?.into_array(batch.num_rows()))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                let raw = RecordBatch::try_new(
+                    Arc::new(Schema::new(
+                        columns
+                            .iter()
+                            .zip(schema.fields())
+                            .map(|(c, f)| Field::new(f.name(), c.data_type().clone(), true))
+                            .collect::<Vec<_>>(),
+                    )),
+                    columns,
+                )?;
+                new_rows.push(conform_batch(&raw, &schema)?);
+            }
+            // Tables without a key get new row ids, so their old rows always go; keyed rows
+            // go only when their key may change (an upsert of the same key replaces them).
+            let delete_old = *key_changes || table.primary_key().is_empty();
+            let mut mutations: Vec<Mutation<'_>> = if delete_old {
+                found.keys.iter().map(Mutation::Delete).collect()
+            } else {
+                Vec::new()
+            };
+            mutations.extend(new_rows.iter().map(Mutation::Upsert));
+            table
+                .write(&mutations, WriteOptions::default())
+                .map_err(engine_error)?;
+            Ok(found.count)
+        }
+    }
+}

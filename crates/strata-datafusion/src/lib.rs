@@ -5,11 +5,22 @@
 //! `CREATE TABLE ... PRIMARY KEY` makes a persistent LSM table and every DataFusion feature
 //! (joins, aggregates, window functions, format I/O) works over it.
 //!
+//! ```no_run
+//! # async fn demo() -> datafusion::error::Result<()> {
+//! let session = strata_datafusion::open("/tmp/strata-sql", strata_engine::Options::default())?;
+//! session.sql("CREATE TABLE IF NOT EXISTS t (id BIGINT PRIMARY KEY, v VARCHAR)").await?;
+//! session.sql("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await?.collect().await?;
+//! session.sql("SELECT * FROM t WHERE id = 2").await?.show().await?;
+//! session.close()?;
+//! # Ok(()) }
+//! ```
+//!
 //! Module map: `session` (the context over a database), `catalog` (persistent schema
-//! provider: CREATE/DROP TABLE), `provider` (the `TableProvider`: key-range pushdown and the
-//! scan plan), `dml` (INSERT/DELETE/UPDATE/TRUNCATE as atomic write batches), `functions`
-//! (table functions over the engine's state and sample data), `formats` (file formats beyond
-//! DataFusion's defaults, such as ORC).
+//! provider: CREATE/DROP TABLE, table options), `provider` (the `TableProvider` and the scan
+//! plan), `keys` (primary-key predicates to key ranges), `dml` (INSERT/DELETE/UPDATE/TRUNCATE
+//! as atomic write batches), `planner` (the guard in front of DataFusion's planner for DML),
+//! `versions` (`strata_versions('t')`), `functions` (table functions over the engine's state
+//! and sample data), `formats` (file formats beyond DataFusion's defaults, such as ORC).
 
 #![warn(missing_docs)]
 
@@ -17,7 +28,10 @@ pub mod catalog;
 pub mod dml;
 pub mod formats;
 pub mod functions;
+pub mod keys;
+pub mod planner;
 pub mod provider;
 pub mod session;
+pub mod versions;
 
 pub use session::{StrataSession, open};

@@ -1,1 +1,735 @@
-//! (in progress)
+//! The `TableProvider` of a Strata table and its scan plan.
+//!
+//! [`StrataTable`] exposes one engine table to DataFusion: its user schema (key columns NOT
+//! NULL), its primary key as a constraint, scans, and the DML hooks (implemented in
+//! [`crate::dml`]).
+//!
+//! ## The scan ([`StrataScanExec`])
+//!
+//! 1. `scan()` pins one [`ReadView`] (memtables + files + sequence number; no I/O), turns the
+//!    primary-key predicates into key ranges ([`crate::keys`]) and plans the residual filter:
+//!    every filter that is not an exact key predicate, evaluated **after** the merge, so a
+//!    value predicate never sees an old version that a newer version or tombstone hides.
+//! 2. `execute()` splits the ranges into `target_partitions` key-range partitions at the
+//!    view's split points (computed once, on the first partition executed), then streams each
+//!    partition from a blocking thread over a bounded channel: a full-key point is a point
+//!    lookup (memtables, then files by key range and bloom filter), a range is an engine merge
+//!    scan of the runs that overlap it.
+//! 3. Each partition is sorted by primary key, and partition `i` holds only keys below those
+//!    of partition `i + 1`; the ordering is declared when the key encoding orders like Arrow
+//!    ([`crate::keys::supports_order`]), so `ORDER BY pk` plans no sort.
+//! 4. A limit is pushed into the engine only when no residual filter remains; with one, the
+//!    partition stops after `limit` rows that passed it.
+//!
+//! Metrics (`EXPLAIN ANALYZE`): `files_total`, `files_scanned`, `files_pruned` (by key range
+//! and sequence), `point_lookups`, `runs_merged` (merge fan-in of the scanned key span),
+//! `rows_deduplicated` (older versions and tombstones the merge dropped),
+//! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
+//! `output_rows`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::SortOptions;
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, Constraint, Constraints, DFSchema};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+};
+use strata_engine::{KeyRange, ReadView, ScanOptions, Table};
+
+use crate::keys::{self, ScanRange};
+use crate::session::engine_error;
+
+/// Channel capacity (batches) between a partition's blocking reader and its stream.
+pub const SCAN_CHANNEL_BATCHES: usize = 2;
+
+/// Tables smaller than this (estimated rows) are scanned as one partition.
+pub const MIN_ROWS_TO_SPLIT: u64 = 16 * 1024;
+
+/// A Strata table as a DataFusion table.
+#[derive(Clone)]
+pub struct StrataTable {
+    table: Table,
+    schema: SchemaRef,
+    constraints: Constraints,
+    defaults: HashMap<String, Expr>,
+    statement_bytes_max: usize,
+}
+
+/// Memory one DML statement may buffer before its write unless told otherwise (the engine's
+/// default `write_batch_bytes_max`).
+pub const DEFAULT_STATEMENT_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+impl fmt::Debug for StrataTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StrataTable")
+            .field("name", &self.table.name())
+            .field("primary_key", &self.table.primary_key())
+            .finish()
+    }
+}
+
+impl StrataTable {
+    /// The provider of an engine table.
+    pub fn new(table: Table) -> Result<Self> {
+        let schema = table.schema();
+        let key: Vec<usize> = table
+            .primary_key()
+            .iter()
+            .map(|k| schema.index_of(k))
+            .collect::<std::result::Result<_, _>>()?;
+        let constraints = if key.is_empty() {
+            Constraints::default()
+        } else {
+            Constraints::new_unverified(vec![Constraint::PrimaryKey(key)])
+        };
+        Ok(StrataTable {
+            table,
+            schema,
+            constraints,
+            defaults: HashMap::new(),
+            statement_bytes_max: DEFAULT_STATEMENT_BYTES_MAX,
+        })
+    }
+
+    /// Sets the column defaults (`DEFAULT expr`) used by `INSERT`.
+    pub fn with_column_defaults(mut self, defaults: HashMap<String, Expr>) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Sets the memory one DML statement may buffer before its single write (use the
+    /// database's `write_batch_bytes_max`: a larger statement could not be written anyway).
+    pub fn with_statement_bytes_max(mut self, bytes: usize) -> Self {
+        self.statement_bytes_max = bytes;
+        self
+    }
+
+    /// The memory one DML statement may buffer.
+    pub fn statement_bytes_max(&self) -> usize {
+        self.statement_bytes_max
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        self.table.name()
+    }
+
+    /// The engine table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Plans a scan of the table (see the module docs); also used by DML to find rows.
+    pub fn plan_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<StrataScanExec> {
+        let user = self.table.schema();
+        let table_schema = self.table.table_schema();
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..user.fields().len()).collect(),
+        };
+        let ranges = keys::key_ranges(table_schema, filters);
+        let residual: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !keys::is_exact_key_filter(table_schema, f))
+            .map(|f| strip_qualifiers(f.clone()))
+            .collect::<Result<_>>()?;
+        let mut read_columns = projection.clone();
+        for expr in &residual {
+            for column in expr.column_refs() {
+                let index = user.index_of(&column.name)?;
+                if !read_columns.contains(&index) {
+                    read_columns.push(index);
+                }
+            }
+        }
+        let read_schema = Arc::new(user.project(&read_columns)?);
+        let residual_display = residual
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let residual = match conjunction(residual) {
+            Some(predicate) => {
+                let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
+                Some(state.create_physical_expr(predicate, &df_schema)?)
+            }
+            None => None,
+        };
+        let output_schema = Arc::new(user.project(&projection)?);
+        let view = self.table.view().map_err(engine_error)?;
+        let few_ranges = ranges
+            .as_ref()
+            .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))) || r.len() <= 1);
+        let partitions = if few_ranges || self.table.stats().estimated_rows < MIN_ROWS_TO_SPLIT {
+            1
+        } else {
+            state.config().target_partitions().max(1)
+        };
+        let ordering = key_ordering(&self.table, &projection, &output_schema);
+        Ok(StrataScanExec::new(ScanSpec {
+            table_name: self.table.name().to_string(),
+            view,
+            projection_len: projection.len(),
+            read_columns,
+            schema: output_schema,
+            ranges,
+            residual,
+            residual_display,
+            limit,
+            partitions,
+            batch_rows: state.config().batch_size().max(1),
+            ordering,
+        }))
+    }
+}
+
+/// The key-order sort expressions of a scan output: the longest prefix of the primary key
+/// that is projected (in key order) and whose types' encodings order like Arrow.
+fn key_ordering(table: &Table, projection: &[usize], output: &SchemaRef) -> Option<LexOrdering> {
+    let user = table.schema();
+    let mut sort = Vec::new();
+    for key in table.primary_key() {
+        let Ok(index) = user.index_of(key) else { break };
+        let Some(position) = projection.iter().position(|p| *p == index) else {
+            break;
+        };
+        if !keys::supports_order(output.field(position).data_type()) {
+            break;
+        }
+        sort.push(PhysicalSortExpr::new(
+            Arc::new(PhysicalColumn::new(key, position)),
+            SortOptions {
+                descending: false,
+                nulls_first: false,
+            },
+        ));
+    }
+    LexOrdering::new(sort)
+}
+
+/// Removes table qualifiers from the columns of `expr` (filters are evaluated against the
+/// table's own, unqualified schema).
+pub fn strip_qualifiers(expr: Expr) -> Result<Expr> {
+    expr.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) if c.relation.is_some() => {
+                Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+            }
+            e => Transformed::no(e),
+        })
+    })
+    .map(|t| t.data)
+}
+
+#[async_trait]
+impl TableProvider for StrataTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(self.plan_scan(state, projection, filters, limit)?))
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let schema = self.table.table_schema();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if keys::is_exact_key_filter(schema, f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    // Evaluated after the merge inside the scan, and again by DataFusion.
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        crate::dml::insert_plan(self, input, insert_op)
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        crate::dml::delete_plan(self, state, filters)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        crate::dml::update_plan(self, state, assignments, filters)
+    }
+
+    async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        crate::dml::delete_plan(self, state, Vec::new())
+    }
+}
+
+/// What a [`StrataScanExec`] reads.
+pub struct ScanSpec {
+    table_name: String,
+    view: ReadView,
+    /// The first `projection_len` of `read_columns` are the output columns.
+    projection_len: usize,
+    /// User columns read, in batch order: the projection, then residual filter columns.
+    read_columns: Vec<usize>,
+    schema: SchemaRef,
+    ranges: Option<Vec<ScanRange>>,
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    residual_display: String,
+    limit: Option<usize>,
+    partitions: usize,
+    batch_rows: usize,
+    ordering: Option<LexOrdering>,
+}
+
+/// The scan of one Strata table at one pinned read view (see the module docs).
+pub struct StrataScanExec {
+    spec: Arc<ScanSpec>,
+    /// The ranges of each partition, computed on first execution.
+    prepared: Arc<OnceLock<std::result::Result<Vec<Vec<ScanRange>>, String>>>,
+    metrics: ExecutionPlanMetricsSet,
+    cache: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for StrataScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StrataScanExec")
+            .field("table", &self.spec.table_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StrataScanExec {
+    fn new(spec: ScanSpec) -> Self {
+        let eq = match &spec.ordering {
+            Some(ordering) => EquivalenceProperties::new_with_orderings(
+                Arc::clone(&spec.schema),
+                [ordering.clone()],
+            ),
+            None => EquivalenceProperties::new(Arc::clone(&spec.schema)),
+        };
+        let cache = PlanProperties::new(
+            eq,
+            Partitioning::UnknownPartitioning(spec.partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        StrataScanExec {
+            spec: Arc::new(spec),
+            prepared: Arc::new(OnceLock::new()),
+            metrics: ExecutionPlanMetricsSet::new(),
+            cache: Arc::new(cache),
+        }
+    }
+
+    /// The key ranges this scan reads (`None`: the whole table).
+    pub fn ranges(&self) -> Option<&[ScanRange]> {
+        self.spec.ranges.as_deref()
+    }
+
+    /// True when a residual (post-merge) filter is evaluated.
+    pub fn has_residual_filter(&self) -> bool {
+        self.spec.residual.is_some()
+    }
+
+    /// The read view the scan reads.
+    pub fn view(&self) -> &ReadView {
+        &self.spec.view
+    }
+
+    /// Splits the ranges into partitions and records the statement-level metrics; runs once.
+    fn prepare(&self) -> std::result::Result<Vec<Vec<ScanRange>>, String> {
+        let spec = &self.spec;
+        let base: Vec<ScanRange> = spec
+            .ranges
+            .clone()
+            .unwrap_or_else(|| vec![ScanRange::Range(KeyRange::all())]);
+        // Statement-level metrics (recorded once, under partition 0).
+        let files: Vec<_> = spec.view.files_by_level().into_iter().flatten().collect();
+        let read_seq = spec.view.read_seq();
+        let scanned: Vec<_> = files
+            .iter()
+            .filter(|f| {
+                f.min_seq <= read_seq
+                    && base
+                        .iter()
+                        .any(|r| r.to_key_range().overlaps(&f.min_key, &f.max_key))
+            })
+            .collect();
+        let counter = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, 0);
+        counter("files_total").add(files.len());
+        counter("files_scanned").add(scanned.len());
+        counter("files_pruned").add(files.len() - scanned.len());
+        counter("tombstones_in_scanned_files")
+            .add(scanned.iter().map(|f| f.tombstones as usize).sum());
+        let points = base
+            .iter()
+            .filter(|r| matches!(r, ScanRange::Point(_)))
+            .count();
+        counter("point_lookups").add(points);
+        if let (Some(first), Some(last)) = (base.first(), base.last()) {
+            let hull = KeyRange::new(first.to_key_range().lower, last.to_key_range().upper);
+            if points < base.len() {
+                counter("runs_merged").add(spec.view.runs_for(&hull));
+            }
+        }
+        if spec.partitions == 1 {
+            return Ok(vec![base]);
+        }
+        let splits = spec
+            .view
+            .split_points(spec.partitions)
+            .map_err(|e| e.to_string())?;
+        let mut parts: Vec<Vec<ScanRange>> = vec![Vec::new(); spec.partitions];
+        for (i, part) in parts.iter_mut().enumerate().take(splits.len() + 1) {
+            let lo = if i == 0 {
+                Bound::Unbounded
+            } else {
+                Bound::Included(splits[i - 1].clone())
+            };
+            let hi = match splits.get(i) {
+                Some(s) => Bound::Excluded(s.clone()),
+                None => Bound::Unbounded,
+            };
+            let slice = KeyRange::new(lo, hi);
+            for range in &base {
+                match range {
+                    ScanRange::Point(key) => {
+                        if slice.contains(key) {
+                            part.push(range.clone());
+                        }
+                    }
+                    ScanRange::Range(r) => {
+                        let piece = intersect(r, &slice);
+                        if !piece.is_empty() {
+                            part.push(ScanRange::Range(piece));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// The intersection of two key ranges.
+fn intersect(a: &KeyRange, b: &KeyRange) -> KeyRange {
+    let lower = match (&a.lower, &b.lower) {
+        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x.clone(),
+        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.max(y).clone()),
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.max(y).clone()),
+        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+            if i > e {
+                Bound::Included(i.clone())
+            } else {
+                Bound::Excluded(e.clone())
+            }
+        }
+    };
+    let upper = match (&a.upper, &b.upper) {
+        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x.clone(),
+        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.min(y).clone()),
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y).clone()),
+        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+            if i < e {
+                Bound::Included(i.clone())
+            } else {
+                Bound::Excluded(e.clone())
+            }
+        }
+    };
+    KeyRange::new(lower, upper)
+}
+
+impl DisplayAs for StrataScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let spec = &self.spec;
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "StrataScanExec: table={}", spec.table_name)?;
+                match &spec.ranges {
+                    None => write!(f, ", ranges=all")?,
+                    Some(r) => {
+                        let points = r
+                            .iter()
+                            .filter(|r| matches!(r, ScanRange::Point(_)))
+                            .count();
+                        write!(f, ", ranges={} (points={points})", r.len())?
+                    }
+                }
+                let names: Vec<&str> = spec
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                write!(f, ", projection=[{}]", names.join(", "))?;
+                if spec.residual.is_some() {
+                    write!(f, ", residual_filter={}", spec.residual_display)?;
+                }
+                if let Some(limit) = spec.limit {
+                    write!(f, ", limit={limit}")?;
+                }
+                write!(f, ", read_seq={}", spec.view.read_seq())
+            }
+            DisplayFormatType::TreeRender => write!(f, "table={}", spec.table_name),
+        }
+    }
+}
+
+impl ExecutionPlan for StrataScanExec {
+    fn name(&self) -> &str {
+        "StrataScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        match &self.spec.residual {
+            Some(expr) => f(expr),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return Err(DataFusionError::Internal(
+                "StrataScanExec has no children".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition >= self.spec.partitions {
+            return Err(DataFusionError::Internal(format!(
+                "StrataScanExec has {} partitions, asked for {partition}",
+                self.spec.partitions
+            )));
+        }
+        let spec = Arc::clone(&self.spec);
+        let prepared = Arc::clone(&self.prepared);
+        let this = StrataScanExec {
+            spec: Arc::clone(&self.spec),
+            prepared: Arc::clone(&self.prepared),
+            metrics: self.metrics.clone(),
+            cache: Arc::clone(&self.cache),
+        };
+        let builder =
+            |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+        let counters = PartitionCounters {
+            output_rows: MetricBuilder::new(&self.metrics).output_rows(partition),
+            rows_deduplicated: builder("rows_deduplicated"),
+            rows_filtered: builder("rows_filtered"),
+        };
+        Ok(blocking_stream(Arc::clone(&spec.schema), move |emit| {
+            let parts = prepared.get_or_init(|| this.prepare());
+            let ranges = match parts {
+                Ok(parts) => parts.get(partition).cloned().unwrap_or_default(),
+                Err(message) => return Err(DataFusionError::Execution(message.clone())),
+            };
+            run_partition(&spec, &ranges, &counters, emit)
+        }))
+    }
+}
+
+struct PartitionCounters {
+    output_rows: Count,
+    rows_deduplicated: Count,
+    rows_filtered: Count,
+}
+
+/// Reads the ranges of one partition, calling `emit` with each output batch; stops when
+/// `emit` returns false (the consumer went away).
+fn run_partition(
+    spec: &ScanSpec,
+    ranges: &[ScanRange],
+    counters: &PartitionCounters,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<()> {
+    let mut remaining = spec.limit;
+    // Emits one batch of `read_columns`; returns false to stop.
+    let mut output = |batch: RecordBatch, remaining: &mut Option<usize>| -> Result<bool> {
+        let mut batch = batch;
+        if let Some(predicate) = &spec.residual {
+            let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let before = batch.num_rows();
+            batch = filter_record_batch(&batch, mask.as_boolean())?;
+            counters.rows_filtered.add(before - batch.num_rows());
+        }
+        if let Some(left) = remaining.as_mut() {
+            if batch.num_rows() > *left {
+                batch = batch.slice(0, *left);
+            }
+            *left -= batch.num_rows();
+        }
+        if batch.num_rows() == 0 {
+            return Ok(*remaining != Some(0));
+        }
+        let columns = batch.columns()[..spec.projection_len].to_vec();
+        let out = RecordBatch::try_new_with_options(
+            Arc::clone(&spec.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
+        counters.output_rows.add(out.num_rows());
+        Ok(emit(out) && *remaining != Some(0))
+    };
+    for range in ranges {
+        if remaining == Some(0) {
+            break;
+        }
+        match range {
+            ScanRange::Point(key) => {
+                let Some(row) = spec.view.get_encoded(key).map_err(engine_error)? else {
+                    continue;
+                };
+                let row = row.project(&spec.read_columns)?;
+                if !output(row, &mut remaining)? {
+                    return Ok(());
+                }
+            }
+            ScanRange::Range(key_range) => {
+                let mut options = ScanOptions::default().with_projection(spec.read_columns.clone());
+                options.batch_rows = spec.batch_rows;
+                if spec.residual.is_none() {
+                    options.limit = remaining;
+                }
+                let mut iter = spec
+                    .view
+                    .scan(key_range.clone(), options)
+                    .map_err(engine_error)?;
+                let mut keep_going = true;
+                for batch in iter.by_ref() {
+                    let batch = batch.map_err(engine_error)?;
+                    if !output(batch, &mut remaining)? {
+                        keep_going = false;
+                        break;
+                    }
+                }
+                counters
+                    .rows_deduplicated
+                    .add(iter.rows_deduplicated() as usize);
+                if !keep_going {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A record batch stream fed by `produce` on a blocking thread through a bounded channel.
+/// `produce` gets an `emit` callback that returns false once the stream was dropped.
+pub fn blocking_stream<F>(schema: SchemaRef, produce: F) -> SendableRecordBatchStream
+where
+    F: FnOnce(&mut dyn FnMut(RecordBatch) -> bool) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(SCAN_CHANNEL_BATCHES);
+    let start = futures::stream::once(async move {
+        // The task reports everything through the channel, including a panic (as an error,
+        // so a failed read never looks like a short, successful one).
+        drop(tokio::task::spawn_blocking(move || {
+            let sender = tx.clone();
+            let mut emit = |batch: RecordBatch| sender.blocking_send(Ok(batch)).is_ok();
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&mut emit)));
+            let error = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(_) => DataFusionError::Internal("a Strata reader thread panicked".into()),
+            };
+            let _ = tx.blocking_send(Err(error));
+        }));
+        rx
+    });
+    use futures::StreamExt;
+    let stream = start.flat_map(|rx| {
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
