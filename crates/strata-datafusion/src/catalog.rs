@@ -15,7 +15,7 @@
 //!
 //! -- Per-table options, form 1: session defaults for the CREATE TABLEs that follow.
 //! SET strata.profile = 'memory_efficient';   -- high_performance | memory_efficient | balanced
-//! SET strata.memtable = 'trie';              -- any memtable kind (skiplist, btree, trie, ...)
+//! SET strata.memtable = 'trie';              -- any memtable kind (sorted, skiplist, trie, vector, ...)
 //! SET strata.compaction = 'tiered';          -- leveled | size_tiered (tiered) | none
 //! SET strata.memtable = 'default';           -- back to the database's defaults
 //!

@@ -1,0 +1,688 @@
+//! SQL over Strata tables: DDL, DML, scans and the trap cases of the design (deleted rows
+//! reappearing through value filters, limits above the merge, subquery DML).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::assert_batches_eq;
+use datafusion::error::Result;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use strata_datafusion::StrataSession;
+use strata_datafusion::provider::StrataScanExec;
+use strata_engine::{MemtableKind, Options, StrategyKind};
+
+async fn run(s: &StrataSession, sql: &str) -> Result<Vec<RecordBatch>> {
+    s.sql(sql).await?.collect().await
+}
+
+async fn count(s: &StrataSession, sql: &str) -> i64 {
+    let batches = run(s, sql).await.unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// The DML result count.
+async fn affected(s: &StrataSession, sql: &str) -> u64 {
+    let batches = run(s, sql).await.unwrap();
+    batches[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+        .value(0)
+}
+
+fn flush(s: &StrataSession, table: &str) {
+    s.db().table(table).unwrap().flush().unwrap();
+}
+
+async fn physical_plan(s: &StrataSession, sql: &str) -> Arc<dyn ExecutionPlan> {
+    s.sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
+}
+
+fn plan_text(plan: &Arc<dyn ExecutionPlan>) -> String {
+    displayable(plan.as_ref()).indent(true).to_string()
+}
+
+/// The metrics of the first `StrataScanExec` in a plan, summed by name.
+fn scan_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> Option<usize> {
+    if plan.downcast_ref::<StrataScanExec>().is_some() {
+        let metrics = plan.metrics()?;
+        return metrics.sum_by_name(name).map(|v| v.as_usize());
+    }
+    plan.children()
+        .into_iter()
+        .find_map(|child| scan_metric(child, name))
+}
+
+#[tokio::test]
+async fn create_insert_upsert_and_show_tables() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    assert_eq!(
+        affected(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')").await,
+        2
+    );
+    // Upsert: the existing key is replaced; within a statement the last row of a key wins.
+    assert_eq!(
+        affected(&s, "INSERT INTO t VALUES (1, 'x'), (1, 'z'), (3, 'c')").await,
+        3
+    );
+    let batches = run(&s, "SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+----+---+",
+            "| id | v |",
+            "+----+---+",
+            "| 1  | z |",
+            "| 2  | b |",
+            "| 3  | c |",
+            "+----+---+",
+        ],
+        &batches
+    );
+    let tables = run(&s, "SHOW TABLES").await.unwrap();
+    let names: Vec<String> = tables
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("table_name").unwrap();
+            let col = datafusion::arrow::compute::cast(
+                col,
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            col.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(names.contains(&"t".to_string()), "{names:?}");
+    // The stored schema has the key NOT NULL.
+    let table = s.db().table("t").unwrap();
+    assert!(!table.schema().field_with_name("id").unwrap().is_nullable());
+    assert_eq!(table.primary_key(), ["id"]);
+}
+
+#[tokio::test]
+async fn composite_column_level_and_keyless_tables() {
+    let s = StrataSession::memory().unwrap();
+    run(
+        &s,
+        "CREATE TABLE c (a INT, b VARCHAR, v DOUBLE, PRIMARY KEY (b, a))",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.db().table("c").unwrap().primary_key(), ["b", "a"]);
+    run(
+        &s,
+        "INSERT INTO c VALUES (1, 'x', 1.0), (2, 'x', 2.0), (1, 'y', 3.0), (1, 'x', 9.0)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&s, "SELECT count(*) FROM c").await, 3);
+    let batches = run(&s, "SELECT v FROM c WHERE b = 'x' AND a = 1")
+        .await
+        .unwrap();
+    assert_batches_eq!(
+        ["+-----+", "| v   |", "+-----+", "| 9.0 |", "+-----+"],
+        &batches
+    );
+    // A composite prefix range: b = 'x' AND a >= 2.
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM c WHERE b = 'x' AND a >= 2").await,
+        1
+    );
+
+    run(&s, "CREATE TABLE k (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    assert_eq!(s.db().table("k").unwrap().primary_key(), ["id"]);
+
+    // Without a primary key: append-only, duplicates kept.
+    run(&s, "CREATE TABLE log (msg VARCHAR, n INT)")
+        .await
+        .unwrap();
+    assert!(s.db().table("log").unwrap().primary_key().is_empty());
+    run(&s, "INSERT INTO log VALUES ('a', 1), ('a', 1)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO log VALUES ('b', 2)").await.unwrap();
+    assert_eq!(count(&s, "SELECT count(*) FROM log").await, 3);
+    assert_eq!(affected(&s, "DELETE FROM log WHERE msg = 'a'").await, 2);
+    assert_eq!(affected(&s, "UPDATE log SET n = 5").await, 1);
+    let batches = run(&s, "SELECT msg, n FROM log").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+-----+---+",
+            "| msg | n |",
+            "+-----+---+",
+            "| b   | 5 |",
+            "+-----+---+"
+        ],
+        &batches
+    );
+}
+
+#[tokio::test]
+async fn deleted_row_does_not_reappear_through_a_value_filter() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 'old'), (2, 'keep')")
+        .await
+        .unwrap();
+    flush(&s, "t");
+    // The tombstone sits in the memtable, the old version in an SST.
+    assert_eq!(affected(&s, "DELETE FROM t WHERE id = 1").await, 1);
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v = 'old'").await, 0);
+    // And with the tombstone flushed into a second file.
+    flush(&s, "t");
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v = 'old'").await, 0);
+    // An update hides the old value the same way.
+    run(&s, "UPDATE t SET v = 'new' WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE v = 'keep'").await,
+        0
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v = 'new'").await, 1);
+}
+
+#[tokio::test]
+async fn limit_above_a_merge_returns_the_newest_versions() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO t SELECT value, 'old' FROM generate_series(1, 200)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    assert_eq!(
+        affected(&s, "UPDATE t SET v = 'new' WHERE id <= 100").await,
+        100
+    );
+    let batches = run(&s, "SELECT id, v FROM t LIMIT 5").await.unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 5);
+    for batch in &batches {
+        let v = batch.column(1);
+        let v = datafusion::arrow::compute::cast(v, &datafusion::arrow::datatypes::DataType::Utf8)
+            .unwrap();
+        assert!(v.as_string::<i32>().iter().all(|x| x == Some("new")));
+    }
+    // A limit over a key range and one over a value filter.
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM (SELECT * FROM t WHERE id > 50 LIMIT 7)"
+        )
+        .await,
+        7
+    );
+    let batches = run(&s, "SELECT id FROM t WHERE v = 'old' ORDER BY id LIMIT 2")
+        .await
+        .unwrap();
+    assert_batches_eq!(
+        [
+            "+-----+", "| id  |", "+-----+", "| 101 |", "| 102 |", "+-----+"
+        ],
+        &batches
+    );
+}
+
+#[tokio::test]
+async fn update_of_a_key_column_moves_the_row() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    flush(&s, "t");
+    assert_eq!(
+        affected(&s, "UPDATE t SET id = 10, v = 'moved' WHERE id = 1").await,
+        1
+    );
+    let batches = run(&s, "SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+----+-------+",
+            "| id | v     |",
+            "+----+-------+",
+            "| 2  | b     |",
+            "| 10 | moved |",
+            "+----+-------+",
+        ],
+        &batches
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE id = 1").await, 0);
+}
+
+#[tokio::test]
+async fn tables_and_rows_persist_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = strata_datafusion::open(dir.path(), Options::default()).unwrap();
+        run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+            .await
+            .unwrap();
+        run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+            .await
+            .unwrap();
+        flush(&s, "t");
+        run(&s, "INSERT INTO t VALUES (3, 'c')").await.unwrap();
+        run(&s, "DELETE FROM t WHERE id = 1").await.unwrap();
+        s.close().unwrap();
+    }
+    let s = strata_datafusion::open(dir.path(), Options::default()).unwrap();
+    let batches = run(&s, "SELECT id, v FROM t ORDER BY id").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+----+---+",
+            "| id | v |",
+            "+----+---+",
+            "| 2  | b |",
+            "| 3  | c |",
+            "+----+---+"
+        ],
+        &batches
+    );
+    s.close().unwrap();
+}
+
+#[tokio::test]
+async fn ctas_if_not_exists_and_drop_removes_files() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE src (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO src VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "CREATE TABLE copy AS SELECT id, upper(v) AS u FROM src WHERE id > 1",
+    )
+    .await
+    .unwrap();
+    assert!(s.db().has_table("copy"));
+    let batches = run(&s, "SELECT * FROM copy ORDER BY id").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+----+---+",
+            "| id | u |",
+            "+----+---+",
+            "| 2  | B |",
+            "| 3  | C |",
+            "+----+---+"
+        ],
+        &batches
+    );
+    // IF NOT EXISTS is a no-op, a plain second CREATE an error.
+    run(&s, "CREATE TABLE IF NOT EXISTS src (x INT)")
+        .await
+        .unwrap();
+    assert_eq!(s.db().table("src").unwrap().schema().fields().len(), 2);
+    let err = run(&s, "CREATE TABLE src (x INT)").await.unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+
+    flush(&s, "src");
+    let table_dir = s
+        .db()
+        .path()
+        .join("sst")
+        .join(format!("t{:06}", s.db().table("src").unwrap().id()));
+    let parquet_files = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        parquet_files(&table_dir) > 0,
+        "no SST in {}",
+        table_dir.display()
+    );
+    run(&s, "DROP TABLE src").await.unwrap();
+    assert!(!s.db().has_table("src"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while parquet_files(&table_dir) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(parquet_files(&table_dir), 0, "SSTs left after DROP TABLE");
+    run(&s, "DROP TABLE IF EXISTS src").await.unwrap();
+    assert!(run(&s, "DROP TABLE src").await.is_err());
+}
+
+#[tokio::test]
+async fn null_key_and_type_errors_write_nothing() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let err = run(&s, "INSERT INTO t VALUES (1, 1), (NULL, 2)")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("null"), "{err}");
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 0);
+    let err = run(&s, "INSERT INTO t VALUES (1, 1), (2, 'not a number')")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 0);
+    assert!(
+        run(&s, "INSERT INTO t (id, nope) VALUES (1, 1)")
+            .await
+            .is_err()
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 0);
+    // An UPDATE that would set a key to NULL fails whole.
+    run(&s, "INSERT INTO t VALUES (1, 1), (2, 2)")
+        .await
+        .unwrap();
+    assert!(
+        run(&s, "UPDATE t SET id = NULL WHERE id = 1")
+            .await
+            .is_err()
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 2);
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE id = 1").await, 1);
+}
+
+#[tokio::test]
+async fn order_by_primary_key_plans_no_sort() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO t SELECT value, CAST(value % 7 AS VARCHAR) FROM generate_series(1, 40000)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    let plan = physical_plan(&s, "SELECT id, v FROM t ORDER BY id").await;
+    let text = plan_text(&plan);
+    assert!(!text.contains("SortExec"), "{text}");
+    assert!(text.contains("StrataScanExec"), "{text}");
+    // A sort on a value column does sort.
+    let by_value = plan_text(&physical_plan(&s, "SELECT id, v FROM t ORDER BY v").await);
+    assert!(by_value.contains("SortExec"), "{by_value}");
+    // The ordered result is right across partitions.
+    let batches = collect(plan, s.task_ctx()).await.unwrap();
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(ids.len(), 40000);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn a_point_query_reads_fewer_files() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "SET strata.compaction = 'none'").await.unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    for chunk in 0..3 {
+        let lo = chunk * 100;
+        run(
+            &s,
+            &format!(
+                "INSERT INTO t SELECT value, value * 10 FROM generate_series({lo}, {})",
+                lo + 99
+            ),
+        )
+        .await
+        .unwrap();
+        flush(&s, "t");
+    }
+    let plan = physical_plan(&s, "SELECT v FROM t WHERE id = 150").await;
+    let batches = collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
+    assert_batches_eq!(
+        ["+------+", "| v    |", "+------+", "| 1500 |", "+------+"],
+        &batches
+    );
+    assert_eq!(scan_metric(&plan, "files_total"), Some(3));
+    assert_eq!(scan_metric(&plan, "files_scanned"), Some(1));
+    assert_eq!(scan_metric(&plan, "files_pruned"), Some(2));
+    assert_eq!(scan_metric(&plan, "point_lookups"), Some(1));
+    // A full scan reads all three.
+    let all = physical_plan(&s, "SELECT v FROM t").await;
+    collect(Arc::clone(&all), s.task_ctx()).await.unwrap();
+    assert_eq!(scan_metric(&all, "files_scanned"), Some(3));
+    // EXPLAIN ANALYZE shows the counters.
+    let explain = run(
+        &s,
+        "EXPLAIN ANALYZE SELECT v FROM t WHERE id BETWEEN 120 AND 130",
+    )
+    .await
+    .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&explain)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("files_pruned=2"), "{text}");
+    assert!(text.contains("runs_merged"), "{text}");
+}
+
+#[tokio::test]
+async fn sst_files_read_with_datafusions_parquet_reader() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+    flush(&s, "t");
+    let view = s.db().table("t").unwrap().view().unwrap();
+    let files: Vec<_> = view.files_by_level().into_iter().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let path = view.verified_sst_path(files[0].id).unwrap();
+    s.register_parquet("sst", path.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let batches = run(&s, "SELECT id, v, _op FROM sst ORDER BY id")
+        .await
+        .unwrap();
+    assert_batches_eq!(
+        [
+            "+----+---+-----+",
+            "| id | v | _op |",
+            "+----+---+-----+",
+            "| 1  | a | 0   |",
+            "| 2  | b | 0   |",
+            "| 3  | c | 0   |",
+            "+----+---+-----+",
+        ],
+        &batches
+    );
+}
+
+#[tokio::test]
+async fn dml_with_a_subquery_is_refused_and_writes_nothing() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    run(&s, "CREATE TABLE d (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO d VALUES (2)").await.unwrap();
+    let err = run(&s, "DELETE FROM t WHERE id IN (SELECT id FROM d)")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+    let err = run(
+        &s,
+        "UPDATE t SET v = 0 WHERE EXISTS (SELECT 1 FROM d WHERE d.id = t.id)",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 3);
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 60);
+    // A WHERE clause folded to false deletes nothing (and not everything).
+    assert_eq!(affected(&s, "DELETE FROM t WHERE 1 = 0").await, 0);
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 3);
+    // Plain predicates work, including non-key ones and OR.
+    assert_eq!(
+        affected(&s, "DELETE FROM t WHERE v = 10 OR id = 3").await,
+        2
+    );
+    let batches = run(&s, "SELECT * FROM t").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+----+----+",
+            "| id | v  |",
+            "+----+----+",
+            "| 2  | 20 |",
+            "+----+----+"
+        ],
+        &batches
+    );
+    // TRUNCATE empties the table.
+    run(&s, "TRUNCATE TABLE t").await.unwrap();
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 0);
+}
+
+#[tokio::test]
+async fn versions_show_every_stored_version() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    flush(&s, "t");
+    run(&s, "UPDATE t SET v = 'a2' WHERE id = 1").await.unwrap();
+    run(&s, "DELETE FROM t WHERE id = 2").await.unwrap();
+    let batches = run(
+        &s,
+        "SELECT id, v, _op, _seq > 0 AS has_seq FROM strata_versions('t') ORDER BY id, _seq DESC",
+    )
+    .await
+    .unwrap();
+    assert_batches_eq!(
+        [
+            "+----+----+-----+---------+",
+            "| id | v  | _op | has_seq |",
+            "+----+----+-----+---------+",
+            "| 1  | a2 | 0   | true    |",
+            "| 1  | a  | 0   | true    |",
+            "| 2  |    | 1   | true    |",
+            "| 2  | b  | 0   | true    |",
+            "+----+----+-----+---------+",
+        ],
+        &batches
+    );
+    assert!(
+        run(&s, "SELECT * FROM strata_versions('missing')")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn table_options_from_set_and_create_external_table() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "SET strata.memtable = 'trie'").await.unwrap();
+    run(&s, "SET strata.compaction = 'tiered'").await.unwrap();
+    run(&s, "CREATE TABLE a (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let options = s.db().table("a").unwrap().options();
+    assert_eq!(options.memtable_kind, MemtableKind::Trie);
+    assert_eq!(options.compaction.strategy, StrategyKind::SizeTiered);
+    let err = run(&s, "SET strata.memtable = 'nope'").await.unwrap_err();
+    assert!(err.to_string().contains("valid kinds"), "{err}");
+    let err = run(&s, "SET strata.colour = 'red'").await.unwrap_err();
+    assert!(err.to_string().contains("valid options"), "{err}");
+    run(&s, "SET strata.memtable = 'default'").await.unwrap();
+    run(&s, "CREATE TABLE b (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.db().table("b").unwrap().options().memtable_kind,
+        s.db().options().table_defaults.memtable_kind
+    );
+
+    run(
+        &s,
+        "CREATE EXTERNAL TABLE e (id BIGINT, v VARCHAR, PRIMARY KEY (id)) STORED AS STRATA \
+         LOCATION 'e' OPTIONS ('memtable' 'sorted', 'compaction' 'none')",
+    )
+    .await
+    .unwrap();
+    let table = s.db().table("e").unwrap();
+    assert_eq!(table.options().memtable_kind, "sorted".parse().unwrap());
+    assert_eq!(table.options().compaction.strategy, StrategyKind::None);
+    assert_eq!(table.primary_key(), ["id"]);
+    run(&s, "INSERT INTO e VALUES (1, 'x')").await.unwrap();
+    assert_eq!(count(&s, "SELECT count(*) FROM e").await, 1);
+    let err = run(
+        &s,
+        "CREATE EXTERNAL TABLE f (id BIGINT) STORED AS STRATA LOCATION 'f' OPTIONS ('speed' 'max')",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("valid options"), "{err}");
+    assert!(!s.db().has_table("f"));
+}
+
+#[tokio::test]
+async fn views_and_external_files_still_work() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 10), (2, 20)")
+        .await
+        .unwrap();
+    run(&s, "CREATE VIEW big AS SELECT id FROM t WHERE v > 15")
+        .await
+        .unwrap();
+    assert_eq!(count(&s, "SELECT count(*) FROM big").await, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("x.csv");
+    std::fs::write(&csv, "a,b\n1,2\n3,4\n").unwrap();
+    run(
+        &s,
+        &format!(
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+            csv.display()
+        ),
+    )
+    .await
+    .unwrap();
+    // ETL into a Strata table.
+    run(&s, "INSERT INTO t SELECT a, b FROM x").await.unwrap();
+    // Key 1 existed: the CSV row replaced it (upsert).
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 3);
+    assert_eq!(count(&s, "SELECT v FROM t WHERE id = 1").await, 2);
+    assert!(!s.db().has_table("x"));
+    run(&s, "DROP VIEW big").await.unwrap();
+}
