@@ -574,15 +574,14 @@ impl ExecutionPlan for StrataDmlExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let (predicate, values): (Option<&Arc<dyn PhysicalExpr>>, &[Arc<dyn PhysicalExpr>]) =
-            match self.action.as_ref() {
-                DmlAction::Delete { predicate, .. } => (predicate.as_ref(), &[]),
-                DmlAction::Update {
-                    predicate, values, ..
-                } => (predicate.as_ref(), values.as_slice()),
-                DmlAction::Nothing => (None, &[]),
-            };
-        for expr in predicate.into_iter().chain(values) {
+        let exprs: Vec<&Arc<dyn PhysicalExpr>> = match self.action.as_ref() {
+            DmlAction::Delete { predicate, .. } => predicate.iter().collect(),
+            DmlAction::Update {
+                predicate, values, ..
+            } => predicate.iter().chain(values).collect(),
+            DmlAction::Nothing => Vec::new(),
+        };
+        for expr in exprs {
             if f(expr)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }

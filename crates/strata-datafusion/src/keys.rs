@@ -373,13 +373,13 @@ pub fn key_ranges(schema: &TableSchema, filters: &[Expr]) -> Option<Vec<ScanRang
     let mut sets: Vec<Option<IntervalSet>> = vec![None; key.len()];
     for filter in filters {
         for conjunct in split_conjunction(filter) {
-            if let Some((col, set)) = column_set(conjunct, &type_of) {
-                if let Some(i) = key.iter().position(|k| *k == col) {
-                    sets[i] = Some(match &sets[i] {
-                        Some(existing) => existing.intersect(&set),
-                        None => set,
-                    });
-                }
+            if let Some((col, set)) = column_set(conjunct, &type_of)
+                && let Some(i) = key.iter().position(|k| *k == col)
+            {
+                sets[i] = Some(match &sets[i] {
+                    Some(existing) => existing.intersect(&set),
+                    None => set,
+                });
             }
         }
     }

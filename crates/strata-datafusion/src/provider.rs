@@ -187,7 +187,7 @@ impl StrataTable {
         let view = self.table.view().map_err(engine_error)?;
         let few_ranges = ranges
             .as_ref()
-            .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))) || r.len() <= 1);
+            .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))));
         let partitions = if few_ranges || self.table.stats().estimated_rows < MIN_ROWS_TO_SPLIT {
             1
         } else {

@@ -563,6 +563,25 @@ async fn dml_with_a_subquery_is_refused_and_writes_nothing() {
         ],
         &batches
     );
+    // DELETE ... LIMIT would lose its limit: refused.
+    assert!(run(&s, "DELETE FROM t WHERE v > 0 LIMIT 1").await.is_err());
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 1);
+    // INSERT OVERWRITE replaces every row in one batch.
+    run(&s, "INSERT INTO t VALUES (7, 70), (8, 80)")
+        .await
+        .unwrap();
+    assert_eq!(affected(&s, "INSERT OVERWRITE t VALUES (9, 90)").await, 1);
+    let batches = run(&s, "SELECT * FROM t").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+----+----+",
+            "| id | v  |",
+            "+----+----+",
+            "| 9  | 90 |",
+            "+----+----+"
+        ],
+        &batches
+    );
     // TRUNCATE empties the table.
     run(&s, "TRUNCATE TABLE t").await.unwrap();
     assert_eq!(count(&s, "SELECT count(*) FROM t").await, 0);
