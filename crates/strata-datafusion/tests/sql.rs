@@ -705,3 +705,119 @@ async fn views_and_external_files_still_work() {
     assert!(!s.db().has_table("x"));
     run(&s, "DROP VIEW big").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_statement_larger_than_one_write_batch_fails_whole() {
+    let options = Options {
+        write_batch_bytes_max: 64 * 1024,
+        commit_group_bytes_max: 64 * 1024,
+        ..Options::default()
+    };
+    let s = StrataSession::memory_with(options).unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    let err = run(
+        &s,
+        "INSERT INTO t SELECT value, repeat('x', 100) FROM generate_series(1, 5000)",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("write_batch_bytes_max"), "{err}");
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 0);
+    // Small statements still work; a DELETE of more keys than one batch holds (8,000
+    // tombstones of 11 bytes each) fails whole too.
+    for chunk in 0..8 {
+        let lo = chunk * 1000 + 1;
+        run(
+            &s,
+            &format!(
+                "INSERT INTO t SELECT value, 'v' FROM generate_series({lo}, {})",
+                lo + 999
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let err = run(&s, "DELETE FROM t").await.unwrap_err();
+    assert!(err.to_string().contains("write_batch_bytes_max"), "{err}");
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 8000);
+}
+
+#[tokio::test]
+async fn partitioned_key_range_scans_see_the_merged_rows() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO t SELECT value, 1 FROM generate_series(1, 30000)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    run(
+        &s,
+        "INSERT INTO t SELECT value, 1 FROM generate_series(30001, 40000)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    // Memtable: 1% updates and some deletes over both files.
+    run(&s, "UPDATE t SET v = 2 WHERE id % 100 = 0")
+        .await
+        .unwrap();
+    run(&s, "DELETE FROM t WHERE id BETWEEN 29990 AND 30010")
+        .await
+        .unwrap();
+    let plan = physical_plan(&s, "SELECT id FROM t WHERE id > 100").await;
+    fn scan_partitions(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+        if plan.downcast_ref::<StrataScanExec>().is_some() {
+            return Some(plan.properties().partitioning.partition_count());
+        }
+        plan.children().into_iter().find_map(scan_partitions)
+    }
+    assert_eq!(
+        scan_partitions(&plan),
+        Some(s.copied_config().target_partitions())
+    );
+    let expected = |lo: i64, hi: i64| -> i64 {
+        (lo..=hi).filter(|id| !(29990..=30010).contains(id)).count() as i64
+    };
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t").await,
+        expected(1, 40000)
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE id > 100 AND id <= 35000").await,
+        expected(101, 35000)
+    );
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM t WHERE id IN (5, 29995, 30000, 39999, 50000)"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE id < 10 OR id >= 39990").await,
+        9 + 11
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE v = 2").await,
+        (1..=40000)
+            .filter(|id| id % 100 == 0 && !(29990..=30010).contains(id))
+            .count() as i64
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE v = 1 AND id <> 7").await,
+        expected(1, 40000) - 399 - 1
+    );
+    let sum = count(&s, "SELECT sum(id) FROM t WHERE id BETWEEN 29000 AND 31000").await;
+    let want: i64 = (29000..=31000)
+        .filter(|id| !(29990..=30010).contains(id))
+        .sum();
+    assert_eq!(sum, want);
+}
