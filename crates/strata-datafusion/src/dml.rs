@@ -242,9 +242,16 @@ impl DataSink for StrataSink {
             if mutations.is_empty() {
                 return Ok(0);
             }
-            table
+            let written = table
                 .write(&mutations, WriteOptions::default())
                 .map_err(engine_error)?;
+            let expected = rows + old_keys.iter().map(|k| k.num_rows() as u64).sum::<u64>();
+            if written != expected {
+                return Err(DataFusionError::Internal(format!(
+                    "INSERT into '{}' wrote {written} entries, expected {expected}",
+                    table.name()
+                )));
+            }
             Ok(rows)
         })
         .await

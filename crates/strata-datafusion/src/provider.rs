@@ -156,9 +156,11 @@ impl StrataTable {
             None => (0..user.fields().len()).collect(),
         };
         let ranges = keys::key_ranges(table_schema, filters);
+        // Filters reported exact are enforced by the ranges; should the ranges not have been
+        // built (a value the key codec refused), every filter is evaluated after the merge.
         let residual: Vec<Expr> = filters
             .iter()
-            .filter(|f| !keys::is_exact_key_filter(table_schema, f))
+            .filter(|f| ranges.is_none() || !keys::is_exact_key_filter(table_schema, f))
             .map(|f| strip_qualifiers(f.clone()))
             .collect::<Result<_>>()?;
         let mut read_columns = projection.clone();

@@ -821,3 +821,114 @@ async fn partitioned_key_range_scans_see_the_merged_rows() {
         .sum();
     assert_eq!(sum, want);
 }
+
+#[tokio::test]
+async fn key_predicates_on_text_date_and_float_keys() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE s (k VARCHAR PRIMARY KEY, n INT)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO s VALUES ('a', 1), ('b', 2), ('bb', 3), ('c', 4), ('d', 5)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "s");
+    run(&s, "DELETE FROM s WHERE k = 'bb'").await.unwrap();
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM s WHERE k >= 'b' AND k < 'd'").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM s WHERE k IN ('a', 'bb', 'd', 'zz')"
+        )
+        .await,
+        2
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM s WHERE k <> 'c'").await, 3);
+    let plan = plan_text(&physical_plan(&s, "SELECT n FROM s WHERE k = 'c'").await);
+    assert!(plan.contains("points=1"), "{plan}");
+
+    run(
+        &s,
+        "CREATE TABLE d (day DATE, seq INT, PRIMARY KEY (day, seq))",
+    )
+    .await
+    .unwrap();
+    run(
+        &s,
+        "INSERT INTO d VALUES (DATE '2024-01-01', 1), (DATE '2024-01-02', 1), \
+         (DATE '2024-01-02', 2), (DATE '2024-02-01', 1)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM d WHERE day BETWEEN DATE '2024-01-02' AND DATE '2024-01-31'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM d WHERE day = DATE '2024-01-02' AND seq > 1"
+        )
+        .await,
+        1
+    );
+
+    // Float keys order totally in the engine: their predicates are evaluated after the merge.
+    run(&s, "CREATE TABLE f (x DOUBLE PRIMARY KEY)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO f VALUES (-1.5), (0.0), (2.5), (10.0)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM f WHERE x > -1.0 AND x < 5").await,
+        2
+    );
+    let plan = plan_text(&physical_plan(&s, "SELECT x FROM f WHERE x > 1").await);
+    assert!(plan.contains("ranges=all"), "{plan}");
+}
+
+#[tokio::test]
+async fn tables_of_key_columns_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = strata_datafusion::open(dir.path(), Options::default()).unwrap();
+        run(&s, "CREATE TABLE k (x INT, y INT, PRIMARY KEY (x, y))")
+            .await
+            .unwrap();
+        assert_eq!(
+            affected(&s, "INSERT INTO k VALUES (1, 1), (1, 2), (2, 1)").await,
+            3
+        );
+        flush(&s, "k");
+        run(&s, "INSERT INTO k VALUES (3, 3)").await.unwrap();
+        run(&s, "DELETE FROM k WHERE x = 1 AND y = 2")
+            .await
+            .unwrap();
+        assert_eq!(count(&s, "SELECT count(*) FROM k").await, 3);
+        s.close().unwrap();
+    }
+    let s = strata_datafusion::open(dir.path(), Options::default()).unwrap();
+    let batches = run(&s, "SELECT x, y FROM k ORDER BY x, y").await.unwrap();
+    assert_batches_eq!(
+        [
+            "+---+---+",
+            "| x | y |",
+            "+---+---+",
+            "| 1 | 1 |",
+            "| 2 | 1 |",
+            "| 3 | 3 |",
+            "+---+---+",
+        ],
+        &batches
+    );
+}

@@ -254,7 +254,17 @@ impl TableSchema {
             .iter()
             .map(|i| Arc::clone(batch.column(*i)))
             .collect();
-        let values = self.row_codec.encode_columns(&value_columns)?;
+        let values = if value_columns.is_empty() {
+            // A table of key columns only: every row has an empty value (the codec alone
+            // cannot tell how many rows a batch of no columns has).
+            let mut empty = ByteRows::with_capacity(batch.num_rows(), 0);
+            for _ in 0..batch.num_rows() {
+                empty.push(&[]);
+            }
+            empty
+        } else {
+            self.row_codec.encode_columns(&value_columns)?
+        };
         Ok((keys, values))
     }
 
