@@ -218,15 +218,15 @@ impl Iterator for KvScan {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(batch) = &self.batch {
-                if self.row < batch.num_rows() {
-                    let pair = (
-                        binary_value(batch.column(0), self.row),
-                        binary_value(batch.column(1), self.row),
-                    );
-                    self.row += 1;
-                    return Some(Ok(pair));
-                }
+            if let Some(batch) = &self.batch
+                && self.row < batch.num_rows()
+            {
+                let pair = (
+                    binary_value(batch.column(0), self.row),
+                    binary_value(batch.column(1), self.row),
+                );
+                self.row += 1;
+                return Some(Ok(pair));
             }
             match self.iter.next()? {
                 Ok(batch) => {

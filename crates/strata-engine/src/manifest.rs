@@ -434,10 +434,10 @@ impl Manifest {
         }
         self.bytes += record.len() as u64;
         self.state = next;
-        if self.bytes > self.rewrite_bytes {
-            if let Err(error) = self.rewrite() {
-                tracing::warn!(%error, "manifest rewrite failed; continuing with the current log");
-            }
+        if self.bytes > self.rewrite_bytes
+            && let Err(error) = self.rewrite()
+        {
+            tracing::warn!(%error, "manifest rewrite failed; continuing with the current log");
         }
         Ok(())
     }

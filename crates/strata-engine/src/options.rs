@@ -425,11 +425,15 @@ mod tests {
 
     #[test]
     fn invalid_relations_are_rejected() {
-        let mut options = Options::default();
-        options.write_buffer_budget_bytes = 1024;
+        let options = Options {
+            write_buffer_budget_bytes: 1024,
+            ..Options::default()
+        };
         assert!(options.validate().is_err());
-        let mut table = TableOptions::default();
-        table.bloom_filter_fpp = 1.5;
+        let table = TableOptions {
+            bloom_filter_fpp: 1.5,
+            ..TableOptions::default()
+        };
         assert!(table.validate().is_err());
     }
 

@@ -591,10 +591,10 @@ impl ReadView {
         for level in 1..version.num_levels() {
             let files = version.level(level);
             let index = files.partition_point(|f| f.meta().max_key.as_slice() < key);
-            if let Some(file) = files.get(index) {
-                if let Some(found) = probe(file)? {
-                    return Ok(found.into_option());
-                }
+            if let Some(file) = files.get(index)
+                && let Some(found) = probe(file)?
+            {
+                return Ok(found.into_option());
             }
         }
         Ok(None)
@@ -650,7 +650,7 @@ impl ReadView {
             let mut seen = 0u64;
             slot.memtable
                 .visit_from(&[], crate::types::MAX_SEQ, &mut |e| {
-                    if seen % 1024 == 0 {
+                    if seen.is_multiple_of(1024) {
                         samples.push((e.key.to_vec(), 1024));
                     }
                     seen += 1;

@@ -146,7 +146,7 @@ impl Version {
 
     fn sort(&mut self) {
         if let Some(l0) = self.levels.first_mut() {
-            l0.sort_by(|a, b| b.meta().max_seq.cmp(&a.meta().max_seq));
+            l0.sort_by_key(|f| std::cmp::Reverse(f.meta().max_seq));
         }
         for level in self.levels.iter_mut().skip(1) {
             level.sort_by(|a, b| a.meta().min_key.cmp(&b.meta().min_key));

@@ -65,7 +65,7 @@ fn stress(kind: MemtableKind, strategy: StrategyKind) {
                         let k = (version * 7919) % KEYS_PER_WRITER;
                         let (a, b) = keys(w, k);
                         let mut batch = WriteBatch::new();
-                        if version % 11 == 0 {
+                        if version.is_multiple_of(11) {
                             batch.delete(&a).delete(&b);
                             model.insert(k, None);
                         } else {
@@ -115,7 +115,7 @@ fn stress(kind: MemtableKind, strategy: StrategyKind) {
                 while !stop.load(Ordering::Relaxed) {
                     kv.flush().unwrap();
                     round += 1;
-                    if round % 4 == 0 {
+                    if round.is_multiple_of(4) {
                         kv.table().compact().unwrap();
                     }
                     std::thread::sleep(Duration::from_millis(50));

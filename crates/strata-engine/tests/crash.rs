@@ -132,10 +132,9 @@ fn run_cycle(dir: &Path, cycle: u64, rng: &mut Rng) -> BTreeSet<u64> {
             if let Some(id) = line
                 .strip_prefix("ack ")
                 .and_then(|n| n.parse::<u64>().ok())
+                && sender.send(id).is_err()
             {
-                if sender.send(id).is_err() {
-                    break;
-                }
+                break;
             }
         }
     });

@@ -134,10 +134,7 @@ fn many_flushes_and_a_large_table() {
     assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
     for probe in [0, 1, 4_999, 19_999] {
         let row = table.get(&[KeyValue::from(probe)]).unwrap().unwrap();
-        assert_eq!(
-            row.column(2).as_primitive::<Int32Type>().value(0),
-            probe as i32
-        );
+        assert_eq!(row.column(2).as_primitive::<Int32Type>().value(0), probe);
     }
     assert!(table.get(&[KeyValue::from(n)]).unwrap().is_none());
     let limited: usize = table

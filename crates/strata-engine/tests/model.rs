@@ -38,7 +38,7 @@ enum Op {
 fn key(k: u16) -> Vec<u8> {
     // Varied lengths with shared prefixes exercise the key ordering.
     let mut key = format!("k{:03}", k % 300).into_bytes();
-    if k % 7 == 0 {
+    if k.is_multiple_of(7) {
         key.push(0);
     }
     key

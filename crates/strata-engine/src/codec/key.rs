@@ -986,7 +986,7 @@ mod tests {
         let c = codec(&[DataType::Int64]);
         let values = vec![i64::MIN, -1_000_000, -1, 0, 1, 42, i64::MAX];
         let col: ArrayRef = Arc::new(arrow::array::Int64Array::from(values.clone()));
-        let keys = c.encode_columns(&[col.clone()]).unwrap();
+        let keys = c.encode_columns(std::slice::from_ref(&col)).unwrap();
         for i in 1..keys.len() {
             assert!(keys.get(i - 1) < keys.get(i), "order at {i}");
         }
@@ -1027,8 +1027,8 @@ mod tests {
             rows.iter().map(|r| r.1).collect::<Vec<_>>(),
         ));
         let keys = c.encode_columns(&[a.clone(), b.clone()]).unwrap();
-        for i in 1..keys.len() {
-            assert!(keys.get(i - 1) < keys.get(i), "order at {i}: {:?}", rows[i]);
+        for (i, row) in rows.iter().enumerate().skip(1) {
+            assert!(keys.get(i - 1) < keys.get(i), "order at {i}: {row:?}");
         }
         assert_eq!(c.decode(keys.iter()).unwrap(), vec![a, b]);
     }
@@ -1041,7 +1041,7 @@ mod tests {
             b"\0\x01",
             b"key",
         ]));
-        let keys = c.encode_columns(&[col.clone()]).unwrap();
+        let keys = c.encode_columns(std::slice::from_ref(&col)).unwrap();
         assert_eq!(keys.get(1), b"\0\x01");
         assert_eq!(keys.get(2), b"key");
         assert_eq!(c.decode(keys.iter()).unwrap(), vec![col]);
@@ -1061,7 +1061,7 @@ mod tests {
             f64::NAN,
         ];
         let col: ArrayRef = Arc::new(arrow::array::Float64Array::from(values));
-        let keys = c.encode_columns(&[col.clone()]).unwrap();
+        let keys = c.encode_columns(std::slice::from_ref(&col)).unwrap();
         for i in 1..keys.len() {
             assert!(keys.get(i - 1) < keys.get(i), "order at {i}");
         }

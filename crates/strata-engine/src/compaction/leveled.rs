@@ -29,9 +29,8 @@ impl Leveled {
             best = Some((0, l0 as f64 / options.l0_compaction_trigger as f64));
         }
         let last = options.max_levels - 1;
-        for level in 1..levels.len().min(last) {
-            let score =
-                level_bytes(&levels[level]) as f64 / options.level_target_bytes(level) as f64;
+        for (level, files) in levels.iter().enumerate().take(last).skip(1) {
+            let score = level_bytes(files) as f64 / options.level_target_bytes(level) as f64;
             if best.is_none_or(|(_, b)| score > b) {
                 best = Some((level, score));
             }
@@ -137,9 +136,13 @@ impl CompactionStrategy for Leveled {
         } else {
             0
         };
-        for level in 1..levels.len().min(options.max_levels - 1) {
-            pending +=
-                level_bytes(&levels[level]).saturating_sub(options.level_target_bytes(level));
+        for (level, files) in levels
+            .iter()
+            .enumerate()
+            .take(options.max_levels - 1)
+            .skip(1)
+        {
+            pending += level_bytes(files).saturating_sub(options.level_target_bytes(level));
         }
         pending
     }

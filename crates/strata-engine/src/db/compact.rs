@@ -347,10 +347,10 @@ impl DbInner {
                     if boundary > start {
                         current.write_range(&batch.batch, &batch.keys, start, boundary)?;
                     }
-                    if boundary < rows {
-                        if let Some(done) = writer.take() {
-                            outputs.push(done.finish()?);
-                        }
+                    if boundary < rows
+                        && let Some(done) = writer.take()
+                    {
+                        outputs.push(done.finish()?);
                     }
                     start = boundary;
                 }

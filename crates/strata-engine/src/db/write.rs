@@ -31,6 +31,9 @@ use crate::types::{SeqNo, TableId};
 use crate::version::SuperVersion;
 use crate::wal::{BatchPayload, decode_entries};
 
+/// A table found while replaying a batch, with the super version its entries go into.
+type TargetTable = (Arc<TableInner>, Arc<SuperVersion>);
+
 /// How long a writer may stall on backpressure before its write fails.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The delay of a slowed-down write.
@@ -165,7 +168,7 @@ impl DbInner {
         recovering: bool,
     ) -> Result<()> {
         let entries = decode_entries(payload, count)?;
-        let mut current: Option<(TableId, Option<(Arc<TableInner>, Arc<SuperVersion>)>)> = None;
+        let mut current: Option<(TableId, Option<TargetTable>)> = None;
         let mut grown = 0usize;
         for (i, entry) in entries.iter().enumerate() {
             let seq = first_seq + i as u64;

@@ -102,11 +102,12 @@ impl Output {
     fn push(&mut self, batch: &KeyedBatch, serial: u64, start: usize, len: usize) {
         debug_assert!(len > 0 && start + len <= batch.num_rows());
         self.rows += len;
-        if let Some(last) = self.pieces.last_mut() {
-            if last.serial == serial && last.start + last.len == start {
-                last.len += len;
-                return;
-            }
+        if let Some(last) = self.pieces.last_mut()
+            && last.serial == serial
+            && last.start + last.len == start
+        {
+            last.len += len;
+            return;
         }
         self.pieces.push(Piece {
             batch: batch.clone(),
@@ -349,9 +350,8 @@ impl MergeIter {
         let mut run: Option<usize> = None;
         for i in start..end {
             let key = keys.get(i);
-            let keep = if self.has_decided && key == self.decided.as_slice() {
-                false
-            } else if batch.seq(i) > read_seq {
+            let already_decided = self.has_decided && key == self.decided.as_slice();
+            let keep = if already_decided || batch.seq(i) > read_seq {
                 false
             } else {
                 self.decided.clear();

@@ -100,7 +100,7 @@ impl MemtableRun {
                     }
                     visited += 1;
                     if e.seq <= read_seq {
-                        if keys.len() > 0 && keys.get(keys.len() - 1) == e.key {
+                        if !keys.is_empty() && keys.get(keys.len() - 1) == e.key {
                             clean = false;
                         }
                         if e.op == OpKind::Delete {
@@ -118,10 +118,8 @@ impl MemtableRun {
                     true
                 });
             // Resume just after the last visited entry, unless the memtable or range ended.
-            if !past_end {
-                if let Some((key, seq)) = last {
-                    self.position = Some((key, seq.saturating_sub(1)));
-                }
+            if !past_end && let Some((key, seq)) = last {
+                self.position = Some((key, seq.saturating_sub(1)));
             }
             if keys.is_empty() {
                 if self.position.is_none() {

@@ -288,7 +288,7 @@ impl SstWriter {
                     self.older_versions += 1;
                 }
             }
-            if self.rows % self.block_rows == 0 {
+            if self.rows.is_multiple_of(self.block_rows) {
                 self.first_keys.push(key.to_vec());
             }
             if self.min_key.is_none() {
