@@ -1,0 +1,758 @@
+//! Running statements and meta-commands: the shell's state and its three front ends
+//! (command-line inputs, a script on standard input, the interactive REPL).
+//!
+//! Output rules: results go to the shell's output (standard output, or the file of `\o`);
+//! status lines (row counts, timings, what a command did) and progress go to standard error
+//! and are silenced by `--quiet`; errors go to standard error as one line starting with
+//! `Error: `. A statement runs as a Tokio task; in the REPL, Ctrl-C aborts that task (the
+//! session stays), and a statement that fails or is cancelled writes nothing of its result
+//! (up to [`STATEMENT_BUFFER_BYTES`] are held back). Scripts stop at the first error unless
+//! `continue_on_error` is set.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
+use futures::{FutureExt, StreamExt};
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
+use strata_datafusion::StrataSession;
+use strata_engine::Db;
+use tokio::runtime::Runtime;
+
+use crate::command::{self, Command};
+use crate::helper::{Names, StrataHelper};
+use crate::print::{
+    MaxRows, PrintFormat, PrintOptions, Printed, ResultWriter, STATEMENT_BUFFER_BYTES, SharedOut,
+    StatementOutput,
+};
+use crate::progress::{Counter, Progress};
+use crate::split::{Piece, split};
+
+/// Deepest nesting of `\i` scripts.
+pub const INCLUDE_DEPTH_MAX: usize = 16;
+
+/// Most tables whose columns are offered for completion.
+pub const COMPLETION_TABLES_MAX: usize = 256;
+
+/// Environment variable naming the history file (empty: no history).
+pub const HISTORY_ENV: &str = "STRATA_HISTORY";
+
+/// Settings of a shell that the user can change while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Output format.
+    pub format: PrintFormat,
+    /// Row limit of human formats.
+    pub maxrows: MaxRows,
+    /// Show elapsed time after each statement.
+    pub timing: bool,
+    /// No status lines.
+    pub quiet: bool,
+    /// Keep going after a failed statement in scripts.
+    pub continue_on_error: bool,
+}
+
+/// Why a step stopped.
+#[derive(Debug)]
+enum StepError {
+    /// An error to report as one line.
+    Message(String),
+    /// An error already reported (inside an included script).
+    Reported,
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError::Message(message)
+    }
+}
+
+type Step = Result<(), StepError>;
+
+/// Interrupts (Ctrl-C) seen while a statement runs in the REPL.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Installs the handler; from now on Ctrl-C no longer ends the process.
+    fn install(rt: &Runtime) -> io::Result<Interrupts> {
+        let _guard = rt.enter();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Interrupts {
+                signal: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupts {})
+    }
+
+    /// Forgets interrupts that arrived while no statement was running.
+    fn clear(&mut self) {
+        #[cfg(unix)]
+        while let Some(Some(())) = self.signal.recv().now_or_never() {}
+    }
+
+    /// Waits for the next interrupt.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.signal.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// One open database and the state of the shell over it.
+pub struct Shell {
+    rt: Runtime,
+    session: Arc<StrataSession>,
+    db: Arc<Db>,
+    settings: Settings,
+    out: SharedOut,
+    /// True while results go to a terminal (standard output, no `\o`).
+    out_is_terminal: bool,
+    stderr_is_terminal: bool,
+    interrupts: Option<Interrupts>,
+    include_depth: usize,
+    quit: bool,
+    errors: usize,
+    /// The directory of a `--memory` database, removed after the database is closed.
+    temp: Option<tempfile::TempDir>,
+}
+
+impl Shell {
+    /// A shell over `session`, writing results to standard output. `temp` is the directory of
+    /// a throw-away database, removed when the shell closes.
+    pub fn new(
+        rt: Runtime,
+        session: StrataSession,
+        settings: Settings,
+        temp: Option<tempfile::TempDir>,
+    ) -> Shell {
+        let db = Arc::clone(session.db());
+        Shell {
+            rt,
+            session: Arc::new(session),
+            db,
+            settings,
+            out: Arc::new(std::sync::Mutex::new(Box::new(io::stdout()))),
+            out_is_terminal: io::stdout().is_terminal(),
+            stderr_is_terminal: io::stderr().is_terminal(),
+            interrupts: None,
+            include_depth: 0,
+            quit: false,
+            errors: 0,
+            temp,
+        }
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Number of errors reported so far.
+    pub fn errors(&self) -> usize {
+        self.errors
+    }
+
+    /// True once `\q` ran.
+    pub fn quit_requested(&self) -> bool {
+        self.quit
+    }
+
+    /// Flushes every table and closes the database (releasing its lock), then removes a
+    /// throw-away database's directory.
+    pub fn close(self) -> Result<(), String> {
+        let Shell {
+            rt,
+            session,
+            db,
+            temp,
+            ..
+        } = self;
+        let flushed = if temp.is_none() {
+            db.flush()
+                .map_err(|e| format!("flushing at exit failed: {e}"))
+        } else {
+            Ok(())
+        };
+        drop(db);
+        // Statement tasks hold the session; none runs now, so this is the last reference.
+        match Arc::try_unwrap(session) {
+            Ok(session) => drop(session),
+            Err(_) => return Err("the database is still in use at exit".into()),
+        }
+        rt.shutdown_timeout(Duration::from_secs(5));
+        drop(temp);
+        flushed
+    }
+
+    fn status(&self, message: &str) {
+        if !self.settings.quiet {
+            eprintln!("{message}");
+        }
+    }
+
+    fn report(&mut self, message: &str, location: Option<(&str, usize)>) {
+        self.errors += 1;
+        let message = one_line(message);
+        match location {
+            Some((source, line)) => eprintln!("Error: {message} ({source}:{line})"),
+            None => eprintln!("Error: {message}"),
+        }
+    }
+
+    /// Runs a script: its statements and meta-commands in order. `source` names the file in
+    /// error lines. Returns false when it stopped at an error.
+    pub fn run_script(&mut self, script: &str, source: Option<&str>) -> bool {
+        match self.script(script, source) {
+            Ok(()) => true,
+            Err(StepError::Reported) => false,
+            Err(StepError::Message(m)) => {
+                self.report(&m, None);
+                false
+            }
+        }
+    }
+
+    fn script(&mut self, script: &str, source: Option<&str>) -> Step {
+        let mut failed = false;
+        for piece in split(script).into_all() {
+            if self.quit {
+                break;
+            }
+            let line = piece.line();
+            match self.run_piece(piece) {
+                Ok(()) => {}
+                Err(StepError::Reported) => {
+                    failed = true;
+                    if !self.settings.continue_on_error {
+                        return Err(StepError::Reported);
+                    }
+                }
+                Err(StepError::Message(m)) => {
+                    self.report(&m, source.map(|s| (s, line)));
+                    failed = true;
+                    if !self.settings.continue_on_error {
+                        return Err(StepError::Reported);
+                    }
+                }
+            }
+        }
+        if failed {
+            Err(StepError::Reported)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn run_piece(&mut self, piece: Piece) -> Step {
+        match piece {
+            Piece::Sql { text, .. } => self.run_sql(&text),
+            Piece::Meta { text, .. } => {
+                let command: Command = text.parse()?;
+                self.run_command(command)
+            }
+        }
+    }
+
+    /// Runs a script file (for `-f`).
+    pub fn run_file(&mut self, path: &Path) -> bool {
+        match std::fs::read_to_string(path) {
+            Ok(script) => self.run_script(&script, Some(&path.display().to_string())),
+            Err(e) => {
+                self.report(&format!("cannot read {}: {e}", path.display()), None);
+                false
+            }
+        }
+    }
+
+    fn print_options(&self) -> PrintOptions {
+        PrintOptions {
+            format: self.settings.format,
+            maxrows: self.settings.maxrows,
+            fit_width: self.out_is_terminal,
+        }
+    }
+
+    /// Runs a future on the runtime as a task; in the REPL, Ctrl-C aborts it.
+    fn run_task<T: Send + 'static>(
+        &mut self,
+        task: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        let handle = self.rt.spawn(task);
+        let interrupts = &mut self.interrupts;
+        self.rt.block_on(async move {
+            let mut handle = handle;
+            let joined = match interrupts {
+                Some(interrupts) => {
+                    interrupts.clear();
+                    tokio::select! {
+                        joined = &mut handle => joined,
+                        _ = interrupts.next() => {
+                            handle.abort();
+                            let _ = handle.await;
+                            return Err("cancelled".to_string());
+                        }
+                    }
+                }
+                None => handle.await,
+            };
+            joined.map_err(|e| format!("statement failed: {e}"))?
+        })
+    }
+
+    /// Runs one SQL statement and prints its result.
+    fn run_sql(&mut self, sql: &str) -> Step {
+        self.run_sql_titled(sql, "running")
+    }
+
+    fn run_sql_titled(&mut self, sql: &str, title: &str) -> Step {
+        let session = Arc::clone(&self.session);
+        let db = Arc::clone(&self.db);
+        let options = self.print_options();
+        let out = Arc::clone(&self.out);
+        let counter = Counter::for_sql(sql);
+        let show_progress = self.stderr_is_terminal && !self.settings.quiet;
+        let sql = sql.to_string();
+        let title = title.to_string();
+        let started = Instant::now();
+        let printed = self.run_task(async move {
+            let _progress = counter.map(|c| Progress::start(&db, c, &title, show_progress));
+            execute(&session, &sql, options, out)
+                .await
+                .map_err(|e| error_line(&e))
+        })?;
+        self.summary(printed, started.elapsed());
+        Ok(())
+    }
+
+    fn summary(&self, printed: Option<Printed>, elapsed: Duration) {
+        let time = if self.settings.timing {
+            format!(" ({:.3}s)", elapsed.as_secs_f64())
+        } else {
+            String::new()
+        };
+        let text = match printed {
+            None => format!("OK{time}"),
+            Some(p) if p.shown < p.rows => {
+                // Shown even when quiet: the output is incomplete.
+                eprintln!(
+                    "{} rows, {} shown{time} (\\maxrows to change)",
+                    p.rows, p.shown
+                );
+                return;
+            }
+            Some(p) => format!("{} row{}{time}", p.rows, if p.rows == 1 { "" } else { "s" }),
+        };
+        self.status(&text);
+    }
+
+    /// Prints batches of one report in the current format.
+    fn print_batches(&mut self, batches: &[RecordBatch]) -> Step {
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        let target = StatementOutput::new(Arc::clone(&self.out), STATEMENT_BUFFER_BYTES);
+        let mut writer = ResultWriter::new(target, first.schema(), self.print_options());
+        for b in batches {
+            writer.write(b).map_err(|e| e.to_string())?;
+        }
+        let (printed, out) = writer.finish().map_err(|e| e.to_string())?;
+        out.commit()
+            .map_err(|e| format!("writing output failed: {e}"))?;
+        if printed.shown < printed.rows {
+            eprintln!("{} rows, {} shown", printed.rows, printed.shown);
+        }
+        Ok(())
+    }
+
+    fn write_text(&mut self, text: &str) -> Step {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(out, "{text}")
+            .and_then(|_| out.flush())
+            .map_err(|e| StepError::Message(format!("writing output failed: {e}")))
+    }
+
+    /// Runs one meta-command.
+    fn run_command(&mut self, command: Command) -> Step {
+        match command {
+            Command::Help => self.write_text(&command::help_text()),
+            Command::Quit => {
+                self.quit = true;
+                Ok(())
+            }
+            Command::ListTables => {
+                let report =
+                    command::tables_report(&self.db.list_tables()).map_err(|e| e.to_string())?;
+                self.print_batches(&[report])
+            }
+            Command::Describe(name) => {
+                let batches = if self.db.has_table(&name) {
+                    command::describe_report(&self.db, &name)?
+                } else {
+                    // Not a Strata table: an external table or view has only its columns.
+                    let provider = self
+                        .rt
+                        .block_on(self.session.table_provider(name.as_str()))
+                        .map_err(|_| format!("table '{name}' does not exist"))?;
+                    vec![columns_report(&provider.schema()).map_err(|e| e.to_string())?]
+                };
+                for b in &batches {
+                    self.print_batches(std::slice::from_ref(b))?;
+                }
+                Ok(())
+            }
+            Command::Timing(on) => {
+                self.settings.timing = on.unwrap_or(!self.settings.timing);
+                let state = if self.settings.timing { "on" } else { "off" };
+                self.status(&format!("Timing is {state}."));
+                Ok(())
+            }
+            Command::Format(format) => {
+                self.settings.format = format;
+                self.status(&format!("Output format is {format}."));
+                Ok(())
+            }
+            Command::MaxRows(maxrows) => {
+                self.settings.maxrows = maxrows;
+                self.status(&format!("Showing at most {maxrows} rows."));
+                Ok(())
+            }
+            Command::Include(path) => self.include(&path),
+            Command::Output(None) => {
+                self.out = Arc::new(std::sync::Mutex::new(Box::new(io::stdout())));
+                self.out_is_terminal = io::stdout().is_terminal();
+                self.status("Output goes to standard output.");
+                Ok(())
+            }
+            Command::Output(Some(path)) => {
+                let file = File::create(&path)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                self.out = Arc::new(std::sync::Mutex::new(Box::new(BufWriter::new(file))));
+                self.out_is_terminal = false;
+                self.status(&format!("Output goes to {}.", path.display()));
+                Ok(())
+            }
+            Command::Flush(table) => self.flush(table),
+            Command::Compact(name) => self.compact(&name),
+            Command::Metrics => {
+                let report = command::metrics_report(&self.db).map_err(|e| e.to_string())?;
+                self.print_batches(&[report])
+            }
+            Command::Demo(rows) => self.demo(rows),
+        }
+    }
+
+    fn include(&mut self, path: &Path) -> Step {
+        if self.include_depth >= INCLUDE_DEPTH_MAX {
+            return Err(format!("\\i nested more than {INCLUDE_DEPTH_MAX} deep").into());
+        }
+        let script = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.include_depth += 1;
+        let result = self.script(&script, Some(&path.display().to_string()));
+        self.include_depth -= 1;
+        result
+    }
+
+    /// Runs blocking engine work on a blocking thread with progress of `counter`.
+    fn blocking<T: Send + 'static>(
+        &mut self,
+        title: &str,
+        counter: Counter,
+        work: impl FnOnce(&Db) -> strata_engine::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let db = Arc::clone(&self.db);
+        let show = self.stderr_is_terminal && !self.settings.quiet;
+        let title = title.to_string();
+        self.run_task(async move {
+            let _progress = Progress::start(&db, counter, &title, show);
+            let db2 = Arc::clone(&db);
+            tokio::task::spawn_blocking(move || work(&db2))
+                .await
+                .map_err(|e| format!("{title} failed: {e}"))?
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn flush(&mut self, table: Option<String>) -> Step {
+        let started = Instant::now();
+        let before = self.db.metrics().get("flush_rows").unwrap_or(0);
+        match &table {
+            Some(name) => {
+                let name = name.clone();
+                self.blocking("flushing", Counter::FlushRows, move |db| {
+                    db.table(&name)?.flush()
+                })?
+            }
+            None => self.blocking("flushing", Counter::FlushRows, |db| db.flush())?,
+        }
+        let rows = self
+            .db
+            .metrics()
+            .get("flush_rows")
+            .unwrap_or(0)
+            .saturating_sub(before);
+        let what = table.map_or("every table".to_string(), |t| format!("table {t}"));
+        self.status(&format!(
+            "Flushed {what}: {rows} rows written to SSTables ({:.3}s).",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    fn compact(&mut self, name: &str) -> Step {
+        let started = Instant::now();
+        let table = self.db.table(name).map_err(|e| e.to_string())?;
+        let files = |t: &strata_engine::Table| t.stats().files_per_level.iter().sum::<usize>();
+        let before = files(&table);
+        let t = table.clone();
+        self.blocking("compacting", Counter::ScanRows, move |_| t.compact())?;
+        self.status(&format!(
+            "Compacted table {name}: {before} SSTables before, {} after ({:.3}s).",
+            files(&table),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    fn demo(&mut self, rows: u64) -> Step {
+        const NAME: &str = "events";
+        if self.db.has_table(NAME) {
+            return Err(format!(
+                "table {NAME} already exists; DROP TABLE {NAME} first to reload it"
+            )
+            .into());
+        }
+        let started = Instant::now();
+        let quiet = self.settings.quiet;
+        self.settings.quiet = true;
+        let created = self.run_sql(&strata_datafusion::functions::events_create_table_sql(NAME));
+        let loaded = created.and_then(|()| {
+            self.run_sql_titled(
+                &format!("INSERT INTO {NAME} SELECT * FROM generate_events({rows})"),
+                "loading events",
+            )
+        });
+        self.settings.quiet = quiet;
+        loaded?;
+        self.status(&format!(
+            "Created table {NAME} (id BIGINT PRIMARY KEY, user_id INT, kind VARCHAR, amount DOUBLE, \
+             ts TIMESTAMP) with {rows} rows ({:.3}s). Try:\n  \
+             SELECT kind, count(*) AS n, round(avg(amount), 2) AS avg_amount FROM {NAME} \
+             GROUP BY kind ORDER BY n DESC LIMIT 5;",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// The names the completer offers: every table of the session and their columns.
+    fn names(&self) -> Names {
+        let mut names = Names::default();
+        let ctx = self.session.context();
+        for catalog_name in ctx.catalog_names() {
+            let Some(catalog) = ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                if schema_name == "information_schema" {
+                    continue;
+                }
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                for table in schema.table_names() {
+                    if names.tables.len() < COMPLETION_TABLES_MAX
+                        && let Ok(Some(provider)) = self.rt.block_on(schema.table(&table))
+                    {
+                        names
+                            .columns
+                            .extend(provider.schema().fields().iter().map(|f| f.name().clone()));
+                    }
+                    names.tables.push(table);
+                }
+            }
+        }
+        for info in self.db.list_tables() {
+            names
+                .columns
+                .extend(info.schema.fields().iter().map(|f| f.name().clone()));
+            names.tables.push(info.name);
+        }
+        names.tables.sort();
+        names.tables.dedup();
+        names.columns.sort();
+        names.columns.dedup();
+        names
+    }
+
+    /// The interactive loop: reads statements with rustyline until `\q` or Ctrl-D.
+    pub fn repl(&mut self, history: Option<PathBuf>) -> Result<(), String> {
+        let config = Config::builder()
+            .auto_add_history(false)
+            .max_history_size(10_000)
+            .map_err(|e| e.to_string())?
+            .build();
+        let names = Arc::new(RwLock::new(Names::default()));
+        let mut editor: Editor<StrataHelper, DefaultHistory> = Editor::with_config(config)
+            .map_err(|e| format!("cannot start the line editor: {e}"))?;
+        editor.set_helper(Some(StrataHelper::new(Arc::clone(&names))));
+        if let Some(path) = &history {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            // A missing history file is normal on first use.
+            let _ = editor.load_history(path);
+        }
+        self.interrupts =
+            Some(Interrupts::install(&self.rt).map_err(|e| format!("cannot handle Ctrl-C: {e}"))?);
+        while !self.quit {
+            *names.write().unwrap_or_else(|p| p.into_inner()) = self.names();
+            match editor.readline("strata> ") {
+                Ok(input) => {
+                    if input.trim().is_empty() {
+                        continue;
+                    }
+                    let _ = editor.add_history_entry(input.trim_end());
+                    if let Some(path) = &history {
+                        // History survives a crash of the session.
+                        let _ = editor.append_history(path);
+                    }
+                    let previous = self.settings.continue_on_error;
+                    self.settings.continue_on_error = true;
+                    self.run_script(&input, None);
+                    self.settings.continue_on_error = previous;
+                }
+                Err(ReadlineError::Interrupted) => {
+                    // Ctrl-C at the prompt clears the line.
+                    continue;
+                }
+                Err(ReadlineError::Eof) => break,
+                Err(e) => return Err(format!("reading input failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `sql` and writes its result; `None` for statements without a result set.
+async fn execute(
+    session: &StrataSession,
+    sql: &str,
+    options: PrintOptions,
+    out: SharedOut,
+) -> Result<Option<Printed>, DataFusionError> {
+    let df = session.sql(sql).await?;
+    let mut stream = df.execute_stream().await?;
+    let schema = stream.schema();
+    if schema.fields().is_empty() {
+        while let Some(batch) = stream.next().await {
+            batch?;
+        }
+        return Ok(None);
+    }
+    let target = StatementOutput::new(out, STATEMENT_BUFFER_BYTES);
+    let mut writer = ResultWriter::new(target, schema, options);
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch?)?;
+    }
+    let (printed, target) = writer.finish()?;
+    target.commit()?;
+    Ok(Some(printed))
+}
+
+/// A one-row-per-column report of a schema (for tables that are not Strata tables).
+fn columns_report(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{BooleanArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let fields = schema.fields();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("column", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("nullable", DataType::Boolean, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.name().clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.data_type().to_string()),
+            )),
+            Arc::new(BooleanArray::from(
+                fields.iter().map(|f| f.is_nullable()).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+}
+
+/// The message of a DataFusion error in one line, without backtraces; parser errors keep
+/// their `Line: L, Column: C` position.
+pub fn error_line(error: &DataFusionError) -> String {
+    let root = match error {
+        DataFusionError::Context(..) | DataFusionError::Shared(_) => error,
+        other => other.find_root(),
+    };
+    let text = match root {
+        DataFusionError::SQL(e, _) => e.to_string(),
+        DataFusionError::External(e) => e.to_string(),
+        other => other.strip_backtrace(),
+    };
+    one_line(&text)
+}
+
+/// Joins the lines of a message with spaces.
+pub fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The history file: `$STRATA_HISTORY` if set (empty disables history), else
+/// `<user data dir>/strata/history`.
+pub fn history_path() -> Option<PathBuf> {
+    match std::env::var_os(HISTORY_ENV) {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => dirs::data_dir().map(|d| d.join("strata").join("history")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line_with_positions() {
+        let e = datafusion::sql::parser::DFParser::parse_sql("SELECT * FROM").unwrap_err();
+        let line = error_line(&e);
+        assert!(line.starts_with("sql parser error: "), "{line}");
+        assert!(line.contains("Line: 1, Column:"), "{line}");
+        assert!(!line.contains('\n'));
+        let e = DataFusionError::Plan("a\nb".into());
+        assert_eq!(error_line(&e), "Error during planning: a b");
+    }
+}
