@@ -40,12 +40,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "\\format",
-        "NAME",
+        "[NAME]",
         "output format: table, csv, tsv, json, ndjson, markdown",
     ),
     (
         "\\maxrows",
-        "N|unlimited",
+        "[N|unlimited]",
         "most rows shown per result in table and markdown formats",
     ),
     ("\\i", "FILE", "run the statements of a script file"),
@@ -81,10 +81,10 @@ pub enum Command {
     Describe(String),
     /// `\timing [on|off]`; `None` toggles.
     Timing(Option<bool>),
-    /// `\format NAME`.
-    Format(PrintFormat),
-    /// `\maxrows N|unlimited`.
-    MaxRows(MaxRows),
+    /// `\format [NAME]`; `None` shows the current format.
+    Format(Option<PrintFormat>),
+    /// `\maxrows [N|unlimited]`; `None` shows the current limit.
+    MaxRows(Option<MaxRows>),
     /// `\i FILE`.
     Include(PathBuf),
     /// `\o [FILE]`.
@@ -128,10 +128,8 @@ impl FromStr for Command {
                 Some("off") => Ok(Command::Timing(Some(false))),
                 Some(other) => Err(format!("\\timing expects on or off, not '{other}'")),
             },
-            "\\format" | "\\pset" => Ok(Command::Format(need("a format name")?.parse()?)),
-            "\\maxrows" => Ok(Command::MaxRows(
-                need("a row count or 'unlimited'")?.parse()?,
-            )),
+            "\\format" | "\\pset" => Ok(Command::Format(arg.map(|a| a.parse()).transpose()?)),
+            "\\maxrows" => Ok(Command::MaxRows(arg.map(|a| a.parse()).transpose()?)),
             "\\i" | "\\include" => Ok(Command::Include(PathBuf::from(need("a file name")?))),
             "\\o" | "\\out" => Ok(Command::Output(arg.map(PathBuf::from))),
             "\\flush" => Ok(Command::Flush(arg)),
@@ -415,15 +413,20 @@ mod tests {
         );
         assert_eq!(parse("\\timing"), Ok(Command::Timing(None)));
         assert_eq!(parse("\\timing OFF"), Ok(Command::Timing(Some(false))));
-        assert_eq!(parse("\\format csv"), Ok(Command::Format(PrintFormat::Csv)));
+        assert_eq!(
+            parse("\\format csv"),
+            Ok(Command::Format(Some(PrintFormat::Csv)))
+        );
+        assert_eq!(parse("\\format"), Ok(Command::Format(None)));
         assert_eq!(
             parse("\\maxrows 5"),
-            Ok(Command::MaxRows(MaxRows::Limited(5)))
+            Ok(Command::MaxRows(Some(MaxRows::Limited(5))))
         );
         assert_eq!(
             parse("\\maxrows unlimited"),
-            Ok(Command::MaxRows(MaxRows::Unlimited))
+            Ok(Command::MaxRows(Some(MaxRows::Unlimited)))
         );
+        assert_eq!(parse("\\maxrows"), Ok(Command::MaxRows(None)));
         assert_eq!(
             parse("\\i 'my script.sql'"),
             Ok(Command::Include("my script.sql".into()))

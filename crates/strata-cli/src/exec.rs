@@ -10,13 +10,14 @@
 //! `continue_on_error` is set.
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::physical_plan::execute_stream;
 use futures::{FutureExt, StreamExt};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
@@ -29,7 +30,7 @@ use crate::command::{self, Command};
 use crate::helper::{Names, StrataHelper};
 use crate::print::{
     MaxRows, PrintFormat, PrintOptions, Printed, ResultWriter, STATEMENT_BUFFER_BYTES, SharedOut,
-    StatementOutput,
+    StatementOutput, lock_out,
 };
 use crate::progress::{Counter, Progress};
 use crate::split::{Piece, split};
@@ -42,6 +43,13 @@ pub const COMPLETION_TABLES_MAX: usize = 256;
 
 /// Environment variable naming the history file (empty: no history).
 pub const HISTORY_ENV: &str = "STRATA_HISTORY";
+
+/// Longest wait at exit for work of cancelled statements still running on blocking threads.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// Most bytes of one pending statement read from a script (a bound on the memory a script
+/// without `;` can take).
+pub const SCRIPT_STATEMENT_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 /// Settings of a shell that the user can change while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +193,7 @@ impl Shell {
             rt,
             session,
             db,
+            out,
             temp,
             ..
         } = self;
@@ -195,14 +204,21 @@ impl Shell {
             Ok(())
         };
         drop(db);
-        // Statement tasks hold the session; none runs now, so this is the last reference.
-        match Arc::try_unwrap(session) {
-            Ok(session) => drop(session),
-            Err(_) => return Err("the database is still in use at exit".into()),
-        }
-        rt.shutdown_timeout(Duration::from_secs(5));
+        let output = lock_out(&out)
+            .flush()
+            .map_err(|e| format!("writing output failed: {e}"));
+        drop(out);
+        // Work of a cancelled statement may still run on a blocking thread holding the
+        // session; shutting the runtime down waits for it (bounded).
+        rt.shutdown_timeout(SHUTDOWN_WAIT);
+        let closed = match Arc::try_unwrap(session) {
+            Ok(session) => session
+                .close()
+                .map_err(|e| format!("closing the database failed: {}", error_line(&e))),
+            Err(_) => Err("the database is still in use at exit".into()),
+        };
         drop(temp);
-        flushed
+        flushed.and(output).and(closed)
     }
 
     fn status(&self, message: &str) {
@@ -221,9 +237,17 @@ impl Shell {
     }
 
     /// Runs a script: its statements and meta-commands in order. `source` names the file in
-    /// error lines. Returns false when it stopped at an error.
+    /// error lines. Returns false when it stopped at (or, with `continue_on_error`, met) an
+    /// error.
     pub fn run_script(&mut self, script: &str, source: Option<&str>) -> bool {
-        match self.script(script, source) {
+        self.run_input(&mut script.as_bytes(), source)
+    }
+
+    /// Runs a script read from `input` as it arrives: each complete statement runs before
+    /// the next is read, so piped input and large files are never held whole. Returns false
+    /// when it stopped at (or met) an error.
+    pub fn run_input(&mut self, input: &mut dyn BufRead, source: Option<&str>) -> bool {
+        match self.script(input, source) {
             Ok(()) => true,
             Err(StepError::Reported) => false,
             Err(StepError::Message(m)) => {
@@ -233,28 +257,61 @@ impl Shell {
         }
     }
 
-    fn script(&mut self, script: &str, source: Option<&str>) -> Step {
+    fn script(&mut self, input: &mut dyn BufRead, source: Option<&str>) -> Step {
         let mut failed = false;
-        for piece in split(script).into_all() {
-            if self.quit {
-                break;
+        // Text read but not run yet, starting on line `first_line` of the script.
+        let mut pending = String::new();
+        let mut first_line = 1;
+        let mut lines = 0;
+        let mut line = String::new();
+        while !self.quit {
+            line.clear();
+            let eof = input
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read {}: {e}", source.unwrap_or("the script")))?
+                == 0;
+            if !eof {
+                lines += 1;
+                pending.push_str(&line);
             }
-            let line = piece.line();
-            match self.run_piece(piece) {
-                Ok(()) => {}
-                Err(StepError::Reported) => {
-                    failed = true;
-                    if !self.settings.continue_on_error {
-                        return Err(StepError::Reported);
-                    }
+            // Only a `;` or a meta-command line can end a statement.
+            let may_end = eof || line.contains(';') || line.trim_start().starts_with('\\');
+            if !may_end {
+                if pending.len() > SCRIPT_STATEMENT_BYTES_MAX {
+                    return Err(format!(
+                        "a statement of the script (from line {first_line}) is longer than \
+                         {SCRIPT_STATEMENT_BYTES_MAX} bytes; is a ';' missing?"
+                    )
+                    .into());
                 }
-                Err(StepError::Message(m)) => {
-                    self.report(&m, source.map(|s| (s, line)));
-                    failed = true;
-                    if !self.settings.continue_on_error {
-                        return Err(StepError::Reported);
-                    }
+                continue;
+            }
+            let split = split(&pending);
+            if !eof && !split.is_complete() {
+                continue;
+            }
+            for piece in split.into_all() {
+                if self.quit {
+                    break;
                 }
+                let at = first_line + piece.line() - 1;
+                let error = match self.run_piece(piece) {
+                    Ok(()) => continue,
+                    Err(StepError::Reported) => None,
+                    Err(StepError::Message(m)) => Some(m),
+                };
+                if let Some(m) = error {
+                    self.report(&m, source.map(|s| (s, at)));
+                }
+                failed = true;
+                if !self.settings.continue_on_error {
+                    return Err(StepError::Reported);
+                }
+            }
+            pending.clear();
+            first_line = lines + 1;
+            if eof {
+                break;
             }
         }
         if failed {
@@ -276,8 +333,11 @@ impl Shell {
 
     /// Runs a script file (for `-f`).
     pub fn run_file(&mut self, path: &Path) -> bool {
-        match std::fs::read_to_string(path) {
-            Ok(script) => self.run_script(&script, Some(&path.display().to_string())),
+        match File::open(path) {
+            Ok(file) => self.run_input(
+                &mut io::BufReader::new(file),
+                Some(&path.display().to_string()),
+            ),
             Err(e) => {
                 self.report(&format!("cannot read {}: {e}", path.display()), None);
                 false
@@ -310,7 +370,7 @@ impl Shell {
                         _ = interrupts.next() => {
                             handle.abort();
                             let _ = handle.await;
-                            return Err("cancelled".to_string());
+                            return Err("cancelled (Ctrl-C)".to_string());
                         }
                     }
                 }
@@ -322,10 +382,12 @@ impl Shell {
 
     /// Runs one SQL statement and prints its result.
     fn run_sql(&mut self, sql: &str) -> Step {
-        self.run_sql_titled(sql, "running")
+        self.run_sql_titled(sql, "running", true)
     }
 
-    fn run_sql_titled(&mut self, sql: &str, title: &str) -> Step {
+    /// Runs one SQL statement with progress titled `title`; `print: false` runs it for its
+    /// effect only (no result, no status line).
+    fn run_sql_titled(&mut self, sql: &str, title: &str, print: bool) -> Step {
         let session = Arc::clone(&self.session);
         let db = Arc::clone(&self.db);
         let options = self.print_options();
@@ -336,12 +398,14 @@ impl Shell {
         let title = title.to_string();
         let started = Instant::now();
         let printed = self.run_task(async move {
-            let _progress = counter.map(|c| Progress::start(&db, c, &title, show_progress));
-            execute(&session, &sql, options, out)
+            let progress = counter.map(|c| Progress::start(&db, c, &title, show_progress));
+            execute(&session, &sql, options, out, progress, print)
                 .await
                 .map_err(|e| error_line(&e))
         })?;
-        self.summary(printed, started.elapsed());
+        if print {
+            self.summary(printed, started.elapsed());
+        }
         Ok(())
     }
 
@@ -386,7 +450,7 @@ impl Shell {
     }
 
     fn write_text(&mut self, text: &str) -> Step {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = lock_out(&self.out);
         writeln!(out, "{text}")
             .and_then(|_| out.flush())
             .map_err(|e| StepError::Message(format!("writing output failed: {e}")))
@@ -428,13 +492,18 @@ impl Shell {
                 Ok(())
             }
             Command::Format(format) => {
-                self.settings.format = format;
-                self.status(&format!("Output format is {format}."));
+                if let Some(format) = format {
+                    self.settings.format = format;
+                }
+                // Asked for, so shown even when quiet.
+                eprintln!("Output format is {}.", self.settings.format);
                 Ok(())
             }
             Command::MaxRows(maxrows) => {
-                self.settings.maxrows = maxrows;
-                self.status(&format!("Showing at most {maxrows} rows."));
+                if let Some(maxrows) = maxrows {
+                    self.settings.maxrows = maxrows;
+                }
+                eprintln!("Showing at most {} rows per result.", self.settings.maxrows);
                 Ok(())
             }
             Command::Include(path) => self.include(&path),
@@ -466,10 +535,12 @@ impl Shell {
         if self.include_depth >= INCLUDE_DEPTH_MAX {
             return Err(format!("\\i nested more than {INCLUDE_DEPTH_MAX} deep").into());
         }
-        let script = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         self.include_depth += 1;
-        let result = self.script(&script, Some(&path.display().to_string()));
+        let result = self.script(
+            &mut io::BufReader::new(file),
+            Some(&path.display().to_string()),
+        );
         self.include_depth -= 1;
         result
     }
@@ -544,20 +615,28 @@ impl Shell {
             .into());
         }
         let started = Instant::now();
-        let quiet = self.settings.quiet;
-        self.settings.quiet = true;
-        let created = self.run_sql(&strata_datafusion::functions::events_create_table_sql(NAME));
-        let loaded = created.and_then(|()| {
-            self.run_sql_titled(
-                &format!("INSERT INTO {NAME} SELECT * FROM generate_events({rows})"),
-                "loading events",
-            )
-        });
-        self.settings.quiet = quiet;
-        loaded?;
+        self.run_sql_titled(
+            &strata_datafusion::functions::events_create_table_sql(NAME),
+            "creating events",
+            false,
+        )?;
+        let loaded = self.run_sql_titled(
+            &format!("INSERT INTO {NAME} SELECT * FROM generate_events({rows})"),
+            "loading events",
+            false,
+        );
+        if let Err(e) = loaded {
+            // No half-made sample: a failed or cancelled load leaves no table behind.
+            if let Err(drop_error) =
+                self.run_sql_titled(&format!("DROP TABLE IF EXISTS {NAME}"), "dropping", false)
+            {
+                tracing::warn!(?drop_error, "dropping the unfinished demo table");
+            }
+            return Err(e);
+        }
         self.status(&format!(
-            "Created table {NAME} (id BIGINT PRIMARY KEY, user_id INT, kind VARCHAR, amount DOUBLE, \
-             ts TIMESTAMP) with {rows} rows ({:.3}s). Try:\n  \
+            "Loaded {rows} rows into table {NAME} (id BIGINT primary key, user_id INT, kind \
+             VARCHAR, amount DOUBLE, ts TIMESTAMP) in {:.3}s. Try:\n  \
              SELECT kind, count(*) AS n, round(avg(amount), 2) AS avg_amount FROM {NAME} \
              GROUP BY kind ORDER BY n DESC LIMIT 5;",
             started.elapsed().as_secs_f64()
@@ -654,17 +733,26 @@ impl Shell {
     }
 }
 
-/// Runs `sql` and writes its result; `None` for statements without a result set.
+/// Runs `sql` and writes its result (unless `print` is false); `None` for statements without
+/// a result set. `progress` follows the statement's plan and is cleared before the result is
+/// written.
 async fn execute(
     session: &StrataSession,
     sql: &str,
     options: PrintOptions,
     out: SharedOut,
+    progress: Option<Progress>,
+    print: bool,
 ) -> Result<Option<Printed>, DataFusionError> {
     let df = session.sql(sql).await?;
-    let mut stream = df.execute_stream().await?;
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    if let Some(progress) = &progress {
+        progress.follow_plan(&plan);
+    }
+    let mut stream = execute_stream(plan, task_ctx)?;
     let schema = stream.schema();
-    if schema.fields().is_empty() {
+    if !print || schema.fields().is_empty() {
         while let Some(batch) = stream.next().await {
             batch?;
         }
@@ -676,6 +764,7 @@ async fn execute(
         writer.write(&batch?)?;
     }
     let (printed, target) = writer.finish()?;
+    drop(progress);
     target.commit()?;
     Ok(Some(printed))
 }
@@ -719,7 +808,14 @@ pub fn error_line(error: &DataFusionError) -> String {
         DataFusionError::External(e) => e.to_string(),
         other => other.strip_backtrace(),
     };
-    one_line(&text)
+    // Wrapped errors repeat their kind ("Parquet error: Parquet error: ..."): say it once.
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    one_line(&parts.join(": "))
 }
 
 /// Joins the lines of a message with spaces.
@@ -747,12 +843,14 @@ mod tests {
 
     #[test]
     fn errors_are_one_line_with_positions() {
-        let e = datafusion::sql::parser::DFParser::parse_sql("SELECT * FROM").unwrap_err();
+        let e = datafusion::sql::parser::DFParser::parse_sql("SELECT 1;\nSELEC 2").unwrap_err();
         let line = error_line(&e);
         assert!(line.starts_with("sql parser error: "), "{line}");
-        assert!(line.contains("Line: 1, Column:"), "{line}");
+        assert!(line.contains("Line: 2, Column: 1"), "{line}");
         assert!(!line.contains('\n'));
         let e = DataFusionError::Plan("a\nb".into());
         assert_eq!(error_line(&e), "Error during planning: a b");
+        let e = DataFusionError::Execution("Parquet error: Parquet error: bad footer".into());
+        assert_eq!(error_line(&e), "Execution error: Parquet error: bad footer");
     }
 }

@@ -134,7 +134,10 @@ impl Hinter for StrataHelper {
     type Hint = String;
 
     fn hint(&self, line: &str, pos: usize, ctx: &Context<'_>) -> Option<String> {
-        self.hinter.hint(line, pos, ctx)
+        // Only the rest of the current line: a hint spanning lines would push the screen.
+        let hint = self.hinter.hint(line, pos, ctx)?;
+        let first = hint.split('\n').next().unwrap_or_default();
+        (!first.is_empty()).then(|| first.to_string())
     }
 }
 

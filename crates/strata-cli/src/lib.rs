@@ -25,7 +25,7 @@ pub mod print;
 pub mod progress;
 pub mod split;
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use crate::args::{Args, DEFAULT_DATA_DIR, Input};
@@ -81,11 +81,11 @@ fn run_inner(args: Args) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let session = strata_datafusion::open(dir.path(), options)
             .map_err(|e| format!("cannot open a temporary database: {}", exec::error_line(&e)))?;
-        (
-            session,
-            Some(dir),
-            "a throw-away in-memory database (deleted at exit)".to_string(),
-        )
+        let what = format!(
+            "a throw-away database in {} (deleted at exit)",
+            dir.path().display()
+        );
+        (session, Some(dir), what)
     } else {
         let path = args
             .data_dir
@@ -134,14 +134,7 @@ fn run_inner(args: Args) -> Result<ExitCode, String> {
             }
         }
     } else if !interactive {
-        let mut script = String::new();
-        match std::io::stdin().read_to_string(&mut script) {
-            Ok(_) => ok = shell.run_script(&script, Some("<stdin>")),
-            Err(e) => {
-                eprintln!("Error: cannot read standard input: {e}");
-                ok = false;
-            }
-        }
+        ok = shell.run_input(&mut std::io::stdin().lock(), Some("<stdin>"));
     } else {
         if !args.quiet {
             println!(

@@ -251,11 +251,9 @@ impl<W: Write> ResultWriter<W> {
                 w.into_inner()
             }
             Sink::Json(mut w) => {
+                // An empty result is written as `[]` by the writer itself.
                 w.finish()?;
                 let mut out = w.into_inner();
-                if rows == 0 {
-                    out.write_all(b"[]")?;
-                }
                 out.write_all(b"\n")?;
                 out
             }
@@ -375,25 +373,26 @@ impl StatementOutput {
 
     /// Writes what was held back and flushes the target.
     pub fn commit(mut self) -> io::Result<()> {
-        let mut target = lock(&self.target);
+        let mut target = lock_out(&self.target);
         target.write_all(&self.held)?;
         self.held.clear();
         target.flush()
     }
 }
 
-fn lock(out: &SharedOut) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+/// Locks the shared output, also after a panic of another writer.
+pub fn lock_out(out: &SharedOut) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
     out.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Write for StatementOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.spilled {
-            return lock(&self.target).write(buf);
+            return lock_out(&self.target).write(buf);
         }
         self.held.extend_from_slice(buf);
         if self.held.len() > self.limit {
-            lock(&self.target).write_all(&self.held)?;
+            lock_out(&self.target).write_all(&self.held)?;
             self.held.clear();
             self.spilled = true;
         }
@@ -402,7 +401,7 @@ impl Write for StatementOutput {
 
     fn flush(&mut self) -> io::Result<()> {
         if self.spilled {
-            lock(&self.target).flush()
+            lock_out(&self.target).flush()
         } else {
             Ok(())
         }

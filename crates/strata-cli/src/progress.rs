@@ -1,14 +1,19 @@
 //! Progress of long statements: a spinner with rows and rows per second on standard error.
 //!
-//! Progress is real: it is read from one of the engine's monotonic counters (rows written for
-//! INSERT and bulk loads, rows read by scans for COPY, rows flushed for `\flush`) sampled while
-//! the statement runs, minus the value when it started. Nothing is drawn unless standard error
-//! is a terminal, and nothing before [`SHOW_AFTER`] has passed, so quick statements and piped
-//! output see no progress at all. The bar is cleared when the statement ends.
+//! Progress is real. A SQL statement starts on one of the engine's monotonic counters (rows
+//! written, rows read by scans, rows flushed), sampled while it runs minus its value at the
+//! start; once the statement's physical plan exists, the count switches to the plan's own live
+//! metrics ([`plan_rows`]: rows produced by the inputs of the root, e.g. the rows an `INSERT`
+//! or `COPY` has received so far, which the engine counters only see at the atomic commit).
+//! Engine work without a plan (`\flush`, `\compact`) stays on its counter. Nothing is drawn
+//! unless standard error is a terminal, and nothing before [`SHOW_AFTER`] has passed, so quick
+//! statements and piped output see no progress at all. The bar is cleared when the statement
+//! ends or when its caller drops the [`Progress`] before printing a result.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::physical_plan::ExecutionPlan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_engine::Db;
 
@@ -56,10 +61,60 @@ impl Counter {
             .map(str::to_ascii_uppercase)
             .collect();
         match words.first().map(String::as_str) {
-            Some("INSERT" | "REPLACE" | "UPDATE" | "DELETE") => Some(Counter::RowsWritten),
+            Some("INSERT" | "REPLACE") => Some(Counter::RowsWritten),
+            Some("UPDATE" | "DELETE") => Some(Counter::ScanRows),
             Some("CREATE") if words.iter().any(|w| w == "TABLE") => Some(Counter::RowsWritten),
             Some("COPY") => Some(Counter::ScanRows),
             _ => None,
+        }
+    }
+}
+
+/// Rows produced so far by the inputs of `plan`'s root: for each child, its `output_rows`
+/// metric if it records one, else the sum over its own children, recursively. `None` when no
+/// node below the root records output rows (then the plan cannot show progress).
+///
+/// DataFusion's metrics are shared counters updated while the plan runs, so sampling a plan
+/// that is executing gives live values. The root itself is skipped: for `INSERT` and `COPY`
+/// it is the sink, which reports what it wrote only at the end.
+pub fn plan_rows(plan: &dyn ExecutionPlan) -> Option<u64> {
+    let mut total = None;
+    for child in plan.children() {
+        let rows = child
+            .metrics()
+            .and_then(|m| m.output_rows())
+            .map(|n| n as u64)
+            .or_else(|| plan_rows(child.as_ref()));
+        if let Some(rows) = rows {
+            total = Some(total.unwrap_or(0) + rows);
+        }
+    }
+    total
+}
+
+/// Where the displayed row count comes from.
+struct Source {
+    /// The engine counter, and its value when the statement started.
+    counter: Counter,
+    base: u64,
+    /// The statement's physical plan once it runs ([`plan_rows`]).
+    plan: Option<Arc<dyn ExecutionPlan>>,
+}
+
+impl Source {
+    /// The progress text without the rate, and the count the rate is computed from.
+    fn message(&self, db: &Db) -> (String, u64) {
+        let engine = sample(db, self.counter).saturating_sub(self.base);
+        match &self.plan {
+            None => (format!("{engine} {}", self.counter.label()), engine),
+            Some(plan) => {
+                let rows = plan_rows(plan.as_ref()).unwrap_or(0);
+                match self.counter {
+                    // A write commits its rows atomically at the end: both phases show.
+                    Counter::RowsWritten => (format!("{rows} rows in, {engine} written"), rows),
+                    _ => (format!("{rows} rows"), rows),
+                }
+            }
         }
     }
 }
@@ -69,11 +124,16 @@ fn sample(db: &Db, counter: Counter) -> u64 {
     db.metrics().get(counter.metric()).unwrap_or(0)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A running progress display; stops and clears when dropped.
 pub struct Progress {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The bar once shown; taken (and cleared) by `drop`, after which the task cannot draw.
     bar: Arc<Mutex<Option<ProgressBar>>>,
+    source: Arc<Mutex<Source>>,
 }
 
 impl Progress {
@@ -81,17 +141,23 @@ impl Progress {
     /// terminal). Must be called inside a Tokio runtime.
     pub fn start(db: &Arc<Db>, counter: Counter, title: &str, enabled: bool) -> Progress {
         let shared: Arc<Mutex<Option<ProgressBar>>> = Arc::new(Mutex::new(None));
+        let source = Arc::new(Mutex::new(Source {
+            counter,
+            base: if enabled { sample(db, counter) } else { 0 },
+            plan: None,
+        }));
         if !enabled {
             return Progress {
                 task: None,
                 bar: shared,
+                source,
             };
         }
         let db = Arc::clone(db);
         let title = title.to_string();
-        let base = sample(&db, counter);
         let started = Instant::now();
         let slot = Arc::clone(&shared);
+        let from = Arc::clone(&source);
         let task = tokio::spawn(async move {
             tokio::time::sleep(SHOW_AFTER).await;
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -100,19 +166,15 @@ impl Progress {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_prefix(title);
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+            *lock(&slot) = Some(bar);
             loop {
-                let rows = sample(&db, counter).saturating_sub(base);
+                let (text, rows) = lock(&from).message(&db);
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
                 let drawn = {
-                    let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    let guard = lock(&slot);
                     match guard.as_ref() {
                         Some(bar) => {
-                            bar.set_message(format!(
-                                "{rows} {} ({:.0} rows/s)",
-                                counter.label(),
-                                rows as f64 / secs
-                            ));
+                            bar.set_message(format!("{text} ({:.0} rows/s)", rows as f64 / secs));
                             bar.tick();
                             true
                         }
@@ -128,6 +190,17 @@ impl Progress {
         Progress {
             task: Some(task),
             bar: shared,
+            source,
+        }
+    }
+
+    /// Counts the rows flowing through `plan` (see [`plan_rows`]) from now on, if its root has
+    /// inputs; a plan without (such as `DELETE`, which scans inside one node) keeps the engine
+    /// counter. Operators register their metrics when they start, so a plan about to run
+    /// counts 0 until then.
+    pub fn follow_plan(&self, plan: &Arc<dyn ExecutionPlan>) {
+        if self.task.is_some() && !plan.children().is_empty() {
+            lock(&self.source).plan = Some(Arc::clone(plan));
         }
     }
 }
@@ -137,7 +210,7 @@ impl Drop for Progress {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        let bar = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let bar = lock(&self.bar).take();
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -164,5 +237,35 @@ mod tests {
         );
         assert_eq!(Counter::for_sql("SELECT 1"), None);
         assert_eq!(Counter::for_sql("CREATE VIEW v AS SELECT 1"), None);
+        assert_eq!(
+            Counter::for_sql("DELETE FROM t WHERE a > 1"),
+            Some(Counter::ScanRows)
+        );
+    }
+
+    #[test]
+    fn plan_rows_reads_live_metrics_below_the_root() {
+        use datafusion::prelude::SessionContext;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ctx = SessionContext::new();
+            let df = ctx
+                .sql("SELECT v * 2 AS w FROM (VALUES (1), (2), (3), (4)) t(v) WHERE v > 1")
+                .await
+                .unwrap();
+            let plan = df.create_physical_plan().await.unwrap();
+            // Operators register their metrics when they start.
+            assert_eq!(plan_rows(plan.as_ref()), None, "nothing ran yet");
+            let batches = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
+                .await
+                .unwrap();
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+            // The inputs of the root produced at least the 3 result rows (the filter's input
+            // saw all 4 when it is below the root).
+            let rows = plan_rows(plan.as_ref()).unwrap();
+            assert!((3..=4).contains(&rows), "{rows}");
+        });
     }
 }
