@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::execute_stream;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use futures::{FutureExt, StreamExt};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
@@ -394,15 +395,26 @@ impl Shell {
         let out = Arc::clone(&self.out);
         let counter = Counter::for_sql(sql);
         let show_progress = self.stderr_is_terminal && !self.settings.quiet;
+        // A failed COPY would leave a partial file behind: remove what it created.
+        let created = copy_target(sql).filter(|p| !p.exists());
         let sql = sql.to_string();
         let title = title.to_string();
         let started = Instant::now();
-        let printed = self.run_task(async move {
+        let result = self.run_task(async move {
             let progress = counter.map(|c| Progress::start(&db, c, &title, show_progress));
             execute(&session, &sql, options, out, progress, print)
                 .await
                 .map_err(|e| error_line(&e))
-        })?;
+        });
+        let printed = match result {
+            Ok(printed) => printed,
+            Err(e) => {
+                if let Some(path) = created {
+                    remove_output(&path);
+                }
+                return Err(e.into());
+            }
+        };
         if print {
             self.summary(printed, started.elapsed());
         }
@@ -769,6 +781,37 @@ async fn execute(
     Ok(Some(printed))
 }
 
+/// The local file or directory a `COPY ... TO` statement writes, if `sql` is one.
+pub fn copy_target(sql: &str) -> Option<PathBuf> {
+    let mut statements = DFParser::parse_sql(sql).ok()?;
+    if statements.len() != 1 {
+        return None;
+    }
+    let DFStatement::CopyTo(copy) = statements.pop_front()? else {
+        return None;
+    };
+    match copy.target.split_once("://") {
+        None => Some(PathBuf::from(copy.target)),
+        Some(("file", path)) => Some(PathBuf::from(path)),
+        Some(_) => None,
+    }
+}
+
+/// Removes the output of a failed `COPY` (a file, or a directory of partitioned files it
+/// created).
+fn remove_output(path: &Path) {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else if path.exists() {
+        std::fs::remove_file(path)
+    } else {
+        Ok(())
+    };
+    if let Err(error) = removed {
+        tracing::warn!(%error, path = %path.display(), "removing the output of a failed COPY");
+    }
+}
+
 /// A one-row-per-column report of a schema (for tables that are not Strata tables).
 fn columns_report(
     schema: &datafusion::arrow::datatypes::SchemaRef,
@@ -840,6 +883,21 @@ pub fn history_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_targets_are_local_paths_only() {
+        assert_eq!(
+            copy_target("COPY (SELECT 1) TO 'out/x.csv' STORED AS CSV"),
+            Some(PathBuf::from("out/x.csv"))
+        );
+        assert_eq!(
+            copy_target("copy t to 'file:///tmp/y.parquet'"),
+            Some(PathBuf::from("/tmp/y.parquet"))
+        );
+        assert_eq!(copy_target("COPY t TO 's3://bucket/y.parquet'"), None);
+        assert_eq!(copy_target("SELECT 1"), None);
+        assert_eq!(copy_target("COPY t TO 'a.csv'; COPY t TO 'b.csv'"), None);
+    }
 
     #[test]
     fn errors_are_one_line_with_positions() {
