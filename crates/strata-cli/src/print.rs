@@ -526,7 +526,7 @@ mod tests {
 
     #[test]
     fn statement_output_holds_back_until_commit() {
-        let target: SharedOut = Arc::new(Mutex::new(Box::new(SharedVec::default())));
+        let target: SharedOut = Arc::new(Mutex::new(Box::new(SharedVec)));
         // SharedVec appends to a thread-local buffer, read back here.
         let read = |_: &SharedOut| SHARED.with(|s| s.borrow().clone());
         SHARED.with(|s| s.borrow_mut().clear());
