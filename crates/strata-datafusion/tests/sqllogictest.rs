@@ -169,8 +169,8 @@ async fn run_file(path: &Path) -> Result<FileResult, String> {
             _ => false,
         };
         match runner.run_async(record).await {
-            Ok(()) if counted => result.passed += 1,
-            Ok(()) => {}
+            Ok(_) if counted => result.passed += 1,
+            Ok(_) => {}
             Err(e) => result.errors.push(format!("{e}")),
         }
     }
