@@ -233,6 +233,19 @@ fn the_default_data_dir_is_created_in_the_working_directory() {
     let run = s.run(&["-q", "--format", "csv", "-c", "SHOW TABLES"]);
     run.ok();
     assert!(run.stdout.contains(",public,t,BASE TABLE"), "{run:#?}");
+    // A long load draws no progress bar when standard error is not a terminal.
+    let run = s.run(&["-c", "\\demo 150000"]);
+    run.ok();
+    assert_eq!(run.stdout, "");
+    assert!(
+        !run.stderr.contains("loading") && !run.stderr.contains('\r'),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr
+            .starts_with("Loaded 150000 rows into table events"),
+        "{run:#?}"
+    );
     // A throw-away database leaves nothing behind.
     let other = Scratch::new();
     other
@@ -262,6 +275,31 @@ fn stdin_scripts_run_statements_and_meta_commands() {
     );
     assert!(run.stderr.contains("Timing is off."), "{run:#?}");
     assert!(!run.stderr.contains("s)"), "no timings: {run:#?}");
+}
+
+#[test]
+fn included_scripts_and_external_tables() {
+    let s = Scratch::new();
+    s.write("people.csv", b"id,name\n1,ada\n2,alan\n");
+    s.write(
+        "load.sql",
+        b"CREATE EXTERNAL TABLE people_csv STORED AS CSV LOCATION 'people.csv' \
+          OPTIONS ('format.has_header' 'true');\n\
+          INSERT INTO people SELECT id, name FROM people_csv;\n",
+    );
+    let run = s.run_with_stdin(
+        &["db", "-q", "--format", "csv"],
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, name VARCHAR);\n\
+         \\i load.sql\n\
+         \\d people_csv\n\
+         SELECT name FROM people ORDER BY id;\n",
+    );
+    run.ok();
+    assert_eq!(
+        run.stdout,
+        "count\n2\ncolumn,type,nullable\nid,Int64,true\nname,Utf8,true\nname\nada\nalan\n",
+        "{run:#?}"
+    );
 }
 
 #[test]
