@@ -649,6 +649,19 @@ async fn table_options_from_set_and_create_external_table() {
         s.db().options().table_defaults.memtable_kind
     );
 
+    run(&s, "SET strata.profile = 'memory_efficient'")
+        .await
+        .unwrap();
+    run(&s, "CREATE TABLE p (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let profile = strata_engine::Profile::MemoryEfficient.table_options();
+    let options = s.db().table("p").unwrap().options();
+    assert_eq!(options.memtable_kind, profile.memtable_kind);
+    assert_eq!(options.memtable_size_bytes, profile.memtable_size_bytes);
+    assert_eq!(options.compaction.strategy, StrategyKind::SizeTiered);
+    run(&s, "SET strata.profile = 'default'").await.unwrap();
+
     run(
         &s,
         "CREATE EXTERNAL TABLE e (id BIGINT, v VARCHAR, PRIMARY KEY (id)) STORED AS STRATA \
