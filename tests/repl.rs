@@ -233,8 +233,12 @@ fn ctrl_c_cancels_a_running_statement_and_the_session_goes_on() {
     sh.line("SELECT 'rows=' || CAST(count(*) AS VARCHAR) AS r FROM t;");
     sh.expect("rows=0");
     sh.expect(PROMPT);
-    // A long query without a progress bar is cancelled the same way.
-    sh.line("SELECT count(*) FROM generate_events(1000000000000) a WHERE a.amount < 0;");
+    // A long query without a progress bar is cancelled the same way, and so is the rest of
+    // the input it came with.
+    sh.line(
+        "SELECT count(*) FROM generate_events(1000000000000) a WHERE a.amount < 0; \
+         SELECT 'skipped' || '-too' AS s;",
+    );
     let mut cancelled = false;
     for _ in 0..30 {
         sh.send("\x03");
@@ -258,4 +262,5 @@ fn ctrl_c_cancels_a_running_statement_and_the_session_goes_on() {
     sh.send("\x04");
     assert_eq!(sh.exit_code(), 0, "{}", sh.output);
     assert!(!sh.output.contains("never run |"), "{}", sh.output);
+    assert!(!sh.output.contains("skipped-too"), "{}", sh.output);
 }

@@ -7,7 +7,10 @@
 //! `Error: `. A statement runs as a Tokio task; in the REPL, Ctrl-C aborts that task (the
 //! session stays), and a statement that fails or is cancelled writes nothing of its result
 //! (up to [`STATEMENT_BUFFER_BYTES`] are held back). Scripts stop at the first error unless
-//! `continue_on_error` is set.
+//! `continue_on_error` is set, and always at a Ctrl-C (the rest of an input or `\i` script
+//! is dropped). Scripts are read as they arrive, one statement at a time (at most
+//! [`SCRIPT_STATEMENT_BYTES_MAX`] pending). A `COPY ... TO` a local path that fails or is
+//! cancelled has the file or directory it created removed.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
@@ -140,6 +143,8 @@ pub struct Shell {
     stderr_is_terminal: bool,
     interrupts: Option<Interrupts>,
     include_depth: usize,
+    /// Set when Ctrl-C cancelled a statement of the current input.
+    interrupted: bool,
     quit: bool,
     errors: usize,
     /// The directory of a `--memory` database, removed after the database is closed.
@@ -166,6 +171,7 @@ impl Shell {
             stderr_is_terminal: io::stderr().is_terminal(),
             interrupts: None,
             include_depth: 0,
+            interrupted: false,
             quit: false,
             errors: 0,
             temp,
@@ -305,7 +311,7 @@ impl Shell {
                     self.report(&m, source.map(|s| (s, at)));
                 }
                 failed = true;
-                if !self.settings.continue_on_error {
+                if !self.settings.continue_on_error || self.interrupted {
                     return Err(StepError::Reported);
                 }
             }
@@ -361,7 +367,9 @@ impl Shell {
     ) -> Result<T, String> {
         let handle = self.rt.spawn(task);
         let interrupts = &mut self.interrupts;
-        self.rt.block_on(async move {
+        let mut cancelled = false;
+        let cancelled_flag = &mut cancelled;
+        let result = self.rt.block_on(async move {
             let mut handle = handle;
             let joined = match interrupts {
                 Some(interrupts) => {
@@ -371,6 +379,7 @@ impl Shell {
                         _ = interrupts.next() => {
                             handle.abort();
                             let _ = handle.await;
+                            *cancelled_flag = true;
                             return Err("cancelled (Ctrl-C)".to_string());
                         }
                     }
@@ -378,7 +387,9 @@ impl Shell {
                 None => handle.await,
             };
             joined.map_err(|e| format!("statement failed: {e}"))?
-        })
+        });
+        self.interrupted |= cancelled;
+        result
     }
 
     /// Runs one SQL statement and prints its result.
@@ -730,6 +741,7 @@ impl Shell {
                     }
                     let previous = self.settings.continue_on_error;
                     self.settings.continue_on_error = true;
+                    self.interrupted = false;
                     self.run_script(&input, None);
                     self.settings.continue_on_error = previous;
                 }
