@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
+/// Longest wait for output of a process that runs while the test talks to it.
+const DEADLINE: Duration = Duration::from_secs(180);
+
 /// A scratch directory for one test.
 struct Scratch {
     dir: tempfile::TempDir,
@@ -317,28 +320,34 @@ fn stdin_statements_run_as_they_arrive() {
     let mut input = first.stdin.take().unwrap();
     input.write_all(b"SELECT 'ready' AS state;\n").unwrap();
     input.flush().unwrap();
-    let mut out = BufReader::new(first.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let started = Instant::now();
-    while lines.len() < 2 {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "early end: {lines:?}"
-        );
-        lines.push(line);
-        assert!(started.elapsed() < Duration::from_secs(120));
-    }
-    assert_eq!(lines, ["state\n", "ready\n"]);
+    // Lines of its output arrive on a channel, so that a hang fails the test instead of
+    // blocking it.
+    let out = BufReader::new(first.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in out.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut next = || match lines.recv_timeout(DEADLINE) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = first.kill();
+            panic!("no output from the first process: {e}");
+        }
+    };
+    assert_eq!([next(), next()], ["state", "ready"]);
     let run = s.run(&["db", "-c", "SELECT 1"]);
     run.failed()
         .one_error(&["cannot open the database in db", "already open"]);
     assert_eq!(run.stdout, "");
     input.write_all(b"SELECT 2 AS two;\n").unwrap();
     drop(input);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert_eq!(rest, "two\n2\n");
+    assert_eq!([next(), next()], ["two", "2"]);
+    drop(next);
+    reader.join().unwrap();
     assert!(first.wait().unwrap().success());
     // Released at exit.
     s.run(&["db", "-c", "SELECT 1"]).ok();
