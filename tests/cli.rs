@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
@@ -346,7 +346,6 @@ fn stdin_statements_run_as_they_arrive() {
     input.write_all(b"SELECT 2 AS two;\n").unwrap();
     drop(input);
     assert_eq!([next(), next()], ["two", "2"]);
-    drop(next);
     reader.join().unwrap();
     assert!(first.wait().unwrap().success());
     // Released at exit.
