@@ -9,8 +9,25 @@
 //! STRATA_BENCH_N=200000 STRATA_BENCH_ONLY=fillrandom,readrandom cargo bench --bench kv
 //! ```
 //!
-//! Prints a markdown table and writes `target/bench-results/kv.json`. Data follow the
-//! generators of BENCHMARKS.md exactly (16-byte decimal keys, 100-byte values).
+//! Prints markdown tables and writes `benches/results/kv.json` and `kv.md` (another directory
+//! with `STRATA_BENCH_RESULTS`). Data follow the generators of BENCHMARKS.md exactly (16-byte
+//! decimal keys, 100-byte values).
+//!
+//! The `overwrite` workload is a compaction study: each compaction set-up (Strata leveled and
+//! size-tiered, RocksDB leveled and universal, all with the same level sizes and triggers)
+//! gets a fresh database loaded with the N keys of fillrandom, flushed and left to settle; then
+//! N random overwrites are timed while compaction runs in the background. Reported: throughput,
+//! the longest single put, write amplification (bytes written by flushes and compactions, and
+//! with the WAL, over the user bytes of the overwrites), space amplification (bytes on disk over
+//! live user bytes, after settling and after a full compaction), stall time from each engine's
+//! own counters, and readrandom / seekrandom before and after a full compaction.
+//!
+//! Environment: `STRATA_BENCH_N` (default 1,000,000), `STRATA_BENCH_ONLY` (comma-separated
+//! workloads), `STRATA_BENCH_DIR` (where the databases go; default `target`),
+//! `STRATA_BENCH_RESULTS` (where the tables go; default `benches/results`),
+//! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
+//! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
+//! through several levels; default 1, the defaults).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -83,8 +100,51 @@ trait Engine: Send + Sync {
     /// Reads `count` pairs from `start`; returns how many were read.
     fn seek(&self, start: &[u8], count: usize) -> usize;
     fn scan_all(&self) -> usize;
-    /// Writes memtables out and waits for background work to settle.
+    /// Writes memtables out and waits for the flush.
     fn flush(&self);
+    /// Waits until background compaction has nothing left to do (at most `limit`); returns
+    /// false on timeout.
+    fn settle(&self, limit: Duration) -> bool;
+    /// Compacts everything into the fewest runs the strategy allows and waits for it.
+    fn compact_all(&self);
+    /// The engine's own write counters, where it has them.
+    fn counters(&self) -> Counters;
+}
+
+/// Cumulative write counters of one engine (bytes and microseconds).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    /// Bytes appended to the write-ahead log.
+    wal_bytes: u64,
+    /// SST bytes written by flushes.
+    flush_bytes: u64,
+    /// SST bytes written by compactions.
+    compaction_bytes: u64,
+    /// Microseconds writers were stalled or slowed down (`None`: not reported).
+    stall_micros: Option<u64>,
+}
+
+impl Counters {
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            wal_bytes: self.wal_bytes - before.wal_bytes,
+            flush_bytes: self.flush_bytes - before.flush_bytes,
+            compaction_bytes: self.compaction_bytes - before.compaction_bytes,
+            stall_micros: self
+                .stall_micros
+                .zip(before.stall_micros)
+                .map(|(a, b)| a - b),
+        }
+    }
+}
+
+/// How an engine compacts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Style {
+    /// Leveled compaction (every engine's default).
+    Leveled,
+    /// Size-tiered (Strata) / universal (RocksDB).
+    Tiered,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -121,20 +181,57 @@ impl Kind {
 const MEMTABLE_BYTES: usize = 64 << 20;
 const RECOVERY_MEMTABLE_BYTES: usize = 2 << 30;
 const CACHE_BYTES: usize = 256 << 20;
+/// Level-1 target and target file size: Strata's and RocksDB's defaults.
+const LEVEL_BASE_BYTES: u64 = 256 << 20;
+const TARGET_FILE_BYTES: u64 = 64 << 20;
 
 fn open(kind: Kind, dir: &Path, memtable_bytes: usize) -> Box<dyn Engine> {
+    open_styled(kind, dir, memtable_bytes, Style::Leveled, false, 1)
+}
+
+/// Opens an engine with a compaction style; `statistics` turns on RocksDB's statistics (which
+/// cost it some throughput, so the plain workloads run without them). `scale` divides the
+/// level-1 target (256 MiB) and the target file size (64 MiB) of both Strata and RocksDB alike
+/// (1: their defaults), so that a small N still goes through several levels.
+fn open_styled(
+    kind: Kind,
+    dir: &Path,
+    memtable_bytes: usize,
+    style: Style,
+    statistics: bool,
+    scale: u64,
+) -> Box<dyn Engine> {
     match kind {
-        Kind::Strata => Box::new(strata::Strata::open(dir, memtable_bytes)),
+        Kind::Strata => {
+            let _ = statistics; // Strata's metrics are always on.
+            Box::new(strata::Strata::open(dir, memtable_bytes, style, scale))
+        }
         #[cfg(feature = "peers")]
-        Kind::RocksDb => Box::new(peers::Rocks::open(dir, memtable_bytes)),
+        Kind::RocksDb => Box::new(peers::Rocks::open(
+            dir,
+            memtable_bytes,
+            style,
+            statistics,
+            scale,
+        )),
         #[cfg(feature = "peers")]
-        Kind::Fjall => Box::new(peers::Fjall::open(dir, memtable_bytes)),
+        Kind::Fjall => {
+            assert_eq!(
+                style,
+                Style::Leveled,
+                "fjall runs with its default strategy only"
+            );
+            Box::new(peers::Fjall::open(dir, memtable_bytes))
+        }
     }
 }
 
 mod strata {
     use super::*;
-    use strata_engine::{Db, KvStore, Options, SyncMode, TableOptions, WriteBatch, WriteOptions};
+    use strata_engine::{
+        CompactionOptions, Db, KvStore, Options, StrategyKind, SyncMode, TableOptions, WriteBatch,
+        WriteOptions,
+    };
 
     pub struct Strata {
         db: Db,
@@ -142,13 +239,26 @@ mod strata {
     }
 
     impl Strata {
-        pub fn open(dir: &Path, memtable_bytes: usize) -> Self {
+        /// Default options except the memtable size, the block cache and the strategy; the
+        /// compaction defaults (L0 trigger 4, level base 256 MiB, multiplier 10, 64 MiB files;
+        /// tiered size ratio 1 %, merge width 2..32, space amplification 200 %) match RocksDB's.
+        pub fn open(dir: &Path, memtable_bytes: usize, style: Style, scale: u64) -> Self {
+            let strategy = match style {
+                Style::Leveled => StrategyKind::Leveled,
+                Style::Tiered => StrategyKind::SizeTiered,
+            };
             let options = Options {
                 sync_mode: SyncMode::Never,
                 block_cache_bytes: CACHE_BYTES,
                 write_buffer_budget_bytes: (memtable_bytes * 4).max(512 << 20),
                 table_defaults: TableOptions {
                     memtable_size_bytes: memtable_bytes,
+                    compaction: CompactionOptions {
+                        strategy,
+                        level_base_bytes: LEVEL_BASE_BYTES / scale,
+                        target_file_size_bytes: TARGET_FILE_BYTES / scale,
+                        ..CompactionOptions::default()
+                    },
                     ..TableOptions::default()
                 },
                 ..Options::default()
@@ -187,6 +297,40 @@ mod strata {
         fn flush(&self) {
             self.db.flush().expect("flush");
         }
+
+        fn settle(&self, limit: Duration) -> bool {
+            let table = self.kv.table();
+            let options = table.options().compaction;
+            let Some(strategy) = options.strategy.strategy() else {
+                return true;
+            };
+            let start = Instant::now();
+            // A running task stays in the version until it is installed, so the strategy
+            // keeps proposing work until the background worker has done it all.
+            while start.elapsed() < limit {
+                let levels = table.view().expect("view").files_by_level();
+                if strategy.pick(&levels, &options).is_none() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        }
+
+        fn compact_all(&self) {
+            self.kv.table().compact().expect("compact");
+        }
+
+        fn counters(&self) -> Counters {
+            let m = self.db.metrics();
+            let get = |name: &str| m.get(name).unwrap_or(0);
+            Counters {
+                wal_bytes: get("wal_bytes"),
+                flush_bytes: get("flush_bytes"),
+                compaction_bytes: get("compaction_bytes_written"),
+                stall_micros: Some(get("write_stall_micros") + get("write_slowdown_micros")),
+            }
+        }
     }
 }
 
@@ -194,15 +338,36 @@ mod strata {
 mod peers {
     use super::*;
 
+    use rocksdb::statistics::Ticker;
+
     pub struct Rocks {
         db: rocksdb::DB,
+        /// Kept for its statistics object (shared with the open database).
+        options: rocksdb::Options,
     }
 
     impl Rocks {
-        pub fn open(dir: &Path, memtable_bytes: usize) -> Self {
+        /// Leveled: RocksDB's defaults (L0 trigger 4, 256 MiB level base, multiplier 10,
+        /// 64 MiB files). Universal: its defaults (size ratio 1 %, min merge width 2, space
+        /// amplification 200 %).
+        pub fn open(
+            dir: &Path,
+            memtable_bytes: usize,
+            style: Style,
+            statistics: bool,
+            scale: u64,
+        ) -> Self {
             let mut options = rocksdb::Options::default();
             options.create_if_missing(true);
+            if statistics {
+                options.enable_statistics();
+            }
+            if style == Style::Tiered {
+                options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+            }
             options.set_write_buffer_size(memtable_bytes);
+            options.set_max_bytes_for_level_base(LEVEL_BASE_BYTES / scale);
+            options.set_target_file_size_base(TARGET_FILE_BYTES / scale);
             options.set_compression_type(rocksdb::DBCompressionType::Snappy);
             options.increase_parallelism(2);
             options.set_max_background_jobs(2);
@@ -212,6 +377,7 @@ mod peers {
             options.set_block_based_table_factory(&table);
             Rocks {
                 db: rocksdb::DB::open(&options, dir).expect("open rocksdb"),
+                options,
             }
         }
     }
@@ -238,6 +404,36 @@ mod peers {
 
         fn flush(&self) {
             self.db.flush().expect("flush");
+        }
+
+        fn settle(&self, limit: Duration) -> bool {
+            let start = Instant::now();
+            let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+            while start.elapsed() < limit {
+                if int("rocksdb.compaction-pending") == 0
+                    && int("rocksdb.num-running-compactions") == 0
+                    && int("rocksdb.num-running-flushes") == 0
+                    && int("rocksdb.mem-table-flush-pending") == 0
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        }
+
+        fn compact_all(&self) {
+            self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        }
+
+        fn counters(&self) -> Counters {
+            let t = |ticker| self.options.get_ticker_count(ticker);
+            Counters {
+                wal_bytes: t(Ticker::WalFileBytes),
+                flush_bytes: t(Ticker::FlushWriteBytes),
+                compaction_bytes: t(Ticker::CompactWriteBytes),
+                stall_micros: Some(t(Ticker::StallMicros)),
+            }
         }
     }
 
@@ -296,21 +492,54 @@ mod peers {
                 .expect("persist");
             self.partition.rotate_memtable_and_wait().expect("rotate");
         }
+
+        fn settle(&self, _limit: Duration) -> bool {
+            // fjall exposes no "compaction pending" signal; it is not in the compaction study.
+            true
+        }
+
+        fn compact_all(&self) {
+            self.partition.major_compact().expect("major compaction");
+        }
+
+        fn counters(&self) -> Counters {
+            Counters::default()
+        }
     }
 }
 
-/// Bytes this process has caused to be written to storage (`/proc/self/io`).
-fn written_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|io| {
-            io.lines().find_map(|line| {
-                line.strip_prefix("write_bytes: ")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
+/// Bytes this process has caused to be written to storage, less the dirty bytes of files
+/// deleted before write-back (`/proc/self/io`: `write_bytes - cancelled_write_bytes`).
+fn os_written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        io.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    };
+    field("write_bytes: ").saturating_sub(field("cancelled_write_bytes: "))
 }
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// User bytes of one entry: 16-byte key and 100-byte value.
+const ENTRY_BYTES: u64 = 16 + 100;
+
+/// How long background compaction may take to settle before the figure is marked.
+const SETTLE_LIMIT: Duration = Duration::from_secs(900);
 
 struct Measurement {
     workload: &'static str,
@@ -342,7 +571,7 @@ fn timed(
         note,
     };
     eprintln!(
-        "{:>12} {:>8}: {:>12.0} ops/s  ({:.2}s) {}",
+        "{:>12} {:>16}: {:>12.0} ops/s  ({:.2}s) {}",
         m.workload,
         m.engine,
         m.ops_per_sec(),
@@ -358,15 +587,44 @@ fn fill_random(engine: &dyn Engine, order: &[u64]) {
     }
 }
 
+/// N/2 gets of present keys drawn from `Rng(2)`; every one must be found.
+fn read_random(engine: &dyn Engine, name: &'static str, n: u64) -> Measurement {
+    let mut rng = Rng::new(2);
+    timed("readrandom", name, n / 2, || {
+        let mut found = 0u64;
+        for _ in 0..n / 2 {
+            let j = rng.below(n);
+            found += u64::from(engine.get(&key(2 * j)).is_some());
+        }
+        assert_eq!(found, n / 2, "{name}: readrandom missed keys");
+        String::new()
+    })
+}
+
+/// 10,000 scans of 100 pairs from starts drawn from `Rng(4)`.
+fn seek_random(engine: &dyn Engine, name: &'static str, n: u64) -> Measurement {
+    let mut rng = Rng::new(4);
+    let seeks = 10_000u64;
+    timed("seekrandom", name, seeks, || {
+        let mut read = 0;
+        for _ in 0..seeks {
+            let j = rng.below(n);
+            read += engine.seek(&key(2 * j), 100);
+        }
+        format!("{read} pairs read")
+    })
+}
+
+fn fresh_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(std::env::var("STRATA_BENCH_DIR").unwrap_or_else(|_| "target".into()))
+        .expect("tempdir")
+}
+
 fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) -> Vec<Measurement> {
     let name = kind.name();
     let mut results = Vec::new();
-    let fresh = || {
-        tempfile::tempdir_in(std::env::var("STRATA_BENCH_DIR").unwrap_or_else(|_| "target".into()))
-            .expect("tempdir")
-    };
     if only("fillseq") {
-        let dir = fresh();
+        let dir = fresh_dir();
         let engine = open(kind, dir.path(), MEMTABLE_BYTES);
         results.push(timed("fillseq", name, n, || {
             for j in 0..n {
@@ -376,7 +634,7 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
         }));
     }
     if only("fillsync8") {
-        let dir = fresh();
+        let dir = fresh_dir();
         let engine: Arc<dyn Engine> = Arc::from(open(kind, dir.path(), MEMTABLE_BYTES));
         let total = (n / 20).max(8_000);
         results.push(timed("fillsync8", name, total, || {
@@ -400,10 +658,9 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
         "readmissing",
         "seekrandom",
         "scanall",
-        "overwrite",
     ];
     if reads.iter().any(|w| only(w)) {
-        let dir = fresh();
+        let dir = fresh_dir();
         let engine = open(kind, dir.path(), MEMTABLE_BYTES);
         results.push(timed("fillrandom", name, n, || {
             fill_random(engine.as_ref(), order);
@@ -411,16 +668,7 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
         }));
         engine.flush();
         if only("readrandom") {
-            let mut rng = Rng::new(2);
-            results.push(timed("readrandom", name, n / 2, || {
-                let mut found = 0u64;
-                for _ in 0..n / 2 {
-                    let j = rng.below(n);
-                    found += u64::from(engine.get(&key(2 * j)).is_some());
-                }
-                assert_eq!(found, n / 2, "{name}: readrandom missed keys");
-                String::new()
-            }));
+            results.push(read_random(engine.as_ref(), name, n));
         }
         if only("readmissing") {
             let mut rng = Rng::new(3);
@@ -433,16 +681,7 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
             }));
         }
         if only("seekrandom") {
-            let mut rng = Rng::new(4);
-            let seeks = 10_000u64;
-            results.push(timed("seekrandom", name, seeks, || {
-                let mut read = 0;
-                for _ in 0..seeks {
-                    let j = rng.below(n);
-                    read += engine.seek(&key(2 * j), 100);
-                }
-                format!("{read} pairs read")
-            }));
+            results.push(seek_random(engine.as_ref(), name, n));
         }
         if only("scanall") {
             results.push(timed("scanall", name, n, || {
@@ -451,26 +690,9 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
                 String::new()
             }));
         }
-        if only("overwrite") {
-            let mut rng = Rng::new(5);
-            let before = written_bytes();
-            let mut m = timed("overwrite", name, n, || {
-                for _ in 0..n {
-                    let j = rng.below(n);
-                    engine.put(&key(2 * j), &value(2 * j, 1), false);
-                }
-                String::new()
-            });
-            engine.flush();
-            let user_bytes = n * (16 + 100);
-            let wa = (written_bytes() - before) as f64 / user_bytes as f64;
-            m.note = format!("write amplification {wa:.2} (process write_bytes / user bytes)");
-            eprintln!("    {name} overwrite: {}", m.note);
-            results.push(m);
-        }
     }
     if only("recovery") {
-        let dir = fresh();
+        let dir = fresh_dir();
         {
             let engine = open(kind, dir.path(), RECOVERY_MEMTABLE_BYTES);
             fill_random(engine.as_ref(), order);
@@ -485,6 +707,124 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
         }));
     }
     results
+}
+
+/// One row of the compaction study.
+struct Overwrite {
+    setup: &'static str,
+    /// Overwrite puts per second (compaction running in the background).
+    ops_per_sec: f64,
+    /// Longest single put (includes any stall it waited out).
+    max_put: Duration,
+    /// Time to let compaction finish after the overwrites and a flush.
+    settle: Duration,
+    settled: bool,
+    /// Flush + compaction bytes over the overwrites' user bytes.
+    write_amp: f64,
+    /// The same with the WAL bytes added.
+    write_amp_wal: f64,
+    /// `/proc/self/io` bytes over the user bytes (includes the WAL and metadata).
+    write_amp_os: f64,
+    /// Bytes on disk over live user bytes, after settling.
+    space_amp: f64,
+    /// The same after a full compaction.
+    space_amp_compacted: f64,
+    stall: Option<Duration>,
+    full_compaction: Duration,
+    read_before: f64,
+    read_after: f64,
+    seek_before: f64,
+    seek_after: f64,
+}
+
+/// The compaction set-ups of the study, in one run.
+fn setups() -> Vec<(&'static str, Kind, Style)> {
+    #[allow(unused_mut)]
+    let mut all = vec![
+        ("strata leveled", Kind::Strata, Style::Leveled),
+        ("strata size-tiered", Kind::Strata, Style::Tiered),
+    ];
+    #[cfg(feature = "peers")]
+    all.extend([
+        ("rocksdb leveled", Kind::RocksDb, Style::Leveled),
+        ("rocksdb universal", Kind::RocksDb, Style::Tiered),
+    ]);
+    all
+}
+
+fn overwrite_study(
+    setup: &'static str,
+    kind: Kind,
+    style: Style,
+    n: u64,
+    order: &[u64],
+    scale: u64,
+) -> Overwrite {
+    let dir = fresh_dir();
+    let memtable_bytes = MEMTABLE_BYTES / scale as usize;
+    let engine = open_styled(kind, dir.path(), memtable_bytes, style, true, scale);
+    fill_random(engine.as_ref(), order);
+    engine.flush();
+    let settled_fill = engine.settle(SETTLE_LIMIT);
+    assert!(
+        settled_fill,
+        "{setup}: compaction after the fill did not settle"
+    );
+
+    let counters_before = engine.counters();
+    let os_before = os_written_bytes();
+    let mut rng = Rng::new(5);
+    let mut max_put = Duration::ZERO;
+    let start = Instant::now();
+    for _ in 0..n {
+        let j = rng.below(n);
+        let put_start = Instant::now();
+        engine.put(&key(2 * j), &value(2 * j, 1), false);
+        max_put = max_put.max(put_start.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let settle_start = Instant::now();
+    engine.flush();
+    let settled = engine.settle(SETTLE_LIMIT);
+    let settle = settle_start.elapsed();
+    let delta = engine.counters().since(counters_before);
+    let os_bytes = os_written_bytes() - os_before;
+    let user_bytes = (n * ENTRY_BYTES) as f64;
+    let sst_bytes = (delta.flush_bytes + delta.compaction_bytes) as f64;
+    let space_amp = dir_bytes(dir.path()) as f64 / user_bytes;
+    eprintln!(
+        "{setup}: overwrite {:.0} ops/s, WA {:.2}, space amp {:.2}",
+        n as f64 / elapsed.as_secs_f64(),
+        sst_bytes / user_bytes,
+        space_amp
+    );
+
+    let read_before = read_random(engine.as_ref(), setup, n);
+    let seek_before = seek_random(engine.as_ref(), setup, n);
+    let compact_start = Instant::now();
+    engine.compact_all();
+    let full_compaction = compact_start.elapsed();
+    let space_amp_compacted = dir_bytes(dir.path()) as f64 / user_bytes;
+    let read_after = read_random(engine.as_ref(), setup, n);
+    let seek_after = seek_random(engine.as_ref(), setup, n);
+    Overwrite {
+        setup,
+        ops_per_sec: n as f64 / elapsed.as_secs_f64(),
+        max_put,
+        settle,
+        settled,
+        write_amp: sst_bytes / user_bytes,
+        write_amp_wal: (sst_bytes + delta.wal_bytes as f64) / user_bytes,
+        write_amp_os: os_bytes as f64 / user_bytes,
+        space_amp,
+        space_amp_compacted,
+        stall: delta.stall_micros.map(Duration::from_micros),
+        full_compaction,
+        read_before: read_before.ops_per_sec(),
+        read_after: read_after.ops_per_sec(),
+        seek_before: seek_before.ops_per_sec(),
+        seek_after: seek_after.ops_per_sec(),
+    }
 }
 
 fn main() {
@@ -503,11 +843,28 @@ fn main() {
         eprintln!("== {} (N = {n})", kind.name());
         all.extend(run_engine(kind, n, &only, &order));
     }
-    print_table(&all, n);
-    write_json(&all, n);
+    let scale: u64 = std::env::var("STRATA_BENCH_COMPACTION_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut study = Vec::new();
+    if only("overwrite") {
+        for (setup, kind, style) in setups() {
+            eprintln!("== overwrite: {setup} (N = {n})");
+            study.push(overwrite_study(setup, kind, style, n, &order, scale));
+        }
+    }
+    let mut report = kv_table(&all, n);
+    if !study.is_empty() {
+        report.push('\n');
+        report.push_str(&study_table(&study, n, scale));
+    }
+    println!("\n{report}");
+    write_results(&all, &study, n, &report);
 }
 
-fn print_table(all: &[Measurement], n: u64) {
+fn kv_table(all: &[Measurement], n: u64) -> String {
     let engines: Vec<&str> = Kind::all().iter().map(|k| k.name()).collect();
     let mut workloads: Vec<&str> = Vec::new();
     for m in all {
@@ -515,38 +872,77 @@ fn print_table(all: &[Measurement], n: u64) {
             workloads.push(m.workload);
         }
     }
-    println!("\nKey-value workloads, N = {n} (ops/s; ratios are Strata / peer, same run)\n");
-    let mut header = String::from("| workload |");
+    let mut out =
+        format!("Key-value workloads, N = {n} (ops/s; ratios are Strata / peer, same run)\n\n");
+    out.push_str("| workload |");
     for e in &engines {
-        header.push_str(&format!(" {e} |"));
+        out.push_str(&format!(" {e} |"));
     }
     for e in engines.iter().skip(1) {
-        header.push_str(&format!(" strata/{e} |"));
+        out.push_str(&format!(" strata/{e} |"));
     }
-    println!("{header}");
-    println!("|{}", "---|".repeat(engines.len() * 2));
+    out.push('\n');
+    out.push_str(&format!("|---|{}\n", "---:|".repeat(engines.len() * 2 - 1)));
     for w in workloads {
         let get = |e: &str| {
             all.iter()
                 .find(|m| m.workload == w && m.engine == e)
                 .map(Measurement::ops_per_sec)
         };
-        let mut row = format!("| {w} |");
+        out.push_str(&format!("| {w} |"));
         for e in &engines {
-            row.push_str(&get(e).map_or(" - |".into(), |v| format!(" {v:.0} |")));
+            out.push_str(&get(e).map_or(" - |".into(), |v| format!(" {v:.0} |")));
         }
         for e in engines.iter().skip(1) {
             let ratio = get("strata").zip(get(e)).map(|(s, p)| s / p);
-            row.push_str(&ratio.map_or(" - |".into(), |r| format!(" {r:.2} |")));
+            out.push_str(&ratio.map_or(" - |".into(), |r| format!(" {r:.2} |")));
         }
-        println!("{row}");
+        out.push('\n');
     }
-    for m in all.iter().filter(|m| !m.note.is_empty()) {
-        println!("- {} {}: {}", m.workload, m.engine, m.note);
-    }
+    out
 }
 
-fn write_json(all: &[Measurement], n: u64) {
+fn study_table(study: &[Overwrite], n: u64, scale: u64) -> String {
+    let mut out = format!(
+        "Overwrite with compaction running, N = {n}, memtable {} MiB, level-1 target {} MiB, \
+         target file {} MiB (fresh database per set-up, loaded by fillrandom and settled \
+         first; WA = flush + compaction bytes / user bytes of the overwrites; space amp = \
+         bytes on disk / live user bytes)\n\n\
+         | set-up | overwrite (ops/s) | longest put (ms) | stall (s) | settle (s) | WA | \
+         WA incl. WAL | WA (OS) | space amp | space amp after full compaction | full compaction (s) | \
+         readrandom before (ops/s) | readrandom after | seekrandom before (ops/s) | seekrandom after |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        (MEMTABLE_BYTES as u64 / scale) >> 20,
+        (LEVEL_BASE_BYTES / scale) >> 20,
+        (TARGET_FILE_BYTES / scale) >> 20,
+    );
+    for r in study {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.1} | {} | {:.1}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | \
+             {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            r.setup,
+            r.ops_per_sec,
+            r.max_put.as_secs_f64() * 1e3,
+            r.stall
+                .map_or("n/a".into(), |s| format!("{:.2}", s.as_secs_f64())),
+            r.settle.as_secs_f64(),
+            if r.settled { "" } else { " (timed out)" },
+            r.write_amp,
+            r.write_amp_wal,
+            r.write_amp_os,
+            r.space_amp,
+            r.space_amp_compacted,
+            r.full_compaction.as_secs_f64(),
+            r.read_before,
+            r.read_after,
+            r.seek_before,
+            r.seek_after,
+        ));
+    }
+    out
+}
+
+fn write_results(all: &[Measurement], study: &[Overwrite], n: u64, report: &str) {
     let rows: Vec<serde_json::Value> = all
         .iter()
         .map(|m| {
@@ -560,13 +956,41 @@ fn write_json(all: &[Measurement], n: u64) {
             })
         })
         .collect();
-    let out = serde_json::json!({ "n": n, "results": rows });
-    let dir = Path::new("target/bench-results");
-    if std::fs::create_dir_all(dir).is_ok() {
+    let overwrite: Vec<serde_json::Value> = study
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "setup": r.setup,
+                "ops_per_sec": r.ops_per_sec,
+                "longest_put_ms": r.max_put.as_secs_f64() * 1e3,
+                "stall_seconds": r.stall.map(|s| s.as_secs_f64()),
+                "settle_seconds": r.settle.as_secs_f64(),
+                "settled": r.settled,
+                "write_amplification": r.write_amp,
+                "write_amplification_with_wal": r.write_amp_wal,
+                "write_amplification_os": r.write_amp_os,
+                "space_amplification": r.space_amp,
+                "space_amplification_after_full_compaction": r.space_amp_compacted,
+                "full_compaction_seconds": r.full_compaction.as_secs_f64(),
+                "readrandom_before": r.read_before,
+                "readrandom_after": r.read_after,
+                "seekrandom_before": r.seek_before,
+                "seekrandom_after": r.seek_after,
+            })
+        })
+        .collect();
+    let out = serde_json::json!({ "n": n, "results": rows, "overwrite": overwrite });
+    let dir = std::env::var_os("STRATA_BENCH_RESULTS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results"),
+        std::path::PathBuf::from,
+    );
+    if std::fs::create_dir_all(&dir).is_ok() {
         let _ = std::fs::write(
             dir.join("kv.json"),
             serde_json::to_string_pretty(&out).unwrap_or_default(),
         );
+        let _ = std::fs::write(dir.join("kv.md"), report);
+        eprintln!("wrote {}", dir.join("kv.md").display());
     }
 }
 
