@@ -344,6 +344,30 @@ async fn a_strata_table_exported_to_each_format_reads_back_the_same() {
         .await
         .unwrap();
         assert_same_as_src(&s, &format!("back_{ext}")).await;
+        // And back into a new Strata table: the same rows again.
+        sql(
+            &s,
+            &format!(
+                "CREATE TABLE dst_{ext} (id BIGINT PRIMARY KEY, name VARCHAR, score DOUBLE, \
+                 ok BOOLEAN, day DATE)"
+            ),
+        )
+        .await
+        .unwrap();
+        let loaded = int(
+            &s,
+            &format!(
+                "INSERT INTO dst_{ext} SELECT id, name, score, ok, CAST(day AS DATE) FROM back_{ext}"
+            ),
+        )
+        .await;
+        assert_eq!(loaded, 4, "{format}");
+        s.db()
+            .table(&format!("dst_{ext}"))
+            .unwrap()
+            .flush()
+            .unwrap();
+        assert_same_as_src(&s, &format!("dst_{ext}")).await;
     }
     // Each file really is in its format.
     let bytes = |ext: &str| std::fs::read(dir.path().join(format!("src.{ext}"))).unwrap();
@@ -886,5 +910,23 @@ async fn malformed_csv_writes_nothing() {
             .to_string();
         assert!(e.contains(needle), "{name}: {e}");
         assert_untouched(&s).await;
+    }
+}
+
+#[tokio::test]
+async fn read_only_formats_refuse_copy_and_write_no_file() {
+    let s = session_with_src().await;
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["ORC", "AVRO"] {
+        let file = dir.path().join(format!("src.{}", format.to_lowercase()));
+        let e = sql(
+            &s,
+            &format!("COPY src TO '{}' STORED AS {format}", file.display()),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not implemented"), "{format}: {e}");
+        assert!(!file.exists(), "{format}");
     }
 }
