@@ -240,11 +240,13 @@ fn main() {
     let (mut passed, mut failed, mut failed_files) = (0usize, 0usize, 0usize);
     let started = Instant::now();
     for file in &files {
-        let shown = file
-            .strip_prefix(&roots[0])
-            .unwrap_or(file)
-            .display()
-            .to_string();
+        // Relative to the root it was found under (a root that is the file itself: its path).
+        let shown = roots
+            .iter()
+            .filter_map(|root| file.strip_prefix(root).ok())
+            .map(|rel| rel.display().to_string())
+            .find(|rel| !rel.is_empty())
+            .unwrap_or_else(|| file.display().to_string());
         let begin = Instant::now();
         match runtime.block_on(run_file(file)) {
             Ok(result) => {
