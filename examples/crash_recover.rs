@@ -16,7 +16,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use strata_engine::{Db, Options, SyncMode, TableOptions, WriteBatch};
+use strata::engine::SyncMode;
+use strata::{Db, Options, TableOptions, WriteBatch};
 
 /// Set in the child's environment to the database directory.
 const CHILD_ENV: &str = "STRATA_EXAMPLE_CRASH_CHILD";

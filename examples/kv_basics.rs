@@ -3,13 +3,13 @@
 //! write again.
 //!
 //! A key-value store in Strata is a table `(key BINARY PRIMARY KEY, value BINARY NOT NULL)`
-//! reached through [`strata_engine::KvStore`]. The database lives in a temporary directory.
+//! reached through [`strata::KvStore`]. The database lives in a temporary directory.
 //!
 //! Run: `cargo run --example kv_basics [KEYS]` (default 1,000 generated user keys).
 
 use std::error::Error;
 
-use strata_engine::{Db, Options, WriteBatch};
+use strata::{Db, Options, WriteBatch};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let keys: usize = match std::env::args().nth(1) {
