@@ -22,7 +22,10 @@
 //!    partition stops after `limit` rows that passed it.
 //!
 //! Metrics (`EXPLAIN ANALYZE`): `files_total`, `files_scanned`, `files_pruned` (by key range
-//! and sequence), `point_lookups`, `runs_merged` (merge fan-in of the scanned key span),
+//! and sequence), `row_groups_total` / `row_groups_scanned` / `row_groups_pruned` (row groups
+//! of the scanned files, and the ones the SST key index skips for the key ranges; a point
+//! lookup may skip more through bloom filters), `point_lookups`, `runs_merged` (merge fan-in
+//! of the scanned key span),
 //! `rows_deduplicated` (older versions and tombstones the merge dropped),
 //! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
 //! `output_rows`.
@@ -426,6 +429,14 @@ impl StrataScanExec {
         counter("files_pruned").add(files.len() - scanned.len());
         counter("tombstones_in_scanned_files")
             .add(scanned.iter().map(|f| f.tombstones as usize).sum());
+        let key_ranges: Vec<KeyRange> = base.iter().map(ScanRange::to_key_range).collect();
+        let (row_groups, row_groups_read) = spec
+            .view
+            .row_groups_for(&key_ranges)
+            .map_err(|e| e.to_string())?;
+        counter("row_groups_total").add(row_groups);
+        counter("row_groups_scanned").add(row_groups_read);
+        counter("row_groups_pruned").add(row_groups - row_groups_read);
         let points = base
             .iter()
             .filter(|r| matches!(r, ScanRange::Point(_)))

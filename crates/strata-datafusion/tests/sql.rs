@@ -945,3 +945,70 @@ async fn tables_of_key_columns_only() {
         &batches
     );
 }
+
+#[tokio::test]
+async fn explain_analyze_shows_row_groups_pruned_runs_merged_and_tombstones() {
+    // Small row groups (256 rows) and key-index blocks (64 rows), so one SST of 2,000 rows
+    // has 8 row groups.
+    let options = Options {
+        table_defaults: strata_engine::TableOptions {
+            sst_row_group_rows: 256,
+            sst_index_block_rows: 64,
+            ..strata_engine::TableOptions::default()
+        },
+        ..Options::default()
+    };
+    let s = StrataSession::memory_with(options).unwrap();
+    run(&s, "SET strata.compaction = 'none'").await.unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO t SELECT value, value * 2 FROM generate_series(0, 1999)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+
+    // A key range inside the second row group reads that one only.
+    let plan = physical_plan(&s, "SELECT v FROM t WHERE id BETWEEN 300 AND 400").await;
+    let rows: usize = collect(Arc::clone(&plan), s.task_ctx())
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 101);
+    assert_eq!(scan_metric(&plan, "row_groups_total"), Some(8));
+    assert_eq!(scan_metric(&plan, "row_groups_scanned"), Some(1));
+    assert_eq!(scan_metric(&plan, "row_groups_pruned"), Some(7));
+    // Two disjoint ranges in the first and last row groups read two.
+    let plan = physical_plan(&s, "SELECT v FROM t WHERE id < 10 OR id > 1990").await;
+    collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
+    assert_eq!(scan_metric(&plan, "row_groups_scanned"), Some(2));
+    assert_eq!(scan_metric(&plan, "row_groups_pruned"), Some(6));
+
+    // A second file of 100 tombstones and 100 new versions over the first one.
+    assert_eq!(affected(&s, "DELETE FROM t WHERE id < 100").await, 100);
+    assert_eq!(
+        affected(&s, "UPDATE t SET v = 0 WHERE id >= 1900").await,
+        100
+    );
+    flush(&s, "t");
+    let explain = run(&s, "EXPLAIN ANALYZE SELECT v FROM t").await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&explain)
+        .unwrap()
+        .to_string();
+    // Deleted keys lose their put and their tombstone, updated ones their old version.
+    for expected in [
+        "files_scanned=2",
+        "runs_merged=2",
+        "rows_deduplicated=300",
+        "tombstones_in_scanned_files=100",
+        "row_groups_pruned=0",
+        "output_rows=1.90 K",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in {text}");
+    }
+}

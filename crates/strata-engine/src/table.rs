@@ -684,6 +684,37 @@ impl ReadView {
         let read = vec![schema.seq_index()];
         collect_runs(&self.sv, schema, range, &read, self.read_seq, 1, &[]).len()
     }
+
+    /// Row-group pruning of a scan of `ranges`: `(total, read)`, where `total` counts the row
+    /// groups of the SST files that overlap any range (and are visible at the read sequence)
+    /// and `read` the ones of them the key index makes a scan of the ranges open (each row
+    /// group once). Opens the footers of those files (the scan needs them anyway).
+    pub fn row_groups_for(&self, ranges: &[KeyRange]) -> Result<(usize, usize)> {
+        let (mut total, mut read) = (0usize, 0usize);
+        for file in self.sv.version.files() {
+            let meta = file.meta();
+            let overlapping: Vec<&KeyRange> = ranges
+                .iter()
+                .filter(|r| r.overlaps(&meta.min_key, &meta.max_key))
+                .collect();
+            if overlapping.is_empty() || meta.min_seq > self.read_seq {
+                continue;
+            }
+            let reader = file.reader()?;
+            let mut touched = vec![false; reader.row_groups()];
+            for range in overlapping {
+                let (lower, upper) = range.bounds();
+                for rg in reader.row_groups_for(lower, upper) {
+                    if let Some(t) = touched.get_mut(rg) {
+                        *t = true;
+                    }
+                }
+            }
+            total += touched.len();
+            read += touched.iter().filter(|t| **t).count();
+        }
+        Ok((total, read))
+    }
 }
 
 /// Where a point lookup found its row.

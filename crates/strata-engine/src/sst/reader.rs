@@ -5,7 +5,7 @@
 //! metadata (with the page index), the key index and the bloom filters it has loaded.
 
 use std::collections::HashMap;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -320,6 +320,29 @@ impl SstReader {
 
     fn row_group_of(&self, row: u64) -> usize {
         self.row_group_starts.partition_point(|start| *start <= row) - 1
+    }
+
+    /// The row groups a scan of `lower..upper` reads (the ones holding the key-index blocks
+    /// the bounds select, as in [`SstReader::scan`]); empty when the range holds no block.
+    pub fn row_groups_for(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range<usize> {
+        let first_block = match lower {
+            Bound::Unbounded => Some(0),
+            Bound::Included(k) | Bound::Excluded(k) => {
+                (k <= self.meta.max_key.as_slice()).then(|| self.index.block_for(k))
+            }
+        };
+        let last_block = match upper {
+            Bound::Unbounded => self.blocks().checked_sub(1),
+            Bound::Included(k) | Bound::Excluded(k) => self.index.last_block_upto(k),
+        };
+        match (first_block, last_block) {
+            (Some(first), Some(last)) if first <= last && self.meta.rows > 0 => {
+                let start = first as u64 * self.index.block_rows;
+                let end = ((last as u64 + 1) * self.index.block_rows).min(self.meta.rows);
+                self.row_group_of(start)..self.row_group_of(end - 1) + 1
+            }
+            _ => 0..0,
+        }
     }
 
     /// Bloom filters of the key columns in row group `rg` (loaded once).
