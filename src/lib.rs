@@ -32,3 +32,8 @@ pub use strata_engine::{
     Db, Error, KeyRange, KeyValue, KvStore, MemtableKind, Options, Profile, Result, ScanOptions,
     Table, TableOptions, WriteBatch,
 };
+
+/// The README's Rust snippets, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
