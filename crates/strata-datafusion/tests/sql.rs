@@ -1012,3 +1012,159 @@ async fn explain_analyze_shows_row_groups_pruned_runs_merged_and_tombstones() {
         assert!(text.contains(expected), "{expected} missing in {text}");
     }
 }
+
+/// Copies a directory tree (a database) to `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_statement_cut_short_by_a_crash_is_replayed_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let newest_wal = |db: &std::path::Path| -> std::path::PathBuf {
+        let mut segments: Vec<_> = std::fs::read_dir(db.join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        segments.sort();
+        segments.pop().expect("a WAL segment")
+    };
+    let (before, after) = {
+        let s = strata_datafusion::open(&db, Options::default()).unwrap();
+        run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+            .await
+            .unwrap();
+        run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+            .await
+            .unwrap();
+        let before = std::fs::metadata(newest_wal(&db)).unwrap().len();
+        // One statement: an upsert of key 1, a new key and a key update (delete + insert).
+        run(&s, "UPDATE t SET id = id + 10, v = 'moved'")
+            .await
+            .unwrap();
+        let after = std::fs::metadata(newest_wal(&db)).unwrap().len();
+        s.close().unwrap();
+        (before, after)
+    };
+    assert!(after > before, "the UPDATE wrote no WAL record");
+    // Cut the log anywhere inside the UPDATE's record (a crash during its write): after
+    // recovery the table holds the rows from before it, all of them; with the record whole,
+    // every change of the UPDATE.
+    let step = ((after - before) / 7).max(1);
+    let mut cuts: Vec<u64> = (before..after).step_by(step as usize).collect();
+    cuts.push(after - 1);
+    cuts.push(after);
+    for cut in cuts {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&db, copy.path());
+        let wal = newest_wal(copy.path());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let s = strata_datafusion::open(copy.path(), Options::default()).unwrap();
+        let batches = run(&s, "SELECT id, v FROM t ORDER BY id").await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let old = "+----+---+\n| id | v |\n+----+---+\n| 1  | a |\n| 2  | b |\n+----+---+";
+        let new = "+----+-------+\n| id | v     |\n+----+-------+\n| 11 | moved |\n| 12 | moved |\n+----+-------+";
+        if cut == after {
+            assert_eq!(text, new, "cut at {cut} (whole record)");
+        } else {
+            assert_eq!(text, old, "cut at {cut} of {before}..{after}");
+        }
+        s.close().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn filter_pushdown_is_exact_only_where_key_ranges_enforce_it() {
+    use datafusion::logical_expr::TableProviderFilterPushDown as P;
+    use datafusion::prelude::{col, lit};
+    use strata_datafusion::provider::StrataTable;
+
+    let s = StrataSession::memory().unwrap();
+    run(
+        &s,
+        "CREATE TABLE t (a BIGINT, b VARCHAR, v BIGINT, f DOUBLE, PRIMARY KEY (a, b))",
+    )
+    .await
+    .unwrap();
+    run(&s, "CREATE TABLE fk (x DOUBLE PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    let provider = s.table_provider("t").await.unwrap();
+    let table = provider.downcast_ref::<StrataTable>().unwrap();
+    let filters = [
+        col("a").eq(lit(1i64)),
+        col("a").gt(lit(5i64)).and(col("a").lt(lit(9i64))),
+        col("a").in_list(vec![lit(1i64), lit(3i64)], false),
+        col("a").eq(lit(1i64)).or(col("a").gt_eq(lit(10i64))),
+        // Not exact: later key columns (ranges only narrow them), value columns, a key
+        // predicate mixed with a value one, NOT IN, a NULL literal, a function of the key.
+        col("b").eq(lit("x")),
+        col("v").eq(lit(1i64)),
+        col("a").eq(lit(1i64)).or(col("v").eq(lit(2i64))),
+        col("a").in_list(vec![lit(1i64)], true),
+        col("a").eq(lit(datafusion::common::ScalarValue::Int64(None))),
+        (col("a") + lit(1i64)).eq(lit(2i64)),
+    ];
+    let refs: Vec<&datafusion::logical_expr::Expr> = filters.iter().collect();
+    let answers =
+        datafusion::catalog::TableProvider::supports_filters_pushdown(table, &refs).unwrap();
+    let exact: Vec<bool> = answers.iter().map(|a| *a == P::Exact).collect();
+    assert_eq!(
+        exact,
+        [
+            true, true, true, true, false, false, false, false, false, false
+        ]
+    );
+    assert!(answers.iter().all(|a| *a != P::Unsupported));
+    // Float keys are never exact (their encoding does not order like SQL comparisons).
+    let provider = s.table_provider("fk").await.unwrap();
+    let fk = provider.downcast_ref::<StrataTable>().unwrap();
+    let x = col("x").gt(lit(1.0f64));
+    let answers = datafusion::catalog::TableProvider::supports_filters_pushdown(fk, &[&x]).unwrap();
+    assert_eq!(answers, [P::Inexact]);
+
+    // In plans: an exact filter leaves no FilterExec, an inexact one keeps it (DataFusion
+    // re-checks what the scan's residual filter already applied after the merge).
+    run(
+        &s,
+        "INSERT INTO t VALUES (1, 'x', 1, 0.5), (2, 'y', 2, 1.5), (7, 'z', 3, 2.5)",
+    )
+    .await
+    .unwrap();
+    let exact_plan = plan_text(&physical_plan(&s, "SELECT v FROM t WHERE a > 1").await);
+    assert!(!exact_plan.contains("FilterExec"), "{exact_plan}");
+    let inexact_plan = plan_text(&physical_plan(&s, "SELECT v FROM t WHERE v > 1").await);
+    assert!(inexact_plan.contains("FilterExec"), "{inexact_plan}");
+    assert!(inexact_plan.contains("residual_filter"), "{inexact_plan}");
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE a > 1").await, 2);
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE a = 1 AND b = 'x'").await,
+        1
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE a IN (1, 7) AND v >= 3").await,
+        1
+    );
+
+    // ORDER BY the whole composite key plans no sort either.
+    let ordered = plan_text(&physical_plan(&s, "SELECT a, b, v FROM t ORDER BY a, b").await);
+    assert!(!ordered.contains("SortExec"), "{ordered}");
+}
