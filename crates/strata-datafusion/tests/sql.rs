@@ -470,6 +470,8 @@ async fn a_point_query_reads_fewer_files() {
     let all = physical_plan(&s, "SELECT v FROM t").await;
     collect(Arc::clone(&all), s.task_ctx()).await.unwrap();
     assert_eq!(scan_metric(&all, "files_scanned"), Some(3));
+    // Three L0 files with disjoint key ranges form one sorted run: nothing to merge.
+    assert_eq!(scan_metric(&all, "runs_merged"), Some(1));
     // EXPLAIN ANALYZE shows the counters.
     let explain = run(
         &s,
@@ -1167,4 +1169,76 @@ async fn filter_pushdown_is_exact_only_where_key_ranges_enforce_it() {
     // ORDER BY the whole composite key plans no sort either.
     let ordered = plan_text(&physical_plan(&s, "SELECT a, b, v FROM t ORDER BY a, b").await);
     assert!(!ordered.contains("SortExec"), "{ordered}");
+}
+
+#[tokio::test]
+async fn a_scan_reads_the_snapshot_pinned_when_it_was_planned() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 1), (2, 2)")
+        .await
+        .unwrap();
+    let plan = physical_plan(&s, "SELECT sum(v) FROM t").await;
+    // Writes after planning (an update, a delete, a new row) are not seen by that plan.
+    run(&s, "UPDATE t SET v = 100 WHERE id = 1").await.unwrap();
+    run(&s, "DELETE FROM t WHERE id = 2").await.unwrap();
+    run(&s, "INSERT INTO t VALUES (3, 1000)").await.unwrap();
+    flush(&s, "t");
+    let batches = collect(plan, s.task_ctx()).await.unwrap();
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 1100);
+}
+
+#[tokio::test]
+async fn point_lookups_skip_files_by_bloom_filter() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "SET strata.compaction = 'none'").await.unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    // Two files over the same key span: odd keys (older), even keys (newer).
+    run(
+        &s,
+        "INSERT INTO t SELECT value * 2 + 1, value FROM generate_series(0, 499)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    run(
+        &s,
+        "INSERT INTO t SELECT value * 2, value FROM generate_series(0, 499)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    let metric = |name: &'static str| {
+        let s = &s;
+        async move {
+            count(
+                s,
+                &format!(
+                    "SELECT CAST(value AS BIGINT) FROM strata_metrics() \
+                     WHERE table_name IS NULL AND name = '{name}'"
+                ),
+            )
+            .await
+        }
+    };
+    let (checks, negatives) = (
+        metric("bloom_checks").await,
+        metric("bloom_negatives").await,
+    );
+    // Key 501 is only in the older file; the newer one covers its range but its bloom filter
+    // rules it out without reading a block.
+    assert_eq!(count(&s, "SELECT v FROM t WHERE id = 501").await, 250);
+    assert!(metric("bloom_checks").await > checks);
+    assert_eq!(metric("bloom_negatives").await, negatives + 1);
+    // A key beyond both files' key ranges: no file is probed.
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE id = 5001").await, 0);
+    let plan = physical_plan(&s, "SELECT v FROM t WHERE id = 777").await;
+    collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
+    assert_eq!(scan_metric(&plan, "files_scanned"), Some(2));
+    assert_eq!(scan_metric(&plan, "point_lookups"), Some(1));
 }
