@@ -51,7 +51,7 @@
 //! `all`; `none`).
 //!
 //! Prints markdown and writes it to `target/bench-results/sql.md`, with EXPLAIN ANALYZE of
-//! (a) and (c) for each query that misses a target. Exits with status 1 when a correctness
+//! (a), (b) and (c) for each query that misses a target. Exits with status 1 when a correctness
 //! check fails.
 
 use std::error::Error;
@@ -737,6 +737,7 @@ struct QueryResult {
     name: &'static str,
     sql_c: String,
     sql_a: String,
+    sql_b: String,
     medians: [Option<Duration>; 3],
     errors: [Option<String>; 3],
     answers: [Option<Vec<Vec<Cell>>>; 3],
@@ -957,6 +958,7 @@ fn run() -> BoxResult<bool> {
             name,
             sql_c: sql_c.clone(),
             sql_a: per_variant[0][q].1.clone(),
+            sql_b: per_variant[1][q].1.clone(),
             medians,
             errors,
             answers,
@@ -1121,13 +1123,14 @@ fn run() -> BoxResult<bool> {
             _ => !r.misses().is_empty(),
         };
         if wanted {
-            let plan_a = rt.block_on(explain_analyze(ctx, &r.sql_a));
-            let plan_c = rt.block_on(explain_analyze(ctx, &r.sql_c));
-            let _ = write!(
-                plans,
-                "\n### {} on (a)\n\n```text\n{}```\n\n### {} on (c)\n\n```text\n{}```\n",
-                r.name, plan_a, r.name, plan_c
-            );
+            for (label, sql) in [("a", &r.sql_a), ("b", &r.sql_b), ("c", &r.sql_c)] {
+                let plan = rt.block_on(explain_analyze(ctx, sql));
+                let _ = write!(
+                    plans,
+                    "\n### {} on ({label})\n\n```text\n{plan}```\n",
+                    r.name
+                );
+            }
         }
     }
 
@@ -1251,7 +1254,12 @@ fn run() -> BoxResult<bool> {
         }
     }
     if !plans.is_empty() {
-        say!("\n## EXPLAIN ANALYZE of the queries that miss a target\n{plans}");
+        let which = if explain == "all" {
+            "every query"
+        } else {
+            "the queries that miss a target"
+        };
+        say!("\n## EXPLAIN ANALYZE of {which}\n{plans}");
     }
 
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
