@@ -21,6 +21,17 @@
 //! 4. A limit is pushed into the engine only when no residual filter remains; with one, the
 //!    partition stops after `limit` rows that passed it.
 //!
+//! ## Statistics
+//!
+//! The scan reports its row count ([`scan_row_count`]) from the pinned view's file metadata,
+//! with no I/O. It is `Exact` only when the sum of the visible files' row counts is provably
+//! the number of rows the scan returns: no key range, residual filter or limit restricts the
+//! scan, the view's memtables hold nothing visible, every visible file is clean (no tombstones,
+//! one version per key, [`strata_engine::SstMeta::is_clean`]) and wholly visible (`max_seq` at
+//! most the read sequence), and no two visible files overlap in key range (so no key is
+//! counted twice). Otherwise it is `Inexact`. An exact count lets DataFusion answer
+//! `count(*)` from the statistics without scanning. Column statistics are not reported.
+//!
 //! Metrics (`EXPLAIN ANALYZE`): `files_total`, `files_scanned`, `files_pruned` (by key range
 //! and sequence), `row_groups_total` / `row_groups_scanned` / `row_groups_pruned` (row groups
 //! of the scanned files, and the ones the SST key index skips for the key ranges; a point
@@ -41,6 +52,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Constraint, Constraints, DFSchema};
 use datafusion::datasource::TableType;
@@ -58,6 +70,7 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+    Statistics, StatisticsArgs,
 };
 use strata_engine::{KeyRange, ReadView, ScanOptions, Table};
 
@@ -199,6 +212,11 @@ impl StrataTable {
             state.config().target_partitions().max(1)
         };
         let ordering = key_ordering(&self.table, &projection, &output_schema);
+        let restricted = ranges.is_some() || residual.is_some() || limit.is_some();
+        let mut row_count = scan_row_count(&view, restricted);
+        if let Some(limit) = limit {
+            row_count = row_count.min(&Precision::Inexact(limit)).to_inexact();
+        }
         Ok(StrataScanExec::new(ScanSpec {
             table_name: self.table.name().to_string(),
             view,
@@ -212,8 +230,48 @@ impl StrataTable {
             partitions,
             batch_rows: state.config().batch_size().max(1),
             ordering,
+            row_count,
         }))
     }
+}
+
+/// The number of rows a scan of `view` returns, from file metadata (see the module docs):
+/// exact only when `restricted` is false (no key range, residual filter or limit), the
+/// memtables hold nothing visible, and the visible files are clean, wholly visible and
+/// pairwise disjoint in key range; otherwise an estimate (rows of the visible files minus
+/// their tombstones, plus the memtable entries).
+pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
+    let read_seq = view.read_seq();
+    let mut files: Vec<_> = view
+        .files_by_level()
+        .into_iter()
+        .flatten()
+        .filter(|f| f.min_seq <= read_seq)
+        .collect();
+    let file_rows: u64 = files
+        .iter()
+        .map(|f| f.rows.saturating_sub(f.tombstones))
+        .sum();
+    let memtables_empty = view.memtables_empty();
+    let memtable_entries: u64 = if memtables_empty {
+        0
+    } else {
+        view.memtables()
+            .iter()
+            .map(|(entries, _, _)| *entries as u64)
+            .sum()
+    };
+    let estimate =
+        usize::try_from(file_rows.saturating_add(memtable_entries)).unwrap_or(usize::MAX);
+    if restricted || !memtables_empty || files.iter().any(|f| !f.is_clean() || f.max_seq > read_seq)
+    {
+        return Precision::Inexact(estimate);
+    }
+    files.sort_by(|a, b| a.min_key.cmp(&b.min_key));
+    if files.windows(2).any(|w| w[0].max_key >= w[1].min_key) {
+        return Precision::Inexact(estimate);
+    }
+    Precision::Exact(estimate)
 }
 
 /// The key-order sort expressions of a scan output: the longest prefix of the primary key
@@ -347,6 +405,8 @@ pub struct ScanSpec {
     partitions: usize,
     batch_rows: usize,
     ordering: Option<LexOrdering>,
+    /// The number of rows the scan returns (see the module docs, "Statistics").
+    row_count: Precision<usize>,
 }
 
 /// The scan of one Strata table at one pinned read view (see the module docs).
@@ -402,6 +462,11 @@ impl StrataScanExec {
     /// The read view the scan reads.
     pub fn view(&self) -> &ReadView {
         &self.spec.view
+    }
+
+    /// The number of rows the scan returns, exact or estimated (see the module docs).
+    pub fn row_count(&self) -> Precision<usize> {
+        self.spec.row_count
     }
 
     /// Splits the ranges into partitions and records the statement-level metrics; runs once.
@@ -589,6 +654,34 @@ impl ExecutionPlan for StrataScanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.spec.schema);
+        match args.partition() {
+            // The whole scan, or its only partition.
+            None => stats.num_rows = self.spec.row_count,
+            Some(0) if self.spec.partitions == 1 => stats.num_rows = self.spec.row_count,
+            Some(partition) if partition >= self.spec.partitions => {
+                return Err(DataFusionError::Internal(format!(
+                    "StrataScanExec has {} partitions, asked for statistics of {partition}",
+                    self.spec.partitions
+                )));
+            }
+            // Partition bounds are computed at execution: each gets an even share, estimated.
+            Some(_) => {
+                stats.num_rows = self
+                    .spec
+                    .row_count
+                    .map(|rows| rows / self.spec.partitions)
+                    .to_inexact();
+            }
+        }
+        Ok(Arc::new(stats))
     }
 
     fn execute(
