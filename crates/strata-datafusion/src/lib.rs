@@ -17,7 +17,7 @@
 //!
 //! Module map: `session` (the context over a database), `catalog` (persistent schema
 //! provider: CREATE/DROP TABLE, table options), `provider` (the `TableProvider` and the scan
-//! plan), `keys` (primary-key predicates to key ranges), `dml` (INSERT/DELETE/UPDATE/TRUNCATE
+//! plan), `direct` (Parquet reads of scans whose files need no merge), `keys` (primary-key predicates to key ranges), `dml` (INSERT/DELETE/UPDATE/TRUNCATE
 //! as atomic write batches), `planner` (the guard in front of DataFusion's planner for DML),
 //! `versions` (`strata_versions('t')`), `functions` (table functions over the engine's state
 //! and sample data), `formats` (file formats beyond DataFusion's defaults, such as ORC).
@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod direct;
 pub mod dml;
 pub mod formats;
 pub mod functions;

@@ -20,6 +20,13 @@
 //!    ([`crate::keys::supports_order`]), so `ORDER BY pk` plans no sort.
 //! 4. A limit is pushed into the engine only when no residual filter remains; with one, the
 //!    partition stops after `limit` rows that passed it.
+//! 5. When no key range restricts the scan and every visible file of the view is exclusive
+//!    and clean (nothing in the memtables, no tombstones, one version per key, wholly visible,
+//!    no two files overlapping), the merge would return the files' rows unchanged: the
+//!    partitions then read the files with DataFusion's Parquet reader instead
+//!    ([`crate::direct`]), with the value filters as a pruning predicate, after verifying each
+//!    file's checksum. Partitions stay sorted and key-disjoint, and the residual filter and
+//!    limit apply as above.
 //!
 //! ## Statistics
 //!
@@ -39,7 +46,7 @@
 //! of the scanned key span),
 //! `rows_deduplicated` (older versions and tombstones the merge dropped),
 //! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
-//! `output_rows`.
+//! `files_read_directly` (files read by the Parquet reader without a merge), `output_rows`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,6 +81,7 @@ use datafusion::physical_plan::{
 };
 use strata_engine::{KeyRange, ReadView, ScanOptions, Table};
 
+use crate::direct::{self, DirectPlan, DirectScan};
 use crate::keys::{self, ScanRange};
 use crate::session::engine_error;
 
@@ -189,6 +197,7 @@ impl StrataTable {
             }
         }
         let read_schema = Arc::new(user.project(&read_columns)?);
+        let pruning_filters = residual.clone();
         let residual_display = residual
             .iter()
             .map(|e| e.to_string())
@@ -217,6 +226,32 @@ impl StrataTable {
         if let Some(limit) = limit {
             row_count = row_count.min(&Precision::Inexact(limit)).to_inexact();
         }
+        let batch_rows = state.config().batch_size().max(1);
+        let direct = match (&ranges, direct::exclusive_clean_files(&view)) {
+            (None, Some(files)) => {
+                // The value filters over the whole user schema, for the reader's pruning.
+                let predicate = match conjunction(pruning_filters) {
+                    Some(predicate) => {
+                        let df_schema = DFSchema::try_from(user.as_ref().clone())?;
+                        Some(state.create_physical_expr(predicate, &df_schema)?)
+                    }
+                    None => None,
+                };
+                Some(DirectPlan::new(
+                    &files,
+                    DirectScan {
+                        user: Arc::clone(&user),
+                        read_columns: &read_columns,
+                        predicate,
+                        parquet: state.default_table_options().parquet,
+                        partitions,
+                        batch_rows,
+                        limit: if residual.is_none() { limit } else { None },
+                    },
+                ))
+            }
+            _ => None,
+        };
         Ok(StrataScanExec::new(ScanSpec {
             table_name: self.table.name().to_string(),
             view,
@@ -228,9 +263,10 @@ impl StrataTable {
             residual_display,
             limit,
             partitions,
-            batch_rows: state.config().batch_size().max(1),
+            batch_rows,
             ordering,
             row_count,
+            direct,
         }))
     }
 }
@@ -407,6 +443,8 @@ pub struct ScanSpec {
     ordering: Option<LexOrdering>,
     /// The number of rows the scan returns (see the module docs, "Statistics").
     row_count: Precision<usize>,
+    /// Set when the partitions read the files directly instead of merging (module docs, 5).
+    direct: Option<DirectPlan>,
 }
 
 /// The scan of one Strata table at one pinned read view (see the module docs).
@@ -459,6 +497,12 @@ impl StrataScanExec {
         self.spec.residual.is_some()
     }
 
+    /// True when the scan reads its files with DataFusion's Parquet reader instead of
+    /// merging (see the module docs).
+    pub fn reads_files_directly(&self) -> bool {
+        self.spec.direct.is_some()
+    }
+
     /// The read view the scan reads.
     pub fn view(&self) -> &ReadView {
         &self.spec.view
@@ -507,6 +551,7 @@ impl StrataScanExec {
             .filter(|r| matches!(r, ScanRange::Point(_)))
             .count();
         counter("point_lookups").add(points);
+        counter("files_read_directly").add(spec.direct.as_ref().map_or(0, DirectPlan::files));
         if let (Some(first), Some(last)) = (base.first(), base.last()) {
             let hull = KeyRange::new(first.to_key_range().lower, last.to_key_range().upper);
             if points < base.len() {
@@ -687,7 +732,7 @@ impl ExecutionPlan for StrataScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition >= self.spec.partitions {
             return Err(DataFusionError::Internal(format!(
@@ -710,49 +755,69 @@ impl ExecutionPlan for StrataScanExec {
             rows_deduplicated: builder("rows_deduplicated"),
             rows_filtered: builder("rows_filtered"),
         };
+        let mut finisher = Finisher::new(Arc::clone(&spec), counters);
+        if spec.direct.is_some() {
+            return Ok(direct_stream(this, partition, finisher, context));
+        }
         Ok(blocking_stream(Arc::clone(&spec.schema), move |emit| {
             let parts = prepared.get_or_init(|| this.prepare());
             let ranges = match parts {
                 Ok(parts) => parts.get(partition).cloned().unwrap_or_default(),
                 Err(message) => return Err(DataFusionError::Execution(message.clone())),
             };
-            run_partition(&spec, &ranges, &counters, emit)
+            run_partition(&spec, &ranges, &mut finisher, emit)
         }))
     }
 }
 
+#[derive(Clone)]
 struct PartitionCounters {
     output_rows: Count,
     rows_deduplicated: Count,
     rows_filtered: Count,
 }
 
-/// Reads the ranges of one partition, calling `emit` with each output batch; stops when
-/// `emit` returns false (the consumer went away).
-fn run_partition(
-    spec: &ScanSpec,
-    ranges: &[ScanRange],
-    counters: &PartitionCounters,
-    emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<()> {
-    let mut remaining = spec.limit;
-    // Emits one batch of `read_columns`; returns false to stop.
-    let mut output = |batch: RecordBatch, remaining: &mut Option<usize>| -> Result<bool> {
+/// Turns the batches a partition reads (columns `read_columns`) into its output batches:
+/// applies the residual filter and the limit, drops the filter-only columns, counts.
+struct Finisher {
+    spec: Arc<ScanSpec>,
+    counters: PartitionCounters,
+    remaining: Option<usize>,
+}
+
+impl Finisher {
+    fn new(spec: Arc<ScanSpec>, counters: PartitionCounters) -> Self {
+        let remaining = spec.limit;
+        Finisher {
+            spec,
+            counters,
+            remaining,
+        }
+    }
+
+    /// True once the limit is reached.
+    fn done(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    /// The output of one read batch (`None`: no row of it is output).
+    fn finish(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let spec = &self.spec;
         let mut batch = batch;
         if let Some(predicate) = &spec.residual {
             let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
             let before = batch.num_rows();
             batch = filter_record_batch(&batch, mask.as_boolean())?;
-            counters.rows_filtered.add(before - batch.num_rows());
+            self.counters.rows_filtered.add(before - batch.num_rows());
         }
-        if let Some(left) = remaining.as_mut() {
+        if let Some(left) = self.remaining.as_mut() {
             if batch.num_rows() > *left {
                 batch = batch.slice(0, *left);
             }
             *left -= batch.num_rows();
         }
         if batch.num_rows() == 0 {
-            return Ok(*remaining != Some(0));
+            return Ok(None);
         }
         let columns = batch.columns()[..spec.projection_len].to_vec();
         let out = RecordBatch::try_new_with_options(
@@ -760,8 +825,85 @@ fn run_partition(
             columns,
             &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
         )?;
-        counters.output_rows.add(out.num_rows());
-        Ok(emit(out) && *remaining != Some(0))
+        self.counters.output_rows.add(out.num_rows());
+        Ok(Some(out))
+    }
+}
+
+/// The stream of one partition of a direct scan ([`crate::direct`]): records the statement
+/// metrics and verifies the partition's files on a blocking thread, then reads them with
+/// DataFusion's Parquet reader and finishes each batch as after a merge.
+fn direct_stream(
+    scan: StrataScanExec,
+    partition: usize,
+    finisher: Finisher,
+    context: Arc<TaskContext>,
+) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let schema = Arc::clone(&scan.spec.schema);
+    let spec = Arc::clone(&scan.spec);
+    let start = async move {
+        let paths = tokio::task::spawn_blocking(move || {
+            if let Err(message) = scan.prepared.get_or_init(|| scan.prepare()) {
+                return Err(DataFusionError::Execution(message.clone()));
+            }
+            match &scan.spec.direct {
+                Some(plan) => plan.verify(&scan.spec.view, partition),
+                None => Ok(Vec::new()),
+            }
+        })
+        .await
+        .map_err(|e| DataFusionError::Internal(format!("a Strata reader thread failed: {e}")))??;
+        match &spec.direct {
+            Some(plan) if !paths.is_empty() => plan
+                .execute(partition, &paths, context)
+                .map(|inner| Some((inner, finisher))),
+            _ => Ok(None),
+        }
+    };
+    let stream = futures::stream::once(start).flat_map(move |started| match started {
+        Err(error) => futures::stream::iter([Err(error)]).boxed(),
+        Ok(None) => futures::stream::empty().boxed(),
+        Ok(Some(state)) => futures::stream::unfold(Some(state), |state| async move {
+            let (mut inner, mut finisher) = state?;
+            loop {
+                if finisher.done() {
+                    return None;
+                }
+                let batch = match inner.next().await? {
+                    Ok(batch) => batch,
+                    Err(error) => return Some((Err(error), None)),
+                };
+                match finisher.finish(batch) {
+                    Ok(Some(out)) => return Some((Ok(out), Some((inner, finisher)))),
+                    Ok(None) => continue,
+                    Err(error) => return Some((Err(error), None)),
+                }
+            }
+        })
+        .boxed(),
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+/// Reads the ranges of one partition, calling `emit` with each output batch; stops when
+/// `emit` returns false (the consumer went away).
+fn run_partition(
+    spec: &ScanSpec,
+    ranges: &[ScanRange],
+    finisher: &mut Finisher,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<()> {
+    let counters = finisher.counters.clone();
+    let mut remaining = spec.limit;
+    // Emits one batch of `read_columns`; returns false to stop.
+    let mut output = |batch: RecordBatch, remaining: &mut Option<usize>| -> Result<bool> {
+        let out = finisher.finish(batch)?;
+        *remaining = finisher.remaining;
+        Ok(match out {
+            Some(out) => emit(out) && !finisher.done(),
+            None => !finisher.done(),
+        })
     };
     for range in ranges {
         if remaining == Some(0) {

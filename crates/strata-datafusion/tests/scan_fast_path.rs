@@ -240,3 +240,211 @@ async fn a_planned_count_reads_its_pinned_snapshot() {
     compact(&s, "t");
     assert_eq!(count(&s, "SELECT count(*) FROM t").await, 29);
 }
+
+// ---------------------------------------------------------------------------------------
+// Direct Parquet reads of exclusive clean files
+
+/// True when the scan of `sql` reads its files without a merge.
+async fn reads_directly(s: &StrataSession, sql: &str) -> bool {
+    let plan = physical_plan(s, sql).await;
+    find_scan(&plan)
+        .expect("the plan scans a Strata table")
+        .reads_files_directly()
+}
+
+/// The `i64` column `column` of the answer to `sql`.
+async fn column_i64(s: &StrataSession, sql: &str, column: usize) -> Vec<i64> {
+    let batches = s.sql(sql).await.unwrap().collect().await.unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(column)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn only_scans_of_exclusive_clean_files_skip_the_merge() {
+    let s = StrataSession::memory().unwrap();
+    uncompacted_table(&s).await;
+    insert_keys(&s, 1, 10, 1).await;
+    // Memtable rows: merged.
+    assert!(!reads_directly(&s, "SELECT * FROM t").await);
+    flush(&s, "t");
+    insert_keys(&s, 11, 20, 2).await;
+    flush(&s, "t");
+    // Two clean, disjoint files, nothing in the memtable.
+    assert!(reads_directly(&s, "SELECT * FROM t").await);
+    assert!(reads_directly(&s, "SELECT v FROM t WHERE v = 2").await);
+    // Key ranges are read by the merge scan (point lookups, key-index pruning).
+    assert!(!reads_directly(&s, "SELECT v FROM t WHERE id = 3").await);
+    assert_eq!(
+        column_i64(&s, "SELECT id FROM t WHERE v = 2 ORDER BY id", 0).await,
+        (11..=20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        column_i64(&s, "SELECT id FROM t ORDER BY id DESC LIMIT 3", 0).await,
+        vec![20, 19, 18]
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v > 1").await, 10);
+    // An upsert in the memtable: merged, and the new version wins.
+    run(&s, "UPDATE t SET v = 9 WHERE id = 5").await.unwrap();
+    assert!(!reads_directly(&s, "SELECT * FROM t").await);
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 10 + 20 - 1 + 9);
+    // Flushed: the new version overlaps the first file.
+    flush(&s, "t");
+    assert!(!reads_directly(&s, "SELECT * FROM t").await);
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 38);
+    // A tombstone: the file holding it is not clean.
+    compact(&s, "t");
+    run(&s, "DELETE FROM t WHERE id = 20").await.unwrap();
+    flush(&s, "t");
+    assert!(!reads_directly(&s, "SELECT * FROM t").await);
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 36);
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v = 2").await, 9);
+    compact(&s, "t");
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 36);
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v = 2").await, 9);
+}
+
+/// Executes each partition of a direct `SELECT id, v FROM t` (4 partitions): each is sorted
+/// by key, above the previous one, every one holds rows, and together they hold the keys
+/// `0..rows` once each.
+async fn check_direct_partitions(s: &StrataSession, rows: i64) {
+    let plan = physical_plan(s, "SELECT id, v FROM t").await;
+    let scan = find_scan(&plan).unwrap();
+    assert!(scan.reads_files_directly());
+    let partitions = scan.properties().partitioning.partition_count();
+    assert_eq!(partitions, 4);
+    let mut all = Vec::new();
+    let mut non_empty = 0;
+    for p in 0..partitions {
+        let stream = scan.execute(p, s.task_ctx()).unwrap();
+        let batches = datafusion::physical_plan::common::collect(stream)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "partition {p} sorted");
+        if let (Some(first), Some(last)) = (ids.first(), all.last()) {
+            assert!(last < first, "partition {p} starts above the previous one");
+        }
+        non_empty += usize::from(!ids.is_empty());
+        all.extend(ids);
+    }
+    assert_eq!(
+        non_empty, partitions,
+        "the rows are split across every partition"
+    );
+    assert_eq!(all, (0..rows).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn direct_partitions_are_sorted_and_key_disjoint() {
+    // Small row groups, so the one file splits into several byte ranges with row groups.
+    let options = strata_engine::Options {
+        table_defaults: strata_engine::TableOptions {
+            sst_row_group_rows: 1024,
+            sst_index_block_rows: 256,
+            ..strata_engine::TableOptions::default()
+        },
+        ..strata_engine::Options::default()
+    };
+    let s = StrataSession::memory_with(options).unwrap();
+    run(&s, "SET datafusion.execution.target_partitions = 4")
+        .await
+        .unwrap();
+    uncompacted_table(&s).await;
+    let rows = 40_000i64;
+    // Keys in a shuffled order (a multiplicative permutation of 0..rows).
+    run(
+        &s,
+        &format!(
+            "INSERT INTO t SELECT (value * 7919) % {rows}, value FROM generate_series(0, {})",
+            rows - 1
+        ),
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    check_direct_partitions(&s, rows).await;
+    // The declared ordering holds through SQL.
+    assert_eq!(
+        column_i64(&s, "SELECT id FROM t ORDER BY id", 0).await,
+        (0..rows).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM t WHERE v % 7 = 3").await,
+        (0..rows).filter(|v| v % 7 == 3).count() as i64
+    );
+    assert_eq!(
+        count(&s, "SELECT sum(id) FROM t WHERE v < 1000").await,
+        (0..1000i64).map(|v| (v * 7919) % rows).sum::<i64>()
+    );
+    let limited = column_i64(&s, "SELECT id FROM t WHERE v >= 500 LIMIT 7", 0).await;
+    assert_eq!(limited.len(), 7);
+    // A second, disjoint file above the first: the partitions span both.
+    run(
+        &s,
+        &format!(
+            "INSERT INTO t SELECT value, value + 1 FROM generate_series({rows}, {})",
+            rows + 9_999
+        ),
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    check_direct_partitions(&s, rows + 10_000).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_refused_before_a_direct_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = strata_datafusion::open(dir.path(), strata_engine::Options::default()).unwrap();
+        run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+            .await
+            .unwrap();
+        let values: Vec<String> = (0..2000).map(|k| format!("({k}, 'value {k}')")).collect();
+        run(&s, &format!("INSERT INTO t VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+        flush(&s, "t");
+        s.close().unwrap();
+    }
+    // Flip one byte in the middle of the (only) SST.
+    fn parquet_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                parquet_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    parquet_files(dir.path(), &mut files);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&files[0], bytes).unwrap();
+    let s = strata_datafusion::open(dir.path(), strata_engine::Options::default()).unwrap();
+    assert!(reads_directly(&s, "SELECT * FROM t").await);
+    let error = s
+        .sql("SELECT * FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    let message = error.to_string().to_lowercase();
+    // The engine's checksum verification, not a Parquet decoding failure.
+    assert!(message.contains("corruption in"), "{message}");
+}
