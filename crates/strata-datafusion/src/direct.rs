@@ -166,13 +166,14 @@ impl DirectPlan {
     }
 
     /// The batches of `partition` (user columns `read_columns`, in key order), reading the
-    /// files at `paths` (from [`Self::verify`] for the same partition).
+    /// files at `paths` (from [`Self::verify`] for the same partition), and the reader's plan
+    /// (its metrics, such as `bytes_scanned`, are complete once the stream ends).
     pub fn execute(
         &self,
         partition: usize,
         paths: &[PathBuf],
         context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
+    ) -> Result<(Arc<DataSourceExec>, SendableRecordBatchStream)> {
         let pieces = self.partitions.get(partition).cloned().unwrap_or_default();
         if paths.len() != pieces.len() {
             return Err(DataFusionError::Internal(format!(
@@ -209,6 +210,8 @@ impl DirectPlan {
         .with_batch_size(Some(self.batch_rows))
         .with_limit(self.limit)
         .build();
-        DataSourceExec::from_data_source(config).execute(0, context)
+        let exec = DataSourceExec::from_data_source(config);
+        let stream = exec.execute(0, context)?;
+        Ok((exec, stream))
     }
 }

@@ -46,7 +46,9 @@
 //! of the scanned key span),
 //! `rows_deduplicated` (older versions and tombstones the merge dropped),
 //! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
-//! `files_read_directly` (files read by the Parquet reader without a merge), `output_rows`.
+//! `files_read_directly` (files read by the Parquet reader without a merge),
+//! `bytes_read_directly` (bytes that reader fetched, after its pruning by the value filters),
+//! `output_rows`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -757,7 +759,10 @@ impl ExecutionPlan for StrataScanExec {
         };
         let mut finisher = Finisher::new(Arc::clone(&spec), counters);
         if spec.direct.is_some() {
-            return Ok(direct_stream(this, partition, finisher, context));
+            let bytes_read = builder("bytes_read_directly");
+            return Ok(direct_stream(
+                this, partition, finisher, bytes_read, context,
+            ));
         }
         Ok(blocking_stream(Arc::clone(&spec.schema), move |emit| {
             let parts = prepared.get_or_init(|| this.prepare());
@@ -837,6 +842,7 @@ fn direct_stream(
     scan: StrataScanExec,
     partition: usize,
     finisher: Finisher,
+    bytes_read: Count,
     context: Arc<TaskContext>,
 ) -> SendableRecordBatchStream {
     use futures::StreamExt;
@@ -857,7 +863,7 @@ fn direct_stream(
         match &spec.direct {
             Some(plan) if !paths.is_empty() => plan
                 .execute(partition, &paths, context)
-                .map(|inner| Some((inner, finisher))),
+                .map(|(exec, inner)| Some((inner, finisher, exec, bytes_read))),
             _ => Ok(None),
         }
     };
@@ -865,17 +871,30 @@ fn direct_stream(
         Err(error) => futures::stream::iter([Err(error)]).boxed(),
         Ok(None) => futures::stream::empty().boxed(),
         Ok(Some(state)) => futures::stream::unfold(Some(state), |state| async move {
-            let (mut inner, mut finisher) = state?;
+            let (mut inner, mut finisher, exec, bytes_read) = state?;
             loop {
-                if finisher.done() {
-                    return None;
-                }
-                let batch = match inner.next().await? {
-                    Ok(batch) => batch,
-                    Err(error) => return Some((Err(error), None)),
+                let next = if finisher.done() {
+                    None
+                } else {
+                    inner.next().await
+                };
+                let batch = match next {
+                    Some(Ok(batch)) => batch,
+                    Some(Err(error)) => return Some((Err(error), None)),
+                    None => {
+                        // The reader is done: its byte count is final.
+                        let bytes = exec
+                            .metrics()
+                            .and_then(|m| m.sum_by_name("bytes_scanned"))
+                            .map_or(0, |v| v.as_usize());
+                        bytes_read.add(bytes);
+                        return None;
+                    }
                 };
                 match finisher.finish(batch) {
-                    Ok(Some(out)) => return Some((Ok(out), Some((inner, finisher)))),
+                    Ok(Some(out)) => {
+                        return Some((Ok(out), Some((inner, finisher, exec, bytes_read))));
+                    }
                     Ok(None) => continue,
                     Err(error) => return Some((Err(error), None)),
                 }

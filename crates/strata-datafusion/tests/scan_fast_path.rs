@@ -290,6 +290,15 @@ async fn only_scans_of_exclusive_clean_files_skip_the_merge() {
         vec![20, 19, 18]
     );
     assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v > 1").await, 10);
+    // EXPLAIN ANALYZE counts the files and bytes the Parquet reader read.
+    let plan = physical_plan(&s, "SELECT v FROM t").await;
+    collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
+    let metrics = find_scan(&plan).unwrap().metrics().unwrap();
+    let metric = |name: &str| metrics.sum_by_name(name).map(|v| v.as_usize());
+    assert_eq!(metric("files_read_directly"), Some(2));
+    assert!(metric("bytes_read_directly").unwrap_or(0) > 0);
+    assert_eq!(metric("rows_deduplicated"), Some(0));
+    assert_eq!(metrics.output_rows(), Some(20));
     // An upsert in the memtable: merged, and the new version wins.
     run(&s, "UPDATE t SET v = 9 WHERE id = 5").await.unwrap();
     assert!(!reads_directly(&s, "SELECT * FROM t").await);
