@@ -184,9 +184,18 @@ impl DirectPlan {
         }
         let mut files = Vec::with_capacity(pieces.len());
         for (piece, path) in pieces.iter().zip(paths) {
-            let location = object_store::path::Path::from_absolute_path(path).map_err(|e| {
-                DataFusionError::Execution(format!("SST path {}: {e}", path.display()))
-            })?;
+            // A database opened by a relative path has relative SST paths; the object store
+            // needs them absolute (resolved against the working directory, as every other
+            // file access of the engine is).
+            let location = std::path::absolute(path)
+                .map_err(|e| e.to_string())
+                .and_then(|absolute| {
+                    object_store::path::Path::from_absolute_path(absolute)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| {
+                    DataFusionError::Execution(format!("SST path {}: {e}", path.display()))
+                })?;
             let mut file = PartitionedFile::new(location.to_string(), piece.size);
             file.object_meta.location = location;
             files.push(if piece.skip == 0 && piece.take == piece.rows {
