@@ -114,6 +114,21 @@ impl Shell {
 
     /// Waits for the process to end (reading its output meanwhile) and returns its exit code.
     #[track_caller]
+    /// Sends Ctrl-C until the shell reports the running statement cancelled (the statement
+    /// may not have started yet when the first one arrives); fails after 30 tries.
+    fn cancel_running_statement(&mut self) {
+        for _ in 0..30 {
+            self.send("\x03");
+            if self
+                .wait_for("cancelled (Ctrl-C)", Duration::from_secs(5))
+                .is_some()
+            {
+                return;
+            }
+        }
+        panic!("Ctrl-C did not cancel:\n{}", self.output);
+    }
+
     fn exit_code(&mut self) -> i32 {
         let start = Instant::now();
         loop {
@@ -216,18 +231,7 @@ fn ctrl_c_cancels_a_running_statement_and_the_session_goes_on() {
     sh.line("INSERT INTO t SELECT * FROM generate_events(1000000000000) WHERE id % 1000000 = 7;");
     // The progress bar shows once it runs (stderr is a terminal).
     sh.expect("rows in");
-    let mut cancelled = false;
-    for _ in 0..30 {
-        sh.send("\x03");
-        if sh
-            .wait_for("cancelled (Ctrl-C)", Duration::from_secs(5))
-            .is_some()
-        {
-            cancelled = true;
-            break;
-        }
-    }
-    assert!(cancelled, "Ctrl-C did not cancel:\n{}", sh.output);
+    sh.cancel_running_statement();
     sh.expect(PROMPT);
     // Nothing of the cancelled statement was written: it commits atomically at its end.
     sh.line("SELECT 'rows=' || CAST(count(*) AS VARCHAR) AS r FROM t;");
@@ -239,18 +243,7 @@ fn ctrl_c_cancels_a_running_statement_and_the_session_goes_on() {
         "SELECT count(*) FROM generate_events(1000000000000) a WHERE a.amount < 0; \
          SELECT 'skipped' || '-too' AS s;",
     );
-    let mut cancelled = false;
-    for _ in 0..30 {
-        sh.send("\x03");
-        if sh
-            .wait_for("cancelled (Ctrl-C)", Duration::from_secs(5))
-            .is_some()
-        {
-            cancelled = true;
-            break;
-        }
-    }
-    assert!(cancelled, "Ctrl-C did not cancel:\n{}", sh.output);
+    sh.cancel_running_statement();
     sh.expect(PROMPT);
     // Ctrl-C at the prompt clears the typed line and keeps the session.
     sh.send("SELECT 'never run'");
