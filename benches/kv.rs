@@ -417,14 +417,24 @@ mod peers {
             self.db.flush().expect("flush");
         }
 
+        /// Settled when nothing is pending, or (universal) when nothing has run for two
+        /// seconds: with universal compaction `rocksdb.compaction-pending` can stay 1 while
+        /// the picker finds no compaction to run (facebook/rocksdb#9275).
         fn settle(&self, limit: Duration) -> bool {
             let start = Instant::now();
             let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+            let mut quiet_since: Option<Instant> = None;
             while start.elapsed() < limit {
-                if int("rocksdb.compaction-pending") == 0
-                    && int("rocksdb.num-running-compactions") == 0
+                let idle = int("rocksdb.num-running-compactions") == 0
                     && int("rocksdb.num-running-flushes") == 0
-                    && int("rocksdb.mem-table-flush-pending") == 0
+                    && int("rocksdb.mem-table-flush-pending") == 0;
+                if idle && int("rocksdb.compaction-pending") == 0 {
+                    return true;
+                }
+                if !idle {
+                    quiet_since = None;
+                } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                    >= Duration::from_secs(2)
                 {
                     return true;
                 }

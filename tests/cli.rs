@@ -393,6 +393,16 @@ fn meta_commands_report_tables_and_engine_state() {
     );
     assert!(out.contains("metric,value\n"), "{run:#?}");
     assert!(out.contains("\nflush_rows,1000\n"), "{run:#?}");
+    // Then compaction by table and level, and the table's total row.
+    assert!(
+        out.contains(
+            "table_name,level,files,bytes,flushes,bytes_flushed,compactions,moves,bytes_read,\
+             bytes_written,micros,write_amp,space_amp,stalls,stall_micros,slowdowns,\
+             slowdown_micros\nevents,0,1,"
+        ),
+        "{run:#?}"
+    );
+    assert!(out.contains("\nevents,,1,"), "{run:#?}");
     assert!(out.ends_with("n,kinds\n1000,20\n"), "{run:#?}");
     assert!(
         run.stderr.contains("Loaded 1000 rows into table events"),

@@ -60,7 +60,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "flush memtables to SSTables (one table or all)",
     ),
     ("\\compact", "TABLE", "compact a table's SSTables"),
-    ("\\metrics", "", "show the database's counters"),
+    (
+        "\\metrics",
+        "",
+        "show the database's counters, then compaction by table and level",
+    ),
     (
         "\\demo",
         "[ROWS]",
@@ -378,6 +382,18 @@ fn option_rows(o: &TableOptions) -> Vec<(String, String)> {
             human_bytes(c.target_file_size_bytes),
         ),
     ]
+}
+
+/// The second part of `\metrics`: `strata_compaction_stats()` of every table (per level and
+/// in total: files, bytes, flush and compaction counters, write and space amplification,
+/// stall time).
+pub fn compaction_report(db: &Db) -> Result<RecordBatch, String> {
+    let tables = db
+        .list_tables()
+        .iter()
+        .filter_map(|info| db.table(&info.name).ok())
+        .collect::<Vec<_>>();
+    strata_datafusion::functions::compaction_stats_batch(&tables).map_err(|e| e.to_string())
 }
 
 /// `\metrics`: every counter and gauge of the database.

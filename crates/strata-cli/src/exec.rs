@@ -548,7 +548,12 @@ impl Shell {
             Command::Compact(name) => self.compact(&name),
             Command::Metrics => {
                 let report = command::metrics_report(&self.db).map_err(|e| e.to_string())?;
-                self.print_batches(&[report])
+                self.print_batches(&[report])?;
+                let tables = command::compaction_report(&self.db).map_err(|e| e.to_string())?;
+                if tables.num_rows() > 0 {
+                    self.print_batches(&[tables])?;
+                }
+                Ok(())
             }
             Command::Demo(rows) => self.demo(rows),
         }

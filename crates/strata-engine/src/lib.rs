@@ -83,12 +83,14 @@ pub mod wal;
 
 pub use codec::KeyValue;
 pub use compaction::{CompactionOptions, FilePick, StrategyKind};
-pub use db::{Db, IngestOptions, TableInfo, kv_schema};
+pub use db::{
+    CompactionReport, Db, IngestOptions, LevelCompactionStats, LevelReport, TableInfo, kv_schema,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultInjector, IoOp};
 pub use kv::{KvScan, KvStore, WriteBatch};
 pub use memtable::{Memtable, MemtableKind};
-pub use metrics::MetricsSnapshot;
+pub use metrics::{MetricsSnapshot, TableWriteStats};
 pub use options::{Options, Profile, SstCompression, SyncMode, TableOptions};
 pub use read::{KeyRange, ScanIter, ScanOptions};
 pub use schema::{OP_COLUMN, ROWID_COLUMN, SEQ_COLUMN, TableSchema};

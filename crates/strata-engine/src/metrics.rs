@@ -128,3 +128,56 @@ impl MetricsSnapshot {
         self.values.push((name, value));
     }
 }
+
+/// Write-side counters of one table, kept since the database was opened: the logical bytes
+/// its writes committed (the denominator of its write amplification) and the time its
+/// writes spent slowed down or stalled by backpressure.
+#[derive(Debug, Default)]
+pub(crate) struct TableCounters {
+    /// Entries committed (puts and deletes, by writes and ingests).
+    pub rows_written: AtomicU64,
+    /// Encoded key plus value bytes of those entries.
+    pub user_bytes: AtomicU64,
+    /// Writes to this table that were slowed down.
+    pub write_slowdowns: AtomicU64,
+    /// Microseconds they were slowed down.
+    pub write_slowdown_micros: AtomicU64,
+    /// Writes to this table that stalled.
+    pub write_stalls: AtomicU64,
+    /// Microseconds they stalled.
+    pub write_stall_micros: AtomicU64,
+}
+
+impl TableCounters {
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> TableWriteStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TableWriteStats {
+            rows_written: load(&self.rows_written),
+            user_bytes: load(&self.user_bytes),
+            write_slowdowns: load(&self.write_slowdowns),
+            write_slowdown_micros: load(&self.write_slowdown_micros),
+            write_stalls: load(&self.write_stalls),
+            write_stall_micros: load(&self.write_stall_micros),
+        }
+    }
+}
+
+/// The write-side counters of one table since the database was opened (see
+/// [`crate::Table::compaction_report`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableWriteStats {
+    /// Entries committed (puts and deletes, by writes and ingests).
+    pub rows_written: u64,
+    /// Encoded key plus value bytes of those entries: the user bytes write amplification is
+    /// measured against.
+    pub user_bytes: u64,
+    /// Writes to this table that were slowed down by backpressure.
+    pub write_slowdowns: u64,
+    /// Microseconds they were slowed down.
+    pub write_slowdown_micros: u64,
+    /// Writes to this table that stalled on backpressure.
+    pub write_stalls: u64,
+    /// Microseconds they stalled.
+    pub write_stall_micros: u64,
+}

@@ -46,8 +46,10 @@ pub(crate) struct TableInner {
     pub compaction_queued: AtomicBool,
     /// One compaction of this table at a time.
     pub compaction_lock: Mutex<()>,
-    /// Compaction counters by output level.
+    /// Flush and compaction counters by output level.
     pub compaction_stats: Mutex<Vec<crate::db::LevelCompactionStats>>,
+    /// Rows and bytes written, and backpressure time, of this table.
+    pub counters: crate::metrics::TableCounters,
     /// Level-0 files (leveled) or sorted runs (size-tiered) of the current version.
     pub write_pressure: AtomicUsize,
     /// Bytes the strategy estimates compaction still has to rewrite.
@@ -69,6 +71,15 @@ impl std::fmt::Debug for TableInner {
 }
 
 impl TableInner {
+    /// Counts a file written into level 0 by a flush or an ingest.
+    pub fn count_flush(&self, meta: &SstMeta) {
+        debug_assert_eq!(meta.level, 0, "flushes write level 0");
+        let mut stats = self.compaction_stats.lock();
+        let entry = crate::db::level_entry(&mut stats, meta.level);
+        entry.flushes += 1;
+        entry.bytes_flushed += meta.size_bytes;
+    }
+
     /// The current super version.
     pub fn super_version(&self) -> Arc<SuperVersion> {
         Arc::clone(&self.sv.read())
@@ -417,9 +428,23 @@ impl Table {
         )
     }
 
-    /// Compaction counters by output level.
+    /// Flush and compaction counters by output level (index = level), since the database
+    /// was opened.
     pub fn compaction_stats(&self) -> Vec<crate::db::LevelCompactionStats> {
         self.inner.compaction_stats.lock().clone()
+    }
+
+    /// The table's write amplification, space amplification and backpressure: the counters
+    /// of [`Table::compaction_stats`] with the shape of the current version and the write
+    /// counters, since the database was opened.
+    pub fn compaction_report(&self) -> crate::db::CompactionReport {
+        let stats = self.compaction_stats();
+        let version = Arc::clone(&self.inner.super_version().version);
+        crate::db::CompactionReport::new(
+            &crate::db::levels_of(&version),
+            stats,
+            self.inner.counters.snapshot(),
+        )
     }
 }
 

@@ -80,6 +80,134 @@ fn settle(db: &Db) {
     }
 }
 
+/// The compaction report of a table that was filled and compacted in the background: its
+/// per-level figures add up to the table's and agree with the database's counters.
+fn check_report(db: &Db, kv: &KvStore, strategy: StrategyKind) {
+    let report = kv.table().compaction_report();
+    let metrics = db.metrics();
+    let totals = report.totals();
+    // One table: its counters are the database's.
+    assert_eq!(
+        report.writes.rows_written,
+        metrics.get("rows_written").unwrap()
+    );
+    assert_eq!(totals.bytes_flushed, metrics.get("flush_bytes").unwrap());
+    assert_eq!(totals.flushes, metrics.get("flushes").unwrap());
+    assert_eq!(
+        totals.bytes_written,
+        metrics.get("compaction_bytes_written").unwrap()
+    );
+    assert_eq!(totals.compactions, metrics.get("compactions").unwrap());
+    // 6 rounds of 3,000 9-byte keys with 50-byte values, plus the encodings' framing.
+    let raw = 6 * 3_000 * (9 + 50);
+    let user = report.writes.user_bytes;
+    assert!(user >= raw && user < raw + 6 * 3_000 * 16, "{user}");
+    assert!(report.levels[0].stats.flushes > 0, "{strategy}");
+    assert!(
+        report.levels.iter().skip(1).all(|l| l.stats.flushes == 0),
+        "{strategy}: flushes write level 0 only"
+    );
+    let per_level: f64 = report
+        .levels
+        .iter()
+        .map(|l| l.write_amplification.unwrap())
+        .sum();
+    let wa = report.write_amplification().unwrap();
+    assert!(
+        (per_level - wa).abs() < 1e-9,
+        "{strategy}: {per_level} vs {wa}"
+    );
+    let written = totals.bytes_flushed + totals.bytes_written;
+    assert!(
+        (wa - written as f64 / report.writes.user_bytes as f64).abs() < 1e-9,
+        "{strategy}"
+    );
+    // Compaction rewrote data, so more was written than flushed.
+    assert!(wa > totals.bytes_flushed as f64 / user as f64, "{strategy}");
+    let version_bytes: u64 = report.levels.iter().map(|l| l.bytes).sum();
+    assert_eq!(version_bytes, report.sst_bytes);
+    let space = report.space_amplification().unwrap();
+    assert!(space >= 1.0, "{strategy}: {space}");
+    // A full compaction leaves one sorted run: space amplification 1.
+    kv.table().compact().unwrap();
+    let after = kv.table().compaction_report();
+    assert_eq!(after.space_amplification(), Some(1.0), "{strategy}");
+    assert_eq!(after.largest_run_bytes, after.sst_bytes);
+}
+
+/// Compactions that cannot run (every SST read fails) let level 0 grow to the slowdown and
+/// then the stop trigger: writes are slowed, then stall until compaction catches up, and the
+/// time is counted for the table and the database. Level 0 never grows past the stop
+/// trigger while writers wait.
+#[test]
+fn backpressure_slows_then_stalls_writers_and_counts_the_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(strata_engine::FaultInjector::new());
+    let mut opts = options(StrategyKind::Leveled);
+    opts.faults = Some(Arc::clone(&faults));
+    opts.table_defaults.compaction.l0_compaction_trigger = 2;
+    opts.table_defaults.compaction.l0_slowdown_trigger = 3;
+    opts.table_defaults.compaction.l0_stop_trigger = 6;
+    let db = Arc::new(Db::open(dir.path(), opts).unwrap());
+    let kv = db.kv("t").unwrap();
+    faults.fail_after(
+        &[strata_engine::IoOp::SstRead],
+        0,
+        std::io::ErrorKind::Other,
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (kv, done) = (kv.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for round in 0..8u32 {
+                for i in 0..500u32 {
+                    let k = format!("key{i:05}");
+                    kv.put(k.as_bytes(), format!("{round}-{i:0100}").as_bytes())
+                        .unwrap();
+                }
+                kv.flush().unwrap();
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    // Wait until the writer is stalled, and check level 0 stays bounded meanwhile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while kv.table().compaction_report().writes.write_stalls == 0 {
+        assert!(std::time::Instant::now() < deadline, "writes never stalled");
+        assert!(
+            !done.load(Ordering::Acquire),
+            "the writer finished without stalling"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!done.load(Ordering::Acquire), "a stalled writer went on");
+    let l0 = kv.table().levels()[0].files;
+    assert!(l0 <= 6, "level 0 grew past the stop trigger: {l0}");
+    // Let compaction run: the stall ends and every write lands.
+    faults.disarm();
+    writer.join().unwrap();
+    let writes = kv.table().compaction_report().writes;
+    assert!(writes.write_slowdowns > 0, "{writes:?}");
+    assert!(writes.write_slowdown_micros > 0, "{writes:?}");
+    assert!(writes.write_stalls > 0, "{writes:?}");
+    assert!(writes.write_stall_micros >= 300_000, "{writes:?}");
+    let metrics = db.metrics();
+    assert_eq!(metrics.get("write_stalls"), Some(writes.write_stalls));
+    assert_eq!(
+        metrics.get("write_stall_micros"),
+        Some(writes.write_stall_micros)
+    );
+    assert!(metrics.get("background_errors").unwrap() > 0);
+    for i in 0..500u32 {
+        let k = format!("key{i:05}");
+        assert_eq!(
+            kv.get(k.as_bytes()).unwrap().unwrap(),
+            format!("7-{i:0100}").into_bytes()
+        );
+    }
+}
+
 #[test]
 fn both_strategies_compact_in_the_background_and_keep_the_data() {
     for strategy in [StrategyKind::Leveled, StrategyKind::SizeTiered] {
@@ -116,6 +244,7 @@ fn both_strategies_compact_in_the_background_and_keep_the_data() {
         assert_eq!(all(&kv), model, "{strategy}");
         let stats = kv.table().compaction_stats();
         assert!(stats.iter().map(|s| s.bytes_written).sum::<u64>() > 0);
+        check_report(&db, &kv, strategy);
         drop(kv);
         db.close().unwrap();
         let db = Db::open(dir.path(), options(strategy)).unwrap();

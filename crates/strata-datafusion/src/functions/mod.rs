@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `strata_sstables('t')` | one per SST file of `t`: level, file id, run, key range, seq range, rows, tombstones, bytes, path |
 //! | `strata_memtables(['t'])` | one per memtable (every table, or `t`): kind, active/immutable, entries, bytes |
-//! | `strata_metrics()` | one per engine counter or gauge (`table` NULL), then per-table compaction totals |
-//! | `strata_compaction_stats(['t'])` | one per table and output level: compactions, moves, bytes read/written, time |
+//! | `strata_metrics()` | one per engine counter or gauge (`table_name` and `level` NULL), then per table its totals (write amplification, space amplification, stall time) and per table and level its counters |
+//! | `strata_compaction_stats(['t'])` | one per table and level, then a total row per table: files, bytes, flushes, compactions, moves, bytes read/written, time, write amplification; space amplification and stall time on the total row |
 //! | `strata_levels('t')` | one per LSM level of `t`: files, runs, bytes, rows, key range, overlap depth, target |
 //! | `strata_flush(['t'])` | flushes `t` (or every table) and returns one row per table: entries flushed, files before/after |
 //! | `strata_compact('t')` | compacts every file of `t` and returns one row: files, bytes and rows before/after |
@@ -43,6 +43,7 @@ use strata_engine::{Db, Table, TableSchema};
 
 pub use events::{EVENTS_PRIMARY_KEY, EventsFunction, events_create_table_sql, events_schema};
 pub use exec::{OneShotExec, OneShotTable, Producer};
+pub use state::{compaction_stats_batch, metrics_batch};
 
 /// Registers Strata's table functions in `ctx`, bound to `db` (weakly: the functions fail
 /// once the database is closed).

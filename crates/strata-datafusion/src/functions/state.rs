@@ -7,7 +7,8 @@
 use std::sync::{Arc, Weak};
 
 use arrow::array::{
-    ArrayRef, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -215,12 +216,19 @@ impl TableFunctionImpl for MemtablesFunction {
     }
 }
 
-/// `strata_metrics()`: the engine's counters and gauges (`table_name` NULL), then per table
-/// the totals of its compactions (`compactions`, `compaction_moves`,
-/// `compaction_bytes_read`, `compaction_bytes_written`, `compaction_micros`).
+/// `strata_metrics()`: the engine's counters and gauges (`table_name` and `level` NULL),
+/// then per table its totals (`level` NULL) and per table and level the counters of that
+/// level.
 ///
-/// Write amplification and stall time are derived from the database rows:
-/// `(flush_bytes + compaction_bytes_written) / flush_bytes` and `write_stall_micros`.
+/// Per table: `rows_written`, `user_bytes` (encoded keys plus values committed),
+/// `flushes`, `flush_bytes`, `compactions`, `compaction_moves`, `compaction_bytes_read`,
+/// `compaction_bytes_written`, `compaction_micros`, `write_stalls`, `write_stall_micros`,
+/// `write_slowdowns`, `write_slowdown_micros`, `sst_files`, `sst_bytes`, and, once defined,
+/// `write_amplification_percent` and `space_amplification_percent` (see
+/// [`strata_engine::CompactionReport`]; 100 = 1.0). Per level: `files`, `bytes`, `flushes`,
+/// `bytes_flushed`, `compactions`, `moves`, `bytes_read`, `bytes_written`, `micros` and
+/// `write_amplification_percent` (the level's share of the table's). Counters run from the
+/// open of the database.
 #[derive(Debug)]
 pub struct MetricsFunction(Weak<Db>);
 
@@ -229,10 +237,98 @@ impl MetricsFunction {
     pub fn schema() -> SchemaRef {
         schema(vec![
             Field::new("table_name", DataType::Utf8, true),
+            Field::new("level", DataType::UInt32, true),
             Field::new("name", DataType::Utf8, false),
             Field::new("value", DataType::UInt64, false),
         ])
     }
+}
+
+/// A ratio as a whole percentage (`write_amplification_percent` and the like).
+fn percent(ratio: f64) -> u64 {
+    (ratio * 100.0).round() as u64
+}
+
+/// The rows of `strata_metrics()` for `db` (also printed by the REPL's `\metrics`).
+pub fn metrics_batch(db: &Db) -> Result<RecordBatch> {
+    let (mut table, mut level, mut name, mut value) = (
+        StringBuilder::new(),
+        UInt32Builder::new(),
+        StringBuilder::new(),
+        UInt64Builder::new(),
+    );
+    for (metric, v) in db.metrics().values {
+        table.append_null();
+        level.append_null();
+        name.append_value(metric);
+        value.append_value(v);
+    }
+    for t in all_tables(db)? {
+        let report = t.compaction_report();
+        let totals = report.totals();
+        let writes = &report.writes;
+        let mut rows: Vec<(&str, u64)> = vec![
+            ("rows_written", writes.rows_written),
+            ("user_bytes", writes.user_bytes),
+            ("flushes", totals.flushes),
+            ("flush_bytes", totals.bytes_flushed),
+            ("compactions", totals.compactions),
+            ("compaction_moves", totals.moves),
+            ("compaction_bytes_read", totals.bytes_read),
+            ("compaction_bytes_written", totals.bytes_written),
+            ("compaction_micros", totals.micros),
+            ("write_stalls", writes.write_stalls),
+            ("write_stall_micros", writes.write_stall_micros),
+            ("write_slowdowns", writes.write_slowdowns),
+            ("write_slowdown_micros", writes.write_slowdown_micros),
+            ("sst_files", report.levels.iter().map(|l| l.files).sum()),
+            ("sst_bytes", report.sst_bytes),
+        ];
+        if let Some(wa) = report.write_amplification() {
+            rows.push(("write_amplification_percent", percent(wa)));
+        }
+        if let Some(space) = report.space_amplification() {
+            rows.push(("space_amplification_percent", percent(space)));
+        }
+        for (metric, v) in rows {
+            table.append_value(t.name());
+            level.append_null();
+            name.append_value(metric);
+            value.append_value(v);
+        }
+        for l in &report.levels {
+            let s = &l.stats;
+            let mut rows: Vec<(&str, u64)> = vec![
+                ("files", l.files),
+                ("bytes", l.bytes),
+                ("flushes", s.flushes),
+                ("bytes_flushed", s.bytes_flushed),
+                ("compactions", s.compactions),
+                ("moves", s.moves),
+                ("bytes_read", s.bytes_read),
+                ("bytes_written", s.bytes_written),
+                ("micros", s.micros),
+            ];
+            if let Some(wa) = l.write_amplification {
+                rows.push(("write_amplification_percent", percent(wa)));
+            }
+            for (metric, v) in rows {
+                table.append_value(t.name());
+                level.append_value(l.level);
+                name.append_value(metric);
+                value.append_value(v);
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        MetricsFunction::schema(),
+        vec![
+            Arc::new(table.finish()),
+            Arc::new(level.finish()),
+            Arc::new(name.finish()),
+            Arc::new(value.finish()),
+        ],
+    )?)
 }
 
 impl TableFunctionImpl for MetricsFunction {
@@ -241,72 +337,132 @@ impl TableFunctionImpl for MetricsFunction {
         check_arity(NAME, args.exprs(), 0, 0)?;
         upgrade(&self.0, NAME)?;
         let db = self.0.clone();
-        let out = Self::schema();
-        let producer_schema = Arc::clone(&out);
-        let producer: Producer = Arc::new(move || {
-            let db = upgrade(&db, NAME)?;
-            let (mut table, mut name, mut value) = (
-                StringBuilder::new(),
-                StringBuilder::new(),
-                UInt64Builder::new(),
-            );
-            for (metric, v) in db.metrics().values {
-                table.append_null();
-                name.append_value(metric);
-                value.append_value(v);
-            }
-            for t in all_tables(&db)? {
-                let stats = t.compaction_stats();
-                let totals = [
-                    ("compactions", stats.iter().map(|s| s.compactions).sum()),
-                    ("compaction_moves", stats.iter().map(|s| s.moves).sum()),
-                    (
-                        "compaction_bytes_read",
-                        stats.iter().map(|s| s.bytes_read).sum(),
-                    ),
-                    (
-                        "compaction_bytes_written",
-                        stats.iter().map(|s| s.bytes_written).sum(),
-                    ),
-                    ("compaction_micros", stats.iter().map(|s| s.micros).sum()),
-                ];
-                for (metric, v) in totals {
-                    table.append_value(t.name());
-                    name.append_value(metric);
-                    value.append_value(v);
-                }
-            }
-            Ok(RecordBatch::try_new(
-                Arc::clone(&producer_schema),
-                vec![
-                    Arc::new(table.finish()),
-                    Arc::new(name.finish()),
-                    Arc::new(value.finish()),
-                ],
-            )?)
-        });
-        Ok(Arc::new(OneShotTable::new(NAME, out, producer)))
+        let producer: Producer = Arc::new(move || metrics_batch(upgrade(&db, NAME)?.as_ref()));
+        Ok(Arc::new(OneShotTable::new(NAME, Self::schema(), producer)))
     }
 }
 
-/// `strata_compaction_stats(['t'])`: compaction counters per table and output level (levels
-/// no compaction wrote into are left out).
+/// `strata_compaction_stats(['t'])`: per table, one row per level from 0 to the deepest level
+/// that holds files or was written, then a total row (`level` NULL).
+///
+/// `files`/`bytes` are the level now; the counters (since the open) are what flushes and
+/// compactions wrote into the level; `write_amp` is the level's share of the table's write
+/// amplification (NULL before any write). `space_amp` and the backpressure columns
+/// (`stalls`, `stall_micros`, `slowdowns`, `slowdown_micros`: time the table's writes were
+/// held back) are per table, set on the total row only.
 #[derive(Debug)]
 pub struct CompactionStatsFunction(Weak<Db>);
+
+/// The counter columns of `strata_compaction_stats`, after `files` and `bytes`.
+const COMPACTION_COUNTERS: [&str; 7] = [
+    "flushes",
+    "bytes_flushed",
+    "compactions",
+    "moves",
+    "bytes_read",
+    "bytes_written",
+    "micros",
+];
+
+/// The per-table columns of `strata_compaction_stats`, set on the total row.
+const BACKPRESSURE: [&str; 4] = ["stalls", "stall_micros", "slowdowns", "slowdown_micros"];
 
 impl CompactionStatsFunction {
     /// The result schema.
     pub fn schema() -> SchemaRef {
-        schema(vec![
+        let mut fields = vec![
             Field::new("table_name", DataType::Utf8, false),
-            Field::new("level", DataType::UInt32, false),
-            Field::new("compactions", DataType::UInt64, false),
-            Field::new("moves", DataType::UInt64, false),
-            Field::new("bytes_read", DataType::UInt64, false),
-            Field::new("bytes_written", DataType::UInt64, false),
-            Field::new("micros", DataType::UInt64, false),
-        ])
+            Field::new("level", DataType::UInt32, true),
+            Field::new("files", DataType::UInt64, false),
+            Field::new("bytes", DataType::UInt64, false),
+        ];
+        fields.extend(
+            COMPACTION_COUNTERS
+                .iter()
+                .map(|name| Field::new(*name, DataType::UInt64, false)),
+        );
+        fields.push(Field::new("write_amp", DataType::Float64, true));
+        fields.push(Field::new("space_amp", DataType::Float64, true));
+        fields.extend(
+            BACKPRESSURE
+                .iter()
+                .map(|name| Field::new(*name, DataType::UInt64, true)),
+        );
+        schema(fields)
     }
+}
+
+fn counters_of(files: u64, bytes: u64, s: &strata_engine::LevelCompactionStats) -> [u64; 9] {
+    [
+        files,
+        bytes,
+        s.flushes,
+        s.bytes_flushed,
+        s.compactions,
+        s.moves,
+        s.bytes_read,
+        s.bytes_written,
+        s.micros,
+    ]
+}
+
+/// The rows of `strata_compaction_stats` for `tables` (also printed by `\metrics`).
+pub fn compaction_stats_batch(tables: &[Table]) -> Result<RecordBatch> {
+    let mut name = StringBuilder::new();
+    let mut level = UInt32Builder::new();
+    let mut numbers: Vec<UInt64Builder> = (0..9).map(|_| UInt64Builder::new()).collect();
+    let (mut write_amp, mut space_amp) = (Float64Builder::new(), Float64Builder::new());
+    let mut backpressure: Vec<UInt64Builder> = (0..4).map(|_| UInt64Builder::new()).collect();
+    for table in tables {
+        let report = table.compaction_report();
+        for l in &report.levels {
+            name.append_value(table.name());
+            level.append_value(l.level);
+            for (builder, value) in numbers
+                .iter_mut()
+                .zip(counters_of(l.files, l.bytes, &l.stats))
+            {
+                builder.append_value(value);
+            }
+            write_amp.append_option(l.write_amplification);
+            space_amp.append_null();
+            backpressure.iter_mut().for_each(|b| b.append_null());
+        }
+        name.append_value(table.name());
+        level.append_null();
+        let files = report.levels.iter().map(|l| l.files).sum();
+        for (builder, value) in
+            numbers
+                .iter_mut()
+                .zip(counters_of(files, report.sst_bytes, &report.totals()))
+        {
+            builder.append_value(value);
+        }
+        write_amp.append_option(report.write_amplification());
+        space_amp.append_option(report.space_amplification());
+        let w = &report.writes;
+        for (builder, value) in backpressure.iter_mut().zip([
+            w.write_stalls,
+            w.write_stall_micros,
+            w.write_slowdowns,
+            w.write_slowdown_micros,
+        ]) {
+            builder.append_value(value);
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(name.finish()), Arc::new(level.finish())];
+    columns.extend(numbers.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.push(Arc::new(write_amp.finish()));
+    columns.push(Arc::new(space_amp.finish()));
+    columns.extend(
+        backpressure
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef),
+    );
+    Ok(RecordBatch::try_new(
+        CompactionStatsFunction::schema(),
+        columns,
+    )?)
 }
 
 impl TableFunctionImpl for CompactionStatsFunction {
@@ -314,40 +470,14 @@ impl TableFunctionImpl for CompactionStatsFunction {
         const NAME: &str = "strata_compaction_stats";
         let only = table_or_all(&self.0, NAME, &args)?;
         let db = self.0.clone();
-        let out = Self::schema();
-        let producer_schema = Arc::clone(&out);
         let producer: Producer = Arc::new(move || {
             let tables = match &only {
                 Some(table) => vec![table.clone()],
                 None => all_tables(upgrade(&db, NAME)?.as_ref())?,
             };
-            let mut name = StringBuilder::new();
-            let mut level = UInt32Builder::new();
-            let mut numbers: Vec<UInt64Builder> = (0..5).map(|_| UInt64Builder::new()).collect();
-            for table in tables {
-                for (index, stats) in table.compaction_stats().iter().enumerate() {
-                    if stats.compactions == 0 && stats.moves == 0 {
-                        continue;
-                    }
-                    name.append_value(table.name());
-                    level.append_value(index as u32);
-                    for (builder, value) in numbers.iter_mut().zip([
-                        stats.compactions,
-                        stats.moves,
-                        stats.bytes_read,
-                        stats.bytes_written,
-                        stats.micros,
-                    ]) {
-                        builder.append_value(value);
-                    }
-                }
-            }
-            let mut columns: Vec<ArrayRef> =
-                vec![Arc::new(name.finish()), Arc::new(level.finish())];
-            columns.extend(numbers.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-            Ok(RecordBatch::try_new(Arc::clone(&producer_schema), columns)?)
+            compaction_stats_batch(&tables)
         });
-        Ok(Arc::new(OneShotTable::new(NAME, out, producer)))
+        Ok(Arc::new(OneShotTable::new(NAME, Self::schema(), producer)))
     }
 }
 

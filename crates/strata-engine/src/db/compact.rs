@@ -39,9 +39,13 @@ const TASKS_PER_JOB: usize = 16;
 /// Rows per merged batch.
 const MERGE_BATCH_ROWS: usize = 8192;
 
-/// Per-level compaction counters of one table.
+/// Per-level flush and compaction counters of one table, since the database was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LevelCompactionStats {
+    /// Memtable flushes and ingested files written into this level (level 0 only).
+    pub flushes: u64,
+    /// Bytes of the files they wrote.
+    pub bytes_flushed: u64,
     /// Compactions that wrote into this level.
     pub compactions: u64,
     /// Files moved into this level without a rewrite.
@@ -52,6 +56,138 @@ pub struct LevelCompactionStats {
     pub bytes_written: u64,
     /// Microseconds they took.
     pub micros: u64,
+}
+
+/// One level of a [`CompactionReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelReport {
+    /// The level.
+    pub level: u32,
+    /// Files in the level now.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// What flushes and compactions wrote into the level.
+    pub stats: LevelCompactionStats,
+    /// The level's share of the table's write amplification: the bytes flushes and
+    /// compactions wrote into it over the table's user bytes (`None` before any write).
+    pub write_amplification: Option<f64>,
+}
+
+/// The compaction figures of one table (`Table::compaction_report`). Counters run from the
+/// open of the database; sizes are those of the current version.
+///
+/// - Write amplification: SST bytes written by flushes and compactions over the user bytes
+///   committed (encoded keys plus values). The per-level figures add up to the table's.
+/// - Space amplification: SST bytes over the bytes of the largest sorted run, the estimate
+///   of live data RocksDB's universal compaction uses: 1.0 for a table in one run, and
+///   exact when the largest run holds every live key and nothing else. Obsolete versions
+///   inside that run are not seen by this estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionReport {
+    /// One entry per level, from 0 to the deepest level that holds files or was written.
+    pub levels: Vec<LevelReport>,
+    /// The table's write counters (user bytes, backpressure time).
+    pub writes: crate::metrics::TableWriteStats,
+    /// SST bytes of the current version.
+    pub sst_bytes: u64,
+    /// Bytes of its largest sorted run (a level ≥ 1, or one level-0 run).
+    pub largest_run_bytes: u64,
+}
+
+impl CompactionReport {
+    /// Builds the report of a version's `levels` with its counters.
+    pub(crate) fn new(
+        levels: &[Vec<SstMeta>],
+        stats: Vec<LevelCompactionStats>,
+        writes: crate::metrics::TableWriteStats,
+    ) -> Self {
+        let in_use = levels
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |l| l + 1);
+        let depth = in_use.max(stats.len()).max(1);
+        let ratio =
+            |bytes: u64| (writes.user_bytes > 0).then(|| bytes as f64 / writes.user_bytes as f64);
+        let reports = (0..depth)
+            .map(|level| {
+                let files = levels.get(level).map_or(&[][..], Vec::as_slice);
+                let stats = stats.get(level).cloned().unwrap_or_default();
+                LevelReport {
+                    level: level as u32,
+                    files: files.len() as u64,
+                    bytes: files.iter().map(|f| f.size_bytes).sum(),
+                    write_amplification: ratio(stats.bytes_flushed + stats.bytes_written),
+                    stats,
+                }
+            })
+            .collect();
+        let mut runs: Vec<u64> = levels
+            .first()
+            .map(|l0| {
+                crate::compaction::l0_runs(l0)
+                    .iter()
+                    .map(|run| run.iter().map(|f| f.size_bytes).sum())
+                    .collect()
+            })
+            .unwrap_or_default();
+        runs.extend(
+            levels
+                .iter()
+                .skip(1)
+                .map(|l| l.iter().map(|f| f.size_bytes).sum::<u64>()),
+        );
+        CompactionReport {
+            levels: reports,
+            writes,
+            sst_bytes: levels.iter().flatten().map(|f| f.size_bytes).sum(),
+            largest_run_bytes: runs.into_iter().max().unwrap_or(0),
+        }
+    }
+
+    /// SST bytes written by flushes and compactions over user bytes (`None` before any
+    /// write since the open).
+    pub fn write_amplification(&self) -> Option<f64> {
+        let written: u64 = self
+            .levels
+            .iter()
+            .map(|l| l.stats.bytes_flushed + l.stats.bytes_written)
+            .sum();
+        (self.writes.user_bytes > 0).then(|| written as f64 / self.writes.user_bytes as f64)
+    }
+
+    /// SST bytes over the bytes of the largest sorted run (`None` for a table without
+    /// SSTs).
+    pub fn space_amplification(&self) -> Option<f64> {
+        (self.largest_run_bytes > 0).then(|| self.sst_bytes as f64 / self.largest_run_bytes as f64)
+    }
+
+    /// Totals of the levels' counters.
+    pub fn totals(&self) -> LevelCompactionStats {
+        let mut total = LevelCompactionStats::default();
+        for l in &self.levels {
+            total.flushes += l.stats.flushes;
+            total.bytes_flushed += l.stats.bytes_flushed;
+            total.compactions += l.stats.compactions;
+            total.moves += l.stats.moves;
+            total.bytes_read += l.stats.bytes_read;
+            total.bytes_written += l.stats.bytes_written;
+            total.micros += l.stats.micros;
+        }
+        total
+    }
+}
+
+/// The counters of `level`, growing the list to reach it.
+pub(crate) fn level_entry(
+    stats: &mut Vec<LevelCompactionStats>,
+    level: u32,
+) -> &mut LevelCompactionStats {
+    let level = level as usize;
+    if stats.len() <= level {
+        stats.resize_with(level + 1, LevelCompactionStats::default);
+    }
+    &mut stats[level]
 }
 
 /// The SST files of a version by level, as metadata.
@@ -229,11 +365,7 @@ impl DbInner {
         let micros = started.elapsed().as_micros() as u64;
         {
             let mut stats = table.compaction_stats.lock();
-            let level = task.output_level as usize;
-            if stats.len() <= level {
-                stats.resize_with(level + 1, LevelCompactionStats::default);
-            }
-            let entry = &mut stats[level];
+            let entry = level_entry(&mut stats, task.output_level);
             match task.kind {
                 TaskKind::Move => entry.moves += 1,
                 TaskKind::Merge => {

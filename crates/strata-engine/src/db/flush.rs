@@ -117,6 +117,7 @@ impl DbInner {
         if let Some(meta) = &written {
             Metrics::add(&self.metrics.flush_rows, meta.rows);
             Metrics::add(&self.metrics.flush_bytes, meta.size_bytes);
+            table.count_flush(meta);
         }
         Metrics::add(
             &self.metrics.flush_micros,

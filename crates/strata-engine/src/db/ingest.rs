@@ -170,7 +170,7 @@ impl DbInner {
         } else {
             0
         };
-        let (keys, _) = schema.encode_rows(&batch, first_rowid)?;
+        let (keys, values) = schema.encode_rows(&batch, first_rowid)?;
         let key_max = self.options.key_size_bytes_max;
         if let Some(long) = keys.iter().find(|k| k.len() > key_max) {
             return Err(crate::Error::LimitExceeded(format!(
@@ -226,6 +226,12 @@ impl DbInner {
         }
         let meta = writer.finish()?;
         Metrics::add(&self.metrics.flush_bytes, meta.size_bytes);
+        Metrics::add(&table.counters.rows_written, rows as u64);
+        Metrics::add(
+            &table.counters.user_bytes,
+            (keys.data_len() + values.data_len()) as u64,
+        );
+        table.count_flush(&meta);
         Ok(meta)
     }
 }

@@ -61,8 +61,9 @@ use crate::version::{FileContext, SuperVersion, Version};
 use crate::wal::Wal;
 
 pub(crate) use background::Background;
-pub use compact::LevelCompactionStats;
+pub(crate) use compact::level_entry;
 pub(crate) use compact::levels_of;
+pub use compact::{CompactionReport, LevelCompactionStats, LevelReport};
 pub use ingest::IngestOptions;
 pub(crate) use write::CommitQueue;
 
@@ -395,6 +396,7 @@ impl DbInner {
             compaction_queued: AtomicBool::new(false),
             compaction_lock: Mutex::new(()),
             compaction_stats: Mutex::new(Vec::new()),
+            counters: Default::default(),
             write_pressure: AtomicUsize::new(0),
             pending_compaction_bytes: AtomicU64::new(0),
             flushed_seq: AtomicU64::new(flushed_seq),

@@ -170,9 +170,22 @@ impl DbInner {
         let entries = decode_entries(payload, count)?;
         let mut current: Option<(TableId, Option<TargetTable>)> = None;
         let mut grown = 0usize;
+        // Rows and user bytes of the current table, added to its counters when the table
+        // changes (replayed entries were counted by the process that wrote them).
+        let (mut rows, mut user_bytes) = (0u64, 0u64);
+        let count_written = |current: &Option<(TableId, Option<TargetTable>)>, rows, bytes| {
+            if let Some((_, Some((table, _)))) = current
+                && rows > 0
+            {
+                Metrics::add(&table.counters.rows_written, rows);
+                Metrics::add(&table.counters.user_bytes, bytes);
+            }
+        };
         for (i, entry) in entries.iter().enumerate() {
             let seq = first_seq + i as u64;
             if current.as_ref().is_none_or(|(id, _)| *id != entry.table) {
+                count_written(&current, rows, user_bytes);
+                (rows, user_bytes) = (0, 0);
                 let found = self.table_by_id(entry.table).map(|t| {
                     let sv = t.super_version();
                     (t, sv)
@@ -191,7 +204,12 @@ impl DbInner {
             memtable.insert(entry.key, seq, entry.op, entry.value);
             grown += memtable.memory_bytes() - before;
             sv.active.note_inserted(seq, seq);
+            if !recovering {
+                rows += 1;
+                user_bytes += (entry.key.len() + entry.value.len()) as u64;
+            }
         }
+        count_written(&current, rows, user_bytes);
         self.memtable_bytes.fetch_add(grown, Ordering::Relaxed);
         Ok(())
     }
@@ -294,10 +312,7 @@ impl DbInner {
             }
             if !stall {
                 if let Some(started) = stall_started {
-                    Metrics::add(
-                        &self.metrics.write_stall_micros,
-                        started.elapsed().as_micros() as u64,
-                    );
+                    self.count_stall(tables, started.elapsed());
                 }
                 if slow && !slowed && stall_started.is_none() {
                     Metrics::inc(&self.metrics.write_slowdowns);
@@ -305,6 +320,13 @@ impl DbInner {
                         &self.metrics.write_slowdown_micros,
                         SLOWDOWN.as_micros() as u64,
                     );
+                    for table in tables {
+                        Metrics::inc(&table.counters.write_slowdowns);
+                        Metrics::add(
+                            &table.counters.write_slowdown_micros,
+                            SLOWDOWN.as_micros() as u64,
+                        );
+                    }
                     std::thread::sleep(SLOWDOWN);
                     slowed = true;
                     continue;
@@ -313,13 +335,13 @@ impl DbInner {
             }
             let started = *stall_started.get_or_insert_with(|| {
                 Metrics::inc(&self.metrics.write_stalls);
+                tables
+                    .iter()
+                    .for_each(|t| Metrics::inc(&t.counters.write_stalls));
                 Instant::now()
             });
             if started.elapsed() > WRITE_STALL_TIMEOUT {
-                Metrics::add(
-                    &self.metrics.write_stall_micros,
-                    started.elapsed().as_micros() as u64,
-                );
+                self.count_stall(tables, started.elapsed());
                 let cause = self
                     .background_error
                     .lock()
@@ -333,6 +355,17 @@ impl DbInner {
             let mut progress = self.progress.lock();
             self.progress_changed
                 .wait_for(&mut progress, Duration::from_millis(50));
+        }
+    }
+}
+
+impl DbInner {
+    /// Adds the time a write stalled to the database's and its tables' stall counters.
+    fn count_stall(&self, tables: &[Arc<TableInner>], stalled: Duration) {
+        let micros = stalled.as_micros() as u64;
+        Metrics::add(&self.metrics.write_stall_micros, micros);
+        for table in tables {
+            Metrics::add(&table.counters.write_stall_micros, micros);
         }
     }
 }
