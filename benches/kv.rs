@@ -23,7 +23,7 @@
 //! own counters, and readrandom / seekrandom before and after a full compaction.
 //!
 //! Environment: `STRATA_BENCH_N` (default 1,000,000), `STRATA_BENCH_ONLY` (comma-separated
-//! workloads), `STRATA_BENCH_DIR` (where the databases go; default `target`),
+//! workloads), `STRATA_BENCH_SETUPS` (comma-separated overwrite set-ups, e.g. `strata leveled`), `STRATA_BENCH_DIR` (where the databases go; default `target`),
 //! `STRATA_BENCH_RESULTS` (where the tables go; default `benches/results`),
 //! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
 //! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
@@ -113,6 +113,10 @@ trait Engine: Send + Sync {
     fn replay_rows_per_sec(&self) -> Option<f64> {
         None
     }
+    /// The engine's own per-level compaction statistics, as text for the log.
+    fn level_stats(&self) -> String {
+        String::new()
+    }
 }
 
 /// Cumulative write counters of one engine (bytes and microseconds).
@@ -149,6 +153,12 @@ enum Style {
     Leveled,
     /// Size-tiered (Strata) / universal (RocksDB).
     Tiered,
+    /// RocksDB only: leveled with level targets derived from the size of the last level
+    /// (`level_compaction_dynamic_level_bytes`, RocksDB's default since 8.4). `Leveled`
+    /// turns it off, so RocksDB's level sizes are Strata's (a fixed level-1 target times the
+    /// multiplier per level).
+    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
+    LeveledDynamic,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -188,8 +198,16 @@ const CACHE_BYTES: usize = 256 << 20;
 /// Level-1 target and target file size: Strata's and RocksDB's defaults.
 const LEVEL_BASE_BYTES: u64 = 256 << 20;
 const TARGET_FILE_BYTES: u64 = 64 << 20;
+/// Bytes per MiB, for the logs.
+const MIB_F: f64 = (1u64 << 20) as f64;
 
+/// Opens an engine for the key-value workloads: every engine with its default compaction
+/// (for RocksDB, leveled with dynamic level sizes).
 fn open(kind: Kind, dir: &Path, memtable_bytes: usize) -> Box<dyn Engine> {
+    #[cfg(feature = "peers")]
+    if kind == Kind::RocksDb {
+        return open_styled(kind, dir, memtable_bytes, Style::LeveledDynamic, false, 1);
+    }
     open_styled(kind, dir, memtable_bytes, Style::Leveled, false, 1)
 }
 
@@ -248,7 +266,7 @@ mod strata {
         /// tiered size ratio 1 %, merge width 2..32, space amplification 200 %) match RocksDB's.
         pub fn open(dir: &Path, memtable_bytes: usize, style: Style, scale: u64) -> Self {
             let strategy = match style {
-                Style::Leveled => StrategyKind::Leveled,
+                Style::Leveled | Style::LeveledDynamic => StrategyKind::Leveled,
                 Style::Tiered => StrategyKind::SizeTiered,
             };
             let options = Options {
@@ -336,6 +354,37 @@ mod strata {
             }
         }
 
+        fn level_stats(&self) -> String {
+            let report = self.kv.table().compaction_report();
+            let mut out = format!(
+                "  level files MiB flushes flushed_MiB compactions moves read_MiB written_MiB WA \
+                 (user {:.1} MiB)\n",
+                report.writes.user_bytes as f64 / MIB_F
+            );
+            for l in &report.levels {
+                let s = &l.stats;
+                out.push_str(&format!(
+                    "  L{} {} {:.1} {} {:.1} {} {} {:.1} {:.1} {:.2}\n",
+                    l.level,
+                    l.files,
+                    l.bytes as f64 / MIB_F,
+                    s.flushes,
+                    s.bytes_flushed as f64 / MIB_F,
+                    s.compactions,
+                    s.moves,
+                    s.bytes_read as f64 / MIB_F,
+                    s.bytes_written as f64 / MIB_F,
+                    l.write_amplification.unwrap_or(0.0)
+                ));
+            }
+            out.push_str(&format!(
+                "  total WA {:.2}, space amp {:.2}\n",
+                report.write_amplification().unwrap_or(0.0),
+                report.space_amplification().unwrap_or(0.0)
+            ));
+            out
+        }
+
         fn replay_rows_per_sec(&self) -> Option<f64> {
             let m = self.db.metrics();
             let rows = m.get("recovered_rows")?;
@@ -359,7 +408,7 @@ mod peers {
 
     impl Rocks {
         /// Leveled: RocksDB's defaults (L0 trigger 4, 256 MiB level base, multiplier 10,
-        /// 64 MiB files). Universal: its defaults (size ratio 1 %, min merge width 2, space
+        /// 64 MiB files), with dynamic level sizes only for `Style::LeveledDynamic`. Universal: its defaults (size ratio 1 %, min merge width 2, space
         /// amplification 200 %).
         pub fn open(
             dir: &Path,
@@ -376,6 +425,7 @@ mod peers {
             if style == Style::Tiered {
                 options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
             }
+            options.set_level_compaction_dynamic_level_bytes(style == Style::LeveledDynamic);
             options.set_write_buffer_size(memtable_bytes);
             options.set_max_bytes_for_level_base(LEVEL_BASE_BYTES / scale);
             options.set_target_file_size_base(TARGET_FILE_BYTES / scale);
@@ -445,6 +495,23 @@ mod peers {
 
         fn compact_all(&self) {
             self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        }
+
+        fn level_stats(&self) -> String {
+            self.db
+                .property_value("rocksdb.stats")
+                .ok()
+                .flatten()
+                .map(|stats| {
+                    // The compaction table of the default column family, up to its Sum row.
+                    stats
+                        .lines()
+                        .skip_while(|l| !l.starts_with("** Compaction Stats"))
+                        .take_while(|l| !l.trim_start().starts_with("Int"))
+                        .map(|l| format!("  {l}\n"))
+                        .collect()
+                })
+                .unwrap_or_default()
         }
 
         fn counters(&self) -> Counters {
@@ -757,6 +824,9 @@ struct Overwrite {
     write_amp: f64,
     /// The same with the WAL bytes added.
     write_amp_wal: f64,
+    /// Flush + compaction bytes since the open (fill and overwrite) over the user bytes of
+    /// both: free of where the overwrite window happens to cut the compaction schedule.
+    write_amp_total: f64,
     /// `/proc/self/io` bytes over the user bytes (includes the WAL and metadata).
     write_amp_os: f64,
     /// Bytes on disk over live user bytes, after settling.
@@ -781,6 +851,11 @@ fn setups() -> Vec<(&'static str, Kind, Style)> {
     #[cfg(feature = "peers")]
     all.extend([
         ("rocksdb leveled", Kind::RocksDb, Style::Leveled),
+        (
+            "rocksdb leveled, dynamic levels",
+            Kind::RocksDb,
+            Style::LeveledDynamic,
+        ),
         ("rocksdb universal", Kind::RocksDb, Style::Tiered),
     ]);
     all
@@ -821,7 +896,8 @@ fn overwrite_study(
     engine.flush();
     let settled = engine.settle(SETTLE_LIMIT);
     let settle = settle_start.elapsed();
-    let delta = engine.counters().since(counters_before);
+    let since_open = engine.counters();
+    let delta = since_open.since(counters_before);
     let os_bytes = os_written_bytes() - os_before;
     let user_bytes = (n * ENTRY_BYTES) as f64;
     let sst_bytes = (delta.flush_bytes + delta.compaction_bytes) as f64;
@@ -833,6 +909,7 @@ fn overwrite_study(
         space_amp
     );
 
+    eprint!("{}", engine.level_stats());
     let read_before = read_random(engine.as_ref(), setup, n);
     let seek_before = seek_random(engine.as_ref(), setup, n);
     let compact_start = Instant::now();
@@ -849,6 +926,8 @@ fn overwrite_study(
         settled,
         write_amp: sst_bytes / user_bytes,
         write_amp_wal: (sst_bytes + delta.wal_bytes as f64) / user_bytes,
+        write_amp_total: (since_open.flush_bytes + since_open.compaction_bytes) as f64
+            / (2.0 * user_bytes),
         write_amp_os: os_bytes as f64 / user_bytes,
         space_amp,
         space_amp_compacted,
@@ -884,7 +963,17 @@ fn main() {
         .max(1);
     let mut study = Vec::new();
     if only("overwrite") {
+        // `STRATA_BENCH_SETUPS`: comma-separated set-up names to run (default all).
+        let wanted: Option<Vec<String>> = std::env::var("STRATA_BENCH_SETUPS")
+            .ok()
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
         for (setup, kind, style) in setups() {
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.iter().any(|x| x == setup))
+            {
+                continue;
+            }
             eprintln!("== overwrite: {setup} (N = {n})");
             study.push(overwrite_study(setup, kind, style, n, &order, scale));
         }
@@ -940,19 +1029,21 @@ fn study_table(study: &[Overwrite], n: u64, scale: u64) -> String {
     let mut out = format!(
         "Overwrite with compaction running, N = {n}, memtable {} MiB, level-1 target {} MiB, \
          target file {} MiB (fresh database per set-up, loaded by fillrandom and settled \
-         first; WA = flush + compaction bytes / user bytes of the overwrites; space amp = \
+         first; WA = flush + compaction bytes / user bytes of the overwrites; WA fill + \
+         overwrite = the same since the open over the user bytes of both; space amp = \
          bytes on disk / live user bytes)\n\n\
          | set-up | overwrite (ops/s) | longest put (ms) | stall (s) | settle (s) | WA | \
-         WA incl. WAL | WA (OS) | space amp | space amp after full compaction | full compaction (s) | \
+         WA fill + overwrite | WA incl. WAL | WA (OS) | space amp | space amp after full compaction | full compaction (s) | \
          readrandom before (ops/s) | readrandom after | seekrandom before (ops/s) | seekrandom after |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         (MEMTABLE_BYTES as u64 / scale) >> 20,
         (LEVEL_BASE_BYTES / scale) >> 20,
         (TARGET_FILE_BYTES / scale) >> 20,
     );
     for r in study {
         out.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {} | {:.1}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | \
+            "| {} | {:.0} | {:.1} | {} | {:.1}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | \
+             {:.1} | \
              {:.0} | {:.0} | {:.0} | {:.0} |\n",
             r.setup,
             r.ops_per_sec,
@@ -962,6 +1053,7 @@ fn study_table(study: &[Overwrite], n: u64, scale: u64) -> String {
             r.settle.as_secs_f64(),
             if r.settled { "" } else { " (timed out)" },
             r.write_amp,
+            r.write_amp_total,
             r.write_amp_wal,
             r.write_amp_os,
             r.space_amp,
@@ -1002,6 +1094,7 @@ fn write_results(all: &[Measurement], study: &[Overwrite], n: u64, report: &str)
                 "settled": r.settled,
                 "write_amplification": r.write_amp,
                 "write_amplification_with_wal": r.write_amp_wal,
+                "write_amplification_fill_and_overwrite": r.write_amp_total,
                 "write_amplification_os": r.write_amp_os,
                 "space_amplification": r.space_amp,
                 "space_amplification_after_full_compaction": r.space_amp_compacted,

@@ -124,7 +124,8 @@ pub struct CompactionOptions {
     /// The strategy. Default leveled.
     pub strategy: StrategyKind,
     /// Level-0 files (leveled) or sorted runs (size-tiered) that trigger a compaction.
-    /// Default 4.
+    /// Size-tiered considers space amplification and size ratios from this many runs on, and
+    /// forces a merge of the newest runs only above it. Default 4.
     pub l0_compaction_trigger: usize,
     /// Level-0 files or runs at which writes are slowed down. Default 20.
     pub l0_slowdown_trigger: usize,

@@ -7,7 +7,11 @@
 //! 2. Size ratio: from the newest run on, a window grows while the next run is at most
 //!    `tier_size_ratio_percent` larger than the window so far; the first window of at least
 //!    `tier_min_merge_width` runs (at most `tier_max_merge_width`) is merged.
-//! 3. Run count: otherwise the newest runs are merged, enough to drop below the trigger.
+//! 3. Run count: otherwise, once there are *more* than `l0_compaction_trigger` runs, the
+//!    newest runs are merged, enough to get back to the trigger. At exactly the trigger
+//!    nothing is forced: merging then would rewrite a small run into a larger one early
+//!    and raise write amplification (RocksDB's universal compaction draws the line at the
+//!    same place).
 //!
 //! A window is always a run of consecutive runs in age order. Its output goes to the deepest
 //! level in the window (level 0 when the window holds only level-0 runs), as one new run.
@@ -98,6 +102,9 @@ impl CompactionStrategy for SizeTiered {
                 return Some(merge_window(levels, &runs[start..end], reason));
             }
         }
+        if runs.len() <= options.l0_compaction_trigger {
+            return None;
+        }
         let width = (runs.len() + 1 - options.l0_compaction_trigger)
             .clamp(min_width, max_width)
             .min(runs.len());
@@ -167,6 +174,17 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 3]);
         assert_eq!(task.output_level, 1, "the output replaces the deepest run");
         assert!(task.drop_tombstones);
+    }
+
+    #[test]
+    fn at_the_trigger_runs_of_unlike_sizes_are_left_alone() {
+        // Three runs (the trigger), sizes 1, 100, 10000: no window, low space amplification.
+        let version = levels(vec![
+            file(1, 0, 0, 10, 1, 40),
+            file(2, 0, 0, 10, 100, 30),
+            file(3, 0, 0, 10, 10_000, 20),
+        ]);
+        assert_eq!(SizeTiered.pick(&version, &options()), None);
     }
 
     #[test]
