@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use leveled::Leveled;
 pub use tiered::SizeTiered;
+pub(crate) use tiered::sorted_runs;
 
 use crate::error::{Error, Result};
 use crate::sst::SstMeta;

@@ -25,14 +25,15 @@ pub struct SizeTiered;
 
 /// One sorted run and where it lives.
 #[derive(Debug, Clone)]
-struct Run {
+pub(crate) struct Run {
     files: Vec<SstMeta>,
     level: u32,
-    bytes: u64,
+    /// The bytes of its files.
+    pub bytes: u64,
 }
 
 /// Every sorted run of the version, newest first.
-fn sorted_runs(levels: &[Vec<SstMeta>]) -> Vec<Run> {
+pub(crate) fn sorted_runs(levels: &[Vec<SstMeta>]) -> Vec<Run> {
     let mut runs: Vec<Run> = levels
         .first()
         .map(|l0| l0_runs(l0))

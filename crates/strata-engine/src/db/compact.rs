@@ -107,8 +107,6 @@ impl CompactionReport {
             .rposition(|l| !l.is_empty())
             .map_or(0, |l| l + 1);
         let depth = in_use.max(stats.len()).max(1);
-        let ratio =
-            |bytes: u64| (writes.user_bytes > 0).then(|| bytes as f64 / writes.user_bytes as f64);
         let reports = (0..depth)
             .map(|level| {
                 let files = levels.get(level).map_or(&[][..], Vec::as_slice);
@@ -117,43 +115,34 @@ impl CompactionReport {
                     level: level as u32,
                     files: files.len() as u64,
                     bytes: files.iter().map(|f| f.size_bytes).sum(),
-                    write_amplification: ratio(stats.bytes_flushed + stats.bytes_written),
+                    write_amplification: per_user_byte(
+                        stats.bytes_flushed + stats.bytes_written,
+                        writes.user_bytes,
+                    ),
                     stats,
                 }
             })
             .collect();
-        let mut runs: Vec<u64> = levels
-            .first()
-            .map(|l0| {
-                crate::compaction::l0_runs(l0)
-                    .iter()
-                    .map(|run| run.iter().map(|f| f.size_bytes).sum())
-                    .collect()
-            })
-            .unwrap_or_default();
-        runs.extend(
-            levels
-                .iter()
-                .skip(1)
-                .map(|l| l.iter().map(|f| f.size_bytes).sum::<u64>()),
-        );
         CompactionReport {
             levels: reports,
             writes,
             sst_bytes: levels.iter().flatten().map(|f| f.size_bytes).sum(),
-            largest_run_bytes: runs.into_iter().max().unwrap_or(0),
+            largest_run_bytes: crate::compaction::sorted_runs(levels)
+                .iter()
+                .map(|run| run.bytes)
+                .max()
+                .unwrap_or(0),
         }
     }
 
     /// SST bytes written by flushes and compactions over user bytes (`None` before any
     /// write since the open).
     pub fn write_amplification(&self) -> Option<f64> {
-        let written: u64 = self
-            .levels
-            .iter()
-            .map(|l| l.stats.bytes_flushed + l.stats.bytes_written)
-            .sum();
-        (self.writes.user_bytes > 0).then(|| written as f64 / self.writes.user_bytes as f64)
+        let totals = self.totals();
+        per_user_byte(
+            totals.bytes_flushed + totals.bytes_written,
+            self.writes.user_bytes,
+        )
     }
 
     /// SST bytes over the bytes of the largest sorted run (`None` for a table without
@@ -176,6 +165,11 @@ impl CompactionReport {
         }
         total
     }
+}
+
+/// `written` bytes per user byte (`None` before any user byte).
+fn per_user_byte(written: u64, user_bytes: u64) -> Option<f64> {
+    (user_bytes > 0).then(|| written as f64 / user_bytes as f64)
 }
 
 /// The counters of `level`, growing the list to reach it.
