@@ -259,11 +259,21 @@ impl DbInner {
         }
         // A new segment, so the old one can go once this memtable is flushed.
         self.wal.rotate()?;
-        sv.active
-            .mark_switched(self.last_seq.load(Ordering::Acquire));
+        let replaying = self.replaying.load(Ordering::Acquire);
+        // The switch point becomes the table's flushed sequence number once the memtable is
+        // flushed, and replay skips every entry of the table at or below it. Writers commit
+        // above `last_seq`, so it bounds this memtable; during replay `last_seq` starts at
+        // the manifest's, which can lie past entries still to be replayed, so the bound is
+        // what this memtable holds.
+        let switched_at = if replaying {
+            sv.active.max_seq()
+        } else {
+            self.last_seq.load(Ordering::Acquire)
+        };
+        sv.active.mark_switched(switched_at);
         // While the WAL is replayed, memtables are append-only vectors (sorted once, when
         // flushed): replay inserts in sequence order and nothing reads until the open ends.
-        let fresh = if self.replaying.load(Ordering::Acquire) {
+        let fresh = if replaying {
             Arc::new(crate::version::MemtableSlot::new(
                 crate::memtable::MemtableKind::Vector.create(),
             ))
