@@ -260,6 +260,24 @@ mod strata {
         kv: KvStore,
     }
 
+    /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS` and
+    /// `STRATA_BENCH_PAGE_BYTES` (for studies of the layout; unset = the defaults).
+    fn sst_layout(mut options: TableOptions) -> TableOptions {
+        let var = |name: &str| {
+            std::env::var(name).ok().map(|v| {
+                v.parse::<usize>()
+                    .unwrap_or_else(|_| panic!("{name}: not a number"))
+            })
+        };
+        if let Some(rows) = var("STRATA_BENCH_ROW_GROUP_ROWS") {
+            options.sst_row_group_rows = rows;
+        }
+        if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
+            options.sst_page_size_bytes = bytes;
+        }
+        options
+    }
+
     impl Strata {
         /// Default options except the memtable size, the block cache and the strategy; the
         /// compaction defaults (L0 trigger 4, level base 256 MiB, multiplier 10, 64 MiB files;
@@ -281,7 +299,7 @@ mod strata {
                         target_file_size_bytes: TARGET_FILE_BYTES / scale,
                         ..CompactionOptions::default()
                     },
-                    ..TableOptions::default()
+                    ..sst_layout(TableOptions::default())
                 },
                 ..Options::default()
             };

@@ -543,6 +543,24 @@ fn build_a(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<Ta
     Ok(table)
 }
 
+/// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS` and
+/// `STRATA_BENCH_PAGE_BYTES` (for studies of the layout; unset = the defaults).
+fn sst_layout(mut options: Options) -> Options {
+    let var = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<usize>()
+                .unwrap_or_else(|_| panic!("{name}: not a number"))
+        })
+    };
+    if let Some(rows) = var("STRATA_BENCH_ROW_GROUP_ROWS") {
+        options.table_defaults.sst_row_group_rows = rows;
+    }
+    if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
+        options.table_defaults.sst_page_size_bytes = bytes;
+    }
+    options
+}
+
 /// Builds case (b): overlapping level-0 runs (compaction off) and a memtable of changes.
 /// Returns the table and the number of deleted rows.
 fn build_b(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<(Table, u64)> {
@@ -859,7 +877,7 @@ fn run() -> BoxResult<bool> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let session = strata_datafusion::open(dir.path().join("db"), Options::default())?;
+    let session = strata_datafusion::open(dir.path().join("db"), sst_layout(Options::default()))?;
     let db = Arc::clone(session.db());
     let ctx: &SessionContext = &session;
 

@@ -18,6 +18,8 @@
 //! * Row groups hold at most `sst_row_group_rows` rows (a multiple of `sst_index_block_rows`)
 //!   and at most `sst_row_group_bytes_max` bytes; a byte-limited row group may end inside an
 //!   index block.
+//! * Data pages (and dictionary pages) hold at most `sst_page_size_bytes`; a column whose
+//!   dictionary would outgrow that is written plain.
 //! * Statistics at page level and the page index (column and offset indexes) are written;
 //!   every key column of a type with an unambiguous Parquet physical value (integers,
 //!   strings, binary, dates) has a Parquet bloom filter (stored at the end of the file) sized
