@@ -48,7 +48,8 @@
 //! `STRATA_BENCH_QUERIES` (comma-separated subset of Q1-Q8, default all), `STRATA_BENCH_DIR`
 //! (where the temporary database and Parquet files go, default `target`),
 //! `STRATA_BENCH_EXPLAIN` (`missed`, the default: plans of the queries that miss a target;
-//! `all`; `none`).
+//! `all`; `none`), `STRATA_BENCH_ROW_GROUP_ROWS` and `STRATA_BENCH_PAGE_BYTES` (the Strata
+//! tables' `sst_row_group_rows` and `sst_page_size_bytes`, default the engine's).
 //!
 //! Prints markdown and writes it to `target/bench-results/sql.md`, with EXPLAIN ANALYZE of
 //! (a), (b) and (c) for each query that misses a target. Exits with status 1 when a correctness

@@ -194,12 +194,13 @@ pub struct TableOptions {
     pub max_immutable_memtables: usize,
     /// Maximum rows per Parquet row group. A point lookup walks the page locations of its
     /// row group up to its block, so smaller row groups make lookups cheaper (and row group
-    /// pruning finer); DataFusion scans them as fast. Default 65,536.
+    /// pruning finer); DataFusion scans them nearly as fast (`benches/README.md`, "SST layout").
+    /// Default 65,536.
     pub sst_row_group_rows: usize,
     /// Target size of a Parquet data page (and the largest dictionary page: a column whose
     /// dictionary outgrows it falls back to plain encoding). A point lookup that misses the
     /// block cache decompresses the pages of its block in every column, so smaller pages make
-    /// lookups cheaper; larger ones compress a little better. Default 8 KiB.
+    /// lookups cheaper; larger ones may compress better. Default 8 KiB.
     pub sst_page_size_bytes: usize,
     /// Rows per entry of the SST's sparse key index (see `sst`); also the unit of the block
     /// cache. Default 256.
