@@ -1,4 +1,4 @@
-//! Strata's row encoding of the non-key columns of a table (format version 1).
+//! Strata's row encoding of the non-key columns of a table (format version 2).
 //!
 //! A memtable entry's value, and a WAL entry's value, is one row of the table's non-key columns
 //! in this encoding. It is persisted (in the WAL), so it is documented here and versioned.
@@ -19,12 +19,32 @@
 //! | Arrow type | encoding |
 //! |---|---|
 //! | `Boolean` | 1 byte, `0` or `1` |
-//! | fixed-width primitives (integers, floats, decimals, dates, times, timestamps, durations, intervals) | the value's little-endian bytes (Arrow's in-memory width) |
+//! | fixed-width primitives (integers, floats incl. `Float16`, decimals of every width, dates, times, timestamps, durations, intervals of every unit) | the value's little-endian bytes (Arrow's in-memory width) |
 //! | `FixedSizeBinary(w)` | `w` raw bytes |
 //! | `Utf8`, `LargeUtf8`, `Utf8View`, `Binary`, `LargeBinary`, `BinaryView` | LEB128 varint length, then the bytes |
+//! | `List`, `LargeList`, `ListView`, `LargeListView`, `FixedSizeList(_, w)`, `Map` | *items* (below) |
+//! | `Struct` with `k` fields | item bitmap of `k` bits, then each non-NULL field's value, in field order |
+//! | `Dictionary(K, V)` | the value as a `V` (dictionaries are stored as their values) |
+//! | `Null` | never present: a `Null` column is NULL in every row |
 //!
-//! Nested types (lists, structs, maps), dictionaries and the `Null` type are not storable;
-//! [`RowCodec::new`] rejects them with a clear error.
+//! *Items* (a list-like value with `m` elements): LEB128 varint `m`, an item bitmap of `m`
+//! bits, then each non-NULL element's value, in order. A `Map`'s elements are its entries
+//! (each a non-NULL struct of key and value); a `FixedSizeList(_, w)` always has `m = w`.
+//! An *item bitmap* of `m` bits is `ceil(m/8)` bytes, bit `j` (byte `j / 8`, bit `j % 8`,
+//! least significant first) set when element (or field) `j` is NULL; it is present whatever
+//! the child field's nullability says. Nested values use these rules recursively, so every
+//! value is self-delimiting: its length follows from its type and its bytes.
+//!
+//! ## Versions
+//!
+//! * Version 1 stored only the non-nested types (the first rows of the table above).
+//! * Version 2 adds the nested types, dictionaries and `Null`. It encodes every row of a
+//!   version-1 table byte for byte as version 1 did, so a WAL written by version 1 replays
+//!   unchanged (the format of a row follows from the table's schema; no version is stored).
+//!
+//! `Union` and `RunEndEncoded` columns, dictionaries of nested values and structs without
+//! fields are not storable (Parquet has no representation for them in Strata's SSTs);
+//! [`RowCodec::new`] rejects them with an error naming the column and the type.
 
 use std::sync::Arc;
 
@@ -49,9 +69,12 @@ enum ValueKind {
     Fixed(usize),
     FixedBinary(usize),
     Var,
+    /// Nested types, dictionaries and `Null` (the recursive encoding of the module docs).
+    Nested,
 }
 
-fn value_kind(data_type: &DataType) -> Option<ValueKind> {
+/// The encoding of a non-nested type, or `None`.
+fn leaf_kind(data_type: &DataType) -> Option<ValueKind> {
     match data_type {
         DataType::Boolean => Some(ValueKind::Bool),
         DataType::FixedSizeBinary(w) if *w >= 0 => Some(ValueKind::FixedBinary(*w as usize)),
@@ -66,7 +89,48 @@ fn value_kind(data_type: &DataType) -> Option<ValueKind> {
     }
 }
 
-/// True when a column of this type can be stored by the engine (as key or value).
+fn value_kind(data_type: &DataType) -> Option<ValueKind> {
+    match leaf_kind(data_type) {
+        Some(kind) => Some(kind),
+        None => unstorable_part(data_type)
+            .is_none()
+            .then_some(ValueKind::Nested),
+    }
+}
+
+/// The part of `data_type` (itself or a type nested in it) that cannot be stored, with why;
+/// `None` when the whole type is storable.
+fn unstorable_part(data_type: &DataType) -> Option<String> {
+    match data_type {
+        dt if leaf_kind(dt).is_some() => None,
+        DataType::Null => None,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::Map(f, _) => unstorable_part(f.data_type()),
+        DataType::FixedSizeList(f, w) if *w >= 0 => unstorable_part(f.data_type()),
+        DataType::Struct(fields) if fields.is_empty() => {
+            Some("a struct without fields has no Parquet representation".into())
+        }
+        DataType::Struct(fields) => fields.iter().find_map(|f| unstorable_part(f.data_type())),
+        DataType::Dictionary(key, value) => {
+            if !key.is_dictionary_key_type() {
+                Some(format!("{key} is not a dictionary key type"))
+            } else if leaf_kind(value).is_none() {
+                Some(format!(
+                    "a dictionary of {value} values (only dictionaries of non-nested values)"
+                ))
+            } else {
+                None
+            }
+        }
+        other => Some(format!("{other} has no Parquet representation")),
+    }
+}
+
+/// True when a column of this type can be stored by the engine as a value column (key
+/// columns are further limited by the key codec).
 pub fn is_storable(data_type: &DataType) -> bool {
     value_kind(data_type).is_some()
 }
@@ -88,10 +152,9 @@ impl RowCodec {
             .iter()
             .map(|f| {
                 value_kind(f.data_type()).ok_or_else(|| {
+                    let why = unstorable_part(f.data_type()).unwrap_or_default();
                     Error::UnsupportedType(format!(
-                        "column '{}' has type {}, which Strata tables cannot store yet \
-                         (supported: booleans, numbers, decimals, dates, times, timestamps, \
-                         durations, intervals, strings and binary)",
+                        "column '{}' has type {}, which Strata tables cannot store: {why}",
                         f.name(),
                         f.data_type()
                     ))
@@ -134,17 +197,28 @@ impl RowCodec {
                     field.data_type()
                 )));
             }
-            if !field.is_nullable() && column.null_count() > 0 {
+            if !field.is_nullable() && column.logical_null_count() > 0 {
                 return Err(Error::SchemaMismatch(format!(
                     "column '{}' is NOT NULL but the batch holds NULLs",
                     field.name()
                 )));
             }
         }
+        // Nested columns are encoded value by value first: their lengths need the encoding.
+        let nested: Vec<Option<ByteRows>> = self
+            .kinds
+            .iter()
+            .zip(columns)
+            .map(|(kind, column)| {
+                (*kind == ValueKind::Nested)
+                    .then(|| encode_nested_column(column))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         // Pass 1: lengths.
         let mut lengths = vec![self.bitmap_bytes; rows];
-        for (kind, column) in self.kinds.iter().zip(columns) {
-            add_value_lengths(*kind, column, &mut lengths);
+        for ((kind, column), nested) in self.kinds.iter().zip(columns).zip(&nested) {
+            add_value_lengths(*kind, column, nested.as_ref(), &mut lengths);
         }
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0usize);
@@ -159,7 +233,13 @@ impl RowCodec {
             .iter()
             .map(|o| o + self.bitmap_bytes)
             .collect();
-        for ((kind, column), bit) in self.kinds.iter().zip(columns).zip(&self.null_bits) {
+        for (((kind, column), bit), nested) in self
+            .kinds
+            .iter()
+            .zip(columns)
+            .zip(&self.null_bits)
+            .zip(&nested)
+        {
             if let (Some(bit), Some(nulls)) = (bit, column.logical_nulls()) {
                 for (row, start) in offsets[..rows].iter().enumerate() {
                     if nulls.is_null(row) {
@@ -167,7 +247,7 @@ impl RowCodec {
                     }
                 }
             }
-            write_values(*kind, column, &mut data, &mut cursors);
+            write_values(*kind, column, nested.as_ref(), &mut data, &mut cursors);
         }
         debug_assert!(cursors.iter().zip(&offsets[1..]).all(|(c, e)| c == e));
         Ok(ByteRows::from_parts(data, offsets))
@@ -177,9 +257,9 @@ impl RowCodec {
     pub fn decode<'a>(&self, rows: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<ArrayRef>> {
         let rows: Vec<&[u8]> = rows.into_iter().collect();
         let mut builders: Vec<ColumnBuilder> = self
-            .kinds
+            .fields
             .iter()
-            .map(|k| ColumnBuilder::new(*k, rows.len()))
+            .map(|f| ColumnBuilder::for_type(f.data_type(), rows.len()))
             .collect();
         for row in &rows {
             let bitmap = row
@@ -223,7 +303,12 @@ fn var_bytes(column: &ArrayRef, i: usize) -> &[u8] {
     }
 }
 
-fn add_value_lengths(kind: ValueKind, column: &ArrayRef, lengths: &mut [usize]) {
+fn add_value_lengths(
+    kind: ValueKind,
+    column: &ArrayRef,
+    nested: Option<&ByteRows>,
+    lengths: &mut [usize],
+) {
     let nulls = column.logical_nulls();
     let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
     match kind {
@@ -245,10 +330,23 @@ fn add_value_lengths(kind: ValueKind, column: &ArrayRef, lengths: &mut [usize]) 
                 *l += varint_len(n as u64) + n;
             }
         }),
+        ValueKind::Nested => {
+            let nested = nested.expect("nested columns are pre-encoded");
+            lengths
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, l)| *l += nested.get(i).len());
+        }
     }
 }
 
-fn write_values(kind: ValueKind, column: &ArrayRef, data: &mut [u8], cursors: &mut [usize]) {
+fn write_values(
+    kind: ValueKind,
+    column: &ArrayRef,
+    nested: Option<&ByteRows>,
+    data: &mut [u8],
+    cursors: &mut [usize],
+) {
     let nulls = column.logical_nulls();
     let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
     match kind {
@@ -296,6 +394,213 @@ fn write_values(kind: ValueKind, column: &ArrayRef, data: &mut [u8], cursors: &m
                 }
             }
         }
+        ValueKind::Nested => {
+            let nested = nested.expect("nested columns are pre-encoded");
+            for (i, cursor) in cursors.iter_mut().enumerate() {
+                let bytes = nested.get(i);
+                data[*cursor..*cursor + bytes.len()].copy_from_slice(bytes);
+                *cursor += bytes.len();
+            }
+        }
+    }
+}
+
+/// Encodes every non-NULL value of a nested column (NULL rows get no bytes).
+fn encode_nested_column(column: &ArrayRef) -> Result<ByteRows> {
+    let writer = NestedWriter::new(column)?;
+    let mut data = Vec::new();
+    let mut offsets = Vec::with_capacity(column.len() + 1);
+    offsets.push(0);
+    for i in 0..column.len() {
+        if writer.is_valid(i) {
+            writer.encode(i, &mut data);
+        }
+        offsets.push(data.len());
+    }
+    Ok(ByteRows::from_parts(data, offsets))
+}
+
+/// Writes single values of one array (of any storable type) in the row encoding, with the
+/// logical NULLs and child writers of nested arrays computed once.
+struct NestedWriter {
+    nulls: Option<NullBuffer>,
+    node: WriterNode,
+}
+
+enum WriterNode {
+    Leaf {
+        kind: ValueKind,
+        array: ArrayRef,
+        /// The value bytes of a fixed-width array, from its first value.
+        fixed: Option<Buffer>,
+    },
+    /// Lists, list views, fixed-size lists and maps: the element range of each value.
+    Items {
+        ranges: Vec<(usize, usize)>,
+        child: Box<NestedWriter>,
+    },
+    Struct(Vec<NestedWriter>),
+    /// A dictionary: the value index of each row and the values.
+    Dictionary {
+        keys: Vec<usize>,
+        values: Box<NestedWriter>,
+    },
+    Null,
+}
+
+impl NestedWriter {
+    fn new(array: &ArrayRef) -> Result<Self> {
+        let nulls = array.logical_nulls();
+        let items = |ranges: Vec<(usize, usize)>, values: &ArrayRef| -> Result<WriterNode> {
+            Ok(WriterNode::Items {
+                ranges,
+                child: Box::new(NestedWriter::new(values)?),
+            })
+        };
+        fn offset_ranges<O: arrow::array::OffsetSizeTrait>(
+            offsets: &OffsetBuffer<O>,
+        ) -> Vec<(usize, usize)> {
+            offsets
+                .windows(2)
+                .map(|w| (w[0].as_usize(), w[1].as_usize()))
+                .collect()
+        }
+        fn view_ranges<O: arrow::array::OffsetSizeTrait>(
+            array: &arrow::array::GenericListViewArray<O>,
+        ) -> Vec<(usize, usize)> {
+            array
+                .offsets()
+                .iter()
+                .zip(array.sizes().iter())
+                .map(|(o, s)| (o.as_usize(), o.as_usize() + s.as_usize()))
+                .collect()
+        }
+        let node = match array.data_type() {
+            DataType::Null => WriterNode::Null,
+            DataType::List(_) => {
+                let list = array.as_list::<i32>();
+                items(offset_ranges(list.offsets()), list.values())?
+            }
+            DataType::LargeList(_) => {
+                let list = array.as_list::<i64>();
+                items(offset_ranges(list.offsets()), list.values())?
+            }
+            DataType::ListView(_) => {
+                let list = array.as_list_view::<i32>();
+                items(view_ranges(list), list.values())?
+            }
+            DataType::LargeListView(_) => {
+                let list = array.as_list_view::<i64>();
+                items(view_ranges(list), list.values())?
+            }
+            DataType::FixedSizeList(_, w) => {
+                let list = array.as_fixed_size_list();
+                let w = *w as usize;
+                let ranges = (0..list.len())
+                    .map(|i| {
+                        let start = list.value_offset(i) as usize;
+                        (start, start + w)
+                    })
+                    .collect();
+                items(ranges, list.values())?
+            }
+            DataType::Map(_, _) => {
+                let map = array.as_map();
+                let entries: ArrayRef = Arc::new(map.entries().clone());
+                items(offset_ranges(map.offsets()), &entries)?
+            }
+            DataType::Struct(_) => WriterNode::Struct(
+                array
+                    .as_struct()
+                    .columns()
+                    .iter()
+                    .map(NestedWriter::new)
+                    .collect::<Result<_>>()?,
+            ),
+            DataType::Dictionary(_, _) => {
+                let dictionary = array.as_any_dictionary();
+                WriterNode::Dictionary {
+                    keys: dictionary.normalized_keys(),
+                    values: Box::new(NestedWriter::new(dictionary.values())?),
+                }
+            }
+            dt => {
+                let kind = leaf_kind(dt).ok_or_else(|| {
+                    Error::UnsupportedType(format!("cannot encode a value of type {dt}"))
+                })?;
+                let fixed = match kind {
+                    ValueKind::Fixed(width) => {
+                        let data = array.to_data();
+                        Some(data.buffers()[0].slice(data.offset() * width))
+                    }
+                    _ => None,
+                };
+                WriterNode::Leaf {
+                    kind,
+                    array: Arc::clone(array),
+                    fixed,
+                }
+            }
+        };
+        Ok(NestedWriter { nulls, node })
+    }
+
+    fn is_valid(&self, i: usize) -> bool {
+        self.nulls.as_ref().is_none_or(|n| n.is_valid(i))
+    }
+
+    /// Appends the encoding of value `i`, which is not NULL.
+    fn encode(&self, i: usize, out: &mut Vec<u8>) {
+        debug_assert!(self.is_valid(i));
+        match &self.node {
+            WriterNode::Leaf { kind, array, fixed } => match kind {
+                ValueKind::Bool => out.push(array.as_boolean().value(i) as u8),
+                ValueKind::Fixed(width) => {
+                    let bytes = fixed.as_ref().expect("fixed-width values");
+                    out.extend_from_slice(&bytes[i * width..(i + 1) * width]);
+                }
+                ValueKind::FixedBinary(_) => {
+                    out.extend_from_slice(array.as_fixed_size_binary().value(i))
+                }
+                ValueKind::Var => {
+                    let bytes = var_bytes(array, i);
+                    put_varint(out, bytes.len() as u64);
+                    out.extend_from_slice(bytes);
+                }
+                ValueKind::Nested => unreachable!("a leaf is not nested"),
+            },
+            WriterNode::Items { ranges, child } => {
+                let (start, end) = ranges[i];
+                put_varint(out, (end - start) as u64);
+                child.encode_items(start..end, out);
+            }
+            WriterNode::Struct(children) => {
+                let bitmap_at = out.len();
+                out.resize(bitmap_at + children.len().div_ceil(8), 0);
+                for (j, child) in children.iter().enumerate() {
+                    if child.is_valid(i) {
+                        child.encode(i, out);
+                    } else {
+                        out[bitmap_at + j / 8] |= 1 << (j % 8);
+                    }
+                }
+            }
+            WriterNode::Dictionary { keys, values } => values.encode(keys[i], out),
+            WriterNode::Null => unreachable!("a Null value is always NULL"),
+        }
+    }
+
+    /// Appends the item bitmap of values `range`, then each non-NULL value.
+    fn encode_items(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        let bitmap_at = out.len();
+        out.resize(bitmap_at + range.len().div_ceil(8), 0);
+        for (j, i) in range.enumerate() {
+            if self.is_valid(i) {
+                self.encode(i, out);
+            } else {
+                out[bitmap_at + j / 8] |= 1 << (j % 8);
+            }
+        }
     }
 }
 
@@ -320,9 +625,61 @@ enum ColumnBuilder {
         offsets: Vec<usize>,
         validity: BooleanBufferBuilder,
     },
+    /// Lists, list views, fixed-size lists (`fixed`: their size) and maps.
+    Items {
+        fixed: Option<usize>,
+        offsets: Vec<usize>,
+        validity: BooleanBufferBuilder,
+        child: Box<ColumnBuilder>,
+    },
+    Struct {
+        len: usize,
+        validity: BooleanBufferBuilder,
+        children: Vec<ColumnBuilder>,
+    },
+    /// A dictionary, decoded as its values and dictionary-encoded when finished.
+    Dictionary(Box<ColumnBuilder>),
+    Null {
+        len: usize,
+    },
 }
 
 impl ColumnBuilder {
+    /// A builder for values of `data_type` (a storable type), sized for `rows` rows.
+    fn for_type(data_type: &DataType, rows: usize) -> Self {
+        let items = |fixed: Option<usize>, child: &DataType| {
+            let mut offsets = Vec::with_capacity(rows + 1);
+            offsets.push(0);
+            ColumnBuilder::Items {
+                fixed,
+                offsets,
+                validity: BooleanBufferBuilder::new(rows),
+                child: Box::new(ColumnBuilder::for_type(child, 0)),
+            }
+        };
+        match data_type {
+            DataType::Null => ColumnBuilder::Null { len: 0 },
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::Map(f, _) => items(None, f.data_type()),
+            DataType::FixedSizeList(f, w) => items(Some(*w as usize), f.data_type()),
+            DataType::Struct(fields) => ColumnBuilder::Struct {
+                len: 0,
+                validity: BooleanBufferBuilder::new(rows),
+                children: fields
+                    .iter()
+                    .map(|f| ColumnBuilder::for_type(f.data_type(), rows))
+                    .collect(),
+            },
+            DataType::Dictionary(_, value) => {
+                ColumnBuilder::Dictionary(Box::new(ColumnBuilder::for_type(value, rows)))
+            }
+            dt => ColumnBuilder::new(leaf_kind(dt).unwrap_or(ValueKind::Var), rows),
+        }
+    }
+
     fn new(kind: ValueKind, rows: usize) -> Self {
         let validity = BooleanBufferBuilder::new(rows);
         match kind {
@@ -340,7 +697,7 @@ impl ColumnBuilder {
                 values: MutableBuffer::new(rows * width),
                 validity,
             },
-            ValueKind::Var => {
+            ValueKind::Var | ValueKind::Nested => {
                 let mut offsets = Vec::with_capacity(rows + 1);
                 offsets.push(0);
                 ColumnBuilder::Var {
@@ -399,6 +756,58 @@ impl ColumnBuilder {
                 }
                 offsets.push(data.len());
             }
+            ColumnBuilder::Items {
+                fixed,
+                offsets,
+                validity,
+                child,
+            } => {
+                validity.append(!is_null);
+                let mut items = 0;
+                if !is_null {
+                    items =
+                        get_varint(row, pos).ok_or_else(|| malformed("bad item count"))? as usize;
+                    if fixed.is_some_and(|w| w != items) {
+                        return Err(malformed("fixed-size list of the wrong size"));
+                    }
+                    let bitmap = take(pos, items.div_ceil(8))?;
+                    for j in 0..items {
+                        child.push(row, pos, bitmap[j / 8] & (1 << (j % 8)) != 0)?;
+                    }
+                } else if let Some(w) = *fixed {
+                    // A NULL fixed-size list still has its `w` (NULL) elements.
+                    items = w;
+                    for _ in 0..w {
+                        child.push(row, pos, true)?;
+                    }
+                }
+                offsets.push(offsets.last().copied().unwrap_or(0) + items);
+            }
+            ColumnBuilder::Struct {
+                len,
+                validity,
+                children,
+            } => {
+                validity.append(!is_null);
+                *len += 1;
+                if is_null {
+                    for child in children.iter_mut() {
+                        child.push(row, pos, true)?;
+                    }
+                } else {
+                    let bitmap = take(pos, children.len().div_ceil(8))?;
+                    for (j, child) in children.iter_mut().enumerate() {
+                        child.push(row, pos, bitmap[j / 8] & (1 << (j % 8)) != 0)?;
+                    }
+                }
+            }
+            ColumnBuilder::Dictionary(values) => values.push(row, pos, is_null)?,
+            ColumnBuilder::Null { len } => {
+                if !is_null {
+                    return Err(malformed("a non-NULL value in a Null column"));
+                }
+                *len += 1;
+            }
         }
         Ok(())
     }
@@ -442,8 +851,121 @@ impl ColumnBuilder {
                 offsets,
                 validity,
             } => build_var(data_type, data, offsets, nulls(validity)),
+            ColumnBuilder::Items {
+                offsets,
+                validity,
+                child,
+                ..
+            } => build_items(data_type, offsets, nulls(validity), *child),
+            ColumnBuilder::Struct {
+                len,
+                validity,
+                children,
+            } => {
+                let DataType::Struct(fields) = data_type else {
+                    return Err(Error::internal(format!("not a struct type: {data_type}")));
+                };
+                let columns = children
+                    .into_iter()
+                    .zip(fields.iter())
+                    .map(|(c, f)| c.finish(f.data_type()))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Arc::new(arrow::array::StructArray::try_new_with_length(
+                    fields.clone(),
+                    columns,
+                    nulls(validity),
+                    len,
+                )?))
+            }
+            ColumnBuilder::Dictionary(values) => {
+                let DataType::Dictionary(_, value_type) = data_type else {
+                    return Err(Error::internal(format!(
+                        "not a dictionary type: {data_type}"
+                    )));
+                };
+                let values = values.finish(value_type)?;
+                Ok(arrow::compute::cast(&values, data_type)?)
+            }
+            ColumnBuilder::Null { len } => Ok(Arc::new(arrow::array::NullArray::new(len))),
         }
     }
+}
+
+/// Builds a list-like array of `data_type` from element offsets, NULLs and its elements.
+fn build_items(
+    data_type: &DataType,
+    offsets: Vec<usize>,
+    nulls: Option<NullBuffer>,
+    child: ColumnBuilder,
+) -> Result<ArrayRef> {
+    use arrow::array::{FixedSizeListArray, GenericListArray, GenericListViewArray, MapArray};
+    use arrow::buffer::ScalarBuffer;
+    fn offsets_of<O: arrow::array::OffsetSizeTrait>(offsets: &[usize]) -> Result<Vec<O>> {
+        offsets
+            .iter()
+            .map(|o| {
+                O::from_usize(*o).ok_or_else(|| {
+                    Error::LimitExceeded("list data too large for its offset type".into())
+                })
+            })
+            .collect()
+    }
+    fn view<O: arrow::array::OffsetSizeTrait>(
+        field: &FieldRef,
+        offsets: &[usize],
+        values: ArrayRef,
+        nulls: Option<NullBuffer>,
+    ) -> Result<ArrayRef> {
+        let all = offsets_of::<O>(offsets)?;
+        let starts = ScalarBuffer::from(all[..all.len() - 1].to_vec());
+        let sizes = ScalarBuffer::from(all.windows(2).map(|w| w[1] - w[0]).collect::<Vec<O>>());
+        Ok(Arc::new(GenericListViewArray::<O>::try_new(
+            Arc::clone(field),
+            starts,
+            sizes,
+            values,
+            nulls,
+        )?))
+    }
+    let len = offsets.len() - 1;
+    Ok(match data_type {
+        DataType::List(f) => Arc::new(GenericListArray::<i32>::try_new(
+            Arc::clone(f),
+            OffsetBuffer::new(offsets_of(&offsets)?.into()),
+            child.finish(f.data_type())?,
+            nulls,
+        )?),
+        DataType::LargeList(f) => Arc::new(GenericListArray::<i64>::try_new(
+            Arc::clone(f),
+            OffsetBuffer::new(offsets_of(&offsets)?.into()),
+            child.finish(f.data_type())?,
+            nulls,
+        )?),
+        DataType::ListView(f) => view::<i32>(f, &offsets, child.finish(f.data_type())?, nulls)?,
+        DataType::LargeListView(f) => {
+            view::<i64>(f, &offsets, child.finish(f.data_type())?, nulls)?
+        }
+        DataType::FixedSizeList(f, w) => Arc::new(FixedSizeListArray::try_new_with_length(
+            Arc::clone(f),
+            *w,
+            child.finish(f.data_type())?,
+            nulls,
+            len,
+        )?),
+        DataType::Map(f, ordered) => {
+            let entries = child.finish(f.data_type())?;
+            Arc::new(MapArray::try_new(
+                Arc::clone(f),
+                OffsetBuffer::new(offsets_of(&offsets)?.into()),
+                entries.as_struct().clone(),
+                nulls,
+                *ordered,
+            )?)
+        }
+        other => {
+            return Err(Error::internal(format!("not a list-like type: {other}")));
+        }
+    })
 }
 
 fn build_var(
@@ -608,11 +1130,170 @@ mod tests {
         assert_eq!(rows.get(0).len(), 1 + 100);
     }
 
+    /// Nested values with NULLs at every level, every list-like kind, maps, dictionaries,
+    /// `Null` and the interval units.
+    pub(crate) fn nested_columns() -> (Vec<FieldRef>, Vec<ArrayRef>) {
+        use arrow::array::{
+            DictionaryArray, FixedSizeListBuilder, Int32Builder, IntervalMonthDayNanoArray,
+            ListBuilder, MapBuilder, NullArray, StringBuilder, StructArray,
+        };
+        use arrow::datatypes::{Int8Type, IntervalMonthDayNano};
+        // list<int32>: [1, NULL, 3], NULL, [], [NULL]
+        let mut list = ListBuilder::new(Int32Builder::new());
+        list.append_value([Some(1), None, Some(3)]);
+        list.append_null();
+        list.append_value([] as [Option<i32>; 0]);
+        list.append_value([None]);
+        let list: ArrayRef = Arc::new(list.finish());
+        // struct<a: int32, s: utf8, l: list<int32>>, NULL row 1, NULL fields in row 2
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, None, Some(4)]));
+        let st: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None, None, Some("")]));
+        let fields = arrow::datatypes::Fields::from(vec![
+            Field::new("a", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("l", list.data_type().clone(), true),
+        ]);
+        let strukt: ArrayRef = Arc::new(
+            StructArray::try_new(
+                fields,
+                vec![a, st, Arc::clone(&list)],
+                Some(NullBuffer::from(vec![true, false, true, true])),
+            )
+            .unwrap(),
+        );
+        // map<utf8, int32>
+        let mut map = MapBuilder::new(None, StringBuilder::new(), Int32Builder::new());
+        map.keys().append_value("k1");
+        map.values().append_value(1);
+        map.keys().append_value("k2");
+        map.values().append_null();
+        map.append(true).unwrap();
+        map.append(false).unwrap();
+        map.append(true).unwrap();
+        map.keys().append_value("k3");
+        map.values().append_value(3);
+        map.append(true).unwrap();
+        let map: ArrayRef = Arc::new(map.finish());
+        // fixed_size_list<int32, 2>
+        let mut fixed = FixedSizeListBuilder::new(Int32Builder::new(), 2);
+        for row in [Some([Some(1), None]), None, Some([Some(5), Some(6)]), None] {
+            match row {
+                Some(values) => {
+                    values.iter().for_each(|v| fixed.values().append_option(*v));
+                    fixed.append(true);
+                }
+                None => {
+                    fixed.values().append_nulls(2);
+                    fixed.append(false);
+                }
+            }
+        }
+        let fixed: ArrayRef = Arc::new(fixed.finish());
+        let dictionary: ArrayRef = Arc::new(
+            vec![Some("red"), None, Some("red"), Some("blue")]
+                .into_iter()
+                .collect::<DictionaryArray<Int8Type>>(),
+        );
+        let interval: ArrayRef = Arc::new(IntervalMonthDayNanoArray::from(vec![
+            Some(IntervalMonthDayNano::new(1, 2, 3)),
+            None,
+            Some(IntervalMonthDayNano::new(-1, 0, i64::MAX)),
+            Some(IntervalMonthDayNano::new(0, 0, 0)),
+        ]));
+        let large_list: ArrayRef = arrow::compute::cast(
+            &list,
+            &DataType::LargeList(Arc::new(Field::new("item", DataType::Int32, true))),
+        )
+        .unwrap();
+        let list_view: ArrayRef = arrow::compute::cast(
+            &list,
+            &DataType::ListView(Arc::new(Field::new("item", DataType::Int32, true))),
+        )
+        .unwrap();
+        let null: ArrayRef = Arc::new(NullArray::new(4));
+        let columns = vec![
+            list, strukt, map, fixed, dictionary, interval, large_list, list_view, null,
+        ];
+        let names = [
+            "list", "st", "map", "fixed", "dict", "iv", "large", "view", "nothing",
+        ];
+        let fields = names
+            .iter()
+            .zip(&columns)
+            .map(|(n, c)| field(n, c.data_type().clone(), true))
+            .collect();
+        (fields, columns)
+    }
+
     #[test]
-    fn nested_types_are_rejected() {
-        let list = DataType::List(Arc::new(Field::new("item", DataType::Int32, true)));
-        let err = RowCodec::new(vec![field("l", list, true)]).unwrap_err();
-        assert!(err.to_string().contains("cannot store"), "{err}");
+    fn nested_values_round_trip_with_nulls_at_every_level() {
+        let (fields, columns) = nested_columns();
+        let codec = RowCodec::new(fields).unwrap();
+        let rows = codec.encode_columns(&columns).unwrap();
+        let back = codec.decode(rows.iter()).unwrap();
+        for (b, c) in back.iter().zip(&columns) {
+            assert_eq!(b.as_ref(), c.as_ref(), "{}", c.data_type());
+        }
+        // Sliced input, and every truncation an error rather than a panic.
+        let sliced: Vec<ArrayRef> = columns.iter().map(|c| c.slice(1, 3)).collect();
+        let rows = codec.encode_columns(&sliced).unwrap();
+        let back = codec.decode(rows.iter()).unwrap();
+        for (b, c) in back.iter().zip(&sliced) {
+            assert_eq!(b.as_ref(), c.as_ref(), "{}", c.data_type());
+        }
+        let row = rows.get(2);
+        for cut in 0..row.len() {
+            assert!(codec.decode([&row[..cut]]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn version_1_rows_are_unchanged() {
+        // An Int32 and a Utf8 column: bitmap, 4 LE bytes, varint length and the bytes.
+        let codec = RowCodec::new(vec![
+            field("i", DataType::Int32, true),
+            field("s", DataType::Utf8, true),
+        ])
+        .unwrap();
+        let i: ArrayRef = Arc::new(Int32Array::from(vec![Some(7), None]));
+        let s: ArrayRef = Arc::new(StringArray::from(vec![Some("ab"), Some("c")]));
+        let rows = codec.encode_columns(&[i, s]).unwrap();
+        assert_eq!(rows.get(0), &[0, 7, 0, 0, 0, 2, b'a', b'b']);
+        assert_eq!(rows.get(1), &[1, 1, b'c']);
+    }
+
+    #[test]
+    fn nested_encoding_is_as_documented() {
+        // list<int32> [5, NULL]: count 2, item bitmap 0b10, then 5 as 4 LE bytes.
+        let mut list = arrow::array::ListBuilder::new(arrow::array::Int32Builder::new());
+        list.append_value([Some(5), None]);
+        let list: ArrayRef = Arc::new(list.finish());
+        let codec = RowCodec::new(vec![field("l", list.data_type().clone(), false)]).unwrap();
+        let rows = codec.encode_columns(&[list]).unwrap();
+        assert_eq!(rows.get(0), &[2, 0b10, 5, 0, 0, 0]);
+    }
+
+    #[test]
+    fn unstorable_types_are_rejected_naming_column_and_type() {
+        use arrow::datatypes::{UnionFields, UnionMode};
+        let union = DataType::Union(
+            UnionFields::try_new(vec![0], vec![Field::new("a", DataType::Int32, true)]).unwrap(),
+            UnionMode::Sparse,
+        );
+        let list_of_union = DataType::List(Arc::new(Field::new("item", union.clone(), true)));
+        for dt in [union, list_of_union] {
+            let err = RowCodec::new(vec![field("u", dt, true)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("column 'u'"), "{text}");
+            assert!(text.contains("cannot store"), "{text}");
+            assert!(text.contains("Union"), "{text}");
+        }
+        let run_ends = DataType::RunEndEncoded(
+            Arc::new(Field::new("run_ends", DataType::Int32, false)),
+            Arc::new(Field::new("values", DataType::Utf8, true)),
+        );
+        assert!(RowCodec::new(vec![field("r", run_ends, true)]).is_err());
+        assert!(is_storable(&DataType::Null));
     }
 
     #[test]
