@@ -36,19 +36,51 @@
 //!
 //! ## Recovery policy
 //!
-//! The header checksum tells a torn write from damage: a length field can only be trusted
-//! once its header checksum holds.
+//! Replay reads records from the start of each segment. At the first record that fails a
+//! check, the question is whether it is a *torn* write (an append cut off by a crash, which
+//! was never acknowledged as durable: `SyncMode::Always` acknowledges only after `fdatasync`,
+//! and the other modes promise nothing for a power loss) or *damage* to a record that was
+//! written whole (which may have been acknowledged). Only the first may be dropped.
 //!
-//! * At the end of the newest segment, an incomplete header, a header of zeros, or a record
-//!   whose (checksummed) header promises more bytes than the file holds, is a *torn tail*: the
-//!   write was never acknowledged. It is truncated and logged.
-//! * A payload checksum mismatch is a torn tail only when the file ends in zeros that start
-//!   inside the record (a power loss can zero-fill what was not written); a mismatch over
-//!   non-zero bytes is damage, even in the last record.
-//! * Anything else that fails a check (a bad header checksum over non-zero bytes, a bad payload
-//!   checksum, a bad segment header, a torn record in an older segment, a malformed payload) is
-//!   [`Error::Corruption`] naming the file and the record's offset. It is never skipped
-//!   silently, and an acknowledged record is never dropped as if it were torn.
+//! What a crash leaves at the end of the newest segment, on the file systems we run on
+//! (ext4, XFS, btrfs, tmpfs):
+//!
+//! * a process kill: every `write` that returned is in the page cache and survives; the one in
+//!   progress may have stopped short (a fatal signal can cut a long `write` between pages), so
+//!   the file *ends* inside a record (possibly inside its header);
+//! * a power loss or kernel crash: the file may also be longer than what reached the disk, the
+//!   unwritten blocks reading as zeros (a zero-extended or preallocated tail, or blocks whose
+//!   data never made it out), at block granularity and, within one unsynced stretch, in any
+//!   order.
+//!
+//! The records cannot carry proof of their own completeness in the last case (a payload may
+//! legitimately end in zero bytes, so "the record ends in zeros" does not show that its end
+//! was never written), so the rule only uses what a complete record can never look like. With
+//! `pos` the offset of the first record that fails a check, the rest of the newest segment
+//! from `pos` is a **torn tail**, truncated with a warning, exactly when
+//!
+//! 1. it is shorter than a record header (the append stopped inside the header), or
+//! 2. the record's header checksum holds and the file ends before the `24 + N` bytes the
+//!    header announces (the append stopped inside the payload), or
+//! 3. every byte from the payload's start (`pos + 24`) to the end of the file is zero, the
+//!    header being valid or not (a zero-extended tail after the last complete record, or a
+//!    record of which at most the header reached the disk). A written payload is never all
+//!    zeros: every entry starts with its op and a table id, and table ids start at 1, so the
+//!    first entry's second byte is non-zero (asserted when a record is framed).
+//!
+//! Everything else is [`Error::Corruption`] naming the file and the record's offset, and
+//! nothing is truncated: a bad header checksum over a record that is followed by non-zero
+//! bytes, a payload checksum mismatch in a record the file holds whole (also in the last
+//! record, also when its payload ends in zeros, also when the file ends in zeros that start
+//! inside the payload, since that cannot be told from a complete payload that ended in zeros
+//! and then was damaged), a malformed payload, sequence numbers that do not increase, a bad
+//! segment header, and any torn record in an older segment (a closed segment was synced
+//! before the next one started). An acknowledged record is therefore never dropped as if it
+//! were torn. The price: a power loss that leaves part of an unsynced payload unwritten
+//! (zeros at its end or in its middle, from blocks written back out of order or a file size
+//! that reached the disk before the data) stops the open with `Corruption` at that record
+//! instead of guessing. A format with an end marker on every record would make a zero-filled
+//! end provable (the manifest has one: its JSON payloads end in `}`).
 
 mod reader;
 mod writer;
@@ -118,6 +150,8 @@ impl BatchPayload {
     /// Appends one entry.
     pub fn push(&mut self, table: TableId, op: OpKind, key: &[u8], value: &[u8]) {
         debug_assert!(op == OpKind::Put || value.is_empty());
+        // Recovery relies on it: a written payload is never all zeros (see the module docs).
+        debug_assert!(table != 0, "table ids start at 1");
         if !self.tables.contains(&table) {
             self.tables.push(table);
         }
@@ -161,6 +195,10 @@ impl BatchPayload {
     pub fn frame_into(&self, first_seq: u64, out: &mut Vec<u8>) {
         debug_assert_eq!(self.crc, crc32c::crc32c(&self.bytes), "payload not sealed");
         debug_assert!(self.count > 0 && first_seq > 0);
+        debug_assert!(
+            self.bytes.iter().any(|b| *b != 0),
+            "an all-zero payload would read as a torn tail"
+        );
         let mut header = [0u8; RECORD_HEADER_LEN];
         header[0..4].copy_from_slice(&(self.bytes.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&self.crc.to_le_bytes());

@@ -68,6 +68,8 @@ pub fn read_segment(
     }
     let mut pos = SEGMENT_HEADER_LEN;
     replay.valid_bytes = pos as u64;
+    // Where the run of zeros that ends the file starts.
+    let zeros_from = zero_filled_from(&bytes);
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         let torn = |reason: &str| -> Result<SegmentReplay> {
@@ -85,32 +87,38 @@ pub fn read_segment(
                 Err(corrupt(pos, &format!("{reason} in a closed segment")))
             }
         };
+        // The rule of the parent module: a record is torn only if it provably never reached
+        // the file whole (it ends early, or nothing of its payload is there); any other failed
+        // check is damage, wherever the record is.
         if rest.len() < RECORD_HEADER_LEN {
-            return torn("incomplete record header");
+            return torn("record header cut short");
         }
+        // Nothing but zeros from the payload's start to the end of the file: no payload byte
+        // was written (a written payload always holds a non-zero byte).
+        let no_payload_written = zeros_from <= pos + RECORD_HEADER_LEN;
         let field = |range: std::ops::Range<usize>| -> u64 {
             let mut buf = [0u8; 8];
             buf[..range.len()].copy_from_slice(&rest[range]);
             u64::from_le_bytes(buf)
         };
         if crc32c::crc32c(&rest[..20]) != field(20..24) as u32 {
-            if rest.iter().all(|b| *b == 0) {
-                return torn("zeroed record header");
+            if no_payload_written {
+                return torn("zeros after a partial or zeroed record header");
             }
             return Err(corrupt(pos, "record header checksum mismatch"));
         }
         let len = field(0..4) as usize;
         let end = RECORD_HEADER_LEN + len;
         if rest.len() < end {
-            return torn("incomplete record");
+            return torn("record cut short before the end its header announces");
         }
         let payload = &rest[RECORD_HEADER_LEN..end];
         if crc32c::crc32c(payload) != field(4..8) as u32 {
-            // A write cut short by a power loss can leave zeros where the end of the record
-            // should be; any other mismatch is damage.
-            if zero_filled_from(rest) < end {
-                return torn("zero-filled end of the last record");
+            if no_payload_written {
+                return torn("record header written, payload and the rest of the file zeros");
             }
+            // The file holds the whole record: damage, even in the last record and even when
+            // the file ends in zeros (a payload may end in zero bytes).
             return Err(corrupt(pos, "record payload checksum mismatch"));
         }
         let first_seq = field(8..16);
@@ -142,8 +150,8 @@ pub fn read_segment(
     Ok(replay)
 }
 
-/// The offset in `bytes` after which every byte is zero (`bytes.len()` if the last byte is
-/// not zero).
+/// The offset in `bytes` from which every byte to the end is zero (`bytes.len()` if the last
+/// byte is not zero, 0 if all are zero).
 pub(crate) fn zero_filled_from(bytes: &[u8]) -> usize {
     bytes
         .iter()

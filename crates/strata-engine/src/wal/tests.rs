@@ -148,17 +148,137 @@ fn a_flipped_byte_anywhere_is_corruption() {
     }
 }
 
+/// Appends one synced record of `entries` numbered from `first_seq` to segment 1 in `dir`
+/// (created by `write_segment`); returns the record's offset.
+fn append_record(dir: &Path, first_seq: u64, entries: &[(u32, OpKind, &[u8], &[u8])]) -> u64 {
+    let path = dir.join(segment_file_name(1));
+    let offset = std::fs::metadata(&path).unwrap().len();
+    let p = payload(entries);
+    let mut framed = Vec::new();
+    p.frame_into(first_seq, &mut framed);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &framed).unwrap();
+    file.sync_all().unwrap();
+    offset
+}
+
+/// Three records from `write_segment`, then a last record whose payload ends in zero bytes
+/// (an integer 0 as the last value), as a row encoding often does. Returns the path, the
+/// records before the last one, the last record's offset and the offsets of its key and
+/// value bytes.
+fn segment_ending_in_zeros(
+    dir: &Path,
+) -> (std::path::PathBuf, Vec<(u64, u32)>, usize, usize, usize) {
+    let (path, written) = write_segment(dir, 3);
+    let key = b"last-key";
+    let value = [7u8, 0, 0, 0, 0, 0, 0, 0, 0];
+    let offset = append_record(dir, 7, &[(5, OpKind::Put, key, &value)]) as usize;
+    let full = std::fs::read(&path).unwrap();
+    assert_eq!(full.last(), Some(&0), "the last payload ends in zeros");
+    // Payload: op, table id, key length, key, value length, value.
+    let key_at = offset + RECORD_HEADER_LEN + 3;
+    assert_eq!(&full[key_at..key_at + key.len()], key);
+    let value_at = key_at + key.len() + 1;
+    assert_eq!(&full[value_at..], &value);
+    (path, written, offset, key_at, value_at)
+}
+
+fn assert_corruption_at(err: Error, path: &Path, at: usize) {
+    match &err {
+        Error::Corruption { file, offset, .. } => {
+            assert_eq!(file, path, "{err}");
+            assert_eq!(*offset, at as u64, "{err}");
+        }
+        other => panic!("expected corruption at {at}, got {other}"),
+    }
+}
+
 #[test]
-fn a_zero_filled_end_of_the_last_record_is_torn() {
+fn a_damaged_last_record_is_corruption_even_when_its_payload_ends_in_zeros() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, written) = write_segment(dir.path(), 3);
-    let mut full = std::fs::read(&path).unwrap();
-    let len = full.len();
-    full[len - 5..].fill(0);
-    std::fs::write(&path, &full).unwrap();
+    let (path, written, offset, key_at, value_at) = segment_ending_in_zeros(dir.path());
+    let full = std::fs::read(&path).unwrap();
+    // It replays whole as written.
     let (result, seen) = replay(&path, true).unwrap();
-    assert_eq!(seen, written[..2].to_vec());
-    assert!(result.torn_bytes > 0);
+    assert_eq!(seen.len(), written.len() + 1);
+    assert_eq!(result.torn_bytes, 0);
+    let damages = [
+        ("key byte", key_at + 2),
+        ("first value byte", value_at),
+        ("a zero byte of the value", value_at + 4),
+        ("payload checksum", offset + 5),
+        ("header checksum", offset + 21),
+        ("length", offset),
+        ("sequence number", offset + 9),
+    ];
+    for (what, position) in damages {
+        let mut damaged = full.clone();
+        damaged[position] ^= 0x10;
+        std::fs::write(&path, &damaged).unwrap();
+        let err = replay(&path, true).expect_err(what);
+        assert_corruption_at(err, &path, offset);
+    }
+    // A zero-filled end of a record the file holds whole cannot be told from a payload that
+    // ends in zeros and was damaged: also corruption.
+    let mut zeroed = full.clone();
+    let len = zeroed.len();
+    zeroed[len - 12..].fill(0);
+    std::fs::write(&path, &zeroed).unwrap();
+    assert_corruption_at(replay(&path, true).unwrap_err(), &path, offset);
+}
+
+#[test]
+fn records_cut_short_or_never_written_are_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, written, offset, _, _) = segment_ending_in_zeros(dir.path());
+    let full = std::fs::read(&path).unwrap();
+    let payload_at = offset + RECORD_HEADER_LEN;
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("cut inside the header", full[..offset + 10].to_vec()),
+        ("header only", full[..payload_at].to_vec()),
+        ("cut inside the payload", full[..payload_at + 5].to_vec()),
+        (
+            "cut inside the trailing zeros",
+            full[..full.len() - 3].to_vec(),
+        ),
+    ];
+    // The file has the record's length (or more), but only zeros past the header: the
+    // payload never reached the disk.
+    let mut header_then_zeros = full.clone();
+    header_then_zeros[payload_at..].fill(0);
+    cases.push((
+        "header, then zeros of the payload's length",
+        header_then_zeros.clone(),
+    ));
+    header_then_zeros.extend_from_slice(&[0u8; 4096]);
+    cases.push(("header, then a zero-extended file", header_then_zeros));
+    let mut partial_header = full.clone();
+    partial_header[offset + 8..].fill(0);
+    cases.push(("part of the header, then zeros", partial_header));
+    let mut zero_record = full.clone();
+    zero_record[offset..].fill(0);
+    cases.push(("the whole record zeros", zero_record));
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let (result, seen) = replay(&path, true).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(seen, written, "{what}");
+        assert_eq!(result.valid_bytes, offset as u64, "{what}");
+        assert_eq!(result.torn_bytes, (bytes.len() - offset) as u64, "{what}");
+        // In a closed segment, the same bytes are corruption.
+        let err = replay(&path, false).unwrap_err();
+        assert_corruption_at(err, &path, offset);
+    }
+    // A zero tail after the last complete record.
+    let mut zero_tail = full.clone();
+    zero_tail.extend_from_slice(&[0u8; 100]);
+    std::fs::write(&path, &zero_tail).unwrap();
+    let (result, seen) = replay(&path, true).unwrap();
+    assert_eq!(seen.len(), written.len() + 1);
+    assert_eq!(result.valid_bytes, full.len() as u64);
+    assert_eq!(result.torn_bytes, 100);
 }
 
 #[test]
