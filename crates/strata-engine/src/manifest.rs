@@ -27,10 +27,17 @@
 //!
 //! ## Recovery policy and invariants
 //!
-//! A record cut short at the end of the log, or one whose end is zero-filled, was never
-//! acknowledged (edits are synced before they take effect): it is truncated. Any other damage,
-//! including a checksum mismatch over non-zero bytes in the last record, is
-//! [`Error::Corruption`] with the file and offset. Before every
+//! Edits are synced before they take effect, so a record that never reached the file whole was
+//! never acknowledged and is truncated (with a warning), as in the WAL (see its module doc for
+//! what crashes leave on disk). At the first record that fails a check, the rest of the log is
+//! such a torn tail exactly when it is shorter than a record header, or the record's header
+//! checksum holds and the file ends before the record does, or every byte from the payload's
+//! start to the end of the file is zero, or the record's *last* byte and everything after it
+//! are zero: a written payload is JSON, which starts with `{` and ends with `}`, never zero
+//! (asserted when an edit is framed), so a zero there was never written. Any other failure (a
+//! checksum mismatch in a record whose last byte is there, wherever it is, a bad header
+//! checksum followed by non-zero bytes) is [`Error::Corruption`] with the file and offset, and
+//! nothing is truncated. Before every
 //! write, the edit is applied to a copy of the state and [`ManifestState::check_invariants`]
 //! must hold: table names unique, every file in a live table, ids below their counters, files of
 //! levels 1 and deeper non-overlapping, flushed sequence numbers not beyond the last sequence.
@@ -306,6 +313,8 @@ fn file_header() -> [u8; HEADER_LEN] {
 
 fn frame(edit: &VersionEdit) -> Result<Vec<u8>> {
     let payload = serde_json::to_vec(edit).map_err(|e| Error::internal(e.to_string()))?;
+    // Recovery tells a torn record by a zero at its end (see the module docs).
+    debug_assert!(payload.first() == Some(&b'{') && payload.last() == Some(&b'}'));
     let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
@@ -531,28 +540,33 @@ fn replay(path: &Path) -> Result<(ManifestState, u64)> {
     let mut state = ManifestState::default();
     let mut pos = HEADER_LEN;
     let mut records = 0;
+    // Where the run of zeros that ends the file starts.
+    let zeros_from = crate::wal::zero_filled_from(&bytes);
     while pos < bytes.len() {
+        // The torn-tail rule of the module docs: `break` truncates the rest of the log.
         let rest = &bytes[pos..];
-        let tail_is_zero = rest.iter().all(|b| *b == 0);
         if rest.len() < RECORD_HEADER_LEN {
-            break; // torn header at the tail
+            break; // the append stopped inside the header
         }
+        let no_payload_written = zeros_from <= pos + RECORD_HEADER_LEN;
         let word = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().unwrap_or_default());
         if crc32c::crc32c(&rest[..8]) != word(8) {
-            if tail_is_zero {
-                break;
+            if no_payload_written {
+                break; // a partial or zeroed header, then zeros
             }
             return Err(corrupt(pos, "manifest record header checksum mismatch"));
         }
         let len = word(0) as usize;
         let end = RECORD_HEADER_LEN + len;
         if rest.len() < end {
-            break; // torn record at the tail
+            break; // the append stopped inside the payload
         }
         let payload = &rest[RECORD_HEADER_LEN..end];
         if crc32c::crc32c(payload) != word(4) {
-            // Only a zero-filled end (an unfinished write) is torn; damage is an error.
-            if crate::wal::zero_filled_from(rest) < end {
+            // The payload's last byte (a written one is `}`) and everything after it are zero
+            // (which includes a payload never written at all): its end never reached the
+            // file. Any other mismatch is damage.
+            if zeros_from < pos + end {
                 break;
             }
             return Err(corrupt(pos, "manifest record checksum mismatch"));
@@ -745,6 +759,91 @@ mod tests {
                 ),
                 Err(e) => assert!(e.is_corruption(), "flip at {position}: {e}"),
             }
+        }
+    }
+
+    /// Offsets of the records of a manifest log.
+    fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut pos = HEADER_LEN;
+        while pos < bytes.len() {
+            offsets.push(pos);
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            pos += RECORD_HEADER_LEN + len;
+        }
+        offsets
+    }
+
+    #[test]
+    fn a_damaged_last_edit_is_corruption_and_only_an_unwritten_one_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
+        for i in 0..3 {
+            let id = m.allocate_table_id();
+            m.apply(VersionEdit {
+                create_tables: vec![def(id, &format!("t{i}"))],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        drop(m);
+        let path = dir.path().join("MANIFEST-000001");
+        let full = std::fs::read(&path).unwrap();
+        let last = *record_offsets(&full).last().unwrap();
+        let payload_at = last + RECORD_HEADER_LEN;
+        // Damage to the last record, also next to a zero-filled end of the file: corruption at
+        // its offset, and the file is left as it was.
+        let mut damaged_in_front_of_zeros = full.clone();
+        damaged_in_front_of_zeros[payload_at + 3] ^= 0x01;
+        damaged_in_front_of_zeros.extend_from_slice(&[0u8; 512]);
+        let mut header_damaged = full.clone();
+        header_damaged[last + 9] ^= 0x01;
+        for (what, bytes) in [
+            ("payload byte", {
+                let mut b = full.clone();
+                b[payload_at + 10] ^= 0x04;
+                b
+            }),
+            (
+                "payload byte, zeros after the record",
+                damaged_in_front_of_zeros,
+            ),
+            ("header checksum", header_damaged),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            match Manifest::open(dir.path(), 1 << 20, None) {
+                Err(Error::Corruption { file, offset, .. }) => {
+                    assert_eq!(file, path, "{what}");
+                    assert_eq!(offset, last as u64, "{what}");
+                }
+                Err(e) => panic!("{what}: {e}"),
+                Ok(_) => panic!("{what}: damage went unnoticed"),
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: file changed");
+        }
+        // Torn: cut short, header only, the payload's end or all of it zeros, a zero tail.
+        let mut end_zeroed = full.clone();
+        let len = end_zeroed.len();
+        end_zeroed[len - 7..].fill(0);
+        let mut payload_zeroed = full.clone();
+        payload_zeroed[payload_at..].fill(0);
+        let mut partial_header = full.clone();
+        partial_header[last + 5..].fill(0);
+        for (what, bytes, tables) in [
+            ("cut inside the header", full[..last + 5].to_vec(), 2),
+            ("header only", full[..payload_at].to_vec(), 2),
+            ("cut inside the payload", full[..full.len() - 1].to_vec(), 2),
+            ("zero-filled end", end_zeroed, 2),
+            ("payload zeros", payload_zeroed, 2),
+            ("partial header, then zeros", partial_header, 2),
+            ("zero tail", [&full[..], &[0u8; 100]].concat(), 3),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            let m =
+                Manifest::open(dir.path(), 1 << 20, None).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(m.state().tables.len(), tables, "{what}");
+            let kept = if tables == 3 { full.len() } else { last };
+            assert_eq!(std::fs::read(&path).unwrap(), &full[..kept], "{what}");
         }
     }
 }
