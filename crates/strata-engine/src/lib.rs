@@ -84,7 +84,8 @@ pub mod wal;
 pub use codec::KeyValue;
 pub use compaction::{CompactionOptions, FilePick, StrategyKind};
 pub use db::{
-    CompactionReport, Db, IngestOptions, LevelCompactionStats, LevelReport, TableInfo, kv_schema,
+    CompactionReport, DEFAULT_NAMESPACE, Db, IngestOptions, LevelCompactionStats, LevelReport,
+    TableInfo, TableSpec, display_name, kv_schema,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultInjector, IoOp};

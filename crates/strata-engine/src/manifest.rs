@@ -25,6 +25,21 @@
 //! IPC stream holding only the schema, table options JSON objects with defaults for missing
 //! fields (so older manifests load).
 //!
+//! Fields added within format 1, each absent when empty/false and defaulted when missing, so
+//! older logs load unchanged and a database that uses none of them writes what format 1
+//! always wrote:
+//!
+//! * `TableDef.namespace` (string; empty = the default namespace), `TableDef.properties`
+//!   (object of strings, metadata of the layer above, e.g. SQL column defaults) and
+//!   `TableDef.staging` (bool).
+//! * `VersionEdit.create_namespaces` / `drop_namespaces` (string arrays) and
+//!   `publish_tables` (table ids).
+//!
+//! An edit applies in this order: namespaces created, tables created, options, files removed,
+//! files added, flushed sequences, tables dropped, staging tables published, namespaces
+//! dropped. So one edit can drop a table and publish its staged replacement under the same
+//! name (an atomic `CREATE OR REPLACE`), or drop a namespace with its tables.
+//!
 //! ## Recovery policy and invariants
 //!
 //! Edits are synced before they take effect, so a record that never reached the file whole was
@@ -39,10 +54,12 @@
 //! checksum followed by non-zero bytes) is [`Error::Corruption`] with the file and offset, and
 //! nothing is truncated. Before every
 //! write, the edit is applied to a copy of the state and [`ManifestState::check_invariants`]
-//! must hold: table names unique, every file in a live table, ids below their counters, files of
+//! must hold: table names unique among the published tables of a namespace (a staging table
+//! may share the name of a published one), every table in a live namespace, every file in a
+//! live table, ids below their counters, files of
 //! levels 1 and deeper non-overlapping, flushed sequence numbers not beyond the last sequence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,8 +86,12 @@ pub const CURRENT: &str = "CURRENT";
 pub struct TableDef {
     /// Table id.
     pub id: TableId,
-    /// Table name.
+    /// Table name (unique among the published tables of its namespace).
     pub name: String,
+    /// The namespace holding the table; empty for the default namespace (every table of a
+    /// manifest older than namespaces).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     /// The user schema as an Arrow IPC stream with no batches.
     #[serde(with = "b64")]
     pub schema_ipc: Vec<u8>,
@@ -80,18 +101,36 @@ pub struct TableDef {
     pub options: TableOptions,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+    /// Free-form metadata a layer above the engine keeps with the table (the SQL layer stores
+    /// column defaults here), written in the edit that creates the table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// A staging table: being filled, invisible by name, until an edit publishes it; dropped
+    /// at open if a crash left it unpublished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staging: bool,
 }
 
 /// One atomic change to the database's structure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VersionEdit {
+    /// Namespaces created (applied first, so tables of this edit may live in them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub create_namespaces: Vec<String>,
     /// Tables created.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub create_tables: Vec<TableDef>,
     /// Tables dropped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drop_tables: Vec<TableId>,
+    /// Staging tables made visible under their names (applied after `drop_tables`, so one
+    /// edit can drop a table and publish its replacement under the same name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish_tables: Vec<TableId>,
+    /// Namespaces dropped (applied last; they must hold no table by then).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_namespaces: Vec<String>,
     /// SST files added (each names its table and level).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add_files: Vec<SstMeta>,
@@ -126,8 +165,10 @@ pub struct TableState {
 /// The state the edits add up to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestState {
-    /// Live tables by id.
+    /// Live tables by id (staging tables included).
     pub tables: BTreeMap<TableId, TableState>,
+    /// Namespaces besides the default one (which always exists and has the empty name).
+    pub namespaces: BTreeSet<String>,
     /// Next file id.
     pub next_file_id: FileId,
     /// Next table id.
@@ -140,6 +181,7 @@ impl Default for ManifestState {
     fn default() -> Self {
         ManifestState {
             tables: BTreeMap::new(),
+            namespaces: BTreeSet::new(),
             next_file_id: 1,
             next_table_id: 1,
             last_seq: 0,
@@ -151,6 +193,11 @@ impl ManifestState {
     /// Applies an edit (no invariant check; see [`ManifestState::check_invariants`]).
     pub fn apply(&mut self, edit: &VersionEdit) -> Result<()> {
         let bad = |m: String| Err(Error::internal(format!("invalid manifest edit: {m}")));
+        for namespace in &edit.create_namespaces {
+            if namespace.is_empty() || !self.namespaces.insert(namespace.clone()) {
+                return bad(format!("namespace '{namespace}' created twice"));
+            }
+        }
         for def in &edit.create_tables {
             if self.tables.contains_key(&def.id) {
                 return bad(format!("table id {} created twice", def.id));
@@ -204,6 +251,17 @@ impl ManifestState {
                 return bad(format!("dropping unknown table {table}"));
             }
         }
+        for table in &edit.publish_tables {
+            match self.tables.get_mut(table) {
+                Some(state) if state.def.staging => state.def.staging = false,
+                _ => return bad(format!("publishing table {table}, which is not staged")),
+            }
+        }
+        for namespace in &edit.drop_namespaces {
+            if !self.namespaces.remove(namespace) {
+                return bad(format!("dropping unknown namespace '{namespace}'"));
+            }
+        }
         if let Some(n) = edit.next_file_id {
             self.next_file_id = self.next_file_id.max(n);
         }
@@ -224,7 +282,11 @@ impl ManifestState {
             if *id != table.def.id || *id >= self.next_table_id {
                 return bad(format!("table id {id} inconsistent"));
             }
-            if !names.insert(table.def.name.as_str()) {
+            let namespace = table.def.namespace.as_str();
+            if !namespace.is_empty() && !self.namespaces.contains(namespace) {
+                return bad(format!("table {id} is in unknown namespace '{namespace}'"));
+            }
+            if !table.def.staging && !names.insert((namespace, table.def.name.as_str())) {
                 return bad(format!("table name '{}' used twice", table.def.name));
             }
             if table.flushed_seq > self.last_seq {
@@ -261,6 +323,7 @@ impl ManifestState {
     /// One edit that recreates this state from nothing.
     pub fn snapshot_edit(&self) -> VersionEdit {
         VersionEdit {
+            create_namespaces: self.namespaces.iter().cloned().collect(),
             create_tables: self.tables.values().map(|t| t.def.clone()).collect(),
             add_files: self
                 .tables
@@ -598,6 +661,9 @@ mod tests {
             primary_key: vec!["k".into()],
             options: TableOptions::default(),
             created_at_ms: 0,
+            namespace: String::new(),
+            properties: BTreeMap::new(),
+            staging: false,
         }
     }
 
@@ -760,6 +826,112 @@ mod tests {
                 Err(e) => assert!(e.is_corruption(), "flip at {position}: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn staging_publish_and_namespaces_apply_reload_and_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
+        let old = m.allocate_table_id();
+        m.apply(VersionEdit {
+            create_tables: vec![def(old, "t")],
+            ..Default::default()
+        })
+        .unwrap();
+        // A staging table may share the name of a published one.
+        let new = m.allocate_table_id();
+        let mut staged = def(new, "t");
+        staged.staging = true;
+        staged.properties.insert("default.v".into(), "42".into());
+        m.apply(VersionEdit {
+            create_tables: vec![staged],
+            ..Default::default()
+        })
+        .unwrap();
+        // Publishing it beside the old table would make the name ambiguous.
+        assert!(
+            m.apply(VersionEdit {
+                publish_tables: vec![new],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        // Only a staging table can be published.
+        assert!(
+            m.apply(VersionEdit {
+                drop_tables: vec![new],
+                publish_tables: vec![old],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        m.apply(VersionEdit {
+            drop_tables: vec![old],
+            publish_tables: vec![new],
+            ..Default::default()
+        })
+        .unwrap();
+        // Namespaces: a table needs its namespace, a namespace with a table cannot go.
+        let mut in_ns = def(m.allocate_table_id(), "t");
+        in_ns.namespace = "s".into();
+        assert!(
+            m.apply(VersionEdit {
+                create_tables: vec![in_ns.clone()],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        m.apply(VersionEdit {
+            create_namespaces: vec!["s".into(), "empty".into()],
+            create_tables: vec![in_ns.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            m.apply(VersionEdit {
+                drop_namespaces: vec!["s".into()],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            m.apply(VersionEdit {
+                create_namespaces: vec!["s".into()],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let state = m.state().clone();
+        assert_eq!(state.tables.len(), 2);
+        assert!(!state.tables[&new].def.staging);
+        assert_eq!(state.tables[&new].def.properties["default.v"], "42");
+        drop(m);
+        let mut m = Manifest::open(dir.path(), 1 << 20, None).unwrap();
+        assert_eq!(m.state(), &state);
+        m.rewrite().unwrap();
+        drop(m);
+        let mut m = Manifest::open(dir.path(), 1 << 20, None).unwrap();
+        assert_eq!(m.state(), &state);
+        m.apply(VersionEdit {
+            drop_tables: vec![in_ns.id],
+            drop_namespaces: vec!["s".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(m.state().namespaces.len(), 1);
+    }
+
+    #[test]
+    fn edits_written_before_namespaces_and_staging_still_load() {
+        // A table definition and an edit as format 1 wrote them before these fields existed.
+        let old = r#"{"create_tables":[{"id":1,"name":"t","schema_ipc":"AQID","primary_key":["k"],
+            "options":{},"created_at_ms":5}],"next_file_id":1,"next_table_id":2,"last_seq":0}"#;
+        let edit: VersionEdit = serde_json::from_str(old).unwrap();
+        let def = &edit.create_tables[0];
+        assert!(def.namespace.is_empty() && def.properties.is_empty() && !def.staging);
+        // And a definition without them is written as before.
+        let text = serde_json::to_string(def).unwrap();
+        assert!(!text.contains("namespace") && !text.contains("staging"));
     }
 
     /// Offsets of the records of a manifest log.

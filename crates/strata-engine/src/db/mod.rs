@@ -18,10 +18,21 @@
 //!   leadership, so no write is ever half in an old memtable and half in a new one.
 //! * `manifest` (Mutex) serialises structural changes: every flush install, table creation and
 //!   drop appends one manifest edit and swaps in a new version while holding it.
-//! * `catalog` (RwLock) maps names and ids to tables; held only to look up or insert.
+//! * `catalog` (RwLock) maps `(namespace, name)` and ids to tables; held only to look up or
+//!   insert.
 //! * `snapshots` (Mutex) holds the live snapshot sequence numbers, read by flushes.
 //!
 //! Lock order: `commit` leadership, then `manifest`, then `catalog`, then a table's `sv`.
+//!
+//! ## Namespaces and staging tables
+//!
+//! A table lives in a namespace: the default one (empty name, always present) or one made by
+//! [`Db::create_namespace`], which persists even while empty. Names are unique per namespace,
+//! so `a.b` (table `b` of namespace `a`) and a default-namespace table named `a.b` differ.
+//! A *staging* table is written through its handle but found by no name until
+//! [`Db::publish_table`] makes it visible, dropping any table holding its name in the same
+//! manifest edit; staging tables a crash left behind are dropped at open. Tables carry
+//! string *properties*, stored in the edit that creates them.
 //!
 //! ## Invariants
 //!
@@ -73,8 +84,117 @@ pub const TABLE_NAME_BYTES_MAX: usize = 255;
 /// Names and ids of the live tables.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
-    pub by_name: HashMap<String, Arc<TableInner>>,
+    /// Published tables by `(namespace, name)` (staging tables have no name yet).
+    pub by_name: HashMap<(String, String), Arc<TableInner>>,
+    /// Every live table, staging tables included, by id.
     pub by_id: HashMap<TableId, Arc<TableInner>>,
+    /// Namespace, properties and staging state of every table in `by_id`.
+    pub meta: HashMap<TableId, TableMeta>,
+}
+
+/// What the catalog keeps of a table's definition besides the [`TableInner`].
+#[derive(Debug, Clone)]
+pub(crate) struct TableMeta {
+    pub namespace: String,
+    pub properties: BTreeMap<String, String>,
+    pub staging: bool,
+}
+
+impl Catalog {
+    /// Adds a table built from `def`.
+    pub(crate) fn insert(&mut self, def: &TableDef, inner: Arc<TableInner>) {
+        if !def.staging {
+            self.by_name.insert(
+                (def.namespace.clone(), def.name.clone()),
+                Arc::clone(&inner),
+            );
+        }
+        self.meta.insert(
+            def.id,
+            TableMeta {
+                namespace: def.namespace.clone(),
+                properties: def.properties.clone(),
+                staging: def.staging,
+            },
+        );
+        self.by_id.insert(def.id, inner);
+    }
+
+    /// The published table `name` of `namespace`.
+    fn get(&self, namespace: &str, name: &str) -> Option<&Arc<TableInner>> {
+        self.by_name.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Removes a table (published or staging).
+    fn remove(&mut self, table: &TableInner) {
+        if let Some(meta) = self.meta.remove(&table.id)
+            && !meta.staging
+        {
+            let key = (meta.namespace, table.name.clone());
+            if self.by_name.get(&key).is_some_and(|t| t.id == table.id) {
+                self.by_name.remove(&key);
+            }
+        }
+        self.by_id.remove(&table.id);
+    }
+}
+
+/// The definition of a table to create (see [`Db::create_table_from`] and
+/// [`Db::create_staging_table`]).
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// The namespace ([`DEFAULT_NAMESPACE`] or one made by [`Db::create_namespace`]).
+    pub namespace: String,
+    /// The table's name, unique in its namespace.
+    pub name: String,
+    /// The user schema.
+    pub schema: SchemaRef,
+    /// Key columns in key order; empty for an append-only table keyed by a hidden row id.
+    pub primary_key: Vec<String>,
+    /// Options.
+    pub options: TableOptions,
+    /// Metadata kept with the table for the layer above (see [`TableDef::properties`]).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl TableSpec {
+    /// A table `name` in the default namespace with `options` and no properties.
+    pub fn new(
+        name: impl Into<String>,
+        schema: SchemaRef,
+        primary_key: &[&str],
+        options: TableOptions,
+    ) -> Self {
+        TableSpec {
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            name: name.into(),
+            schema,
+            primary_key: primary_key.iter().map(|k| k.to_string()).collect(),
+            options,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// The namespace of tables created without one: always present, never dropped.
+pub const DEFAULT_NAMESPACE: &str = "";
+
+/// `namespace.name` for messages (just `name` in the default namespace).
+pub fn display_name(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}.{name}")
+    }
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > TABLE_NAME_BYTES_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "{kind} names must be 1 to {TABLE_NAME_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// State shared by the database handle, table handles and background threads.
@@ -119,6 +239,8 @@ impl std::fmt::Debug for DbInner {
 pub struct TableInfo {
     /// Table id.
     pub id: TableId,
+    /// Namespace ([`DEFAULT_NAMESPACE`] for most tables).
+    pub namespace: String,
     /// Name.
     pub name: String,
     /// User schema.
@@ -131,6 +253,8 @@ pub struct TableInfo {
     pub stats: TableStats,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+    /// Metadata kept with the table (see [`TableDef::properties`]).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// An open Strata database. `Send + Sync`: share it with `Arc<Db>`. Dropping it closes it
@@ -197,51 +321,207 @@ impl Db {
         primary_key: &[&str],
         options: TableOptions,
     ) -> Result<Table> {
-        self.inner.create_table(name, schema, primary_key, options)
+        self.create_table_from(TableSpec::new(name, schema, primary_key, options))
     }
 
-    /// The table named `name`.
+    /// Creates the table `spec` describes, visible at once (one manifest edit).
+    pub fn create_table_from(&self, spec: TableSpec) -> Result<Table> {
+        self.inner.create_table(spec, false)
+    }
+
+    /// Creates a *staging* table: it can be written, flushed and read through the returned
+    /// handle, but no lookup by name finds it until [`Db::publish_table`] makes it visible.
+    /// A staging table that is neither published nor discarded is dropped at the next open,
+    /// with everything written to it, so a crash while it is filled leaves no trace.
+    pub fn create_staging_table(&self, spec: TableSpec) -> Result<Table> {
+        self.inner.create_table(spec, true)
+    }
+
+    /// Makes the staging table `staged` visible under its name, in one manifest edit. With
+    /// `replace`, a table already holding that name is dropped in the same edit (after a
+    /// crash, either the old table or the new one exists, never neither); without it, an
+    /// existing table is [`Error::TableExists`] and nothing changes.
+    pub fn publish_table(&self, staged: &Table, replace: bool) -> Result<()> {
+        self.inner.publish_table(staged.id(), replace)
+    }
+
+    /// Drops the staging table `staged` (and everything written to it).
+    pub fn discard_staging_table(&self, staged: &Table) -> Result<()> {
+        self.inner.check_open()?;
+        let manifest = self.inner.manifest.lock();
+        let table = {
+            let catalog = self.inner.catalog.read();
+            match (
+                catalog.by_id.get(&staged.id()),
+                catalog.meta.get(&staged.id()),
+            ) {
+                (Some(table), Some(meta)) if meta.staging => Arc::clone(table),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "table {} is not a staging table",
+                        staged.name()
+                    )));
+                }
+            }
+        };
+        self.inner
+            .drop_tables_locked(manifest, vec![table], Vec::new())
+    }
+
+    /// The table named `name` in the default namespace.
     pub fn table(&self, name: &str) -> Result<Table> {
+        self.table_in(DEFAULT_NAMESPACE, name)
+    }
+
+    /// The table named `name` in `namespace`.
+    pub fn table_in(&self, namespace: &str, name: &str) -> Result<Table> {
         self.inner.check_open()?;
         let catalog = self.inner.catalog.read();
         let inner = catalog
-            .by_name
-            .get(name)
-            .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
+            .get(namespace, name)
+            .ok_or_else(|| Error::TableNotFound(display_name(namespace, name)))?;
         Ok(Table {
             db: Arc::clone(&self.inner),
             inner: Arc::clone(inner),
         })
     }
 
-    /// True when a table named `name` exists.
+    /// True when a table named `name` exists in the default namespace.
     pub fn has_table(&self, name: &str) -> bool {
-        self.inner.catalog.read().by_name.contains_key(name)
+        self.has_table_in(DEFAULT_NAMESPACE, name)
     }
 
-    /// Drops the table named `name`: it disappears at once, its files are deleted when the
-    /// last reader lets go of them.
+    /// True when a table named `name` exists in `namespace`.
+    pub fn has_table_in(&self, namespace: &str, name: &str) -> bool {
+        self.inner.catalog.read().get(namespace, name).is_some()
+    }
+
+    /// The properties stored with `table` (empty once it is dropped).
+    pub fn table_properties(&self, table: &Table) -> BTreeMap<String, String> {
+        self.inner
+            .catalog
+            .read()
+            .meta
+            .get(&table.id())
+            .map(|m| m.properties.clone())
+            .unwrap_or_default()
+    }
+
+    /// Drops the table named `name` in the default namespace: it disappears at once, its
+    /// files are deleted when the last reader lets go of them.
     pub fn drop_table(&self, name: &str) -> Result<()> {
-        self.inner.drop_table(name)
+        self.drop_table_in(DEFAULT_NAMESPACE, name)
     }
 
-    /// Every table, by name.
+    /// Drops the table named `name` in `namespace` (see [`Db::drop_table`]).
+    pub fn drop_table_in(&self, namespace: &str, name: &str) -> Result<()> {
+        self.inner.check_open()?;
+        let manifest = self.inner.manifest.lock();
+        let table = self
+            .inner
+            .catalog
+            .read()
+            .get(namespace, name)
+            .cloned()
+            .ok_or_else(|| Error::TableNotFound(display_name(namespace, name)))?;
+        self.inner
+            .drop_tables_locked(manifest, vec![table], Vec::new())
+    }
+
+    /// Creates the namespace `namespace` (one manifest edit). Fails when it exists.
+    pub fn create_namespace(&self, namespace: &str) -> Result<()> {
+        self.inner.check_open()?;
+        check_name("namespace", namespace)?;
+        let mut manifest = self.inner.manifest.lock();
+        if manifest.state().namespaces.contains(namespace) {
+            return Err(Error::InvalidArgument(format!(
+                "namespace '{namespace}' already exists"
+            )));
+        }
+        manifest.apply(VersionEdit {
+            create_namespaces: vec![namespace.to_string()],
+            ..VersionEdit::default()
+        })
+    }
+
+    /// True when `namespace` exists (the default namespace always does).
+    pub fn has_namespace(&self, namespace: &str) -> bool {
+        namespace == DEFAULT_NAMESPACE
+            || self
+                .inner
+                .manifest
+                .lock()
+                .state()
+                .namespaces
+                .contains(namespace)
+    }
+
+    /// The namespaces besides the default one, sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.inner
+            .manifest
+            .lock()
+            .state()
+            .namespaces
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Drops `namespace`. Without `cascade` it must hold no table; with it, its tables are
+    /// dropped in the same manifest edit.
+    pub fn drop_namespace(&self, namespace: &str, cascade: bool) -> Result<()> {
+        self.inner.check_open()?;
+        let manifest = self.inner.manifest.lock();
+        if !manifest.state().namespaces.contains(namespace) {
+            return Err(Error::InvalidArgument(format!(
+                "namespace '{namespace}' does not exist"
+            )));
+        }
+        let tables: Vec<Arc<TableInner>> = {
+            let catalog = self.inner.catalog.read();
+            catalog
+                .meta
+                .iter()
+                .filter(|(_, meta)| meta.namespace == namespace)
+                .filter_map(|(id, _)| catalog.by_id.get(id).cloned())
+                .collect()
+        };
+        if !cascade && !tables.is_empty() {
+            let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            names.sort_unstable();
+            return Err(Error::InvalidArgument(format!(
+                "namespace '{namespace}' still holds tables ({})",
+                names.join(", ")
+            )));
+        }
+        self.inner
+            .drop_tables_locked(manifest, tables, vec![namespace.to_string()])
+    }
+
+    /// Every published table of every namespace, by namespace and name.
     pub fn list_tables(&self) -> Vec<TableInfo> {
         let catalog = self.inner.catalog.read();
         let mut tables: Vec<TableInfo> = catalog
             .by_name
-            .values()
-            .map(|t| TableInfo {
+            .iter()
+            .map(|((namespace, _), t)| TableInfo {
                 id: t.id,
+                namespace: namespace.clone(),
                 name: t.name.clone(),
                 schema: Arc::clone(t.schema.user_schema()),
                 primary_key: t.schema.primary_key().to_vec(),
                 options: t.options.read().clone(),
                 stats: table_stats(t),
                 created_at_ms: t.created_at_ms,
+                properties: catalog
+                    .meta
+                    .get(&t.id)
+                    .map(|m| m.properties.clone())
+                    .unwrap_or_default(),
             })
             .collect();
-        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        tables.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         tables
     }
 
@@ -405,70 +685,135 @@ impl DbInner {
         }))
     }
 
-    fn create_table(
-        self: &Arc<Self>,
-        name: &str,
-        schema: SchemaRef,
-        primary_key: &[&str],
-        options: TableOptions,
-    ) -> Result<Table> {
+    fn create_table(self: &Arc<Self>, spec: TableSpec, staging: bool) -> Result<Table> {
         self.check_open()?;
-        if name.is_empty() || name.len() > TABLE_NAME_BYTES_MAX {
+        check_name("table", &spec.name)?;
+        spec.options.validate()?;
+        let key: Vec<&str> = spec.primary_key.iter().map(String::as_str).collect();
+        let table_schema = TableSchema::new(spec.schema, &key)?;
+        let mut manifest = self.manifest.lock();
+        let display = display_name(&spec.namespace, &spec.name);
+        if !spec.namespace.is_empty() && !manifest.state().namespaces.contains(&spec.namespace) {
             return Err(Error::InvalidArgument(format!(
-                "table names must be 1 to {TABLE_NAME_BYTES_MAX} bytes"
+                "cannot create table {display}: namespace '{}' does not exist",
+                spec.namespace
             )));
         }
-        options.validate()?;
-        let table_schema = TableSchema::new(schema, primary_key)?;
-        let mut manifest = self.manifest.lock();
-        if self.catalog.read().by_name.contains_key(name) {
-            return Err(Error::TableExists(name.to_string()));
+        if !staging
+            && self
+                .catalog
+                .read()
+                .get(&spec.namespace, &spec.name)
+                .is_some()
+        {
+            return Err(Error::TableExists(display));
         }
         let id = manifest.allocate_table_id();
         let def = TableDef {
             id,
-            name: name.to_string(),
+            name: spec.name,
+            namespace: spec.namespace,
             schema_ipc: table_schema.user_schema_ipc()?,
             primary_key: table_schema.primary_key().to_vec(),
-            options,
+            options: spec.options,
             created_at_ms: now_ms(),
+            properties: spec.properties,
+            staging,
         };
         let inner = self.table_from_def(&def, Vec::new(), 0)?;
         manifest.apply(VersionEdit {
-            create_tables: vec![def],
+            create_tables: vec![def.clone()],
             last_seq: Some(self.visible_seq()),
             ..VersionEdit::default()
         })?;
-        let mut catalog = self.catalog.write();
-        catalog.by_name.insert(name.to_string(), Arc::clone(&inner));
-        catalog.by_id.insert(id, Arc::clone(&inner));
+        self.catalog.write().insert(&def, Arc::clone(&inner));
         Ok(Table {
             db: Arc::clone(self),
             inner,
         })
     }
 
-    fn drop_table(&self, name: &str) -> Result<()> {
+    fn publish_table(&self, id: TableId, replace: bool) -> Result<()> {
         self.check_open()?;
         let mut manifest = self.manifest.lock();
-        let table = self
-            .catalog
-            .read()
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
+        let (staged, meta, old) = {
+            let catalog = self.catalog.read();
+            let (staged, meta) = match (catalog.by_id.get(&id), catalog.meta.get(&id)) {
+                (Some(table), Some(meta)) if meta.staging => (Arc::clone(table), meta.clone()),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "table id {id} is not a staging table (discarded, or published already)"
+                    )));
+                }
+            };
+            let old = catalog.get(&meta.namespace, &staged.name).cloned();
+            (staged, meta, old)
+        };
+        if old.is_some() && !replace {
+            return Err(Error::TableExists(display_name(
+                &meta.namespace,
+                &staged.name,
+            )));
+        }
         manifest.apply(VersionEdit {
-            drop_tables: vec![table.id],
+            drop_tables: old.iter().map(|t| t.id).collect(),
+            publish_tables: vec![id],
             last_seq: Some(self.visible_seq()),
             ..VersionEdit::default()
         })?;
-        table.dropped.store(true, Ordering::Release);
         {
             let mut catalog = self.catalog.write();
-            catalog.by_name.remove(name);
-            catalog.by_id.remove(&table.id);
+            if let Some(old) = &old {
+                catalog.remove(old);
+            }
+            if let Some(meta) = catalog.meta.get_mut(&id) {
+                meta.staging = false;
+            }
+            catalog
+                .by_name
+                .insert((meta.namespace.clone(), staged.name.clone()), staged);
         }
+        if let Some(old) = old {
+            self.retire_table(&old);
+        }
+        drop(manifest);
+        self.release_wal();
+        self.signal_progress();
+        Ok(())
+    }
+
+    /// Drops `tables` and `namespaces` in one manifest edit (the caller holds the manifest).
+    fn drop_tables_locked(
+        &self,
+        mut manifest: parking_lot::MutexGuard<'_, Manifest>,
+        tables: Vec<Arc<TableInner>>,
+        namespaces: Vec<String>,
+    ) -> Result<()> {
+        manifest.apply(VersionEdit {
+            drop_tables: tables.iter().map(|t| t.id).collect(),
+            drop_namespaces: namespaces,
+            last_seq: Some(self.visible_seq()),
+            ..VersionEdit::default()
+        })?;
+        {
+            let mut catalog = self.catalog.write();
+            for table in &tables {
+                catalog.remove(table);
+            }
+        }
+        for table in &tables {
+            self.retire_table(table);
+        }
+        drop(manifest);
+        self.release_wal();
+        self.signal_progress();
+        Ok(())
+    }
+
+    /// Lets go of a table the manifest no longer lists: its files go when unreferenced, its
+    /// memtables no longer count or hold the WAL floor back.
+    fn retire_table(&self, table: &TableInner) {
+        table.dropped.store(true, Ordering::Release);
         let sv = table.super_version();
         for file in sv.version.files() {
             file.mark_obsolete();
@@ -478,7 +823,6 @@ impl DbInner {
                 .min(self.memtable_bytes.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
-        // The dropped table no longer holds the WAL floor back; its files go when unreferenced.
         table.install(|sv| SuperVersion {
             active: Arc::new(crate::version::MemtableSlot::new(
                 sv.active.memtable.kind().create(),
@@ -486,10 +830,6 @@ impl DbInner {
             immutables: Vec::new(),
             version: Arc::new(Version::default()),
         });
-        drop(manifest);
-        self.release_wal();
-        self.signal_progress();
-        Ok(())
     }
 
     /// Deletes WAL segments whose entries are all in SSTs.

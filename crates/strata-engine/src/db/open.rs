@@ -35,12 +35,13 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     prepare_directory(path, &options)?;
     let lock_file = acquire_lock(path)?;
     let faults = options.faults.clone();
-    let manifest = if Manifest::exists(path) {
+    let mut manifest = if Manifest::exists(path) {
         Manifest::open(path, options.manifest_rewrite_bytes, faults.clone())?
     } else {
         Manifest::create(path, options.manifest_rewrite_bytes, faults.clone())?
     };
     manifest.remove_stale_logs()?;
+    drop_staging_tables(&mut manifest)?;
     let store = SstStore::new(path, faults.clone())?;
     remove_orphans(&store, manifest.state())?;
     let metrics = Arc::new(Metrics::default());
@@ -89,10 +90,7 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         for table in state.tables.values() {
             let files: Vec<_> = table.files.values().cloned().collect();
             let built = inner.table_from_def(&table.def, files, table.flushed_seq)?;
-            catalog
-                .by_name
-                .insert(built.name.clone(), Arc::clone(&built));
-            catalog.by_id.insert(built.id, built);
+            catalog.insert(&table.def, built);
         }
     }
     replay_into_vectors(&inner, &wal_dir, &segments)?;
@@ -111,6 +109,26 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     }
     inner.release_wal();
     Ok(inner)
+}
+
+/// Drops the staging tables a crash left unpublished (one manifest edit), before their files
+/// are taken for orphans and their WAL entries skipped as entries of dropped tables.
+fn drop_staging_tables(manifest: &mut Manifest) -> Result<()> {
+    let staged: Vec<_> = manifest
+        .state()
+        .tables
+        .values()
+        .filter(|t| t.def.staging)
+        .map(|t| t.def.id)
+        .collect();
+    if staged.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(tables = ?staged, "dropping staging tables left unpublished by a crash");
+    manifest.apply(crate::manifest::VersionEdit {
+        drop_tables: staged,
+        ..Default::default()
+    })
 }
 
 /// Creates the directory if allowed, and refuses directories that are not Strata databases.
