@@ -15,6 +15,17 @@
 //!   carries its key columns and NULL in every other user column.
 //!
 //! Column names starting with `_seq`, `_op` and `_rowid` are reserved.
+//!
+//! ## SST file schema
+//!
+//! The Parquet columns of an SST are the storage schema's with value columns nullable
+//! ([`TableSchema::sst_schema`]), each stored as its *file type* (`sst::file_types`): the
+//! same type, except for the types Parquet cannot hold (`Interval(MonthDayNano)` becomes a
+//! struct of its three parts, dictionaries their values, list views lists), mapped at the
+//! SST reader and writer so that everything else sees the table's own types. Because nested
+//! columns span several Parquet leaf columns, a storage column's Parquet *leaf* index (used
+//! by sorting columns and bloom filters) is [`TableSchema::sst_leaf_column`], not its
+//! storage index.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -29,6 +40,7 @@ use arrow::ipc::writer::StreamWriter;
 
 use crate::codec::{ByteRows, KeyCodec, KeyValue, RowCodec};
 use crate::error::{Error, Result};
+use crate::sst::file_types;
 use crate::types::{OpKind, SeqNo};
 
 /// Name of the sequence-number column in SSTs and version scans.
@@ -52,6 +64,10 @@ pub struct TableSchema {
     value_indices: Vec<usize>,
     key_codec: KeyCodec,
     row_codec: RowCodec,
+    /// The Parquet schema of SST files ([`TableSchema::sst_file_schema`]).
+    sst_file: SchemaRef,
+    /// For each storage column, its first Parquet leaf column in SST files.
+    leaf_columns: Vec<usize>,
 }
 
 impl TableSchema {
@@ -138,7 +154,7 @@ impl TableSchema {
                 .map(|i| Arc::clone(&user.fields()[*i]))
                 .collect(),
         )?;
-        Ok(TableSchema {
+        let mut schema = TableSchema {
             user,
             storage,
             primary_key,
@@ -146,7 +162,97 @@ impl TableSchema {
             value_indices,
             key_codec,
             row_codec,
-        })
+            sst_file: Arc::new(Schema::empty()),
+            leaf_columns: Vec::new(),
+        };
+        let sst = schema.sst_schema();
+        let file_fields: Vec<FieldRef> = sst.fields().iter().map(file_types::file_field).collect();
+        let mut next_leaf = 0;
+        schema.leaf_columns = file_fields
+            .iter()
+            .map(|f| {
+                next_leaf += file_types::leaf_columns(f.data_type());
+                next_leaf - file_types::leaf_columns(f.data_type())
+            })
+            .collect();
+        schema.sst_file = Arc::new(Schema::new(file_fields));
+        debug_assert!(
+            schema
+                .key_indices
+                .iter()
+                .all(|i| !schema.sst_file_type_differs(*i)),
+            "key columns are stored with their own types"
+        );
+        Ok(schema)
+    }
+
+    /// The Parquet schema of SST files: [`TableSchema::sst_schema`] with every column as its
+    /// file type (see the module docs).
+    pub fn sst_file_schema(&self) -> &SchemaRef {
+        &self.sst_file
+    }
+
+    /// True when storage column `index` is stored in SST files as another type than its own.
+    pub fn sst_file_type_differs(&self, index: usize) -> bool {
+        self.sst_file.field(index).data_type() != self.storage.field(index).data_type()
+    }
+
+    /// True when every column of SST files has the table's own type, so a Parquet reader
+    /// given the user schema reads the files' user columns as they are. When false, files
+    /// must be read through the engine's SST reader (which maps the columns back), never
+    /// by a foreign reader expecting the user types.
+    pub fn sst_file_types_are_user_types(&self) -> bool {
+        (0..self.storage.fields().len()).all(|i| !self.sst_file_type_differs(i))
+    }
+
+    /// The first Parquet leaf column of storage column `index` in SST files.
+    pub fn sst_leaf_column(&self, index: usize) -> usize {
+        self.leaf_columns[index]
+    }
+
+    /// Converts a batch of the SST schema into the SST file schema (for writing).
+    pub fn to_sst_file_batch(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if self.sst_file_types_are_user_types() {
+            return Ok(batch.clone());
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .map(file_types::to_file)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.sst_file),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
+    }
+
+    /// Converts a batch read from an SST file, holding the storage columns `columns`
+    /// (ascending), back into those columns of the SST schema.
+    pub fn from_sst_file_batch(
+        &self,
+        columns: &[usize],
+        batch: RecordBatch,
+    ) -> Result<RecordBatch> {
+        if columns.iter().all(|c| !self.sst_file_type_differs(*c)) {
+            return Ok(batch);
+        }
+        let sst = self.sst_schema();
+        let fields: Vec<FieldRef> = columns
+            .iter()
+            .map(|c| Arc::clone(&sst.fields()[*c]))
+            .collect();
+        let arrays = batch
+            .columns()
+            .iter()
+            .zip(&fields)
+            .map(|(array, field)| file_types::from_file(array, field.data_type()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
     }
 
     /// The schema users see (key columns NOT NULL, no hidden columns).

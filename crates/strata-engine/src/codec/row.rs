@@ -1041,7 +1041,7 @@ fn build_var(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{
         BinaryArray, BooleanArray, Decimal128Array, Float64Array, Int32Array, StringArray,
@@ -1049,7 +1049,7 @@ mod tests {
     };
     use arrow::datatypes::{Field, TimeUnit};
 
-    fn field(name: &str, dt: DataType, nullable: bool) -> FieldRef {
+    pub(crate) fn field(name: &str, dt: DataType, nullable: bool) -> FieldRef {
         Arc::new(Field::new(name, dt, nullable))
     }
 
@@ -1225,6 +1225,144 @@ mod tests {
         (fields, columns)
     }
 
+    /// Four rows of every non-nested type family DataFusion produces, with NULLs.
+    pub(crate) fn leaf_columns() -> (Vec<FieldRef>, Vec<ArrayRef>) {
+        use arrow::array::{
+            BinaryViewArray, Date64Array, Decimal32Array, Decimal64Array, Decimal256Array,
+            DurationNanosecondArray, DurationSecondArray, FixedSizeBinaryArray,
+            IntervalDayTimeArray, IntervalYearMonthArray, LargeStringArray, Time32MillisecondArray,
+            Time64NanosecondArray, TimestampNanosecondArray, UInt64Array,
+        };
+        use arrow::datatypes::{IntervalDayTime, i256};
+        let columns: Vec<ArrayRef> = vec![
+            arrow::compute::cast(
+                &arrow::array::Float32Array::from(vec![
+                    Some(1.5),
+                    None,
+                    Some(f32::NAN),
+                    Some(-0.0),
+                ]),
+                &DataType::Float16,
+            )
+            .unwrap(),
+            Arc::new(
+                Decimal32Array::from(vec![Some(12345), None, Some(-1), Some(0)])
+                    .with_precision_and_scale(9, 2)
+                    .unwrap(),
+            ),
+            Arc::new(
+                Decimal64Array::from(vec![Some(1), Some(-99), None, Some(7)])
+                    .with_precision_and_scale(18, 3)
+                    .unwrap(),
+            ),
+            Arc::new(
+                Decimal128Array::from(vec![Some(i128::MAX / 7), None, Some(-5), Some(0)])
+                    .with_precision_and_scale(38, 10)
+                    .unwrap(),
+            ),
+            Arc::new(
+                Decimal256Array::from(vec![Some(i256::from_i128(-3)), None, None, Some(i256::ONE)])
+                    .with_precision_and_scale(76, 4)
+                    .unwrap(),
+            ),
+            Arc::new(DurationSecondArray::from(vec![
+                Some(-1),
+                None,
+                Some(3),
+                Some(4),
+            ])),
+            Arc::new(DurationNanosecondArray::from(vec![
+                Some(i64::MIN),
+                Some(0),
+                None,
+                Some(9),
+            ])),
+            Arc::new(Time32MillisecondArray::from(vec![
+                Some(1000),
+                None,
+                Some(0),
+                Some(86_399_999),
+            ])),
+            Arc::new(Time64NanosecondArray::from(vec![
+                Some(1),
+                Some(2),
+                None,
+                Some(3),
+            ])),
+            Arc::new(
+                TimestampNanosecondArray::from(vec![Some(-1), None, Some(0), Some(1 << 60)])
+                    .with_timezone("+05:30"),
+            ),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(5),
+                Some(6),
+                None,
+                None,
+            ])),
+            Arc::new(Date64Array::from(vec![
+                Some(86_400_000),
+                None,
+                Some(0),
+                Some(-86_400_000),
+            ])),
+            Arc::new(IntervalYearMonthArray::from(vec![
+                Some(13),
+                None,
+                Some(-2),
+                Some(0),
+            ])),
+            Arc::new(IntervalDayTimeArray::from(vec![
+                Some(IntervalDayTime::new(1, 2)),
+                None,
+                Some(IntervalDayTime::new(-3, 4)),
+                Some(IntervalDayTime::new(0, 0)),
+            ])),
+            Arc::new(StringViewArray::from(vec![
+                Some("a view longer than twelve bytes"),
+                None,
+                Some(""),
+                Some("short"),
+            ])),
+            Arc::new(BinaryViewArray::from(vec![
+                Some(b"\0\x01".as_ref()),
+                None,
+                Some(b"".as_ref()),
+                Some(b"binary view longer than twelve".as_ref()),
+            ])),
+            Arc::new(LargeStringArray::from(vec![
+                Some("large"),
+                None,
+                Some(""),
+                Some("z"),
+            ])),
+            Arc::new(
+                FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                    vec![Some([1u8, 2]), None, Some([0, 0]), Some([255, 255])].into_iter(),
+                    2,
+                )
+                .unwrap(),
+            ),
+            Arc::new(UInt64Array::from(vec![
+                Some(u64::MAX),
+                None,
+                Some(0),
+                Some(1),
+            ])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                Some(false),
+                None,
+                Some(true),
+            ])),
+        ];
+        let fields = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| field(&format!("leaf{i}"), c.data_type().clone(), true))
+            .collect();
+        (fields, columns)
+    }
+
     #[test]
     fn nested_values_round_trip_with_nulls_at_every_level() {
         let (fields, columns) = nested_columns();
@@ -1233,6 +1371,14 @@ mod tests {
         let back = codec.decode(rows.iter()).unwrap();
         for (b, c) in back.iter().zip(&columns) {
             assert_eq!(b.as_ref(), c.as_ref(), "{}", c.data_type());
+        }
+        let (leaf_fields, leaves) = leaf_columns();
+        let leaf_codec = RowCodec::new(leaf_fields).unwrap();
+        let back = leaf_codec
+            .decode(leaf_codec.encode_columns(&leaves).unwrap().iter())
+            .unwrap();
+        for (b, c) in back.iter().zip(&leaves) {
+            assert_eq!(b.to_data(), c.to_data(), "{}", c.data_type());
         }
         // Sliced input, and every truncation an error rather than a panic.
         let sliced: Vec<ArrayRef> = columns.iter().map(|c| c.slice(1, 3)).collect();

@@ -12,7 +12,16 @@
 //! * Columns: the table's storage schema (see `schema`): user columns in table order with
 //!   their own types (key columns NOT NULL, others nullable because tombstones carry NULLs),
 //!   the hidden `_rowid` of append-only tables, `_seq` (UInt64) and `_op` (UInt8, 0 put,
-//!   1 delete).
+//!   1 delete). A column whose type Parquet cannot hold is stored as its *file type*
+//!   ([`file_types`]): `Interval(MonthDayNano)` as `Struct { months: Int32, days: Int32,
+//!   nanoseconds: Int64 }` (all three NOT NULL, the struct NULL where the interval is), a
+//!   dictionary as its values, a list view as a list, recursively inside nested types. Every
+//!   other Arrow type DataFusion produces (nested lists, structs and maps included) is written
+//!   by the `parquet` crate's Arrow writer as it is, with the Arrow schema embedded in the
+//!   footer (`ARROW:schema`), so readers get back the exact Arrow types. The SST reader and
+//!   writer map file types to and from the table's types; nothing above them sees file types.
+//! * Nested columns span several Parquet leaf columns: `sorting_columns` and bloom filters
+//!   name leaf columns (`TableSchema::sst_leaf_column`), not storage indices.
 //! * Order: rows sorted by the encoded primary key ascending, then `_seq` descending. The footer's
 //!   `sorting_columns` says so (key columns ascending, `_seq` descending).
 //! * Row groups hold at most `sst_row_group_rows` rows (a multiple of `sst_index_block_rows`)
@@ -53,6 +62,7 @@
 //! [`crate::Error::Corruption`] naming the file, never returned as data.
 
 mod cache;
+pub mod file_types;
 mod reader;
 mod store;
 mod writer;

@@ -226,8 +226,8 @@ impl SstReader {
     ) -> Result<SstReader> {
         let path = file.path().to_path_buf();
         let corrupt = |reason: String| Error::corruption(&path, 0, reason);
-        // The columns must be the table's SST columns.
-        let expected = schema.sst_schema();
+        // The columns must be the table's SST columns (as their file types).
+        let expected = schema.sst_file_schema();
         let found = metadata.schema();
         let same = found.fields().len() == expected.fields().len()
             && found
@@ -281,7 +281,9 @@ impl SstReader {
         let bloom_columns = schema
             .key_indices()
             .iter()
-            .map(|i| bloom_supported(storage.field(*i).data_type()).then_some(*i))
+            .map(|i| {
+                bloom_supported(storage.field(*i).data_type()).then(|| schema.sst_leaf_column(*i))
+            })
             .collect();
         Ok(SstReader {
             meta: meta.clone(),
@@ -477,9 +479,14 @@ impl SstReader {
             .build()
             .map_err(|e| self.corrupt(&format!("cannot read row groups: {e}")))
         })?;
+        let convert = columns
+            .iter()
+            .any(|c| self.schema.sst_file_type_differs(*c))
+            .then(|| (Arc::clone(&self.schema), columns.to_vec()));
         Ok(GuardedReader {
             inner: reader,
             file: object_path,
+            convert,
         })
     }
 
@@ -674,9 +681,14 @@ impl Iterator for LazyRows {
     }
 }
 
+/// A Parquet reader that turns decoder panics into corruption errors and maps the columns
+/// stored as another type back to the table's types.
 struct GuardedReader {
     inner: ParquetRecordBatchReader,
     file: String,
+    /// The schema and the projected storage columns, when a projected column's file type
+    /// differs from its type.
+    convert: Option<(Arc<TableSchema>, Vec<usize>)>,
 }
 
 impl Iterator for GuardedReader {
@@ -684,6 +696,14 @@ impl Iterator for GuardedReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         match catch_unwind(AssertUnwindSafe(|| self.inner.next())) {
+            Ok(Some(Ok(batch))) => match &self.convert {
+                None => Some(Ok(batch)),
+                Some((schema, columns)) => Some(
+                    schema
+                        .from_sst_file_batch(columns, batch)
+                        .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))),
+                ),
+            },
             Ok(item) => item,
             Err(_) => Some(Err(arrow::error::ArrowError::ExternalError(Box::new(
                 Error::corruption(

@@ -9,6 +9,7 @@
 //! dropped before `finish` aborts the upload and leaves nothing behind.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt8Type, UInt64Type};
@@ -118,6 +119,8 @@ pub struct SstWriter {
     store: SstStore,
     seq_column: usize,
     op_column: usize,
+    /// The table's schema when some column is stored as another type (see `file_types`).
+    convert: Option<TableSchema>,
     writer: ArrowWriter<UploadSink>,
     block_rows: u64,
     rows: u64,
@@ -162,13 +165,13 @@ impl SstWriter {
             .key_indices()
             .iter()
             .map(|i| SortingColumn {
-                column_idx: *i as i32,
+                column_idx: schema.sst_leaf_column(*i) as i32,
                 descending: false,
                 nulls_first: false,
             })
             .collect();
         sorting.push(SortingColumn {
-            column_idx: schema.seq_index() as i32,
+            column_idx: schema.sst_leaf_column(schema.seq_index()) as i32,
             descending: true,
             nulls_first: false,
         });
@@ -230,8 +233,12 @@ impl SstWriter {
             crc: 0,
             len: 0,
         };
-        let writer = ArrowWriter::try_new(sink, schema.sst_schema(), Some(builder.build()))
-            .map_err(|e| parquet_error(&object_path, e))?;
+        let writer = ArrowWriter::try_new(
+            sink,
+            Arc::clone(schema.sst_file_schema()),
+            Some(builder.build()),
+        )
+        .map_err(|e| parquet_error(&object_path, e))?;
         Ok(SstWriter {
             table_id,
             file_id,
@@ -240,6 +247,7 @@ impl SstWriter {
             store: store.clone(),
             seq_column: schema.seq_index(),
             op_column: schema.op_index(),
+            convert: (!schema.sst_file_types_are_user_types()).then(|| schema.clone()),
             writer,
             block_rows,
             rows: 0,
@@ -304,11 +312,14 @@ impl SstWriter {
             self.max_seq = self.max_seq.max(seq);
             self.rows += 1;
         }
-        let slice = if start == 0 && end == batch.num_rows() {
+        let mut slice = if start == 0 && end == batch.num_rows() {
             batch.clone()
         } else {
             batch.slice(start, end - start)
         };
+        if let Some(schema) = &self.convert {
+            slice = schema.to_sst_file_batch(&slice)?;
+        }
         self.writer
             .write(&slice)
             .map_err(|e| parquet_error(&sst_object_path(self.table_id, self.file_id), e))
