@@ -4,29 +4,43 @@
 //! ## Semantics
 //!
 //! * `INSERT INTO t ...` (and `REPLACE INTO`) upserts by primary key: a row whose key exists
-//!   replaces it, and within one statement the last row of a key wins. Tables without a
-//!   primary key append (each row gets a new hidden row id).
+//!   replaces it, and within one statement the last row of a key wins. "Last" is by the
+//!   statement's input order, which is defined: the query runs as one ordered stream
+//!   ([`crate::planner`] plans it with one partition) -- its `ORDER BY` if it has one, else
+//!   `VALUES` as written, files in path order and rows in file order, `generate_series`
+//!   ascending, a Strata table in key order, the branches of a `UNION ALL` in turn -- and the
+//!   sink reads any partitions left one after the other ([`InputOrderExec`]), never in arrival
+//!   order. Row `i` of the input is applied after rows `0..i`. Tables without a primary key
+//!   append (each row gets a new hidden row id, in input order).
 //! * `INSERT OVERWRITE t ...` deletes every row of `t` and writes the new ones, atomically.
 //! * `DELETE FROM t WHERE ...` writes a tombstone per matching key.
 //! * `UPDATE t SET ... WHERE ...` writes the new version of each matching row; when a key
-//!   column changes, the old key gets a tombstone in the same batch (delete + insert). The new
-//!   key replaces any row that already had it (upsert). Rows of tables without a primary key
-//!   get new row ids.
+//!   column changes, the old key gets a tombstone in the same batch (delete + insert).
+//!   Primary keys stay unique, checked as SQL does, at the end of the statement: an `UPDATE`
+//!   that would leave two rows with one key -- a row moved onto the key of a row the statement
+//!   does not move away, or two rows moved onto one new key -- fails with a duplicate-key error
+//!   and writes nothing. Keys that only trade places (`SET id = 3 - id` over ids 1 and 2) are
+//!   fine. Rows of tables without a primary key get new row ids.
 //! * `TRUNCATE t` deletes every row.
 //!
 //! ## Invariants
 //!
 //! * Nothing is written until the whole statement's rows are known: the write is one
 //!   [`Table::write`] call (one WAL record), so a statement is applied completely or not at
-//!   all, also across a crash. Type errors, NULL keys and unknown columns fail before it.
+//!   all, also across a crash. Type errors, NULL keys, duplicate keys of an `UPDATE` and
+//!   unknown columns fail before it.
+//! * The rows of an `INSERT` reach [`Table::write`] in input order (the engine keeps the last
+//!   row of a key within a batch). A future streaming `INSERT` must keep this order: a later
+//!   row of the input must win over an earlier one whatever file it lands in.
 //! * Rows are found through a scan of one pinned [`ReadView`], with the filters evaluated after
-//!   the merge (never on a stale version); key predicates narrow the scan to key ranges.
+//!   the merge (never on a stale version); key predicates narrow the scan to key ranges. The
+//!   duplicate-key check of an `UPDATE` reads the same view.
 //! * A statement holds its rows in memory until the write: more than the engine's
 //!   `write_batch_bytes_max` fails with a clear error instead of growing without bound.
 //! * Plans are lazy: nothing is read or written before `execute`.
-//! * Which `DELETE`/`UPDATE` plans reach these hooks is guarded by [`crate::planner`]
-//!   (subqueries, joins and `LIMIT` are refused there, since DataFusion would hand them over as
-//!   "no filter").
+//! * The filters and assignments of a `DELETE`/`UPDATE` arrive over the table's own columns:
+//!   [`crate::planner`] inlines whatever projections the optimizer added and refuses
+//!   subqueries, joins and `LIMIT` (which DataFusion would hand over as "no filter").
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,8 +50,8 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -47,6 +61,7 @@ use datafusion::logical_expr::{Expr, col};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
 };
@@ -167,7 +182,126 @@ pub fn insert_plan(
         overwrite: matches!(op, InsertOp::Overwrite),
         bytes_max: table.statement_bytes_max(),
     };
+    let input: Arc<dyn ExecutionPlan> = Arc::new(InputOrderExec::new(input));
     Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+}
+
+/// The input of an `INSERT` as one stream in input order: its partitions one after the other
+/// (all of partition 0, then all of partition 1, ...), never interleaved by arrival as
+/// DataFusion's partition merge would. With one input partition it passes the stream through.
+pub struct InputOrderExec {
+    input: Arc<dyn ExecutionPlan>,
+    cache: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for InputOrderExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputOrderExec").finish_non_exhaustive()
+    }
+}
+
+impl InputOrderExec {
+    /// Reads `input`'s partitions in order.
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = input.properties();
+        // One partition keeps its ordering; the concatenation of several does not have one.
+        let eq_properties = if properties.partitioning.partition_count() == 1 {
+            properties.eq_properties.clone()
+        } else {
+            EquivalenceProperties::new(input.schema())
+        };
+        let cache = PlanProperties::new(
+            eq_properties,
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            properties.boundedness,
+        );
+        InputOrderExec {
+            input,
+            cache: Arc::new(cache),
+        }
+    }
+
+    fn partitions(&self) -> usize {
+        self.input.properties().partitioning.partition_count()
+    }
+}
+
+impl DisplayAs for InputOrderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "InputOrderExec: partitions={} in order",
+            self.partitions()
+        )
+    }
+}
+
+impl ExecutionPlan for InputOrderExec {
+    fn name(&self) -> &str {
+        "InputOrderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![self.partitions() == 1]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        // More partitions only split the input into pieces read one after the other.
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children).map_err(|c| {
+            DataFusionError::Internal(format!("InputOrderExec has one child, got {}", c.len()))
+        })?;
+        Ok(Arc::new(InputOrderExec::new(input)))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "InputOrderExec has one partition, asked for {partition}"
+            )));
+        }
+        if self.partitions() == 1 {
+            return self.input.execute(0, context);
+        }
+        let input = Arc::clone(&self.input);
+        // Partition i is started only when partition i - 1 is exhausted.
+        let batches = futures::stream::iter(0..self.partitions())
+            .map(move |i| match input.execute(i, Arc::clone(&context)) {
+                Ok(stream) => stream.boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.input.schema(),
+            batches,
+        )))
+    }
 }
 
 /// Writes the rows of one `INSERT` as one atomic batch.
@@ -420,6 +554,9 @@ pub fn delete_plan(
     filters: Vec<Expr>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let engine_table = table.table().clone();
+    if filters.iter().any(matches_nothing) {
+        return Ok(Arc::new(StrataDmlExec::nothing(engine_table, "DELETE")));
+    }
     let predicate = physical_predicate(&engine_table, state, &filters)?;
     let ranges = keys::key_ranges(engine_table.table_schema(), &filters);
     let description = describe("DELETE", &filters);
@@ -447,6 +584,9 @@ pub fn update_plan(
                 engine_table.name()
             )));
         }
+    }
+    if filters.iter().any(matches_nothing) {
+        return Ok(Arc::new(StrataDmlExec::nothing(engine_table, "UPDATE")));
     }
     let df_schema = DFSchema::try_from(user.as_ref().clone())?;
     let mut key_changes = false;
@@ -481,6 +621,18 @@ pub fn update_plan(
             key_changes,
         },
     )))
+}
+
+/// True for a literal `false` or `NULL` filter, which matches no row (the planner turns a
+/// `WHERE` clause the optimizer folded to an empty relation into `false`).
+fn matches_nothing(filter: &Expr) -> bool {
+    matches!(
+        filter,
+        Expr::Literal(
+            ScalarValue::Boolean(Some(false)) | ScalarValue::Boolean(None) | ScalarValue::Null,
+            _
+        )
+    )
 }
 
 fn describe(op: &str, filters: &[Expr]) -> String {
@@ -547,7 +699,7 @@ impl StrataDmlExec {
     }
 
     /// A statement that matches no row (returns `count = 0`, writes nothing).
-    pub fn nothing(table: Table, op: &str) -> Self {
+    fn nothing(table: Table, op: &str) -> Self {
         let description = format!("op={op}, filter=false (no rows)");
         StrataDmlExec::new(table, description, 0, DmlAction::Nothing)
     }
@@ -689,6 +841,9 @@ fn run_dml(table: &Table, action: &DmlAction, max: usize) -> Result<u64> {
                 )?;
                 new_rows.push(conform_batch(&raw, &schema)?);
             }
+            if *key_changes {
+                check_unique_keys(table, &view, &found.keys, &new_rows)?;
+            }
             // Tables without a key get new row ids, so their old rows always go; keyed rows
             // go only when their key may change (an upsert of the same key replaces them).
             let delete_old = *key_changes || table.primary_key().is_empty();
@@ -704,4 +859,98 @@ fn run_dml(table: &Table, action: &DmlAction, max: usize) -> Result<u64> {
             Ok(found.count)
         }
     }
+}
+
+/// Up to this many new keys are checked by point lookups; more by one range scan.
+const KEY_CHECK_POINT_LOOKUPS_MAX: usize = 1024;
+
+/// Refuses an `UPDATE` of key columns that would leave two rows with one primary key (see the
+/// module docs): `old_keys` are the keys of the updated rows, `new_rows` their new versions.
+/// A new key is a duplicate when two new rows have it, or when a row of `view` has it that the
+/// statement does not update (an updated row's old key is deleted by the same batch).
+fn check_unique_keys(
+    table: &Table,
+    view: &ReadView,
+    old_keys: &[RecordBatch],
+    new_rows: &[RecordBatch],
+) -> Result<()> {
+    let schema = table.table_schema();
+    let key_names = table.primary_key();
+    debug_assert!(
+        !key_names.is_empty(),
+        "tables with a row id have no key to check"
+    );
+    let user = table.schema();
+    let key_indices: Vec<usize> = key_names
+        .iter()
+        .map(|k| user.index_of(k))
+        .collect::<std::result::Result<_, _>>()?;
+    let encode = |keys: &RecordBatch| schema.encode_key_batch(keys).map_err(engine_error);
+
+    let mut moved_away = std::collections::HashSet::new();
+    for keys in old_keys {
+        moved_away.extend(encode(keys)?.iter().map(<[u8]>::to_vec));
+    }
+    // (encoded new key, batch, row), sorted by key.
+    let mut new_keys: Vec<(Vec<u8>, usize, usize)> = Vec::new();
+    for (b, batch) in new_rows.iter().enumerate() {
+        let encoded = encode(&batch.project(&key_indices)?)?;
+        new_keys.extend(encoded.iter().enumerate().map(|(r, k)| (k.to_vec(), b, r)));
+    }
+    new_keys.sort_unstable();
+    let duplicate = |b: usize, r: usize, how: &str| {
+        let key: Vec<String> = key_names
+            .iter()
+            .zip(&key_indices)
+            .map(|(name, i)| {
+                let value = arrow::util::display::array_value_to_string(new_rows[b].column(*i), r)
+                    .unwrap_or_else(|_| "?".into());
+                format!("{name} = {value}")
+            })
+            .collect();
+        DataFusionError::Execution(format!(
+            "duplicate primary key ({}) in table '{}': the UPDATE {how}; nothing was written",
+            key.join(", "),
+            table.name()
+        ))
+    };
+    for pair in new_keys.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(duplicate(pair[1].1, pair[1].2, "gives two rows this key"));
+        }
+    }
+    let taken = "moves a row onto the key of a row it does not move away";
+    new_keys.retain(|(key, _, _)| !moved_away.contains(key));
+    debug_assert!(new_keys.windows(2).all(|w| w[0].0 < w[1].0));
+    if new_keys.len() <= KEY_CHECK_POINT_LOOKUPS_MAX {
+        for (key, b, r) in &new_keys {
+            if view.get_encoded(key).map_err(engine_error)?.is_some() {
+                return Err(duplicate(*b, *r, taken));
+            }
+        }
+        return Ok(());
+    }
+    // Many keys: one scan of the span they cover, keys only, merged against the sorted list.
+    let (Some(first), Some(last)) = (new_keys.first(), new_keys.last()) else {
+        return Ok(());
+    };
+    let range = KeyRange::new(
+        std::ops::Bound::Included(first.0.clone()),
+        std::ops::Bound::Included(last.0.clone()),
+    );
+    let scan = view
+        .scan(
+            range,
+            ScanOptions::default().with_projection(key_indices.clone()),
+        )
+        .map_err(engine_error)?;
+    for batch in scan {
+        let batch = batch.map_err(engine_error)?;
+        for existing in encode(&batch)?.iter() {
+            if let Ok(i) = new_keys.binary_search_by(|(k, _, _)| k.as_slice().cmp(existing)) {
+                return Err(duplicate(new_keys[i].1, new_keys[i].2, taken));
+            }
+        }
+    }
+    Ok(())
 }
