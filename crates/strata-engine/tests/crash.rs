@@ -7,6 +7,10 @@
 //! so the child is usually in the middle of a compaction when it dies.
 //!
 //! CI runs 20 cycles. Locally: `STRATA_CRASH_CYCLES=1000 cargo test -p strata-engine --test crash --release`.
+//!
+//! A second test kills a writer whose values end in zero bytes, then damages single bytes of the
+//! last complete WAL record it left: the open must fail with a corruption error naming the
+//! segment and the record, and leave the file alone; only a record cut short is a torn tail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -19,6 +23,7 @@ use strata_engine::{
 };
 
 const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
+const ZEROS_CHILD_ENV: &str = "STRATA_CRASH_ZEROS_CHILD_DIR";
 const CYCLE_ENV: &str = "STRATA_CRASH_CHILD_CYCLE";
 /// Keys written by one batch.
 const KEYS_PER_BATCH: u64 = 5;
@@ -230,4 +235,191 @@ fn crash_recovery_keeps_every_acknowledged_write() {
         deepest_level >= 1,
         "no compaction ever moved data below level 0"
     );
+}
+
+/// Options of the zero-ended writer: everything stays in the memtable and one WAL segment.
+fn zeros_options() -> Options {
+    Options {
+        sync_mode: SyncMode::Always,
+        wal_segment_size_bytes: 64 << 20,
+        table_defaults: TableOptions {
+            memtable_size_bytes: 64 << 20,
+            ..TableOptions::default()
+        },
+        write_buffer_budget_bytes: 256 << 20,
+        ..Options::default()
+    }
+}
+
+/// The value of batch `id`: its number, then zero bytes (as an integer column's encoding
+/// often ends), so every WAL payload ends in zeros.
+fn zero_ended_value(id: u64) -> Vec<u8> {
+    let mut value = id.to_le_bytes().to_vec();
+    value.extend_from_slice(&[0u8; 16]);
+    value
+}
+
+#[test]
+fn crash_zeros_child() {
+    // Runs only when launched by `a_damaged_last_wal_record_of_a_killed_writer_is_corruption`.
+    if let Ok(dir) = std::env::var(ZEROS_CHILD_ENV) {
+        let db = Db::open(Path::new(&dir), zeros_options()).expect("child open");
+        let kv = db.kv("zeros").expect("child kv");
+        let mut stdout = std::io::stdout().lock();
+        for id in 0u64.. {
+            kv.put(format!("key-{id:08}"), zero_ended_value(id))
+                .expect("child write");
+            use std::io::Write;
+            writeln!(stdout, "ack {id}").expect("stdout");
+            stdout.flush().expect("stdout");
+        }
+    }
+}
+
+/// The newest WAL segment of the database in `dir`.
+fn newest_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a WAL segment")
+}
+
+#[test]
+fn a_damaged_last_wal_record_of_a_killed_writer_is_corruption() {
+    use strata_engine::wal::{RECORD_HEADER_LEN, decode_entries, read_segment};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_zeros_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ZEROS_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    // Kill the writer once it has acknowledged some batches (it is writing the next ones).
+    let mut acked = 0u64;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked < 50 {
+        let line = lines.next().expect("the child stopped early").unwrap();
+        if line.starts_with("ack ") {
+            acked += 1;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    drop(lines);
+
+    // The last complete record the writer left, and where its key and value are.
+    let segment = newest_segment(dir.path());
+    let mut last = None;
+    read_segment(&segment, true, |record| {
+        let entries = decode_entries(record.payload, record.count)?;
+        let entry = entries.last().expect("an entry");
+        let in_payload = |part: &[u8]| part.as_ptr() as usize - record.payload.as_ptr() as usize;
+        let payload_at = record.offset as usize + RECORD_HEADER_LEN;
+        last = Some((
+            record.offset as usize,
+            payload_at + in_payload(entry.key),
+            payload_at + in_payload(entry.value),
+            payload_at + record.payload.len(),
+        ));
+        Ok(())
+    })
+    .unwrap();
+    let (offset, key_at, value_at, end) = last.expect("a complete record");
+    let original = std::fs::read(&segment).unwrap();
+    assert_eq!(original[end - 1], 0, "the payload ends in zeros");
+    for (what, position) in [
+        ("a key byte", key_at + 2),
+        ("a value byte", value_at + 2),
+        ("a zero byte of the value", end - 3),
+        ("the payload checksum", offset + 4),
+    ] {
+        let mut damaged = original.clone();
+        damaged[position] ^= 0x08;
+        std::fs::write(&segment, &damaged).unwrap();
+        match Db::open(dir.path(), zeros_options()) {
+            Err(strata_engine::Error::Corruption {
+                file, offset: at, ..
+            }) => {
+                assert_eq!(file.file_name(), segment.file_name(), "{what}");
+                assert_eq!(at, offset as u64, "{what}");
+            }
+            Err(e) => panic!("{what}: expected corruption, got {e}"),
+            Ok(_) => panic!("{what}: the damaged record was dropped as a torn tail"),
+        }
+        assert_eq!(
+            std::fs::read(&segment).unwrap(),
+            damaged,
+            "{what}: the segment was changed"
+        );
+    }
+
+    // Undamaged (checked on a copy), every record is there, so every acknowledged batch.
+    std::fs::write(&segment, &original).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let records = original_records(&segment);
+    assert!(records as u64 >= acked);
+    assert_eq!(keys_present(copy.path()), records);
+
+    // The last record really cut short (as the kill may leave one) is a torn tail: the open
+    // succeeds without it, and the segment is cut back to the record. (Each failed open above
+    // created a segment of its own before it replayed; they hold no record and are deleted,
+    // so the writer's segment is still the newest one, the one allowed a torn tail.)
+    std::fs::write(&segment, &original[..end - 5]).unwrap();
+    assert_eq!(keys_present(dir.path()), records - 1);
+    let left = std::fs::read(&segment).map_or(0, |b| b.len());
+    assert!(
+        left <= offset,
+        "{left} bytes left, the cut record starts at {offset}"
+    );
+}
+
+/// Number of complete records in a WAL segment.
+fn original_records(segment: &Path) -> usize {
+    let mut records = 0;
+    strata_engine::wal::read_segment(segment, true, |_| {
+        records += 1;
+        Ok(())
+    })
+    .unwrap();
+    records
+}
+
+/// Opens the zero-ended writer's database; checks its keys are `key-0..key-n`, each with its
+/// value, and returns n.
+fn keys_present(dir: &Path) -> usize {
+    let db = Db::open(dir, zeros_options()).unwrap();
+    let kv = db.kv("zeros").unwrap();
+    let mut n = 0;
+    for pair in kv.scan(..).unwrap() {
+        let (key, value) = pair.unwrap();
+        assert_eq!(key, format!("key-{n:08}").into_bytes());
+        assert_eq!(value, zero_ended_value(n as u64));
+        n += 1;
+    }
+    drop(kv);
+    db.close().unwrap();
+    n
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //! Recovery replays every WAL segment in order into the memtables of the tables the manifest
 //! lists, skipping entries already in SSTs (at or below the table's flushed sequence) and
 //! entries of dropped tables. A memtable that fills up during replay is flushed on the spot,
-//! so memory stays bounded however long the log is. A torn tail of the newest segment is cut
-//! off; any other damage stops the open with [`Error::Corruption`].
+//! so memory stays bounded however long the log is. A torn tail of the newest segment holding a
+//! record is cut off (empty segments after it, left by an open that failed, are deleted first);
+//! any other damage stops the open with [`Error::Corruption`].
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -22,7 +23,10 @@ use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::sst::{BlockCache, SstStore, parse_sst_object_path};
 use crate::version::FileContext;
-use crate::wal::{SegmentInfo, Wal, parse_segment_file_name, read_segment, segment_file_name};
+use crate::wal::{
+    SegmentInfo, Wal, drop_empty_newest_segments, parse_segment_file_name, read_segment,
+    segment_file_name,
+};
 
 /// Entries replayed between two checks of memtable sizes during recovery.
 const ROOM_CHECK_ENTRIES: usize = 1024;
@@ -55,6 +59,9 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
     let segments = list_segments(&wal_dir)?;
     let next_segment = segments.last().map_or(1, |id| id + 1);
+    // Before this open adds its own segment: an earlier open that failed left one, empty,
+    // and the newest segment that may hold a torn tail is the newest one holding a record.
+    let segments = drop_empty_newest_segments(&wal_dir, segments)?;
     let wal = Wal::create(
         &wal_dir,
         next_segment,

@@ -81,12 +81,17 @@
 //! that reached the disk before the data) stops the open with `Corruption` at that record
 //! instead of guessing. A format with an end marker on every record would make a zero-filled
 //! end provable (the manifest has one: its JSON payloads end in `}`).
+//!
+//! "The newest segment" is the newest one holding a record: an open creates its own segment
+//! before it replays the others, so an open that fails or is killed leaves an empty segment
+//! behind, and the torn tail it did not get to truncate would otherwise sit in an older
+//! segment. [`drop_empty_newest_segments`] deletes such segments before the replay.
 
 mod reader;
 mod writer;
 
 pub(crate) use reader::zero_filled_from;
-pub use reader::{ReplayedRecord, SegmentReplay, read_segment};
+pub use reader::{ReplayedRecord, SegmentReplay, drop_empty_newest_segments, read_segment};
 pub use writer::{SegmentInfo, Wal};
 
 use crate::codec::varint::{get_varint, put_varint};

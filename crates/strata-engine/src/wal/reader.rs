@@ -158,3 +158,56 @@ pub(crate) fn zero_filled_from(bytes: &[u8]) -> usize {
         .rposition(|b| *b != 0)
         .map_or(0, |last| last + 1)
 }
+
+/// Deletes the newest segments (by id) that hold no record: those an open created before it
+/// failed or was interrupted, or a rotation created just before a crash. Returns the ids left,
+/// oldest first, so the newest of them is the one that may end in a torn tail.
+///
+/// Without this, a torn tail the open was about to truncate would sit in a segment that is no
+/// longer the newest, and every later open would refuse it as corruption. A segment counts as
+/// empty only when replaying it as the newest finds no record and no corruption (at most a
+/// torn tail): nothing in it was ever acknowledged.
+pub fn drop_empty_newest_segments(dir: &Path, mut ids: Vec<u64>) -> Result<Vec<u64>> {
+    debug_assert!(ids.is_sorted());
+    let mut deleted = false;
+    while let Some(&id) = ids.last() {
+        let path = dir.join(super::segment_file_name(id));
+        if holds_a_complete_first_record(&path)? {
+            break;
+        }
+        match read_segment(&path, true, |_| Ok(())) {
+            Ok(replay) if replay.records == 0 => {}
+            // Records, or damage the replay will report.
+            _ => break,
+        }
+        tracing::info!(file = %path.display(), "deleting a WAL segment that holds no record");
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        deleted = true;
+        ids.pop();
+    }
+    if deleted {
+        crate::fsutil::sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(ids)
+}
+
+/// True when the segment's first record has a valid header and the file holds all of it (its
+/// payload is not checked): reads only the segment and record headers, so a full segment is
+/// not read twice at open.
+fn holds_a_complete_first_record(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = [0u8; SEGMENT_HEADER_LEN + RECORD_HEADER_LEN];
+    if len < head.len() as u64 {
+        return Ok(false);
+    }
+    file.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+    let record = &head[SEGMENT_HEADER_LEN..];
+    let word =
+        |i: usize| u32::from_le_bytes([record[i], record[i + 1], record[i + 2], record[i + 3]]);
+    if crc32c::crc32c(&record[..20]) != word(20) {
+        return Ok(false);
+    }
+    Ok(len >= (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN) as u64 + u64::from(word(0)))
+}

@@ -337,3 +337,57 @@ fn rotation_and_deletion_below_floor() {
     assert!(!dir.path().join(segment_file_name(1)).exists());
     assert!(dir.path().join(segment_file_name(3)).exists());
 }
+
+#[test]
+fn empty_newest_segments_are_dropped_so_a_torn_tail_stays_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, written) = write_segment(dir.path(), 3);
+    let full = std::fs::read(&path).unwrap();
+    // Segment 1 ends in a torn record; an open that failed left segment 2 (header only), one
+    // killed while creating its segment left segment 3 (a partial header), and segment 4 has
+    // a torn first record.
+    std::fs::write(&path, &full[..full.len() - 4]).unwrap();
+    std::fs::write(dir.path().join(segment_file_name(2)), segment_header()).unwrap();
+    std::fs::write(
+        dir.path().join(segment_file_name(3)),
+        &segment_header()[..5],
+    )
+    .unwrap();
+    let mut torn_first = segment_header().to_vec();
+    torn_first.extend_from_slice(&full[SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + 30]);
+    std::fs::write(dir.path().join(segment_file_name(4)), &torn_first).unwrap();
+    assert!(
+        replay(&path, false).is_err(),
+        "a torn tail in an older segment"
+    );
+    let left = drop_empty_newest_segments(dir.path(), vec![1, 2, 3, 4]).unwrap();
+    assert_eq!(left, vec![1]);
+    for id in 2..=4 {
+        assert!(!dir.path().join(segment_file_name(id)).exists());
+    }
+    let (result, seen) = replay(&path, true).unwrap();
+    assert_eq!(seen, written[..2].to_vec());
+    assert!(result.torn_bytes > 0);
+    // A segment with a record, or with damage, is kept.
+    let mut damaged = segment_header().to_vec();
+    damaged.extend_from_slice(&full[SEGMENT_HEADER_LEN..]);
+    damaged[SEGMENT_HEADER_LEN + 30] ^= 1;
+    std::fs::write(dir.path().join(segment_file_name(2)), &damaged).unwrap();
+    assert_eq!(
+        drop_empty_newest_segments(dir.path(), vec![1, 2]).unwrap(),
+        vec![1, 2]
+    );
+    std::fs::write(dir.path().join(segment_file_name(2)), &full).unwrap();
+    assert_eq!(
+        drop_empty_newest_segments(dir.path(), vec![1, 2]).unwrap(),
+        vec![1, 2]
+    );
+    // Every segment empty: none left.
+    std::fs::write(&path, segment_header()).unwrap();
+    std::fs::write(dir.path().join(segment_file_name(2)), segment_header()).unwrap();
+    assert!(
+        drop_empty_newest_segments(dir.path(), vec![1, 2])
+            .unwrap()
+            .is_empty()
+    );
+}
