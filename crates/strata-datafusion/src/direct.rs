@@ -13,6 +13,12 @@
 //! applies its residual filter and limit to the batches exactly as after a merge.
 //!
 //! Invariants:
+//! - Pruning never drops a row the filter would keep. Parquet statistics and bloom filters
+//!   describe floats in a way that disagrees with Arrow's comparison (a total order with NaN
+//!   above `+inf`, `-NaN` below `-inf`, `-0.0 < +0.0`): min/max leave NaN out and bloom
+//!   filters hash the exact bits. So a filter conjunct that reads a column holding a float
+//!   anywhere in its type is never part of the pruning predicate ([`pruning_filters`]); it
+//!   still runs, exactly, as the residual filter.
 //! - Every file's size and crc32c are verified against the manifest
 //!   ([`ReadView::verified_sst_path`]) before the Parquet reader opens it.
 //! - The rows of the files, in key order, are cut into `partitions` contiguous slices of
@@ -24,7 +30,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
@@ -33,6 +39,8 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use strata_engine::{ReadView, SstMeta};
@@ -88,6 +96,41 @@ pub fn exclusive_clean_files(view: &ReadView) -> Option<Vec<SstMeta>> {
         return None;
     }
     Some(files)
+}
+
+/// The conjuncts of `filters` that may prune by Parquet statistics, page indexes and bloom
+/// filters: those that read no column whose type holds a float (see the module docs). The
+/// conjuncts left out still run as the scan's residual filter.
+pub fn pruning_filters(filters: &[Expr], user: &Schema) -> Vec<Expr> {
+    filters
+        .iter()
+        .flat_map(split_conjunction)
+        .filter(|conjunct| {
+            conjunct.column_refs().iter().all(|column| {
+                user.field_with_name(&column.name)
+                    .is_ok_and(|field| !holds_float(field.data_type()))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// True when values of `data_type` contain a floating-point number anywhere (nested too).
+fn holds_float(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => true,
+        DataType::List(field)
+        | DataType::LargeList(field)
+        | DataType::ListView(field)
+        | DataType::LargeListView(field)
+        | DataType::FixedSizeList(field, _)
+        | DataType::Map(field, _) => holds_float(field.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| holds_float(f.data_type())),
+        DataType::Union(fields, _) => fields.iter().any(|(_, f)| holds_float(f.data_type())),
+        DataType::Dictionary(_, value) => holds_float(value),
+        DataType::RunEndEncoded(_, values) => holds_float(values.data_type()),
+        _ => false,
+    }
 }
 
 /// The arguments of [`DirectPlan::new`] that come from the scan plan.

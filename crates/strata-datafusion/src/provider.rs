@@ -36,8 +36,10 @@
 //! scan, the view's memtables hold nothing visible, every visible file is clean (no tombstones,
 //! one version per key, [`strata_engine::SstMeta::is_clean`]) and wholly visible (`max_seq` at
 //! most the read sequence), and no two visible files overlap in key range (so no key is
-//! counted twice). Otherwise it is `Inexact`. An exact count lets DataFusion answer
-//! `count(*)` from the statistics without scanning. Column statistics are not reported.
+//! counted twice), and no file of the view was found corrupt in this process (a file known to
+//! be corrupt fails every query, `count(*)` too). Otherwise it is `Inexact`. An exact count
+//! lets DataFusion answer `count(*)` from the statistics without scanning. Column statistics
+//! are not reported.
 //!
 //! Metrics (`EXPLAIN ANALYZE`): `files_total`, `files_scanned`, `files_pruned` (by key range
 //! and sequence), `row_groups_total` / `row_groups_scanned` / `row_groups_pruned` (row groups
@@ -231,8 +233,10 @@ impl StrataTable {
         let batch_rows = state.config().batch_size().max(1);
         let direct = match (&ranges, direct::exclusive_clean_files(&view)) {
             (None, Some(files)) => {
-                // The value filters over the whole user schema, for the reader's pruning.
-                let predicate = match conjunction(pruning_filters) {
+                // The value filters over the whole user schema, for the reader's pruning
+                // (only the conjuncts statistics cannot get wrong).
+                let pruning = direct::pruning_filters(&pruning_filters, &user);
+                let predicate = match conjunction(pruning) {
                     Some(predicate) => {
                         let df_schema = DFSchema::try_from(user.as_ref().clone())?;
                         Some(state.create_physical_expr(predicate, &df_schema)?)
@@ -275,9 +279,10 @@ impl StrataTable {
 
 /// The number of rows a scan of `view` returns, from file metadata (see the module docs):
 /// exact only when `restricted` is false (no key range, residual filter or limit), the
-/// memtables hold nothing visible, and the visible files are clean, wholly visible and
-/// pairwise disjoint in key range; otherwise an estimate (rows of the visible files minus
-/// their tombstones, plus the memtable entries).
+/// memtables hold nothing visible, no file of the view is known to be corrupt (so the query
+/// runs and reports it), and the visible files are clean, wholly visible and pairwise disjoint
+/// in key range; otherwise an estimate (rows of the visible files minus their tombstones, plus
+/// the memtable entries).
 pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
     let read_seq = view.read_seq();
     let mut files: Vec<_> = view
@@ -301,7 +306,10 @@ pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
     };
     let estimate =
         usize::try_from(file_rows.saturating_add(memtable_entries)).unwrap_or(usize::MAX);
-    if restricted || !memtables_empty || files.iter().any(|f| !f.is_clean() || f.max_seq > read_seq)
+    if restricted
+        || !memtables_empty
+        || view.has_known_corrupt_file()
+        || files.iter().any(|f| !f.is_clean() || f.max_seq > read_seq)
     {
         return Precision::Inexact(estimate);
     }
