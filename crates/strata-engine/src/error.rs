@@ -169,6 +169,31 @@ impl Error {
         self.kind() == ErrorKind::Corruption
     }
 
+    /// A copy of an integrity failure, to report it again for the same file (errors holding
+    /// an I/O source are not `Clone`); any other error becomes an [`Error::Internal`] naming it.
+    pub fn clone_corruption(&self) -> Error {
+        match self {
+            Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::Parquet { file, message } => Error::Parquet {
+                file: file.clone(),
+                message: message.clone(),
+            },
+            Error::NotADatabase { path, reason } => Error::NotADatabase {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
     /// Builds an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -529,6 +529,12 @@ impl ReadView {
             .all(|m| m.min_seq().is_none_or(|s| s > self.read_seq))
     }
 
+    /// True when a file of this view was found corrupt in this process: answers that come
+    /// from file metadata alone (an exact row count) must not be given for such a view.
+    pub fn has_known_corrupt_file(&self) -> bool {
+        self.sv.version.files().any(|f| f.known_corrupt())
+    }
+
     /// Local path of an SST file of this view, after verifying its checksum (once per
     /// process), so other readers (DataFusion's Parquet reader) can read it directly.
     pub fn verified_sst_path(&self, file: u64) -> Result<std::path::PathBuf> {

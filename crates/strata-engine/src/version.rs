@@ -21,12 +21,12 @@
 //!   with sequence numbers in `(previous switch, its switch]`, and they are flushed oldest
 //!   first.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
@@ -52,6 +52,9 @@ pub struct SstHandle {
     schema: Arc<TableSchema>,
     context: Arc<FileContext>,
     reader: Mutex<Option<Arc<SstReader>>>,
+    /// The corruption the first failed open found: a file known to be corrupt stays corrupt
+    /// for every later read in this process (statistics included), never retried into data.
+    corruption: OnceLock<Error>,
     obsolete: AtomicBool,
 }
 
@@ -72,6 +75,7 @@ impl SstHandle {
             schema,
             context,
             reader: Mutex::new(None),
+            corruption: OnceLock::new(),
             obsolete: AtomicBool::new(false),
         }
     }
@@ -81,22 +85,40 @@ impl SstHandle {
         &self.meta
     }
 
-    /// The opened file (opened and verified on first use; a failed open is retried next time).
+    /// The opened file (opened and verified on first use). An open that failed for an I/O
+    /// reason is retried next time; one that found corruption fails the same way every time.
     pub fn reader(&self) -> Result<Arc<SstReader>> {
         let mut slot = self.reader.lock();
         if let Some(reader) = slot.as_ref() {
             return Ok(Arc::clone(reader));
         }
-        let reader = Arc::new(SstReader::open(
+        if let Some(corruption) = self.corruption.get() {
+            return Err(corruption.clone_corruption());
+        }
+        let opened = SstReader::open(
             &self.context.store,
             &self.meta,
             Arc::clone(&self.schema),
             self.context.verify,
             Arc::clone(&self.context.cache),
             Arc::clone(&self.context.metrics),
-        )?);
+        );
+        let reader = match opened {
+            Ok(reader) => Arc::new(reader),
+            Err(error) if error.is_corruption() => {
+                let again = error.clone_corruption();
+                let _ = self.corruption.set(error);
+                return Err(again);
+            }
+            Err(error) => return Err(error),
+        };
         *slot = Some(Arc::clone(&reader));
         Ok(reader)
+    }
+
+    /// True when an open of this file in this process found it corrupt.
+    pub fn known_corrupt(&self) -> bool {
+        self.corruption.get().is_some()
     }
 
     /// Marks the file for deletion once no version holds it.
