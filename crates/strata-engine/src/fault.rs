@@ -37,6 +37,8 @@ struct Rule {
     /// Whether the rule keeps failing after the first failure.
     sticky: bool,
     fired: u64,
+    /// Only paths containing this text match (all paths when `None`).
+    path_contains: Option<String>,
 }
 
 /// A set of failure rules shared by all files of one database.
@@ -60,6 +62,21 @@ impl FaultInjector {
             kind,
             sticky: true,
             fired: 0,
+            path_contains: None,
+        });
+    }
+
+    /// Fails every operation of the kinds in `ops` on a path containing `path_contains`
+    /// (say `sst/t000002/`, the SST directory of table 2), until [`FaultInjector::disarm`];
+    /// operations on other paths proceed.
+    pub fn fail_paths_containing(&self, ops: &[IoOp], path_contains: &str, kind: io::ErrorKind) {
+        *self.rule.lock() = Some(Rule {
+            ops: ops.to_vec(),
+            remaining_ok: 0,
+            kind,
+            sticky: true,
+            fired: 0,
+            path_contains: Some(path_contains.to_string()),
         });
     }
 
@@ -71,6 +88,7 @@ impl FaultInjector {
             kind,
             sticky: false,
             fired: 0,
+            path_contains: None,
         });
     }
 
@@ -91,6 +109,11 @@ impl FaultInjector {
             return Ok(());
         };
         if !rule.ops.contains(&op) {
+            return Ok(());
+        }
+        if let Some(needle) = &rule.path_contains
+            && !path.to_string_lossy().contains(needle.as_str())
+        {
             return Ok(());
         }
         if rule.remaining_ok > 0 {

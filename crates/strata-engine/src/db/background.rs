@@ -6,14 +6,19 @@
 //! `compaction_queued`). Every worker takes a waiting flush before a compaction, and with two or
 //! more threads the last one runs flushes only, so a long compaction never holds back the
 //! flushes that writers may be waiting for. A failed job is logged, counted, remembered as the
-//! database's background error, and retried after a backoff that doubles up to 5 s. Threads
-//! hold only a weak reference to the database. `stop` lets a running job finish and joins every
-//! thread.
+//! database's background error (naming the table), and retried after a backoff of its own
+//! (per table and kind of job) that doubles from 100 ms up to 5 s and resets when the job
+//! succeeds. The worker does not wait out the backoff: it goes on with other tables' jobs,
+//! and the retry thread queues the failed job again when it is due (a trigger of the same job
+//! before then is ignored), so one table that cannot flush neither holds a worker nor spins.
+//! Threads hold only a weak reference to the database. `stop` lets a running job finish and
+//! joins every thread.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
@@ -31,7 +36,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A unit of background work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Job {
     /// Flush the immutable memtables of a table.
     Flush(TableId),
@@ -56,6 +61,89 @@ impl StopSignal {
     }
 }
 
+/// Failed jobs: the backoff of each, and when the waiting ones are due again.
+#[derive(Default)]
+struct Retries {
+    state: Mutex<RetryState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct RetryState {
+    /// The last delay of each job whose last run failed.
+    backoff: HashMap<Job, Duration>,
+    /// When each job waiting for its retry is due.
+    due: HashMap<Job, Instant>,
+    stopped: bool,
+}
+
+impl Retries {
+    /// Records a failure of `job` and schedules its retry; returns the delay.
+    fn failed(&self, job: Job) -> Duration {
+        let mut state = self.state.lock();
+        let delay = state
+            .backoff
+            .get(&job)
+            .map_or(BACKOFF_MIN, |d| (*d * 2).min(BACKOFF_MAX));
+        debug_assert!((BACKOFF_MIN..=BACKOFF_MAX).contains(&delay));
+        state.backoff.insert(job, delay);
+        state.due.insert(job, Instant::now() + delay);
+        self.changed.notify_all();
+        delay
+    }
+
+    /// Records a success of `job`: its next failure starts from the shortest backoff.
+    fn succeeded(&self, job: Job) {
+        self.state.lock().backoff.remove(&job);
+    }
+
+    /// True while `job` waits for its retry (a run before then is skipped).
+    fn waiting(&self, job: Job) -> bool {
+        self.state.lock().due.contains_key(&job)
+    }
+
+    /// Forgets `job` (its table is gone).
+    fn forget(&self, job: Job) {
+        let mut state = self.state.lock();
+        state.backoff.remove(&job);
+        state.due.remove(&job);
+    }
+
+    /// Waits until some jobs are due and returns them; `None` once stopped.
+    fn next_due(&self) -> Option<Vec<Job>> {
+        let mut state = self.state.lock();
+        loop {
+            if state.stopped {
+                return None;
+            }
+            let now = Instant::now();
+            let due: Vec<Job> = state
+                .due
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(job, _)| *job)
+                .collect();
+            if !due.is_empty() {
+                due.iter().for_each(|job| {
+                    state.due.remove(job);
+                });
+                return Some(due);
+            }
+            match state.due.values().min().copied() {
+                Some(at) => {
+                    self.changed.wait_until(&mut state, at);
+                }
+                None => self.changed.wait(&mut state),
+            }
+        }
+    }
+
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
 /// The background threads of one database.
 #[derive(Default)]
 pub(crate) struct Background {
@@ -63,6 +151,7 @@ pub(crate) struct Background {
     compactions: Mutex<Option<Sender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<StopSignal>,
+    retries: Arc<Retries>,
 }
 
 impl Background {
@@ -80,11 +169,19 @@ impl Background {
                 flushes: flushes.clone(),
                 compactions: (!flush_only).then(|| compactions.clone()),
             };
-            let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
+            let (weak, retries) = (Arc::downgrade(db), Arc::clone(&self.retries));
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("strata-bg-{i}"))
-                    .spawn(move || worker(weak, queues, stop))?,
+                    .spawn(move || worker(weak, queues, retries))?,
+            );
+        }
+        if count > 0 {
+            let (weak, retries) = (Arc::downgrade(db), Arc::clone(&self.retries));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strata-bg-retry".into())
+                    .spawn(move || retrier(weak, retries))?,
             );
         }
         if let SyncMode::IntervalMs(ms) = db.options.sync_mode {
@@ -121,6 +218,7 @@ impl Background {
     pub fn stop(&self) {
         *self.stop.stopped.lock() = true;
         self.stop.changed.notify_all();
+        self.retries.stop();
         self.flushes.lock().take();
         self.compactions.lock().take();
         let current = std::thread::current().id();
@@ -155,8 +253,7 @@ impl Queues {
     }
 }
 
-fn worker(db: Weak<DbInner>, queues: Queues, stop: Arc<StopSignal>) {
-    let mut backoff = BACKOFF_MIN;
+fn worker(db: Weak<DbInner>, queues: Queues, retries: Arc<Retries>) {
     while let Some(job) = queues.next() {
         let Some(strong) = db.upgrade() else { return };
         if strong.closed.load(Ordering::Acquire) {
@@ -164,34 +261,56 @@ fn worker(db: Weak<DbInner>, queues: Queues, stop: Arc<StopSignal>) {
         }
         let (Job::Flush(id) | Job::Compact(id)) = job;
         let Some(table) = strong.table_by_id(id) else {
+            retries.forget(job);
             continue;
         };
+        match job {
+            Job::Flush(_) => table.flush_queued.store(false, Ordering::Release),
+            Job::Compact(_) => table.compaction_queued.store(false, Ordering::Release),
+        }
+        if retries.waiting(job) {
+            // Failed recently: the retry thread queues it again when its backoff is over.
+            continue;
+        }
         let result = match job {
-            Job::Flush(_) => {
-                table.flush_queued.store(false, Ordering::Release);
-                strong.flush_immutables(&table)
-            }
-            Job::Compact(_) => {
-                table.compaction_queued.store(false, Ordering::Release);
-                strong.compact_picked(&table)
-            }
+            Job::Flush(_) => strong.flush_immutables(&table),
+            Job::Compact(_) => strong.compact_picked(&table),
         };
         match result {
-            Ok(()) => backoff = BACKOFF_MIN,
+            Ok(()) => retries.succeeded(job),
             Err(error) => {
-                tracing::error!(%error, ?job, "background job failed; retrying");
+                let what = match job {
+                    Job::Flush(_) => "flush",
+                    Job::Compact(_) => "compaction",
+                };
+                let delay = retries.failed(job);
+                tracing::error!(
+                    %error,
+                    table = %table.name,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "background {what} failed; retrying"
+                );
                 Metrics::inc(&strong.metrics.background_errors);
-                *strong.background_error.lock() = Some(error.to_string());
-                drop(strong);
-                if stop.wait(backoff) {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                let Some(strong) = db.upgrade() else { return };
-                match job {
-                    Job::Flush(_) => strong.schedule_flush(&table),
-                    Job::Compact(_) => strong.schedule_compaction(&table),
-                }
+                *strong.background_error.lock() =
+                    Some(format!("{what} of table '{}' failed: {error}", table.name));
+            }
+        }
+    }
+}
+
+/// Queues failed jobs again when their backoff is over.
+fn retrier(db: Weak<DbInner>, retries: Arc<Retries>) {
+    while let Some(jobs) = retries.next_due() {
+        let Some(db) = db.upgrade() else { return };
+        if db.closed.load(Ordering::Acquire) {
+            return;
+        }
+        for job in jobs {
+            let (Job::Flush(id) | Job::Compact(id)) = job;
+            match (db.table_by_id(id), job) {
+                (None, _) => retries.forget(job),
+                (Some(table), Job::Flush(_)) => db.schedule_flush(&table),
+                (Some(table), Job::Compact(_)) => db.schedule_compaction(&table),
             }
         }
     }

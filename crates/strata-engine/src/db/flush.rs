@@ -6,14 +6,28 @@
 //! table's flushed sequence, and the new super version (without the memtable, with the file)
 //! is published. A crash before the edit leaves an orphan file, removed at the next open; the
 //! memtable's writes are still in the WAL.
+//!
+//! ## A table that cannot flush
+//!
+//! Tables flush independently: a failed flush of one table (a full disk, an I/O error, a
+//! corrupt input) leaves its memtables in place, their writes safe in the WAL, and never stops
+//! another table's flush. [`Db::flush_tables`] tries every table and reports the ones that
+//! failed; the background retries a failed flush per table with a backoff (see
+//! `background`), without holding a worker. What the failing table does hold back is
+//! inherent: WAL segments interleave the writes of every table, so a segment can be deleted
+//! only once every table's entries in it are flushed; while one table cannot flush, the
+//! segments from its oldest unflushed write on stay (the other tables' flushes still delete
+//! everything older), and its own writers stall once it has `max_immutable_memtables`
+//! waiting. Closing the database is unaffected: nothing is flushed at close, and the
+//! unflushed rows are replayed from the WAL at the next open.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::DbInner;
 use super::background::Job;
-use crate::error::Result;
+use super::{Db, DbInner};
+use crate::error::{Error, Result};
 use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
 use crate::read::{Dedup, KeyRange, MergeIter, memtable_run};
@@ -24,6 +38,25 @@ use crate::version::{MemtableSlot, SstHandle, SuperVersion};
 
 /// Rows per batch while flushing.
 const FLUSH_BATCH_ROWS: usize = 8192;
+
+impl Db {
+    /// Flushes the memtables of every table, each on its own: a table that fails to flush
+    /// does not stop the others. Returns the tables that could not be flushed (name and
+    /// error); their unflushed writes stay in memtables and the WAL.
+    pub fn flush_tables(&self) -> Result<Vec<(String, Error)>> {
+        self.inner.check_open()?;
+        let tables: Vec<Arc<TableInner>> =
+            self.inner.catalog.read().by_id.values().cloned().collect();
+        let mut failed = Vec::new();
+        for table in tables {
+            if let Err(error) = self.inner.flush_table(&table) {
+                tracing::error!(table = %table.name, %error, "flush failed");
+                failed.push((table.name.clone(), error));
+            }
+        }
+        Ok(failed)
+    }
+}
 
 impl DbInner {
     /// Queues a background flush of `table` unless one is already queued.

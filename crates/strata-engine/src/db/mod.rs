@@ -558,14 +558,14 @@ impl Db {
     }
 
     /// Flushes the memtables of every table to SSTs and waits for it.
+    ///
+    /// Every table is tried even when one fails (see [`Db::flush_tables`]); the error is the
+    /// first failure.
     pub fn flush(&self) -> Result<()> {
-        self.inner.check_open()?;
-        let tables: Vec<Arc<TableInner>> =
-            self.inner.catalog.read().by_id.values().cloned().collect();
-        for table in tables {
-            self.inner.flush_table(&table)?;
+        match self.flush_tables()?.into_iter().next() {
+            None => Ok(()),
+            Some((_, error)) => Err(error),
         }
-        Ok(())
     }
 
     /// A snapshot: reads through it see the database as it is now, until it is dropped.
