@@ -2,13 +2,16 @@
 //!
 //! A table is one LSM tree: an active memtable, immutable memtables waiting for flush, and SST
 //! files by level, all pinned together in a [`SuperVersion`]. Writes go through the database's
-//! commit path (WAL, then memtable); reads pin a super version and then a sequence number, in
-//! that order, so they see a consistent prefix of the history (see `version`).
+//! commit path (WAL, then memtable); a read pins a super version and the latest sequence
+//! number together, under the `sv` read lock, so it sees a consistent prefix of the history
+//! (see [`TableInner::pin_latest`] for why that is enough); a read at a snapshot pins the
+//! current super version, which holds everything the snapshot's number covers.
 //!
 //! ## Locks
 //!
 //! * `sv` (RwLock): guards which `Arc<SuperVersion>` is current. Readers hold it only to clone
-//!   the `Arc`; the commit leader (memtable switch) and the flush worker (install) replace it.
+//!   the `Arc` (and read `visible_seq`); the commit leader (memtable switch), the flush and
+//!   compaction workers and ingest (install) replace it.
 //! * `flush_lock` (Mutex): one flush of this table at a time, so immutable memtables are flushed
 //!   oldest first.
 //! * `options` (RwLock): the table's options; a change applies to the next memtable.
@@ -85,8 +88,38 @@ impl TableInner {
         Arc::clone(&self.sv.read())
     }
 
-    /// Replaces the super version with `f(current)`, then refreshes the compaction pressure
-    /// the write path reads.
+    /// The current super version and the latest read sequence number (`visible_seq`), as one
+    /// consistent pair: every write at or below the number is readable through the super
+    /// version, with the newest version of each key at or below it.
+    ///
+    /// Both are read under the `sv` read lock, which every change of the super version takes
+    /// for writing (memtable switch, flush and compaction install, ingest, drop). Why that
+    /// suffices:
+    ///
+    /// * Nothing missing: a write is applied to the active memtable of the super version
+    ///   current at that moment (only the commit leader applies, and memtables are switched
+    ///   only by the leader or with the commit queue held), and `visible_seq` covers it only
+    ///   after that. A memtable leaves later super versions only as the SST its flush installs
+    ///   in the same step. The pinned super version is current when `visible_seq` is read, so
+    ///   it is no older than the one any covered write went into.
+    /// * Nothing collected away: a flush or compaction drops a version only when a newer one of
+    ///   its key is in the same output and no snapshot lies between. Pinned files hold only
+    ///   writes `visible_seq` covered when they were installed (a memtable is switched after its
+    ///   writes are published; an ingest publishes inside its install), so a dropped version is
+    ///   shadowed by one at or below the read sequence.
+    ///
+    /// Without the lock neither order works: pinning first, a commit could switch the memtable,
+    /// apply to the new one and publish before the number is read (the view missed writes at
+    /// or below its number); reading the number first, a flush in between could drop a version
+    /// at or below it, shadowed by a newer write above it.
+    pub fn pin_latest(&self, db: &DbInner) -> (Arc<SuperVersion>, SeqNo) {
+        let guard = self.sv.read();
+        let read_seq = db.visible_seq();
+        (Arc::clone(&guard), read_seq)
+    }
+
+    /// Replaces the super version with `f(current)` (`f` runs under the `sv` write lock), then
+    /// refreshes the compaction pressure the write path reads.
     pub fn install(&self, f: impl FnOnce(&SuperVersion) -> SuperVersion) {
         let version = {
             let mut guard = self.sv.write();
@@ -335,8 +368,7 @@ impl Table {
     /// Pins the table for reading at the latest committed write.
     pub fn view(&self) -> Result<ReadView> {
         self.check_live()?;
-        let sv = self.inner.super_version();
-        let read_seq = self.db.visible_seq();
+        let (sv, read_seq) = self.inner.pin_latest(&self.db);
         Ok(ReadView {
             db: Arc::clone(&self.db),
             table: Arc::clone(&self.inner),
@@ -348,6 +380,10 @@ impl Table {
     /// Pins the table for reading at a snapshot.
     pub fn view_at(&self, snapshot: &Snapshot) -> Result<ReadView> {
         self.check_live()?;
+        // Any super version current from the snapshot's creation on will do: every write the
+        // snapshot covers was applied before it was taken (see `TableInner::pin_latest`), and
+        // flushes and compactions keep every version a registered snapshot reads (one that
+        // started before the snapshot only drops versions shadowed by writes at or below it).
         let sv = self.inner.super_version();
         Ok(ReadView {
             db: Arc::clone(&self.db),

@@ -5,8 +5,9 @@
 //!   `Arc<Version>` for as long as they work, so the files they see stay on disk.
 //! * A [`SuperVersion`] pins everything a read needs at once: the active memtable, the
 //!   immutable memtables waiting for flush, and the version. A reader takes it (an `Arc` clone
-//!   under a short read lock) *after* choosing its read sequence number, so every write up to
-//!   that number is in one of the pinned sources.
+//!   under a short read lock) together with its read sequence number, under that same lock
+//!   (`TableInner::pin_latest`), so every write up to that number is in one of the pinned
+//!   sources.
 //! * An [`SstHandle`] is one live file. When the manifest drops a file (compaction, table
 //!   drop) the handle is marked obsolete; the file is deleted when the last version holding the
 //!   handle is dropped, never while a reader can still reach it.

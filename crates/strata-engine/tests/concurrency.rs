@@ -158,3 +158,98 @@ fn writers_readers_flushes_and_compactions_agree_with_the_model() {
         stress(*kind, strategy);
     }
 }
+
+/// Writes the view races against: one writer, one row per batch, so row `i` has sequence
+/// number `first + i`.
+const RACE_ROWS: i64 = 40_000;
+/// Views each reader takes and checks.
+const RACE_VIEWS: usize = 20_000;
+
+/// A view's read sequence number and its memtable/file set are one consistent pair: every
+/// write at or below the read sequence is visible through the view, none above it, while
+/// memtables are switched (full ones by the commit path, and by explicit flushes) and flushed,
+/// and files compacted. More reader threads than cores, so readers are often preempted
+/// between any two steps of taking a view.
+#[test]
+fn a_view_sees_every_write_up_to_its_read_sequence_across_memtable_switches() {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use strata_engine::KeyValue;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        options(MemtableKind::EnhancedSkipList, StrategyKind::Leveled),
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let table = db
+        .create_table("race", Arc::clone(&schema), &["id"])
+        .unwrap();
+    let row = |i: i64| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![i])),
+                Arc::new(Int64Array::from(vec![i])),
+            ],
+        )
+        .unwrap()
+    };
+    table.insert(&row(0)).unwrap();
+    let first = db.visible_seq();
+    let done = AtomicBool::new(false);
+    let readers_done = std::sync::atomic::AtomicUsize::new(0);
+    const READERS: usize = 4;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 1..RACE_ROWS {
+                table.insert(&row(i)).unwrap();
+                if readers_done.load(Ordering::Relaxed) == READERS {
+                    break;
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        scope.spawn(|| {
+            let mut round = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                table.flush().unwrap();
+                round += 1;
+                if round.is_multiple_of(8) {
+                    table.compact().unwrap();
+                }
+            }
+        });
+        for _ in 0..READERS {
+            scope.spawn(|| {
+                for _ in 0..RACE_VIEWS {
+                    let view = table.view().unwrap();
+                    let newest = (view.read_seq() - first) as i64;
+                    let found = view.get(&[KeyValue::Int(i128::from(newest))]).unwrap();
+                    assert!(
+                        found.is_some(),
+                        "a view at sequence {} misses row {newest}, written at it",
+                        view.read_seq()
+                    );
+                    let next = view.get(&[KeyValue::Int(i128::from(newest + 1))]).unwrap();
+                    assert!(
+                        next.is_none(),
+                        "a view sees row {}, written after it",
+                        newest + 1
+                    );
+                    if newest > 0 && newest % 97 == 0 {
+                        // An older write too, likely flushed by now.
+                        let older = view.get(&[KeyValue::Int(i128::from(newest / 2))]).unwrap();
+                        assert!(older.is_some(), "a view misses row {}", newest / 2);
+                    }
+                }
+                readers_done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    assert!(db.visible_seq() > first);
+}

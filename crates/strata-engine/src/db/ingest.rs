@@ -91,14 +91,21 @@ impl DbInner {
                     ))
                 })
                 .collect();
-            table.install(|sv| SuperVersion {
-                active: Arc::clone(&sv.active),
-                immutables: sv.immutables.clone(),
-                version: Arc::new(sv.version.edit(handles, &[])),
+            // The new files and the sequence number that makes them visible are published in
+            // one step, under the table's `sv` write lock: a view never pairs a super version
+            // holding them with an older number (a compaction could then drop versions that
+            // number still reads, shadowed by ingested rows; see `TableInner::pin_latest`), nor
+            // the number with a super version without them.
+            table.install(|sv| {
+                self.last_seq.store(last_seq, Ordering::Release);
+                self.visible_seq.store(last_seq, Ordering::Release);
+                SuperVersion {
+                    active: Arc::clone(&sv.active),
+                    immutables: sv.immutables.clone(),
+                    version: Arc::new(sv.version.edit(handles, &[])),
+                }
             });
             drop(manifest);
-            self.last_seq.store(last_seq, Ordering::Release);
-            self.visible_seq.store(last_seq, Ordering::Release);
             Metrics::add(&self.metrics.rows_written, rows);
             Metrics::inc(&self.metrics.write_batches);
             self.schedule_compaction(table);

@@ -37,7 +37,9 @@
 //! ## Invariants
 //!
 //! * `visible_seq` only grows, and every write with a sequence number up to it is in a memtable
-//!   or an SST of its table.
+//!   or an SST of its table. A reader takes a table's super version and `visible_seq` as one
+//!   pair, under the table's `sv` lock (`TableInner::pin_latest`); an ingest publishes its
+//!   files and its `visible_seq` in one step under that lock.
 //! * A WAL segment is deleted only when every entry in it is below the flush floor: the
 //!   smallest sequence number held by any memtable of any table (tables with empty memtables do
 //!   not hold the floor back).
@@ -834,12 +836,18 @@ impl DbInner {
 
     /// Deletes WAL segments whose entries are all in SSTs.
     pub(crate) fn release_wal(&self) {
+        // The sequence number before the memtables: every write at or below it is then in a
+        // memtable looked at below or already in an SST, and every later write is above it,
+        // so at or above the floor. Read after the memtables, it could cover a write that
+        // landed in a memtable already looked at (empty then) and whose segment a rotation
+        // closed meanwhile: that segment would be deleted with the write only in memory.
+        let visible = self.visible_seq();
         let tables: Vec<Arc<TableInner>> = self.catalog.read().by_id.values().cloned().collect();
         let floor = tables
             .iter()
             .filter_map(|t| t.super_version().min_unflushed_seq())
             .min()
-            .unwrap_or_else(|| self.visible_seq() + 1);
+            .map_or(visible + 1, |seq| seq.min(visible + 1));
         match self.wal.delete_segments_below(floor) {
             Ok(deleted) => Metrics::add(&self.metrics.wal_segments_deleted, deleted as u64),
             Err(error) => tracing::warn!(%error, "could not delete old WAL segments"),
