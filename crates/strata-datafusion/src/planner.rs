@@ -90,12 +90,22 @@ impl QueryPlanner for StrataQueryPlanner {
             .data;
         let planner = DefaultPhysicalPlanner::default();
         if inserts && let Some(state) = session.as_any().downcast_ref::<SessionState>() {
-            let mut state = state.clone();
-            state.config_mut().options_mut().execution.target_partitions = 1;
+            let state = ordered_write_state(state);
             return planner.create_physical_plan(&plan, &state).await;
         }
         planner.create_physical_plan(&plan, session).await
     }
+}
+
+/// `state` with `target_partitions = 1`: a query planned with it runs as one ordered stream,
+/// with no round-robin or hash repartitioning whose merge would reorder rows by arrival (only
+/// a `UNION ALL` keeps one partition per branch; read them in partition order). For the input
+/// of a write in which a later row of a key replaces an earlier one (`INSERT`, and
+/// `CREATE TABLE ... AS` with a primary key).
+pub fn ordered_write_state(state: &SessionState) -> SessionState {
+    let mut state = state.clone();
+    state.config_mut().options_mut().execution.target_partitions = 1;
+    state
 }
 
 /// The Strata table a DML statement writes, if it writes one.
