@@ -234,7 +234,12 @@ pub fn tables_report(tables: &[TableInfo]) -> Result<RecordBatch, ArrowError> {
             ("memtable", DataType::Utf8),
         ],
         vec![
-            strings(tables.iter().map(|t| t.name.clone()).collect()),
+            strings(
+                tables
+                    .iter()
+                    .map(|t| strata_engine::display_name(&t.namespace, &t.name))
+                    .collect(),
+            ),
             strings(tables.iter().map(|t| t.primary_key.join(", ")).collect()),
             counts(tables.iter().map(|t| t.stats.estimated_rows).collect()),
             strings(tables.iter().map(|t| human_bytes(size(t))).collect()),
@@ -391,7 +396,7 @@ pub fn compaction_report(db: &Db) -> Result<RecordBatch, String> {
     let tables = db
         .list_tables()
         .iter()
-        .filter_map(|info| db.table(&info.name).ok())
+        .filter_map(|info| db.table_in(&info.namespace, &info.name).ok())
         .collect::<Vec<_>>();
     strata_datafusion::functions::compaction_stats_batch(&tables).map_err(|e| e.to_string())
 }

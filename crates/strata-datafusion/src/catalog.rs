@@ -1,5 +1,6 @@
-//! Strata's catalog: the default schema of a [`crate::StrataSession`] lists the database's
-//! tables, and `CREATE TABLE` / `DROP TABLE` create and drop persistent LSM tables.
+//! Strata's catalog: the default catalog of a [`crate::StrataSession`] is the database. Its
+//! default schema (`public`) and every schema made by `CREATE SCHEMA` list the database's
+//! tables; `CREATE TABLE` / `DROP TABLE` create and drop persistent LSM tables.
 //!
 //! ## SQL forms
 //!
@@ -9,9 +10,16 @@
 //! -- Without a primary key: an append-only table keyed by a hidden row id.
 //! CREATE TABLE log (ts TIMESTAMP, msg VARCHAR);
 //! CREATE TABLE IF NOT EXISTS t (...);
-//! CREATE TABLE t2 AS SELECT ...;          -- CTAS: the rows are written in one atomic batch
-//! CREATE OR REPLACE TABLE t (...);        -- drops the old table's files first
-//! DROP TABLE [IF EXISTS] t;               -- removes the table and (once unread) its files
+//! CREATE TABLE t2 AS SELECT ...;          -- CTAS: the table appears with all its rows or not at all
+//! CREATE OR REPLACE TABLE t (...) [AS ...]; -- atomic: the old table stays until the new one is complete
+//! DROP TABLE [IF EXISTS] [schema.]t;      -- removes the table and (once unread) its files
+//! CREATE TABLE t (id INT PRIMARY KEY, v INT DEFAULT 42);  -- defaults are stored with the table
+//!
+//! -- Schemas: namespaces of the database, persistent (also while empty).
+//! CREATE SCHEMA s2;
+//! CREATE TABLE s2.t (id INT PRIMARY KEY, v INT);   -- a Strata table like any other
+//! DROP SCHEMA s2;                                  -- RESTRICT: refused while it holds tables
+//! DROP SCHEMA s2 CASCADE;                          -- drops its tables in the same manifest edit
 //!
 //! -- Per-table options, form 1: session defaults for the CREATE TABLEs that follow.
 //! SET strata.profile = 'memory_efficient';   -- high_performance | memory_efficient | balanced
@@ -20,7 +28,7 @@
 //! SET strata.memtable = 'default';           -- back to the database's defaults
 //!
 //! -- Per-table options, form 2: an explicit Strata table through CREATE EXTERNAL TABLE.
-//! CREATE EXTERNAL TABLE t (a INT, v VARCHAR, PRIMARY KEY (a))
+//! CREATE [OR REPLACE] EXTERNAL TABLE t (a INT, v VARCHAR, PRIMARY KEY (a))
 //!   STORED AS STRATA LOCATION 't'
 //!   OPTIONS ('memtable' 'trie', 'compaction' 'tiered', 'profile' 'memory_efficient');
 //! ```
@@ -31,35 +39,65 @@
 //! database's `table_defaults` without a profile), then the memtable kind and compaction
 //! strategy on top. Unknown option names or values are errors that list the valid ones.
 //!
+//! ## How tables are created
+//!
+//! [`crate::StrataSession`] runs `CREATE TABLE` (with or without `AS`) and `CREATE EXTERNAL
+//! TABLE ... STORED AS STRATA` itself ([`crate::StrataSession::execute_logical_plan`]):
+//! everything that can be checked before the query runs is (key, types, defaults, options),
+//! then the rows go into an engine *staging* table, which one manifest edit publishes under
+//! the name, dropping the table it replaces in the same edit
+//! ([`StrataSchemaProvider::create_table`]). A failure at any point, or a crash (staging
+//! tables are dropped at open), leaves the old table as it was. DataFusion's own DDL path
+//! (`session.context().sql(...)`) still works: `CREATE TABLE` arrives at
+//! [`SchemaProvider::register_table`] as a `MemTable` and takes the same staging path, but
+//! its `OR REPLACE` deregisters (drops) the old table before the new rows are computed, so
+//! that path is not atomic; use the session's `sql`.
+//!
 //! ## Invariants
 //!
 //! * Strata tables are the database's tables: their list is read from the [`Db`] on every
 //!   lookup, so they are present after a reopen and never cached stale.
+//! * Every schema of the catalog but foreign ones (below) is an engine namespace: created by
+//!   `CREATE SCHEMA` in one manifest edit, present after a reopen even when empty, its
+//!   tables persistent with their keys enforced. Engine identity is `(namespace, name)`, so
+//!   `public."a.b"` and `a.b` are different tables. The default schema is the default
+//!   namespace and cannot be dropped.
 //! * Other registrations (views, `CREATE EXTERNAL TABLE ... STORED AS CSV/PARQUET/...`,
-//!   `register_*` calls) live in an in-memory map beside them, for this process only.
+//!   `register_*` calls, and schema providers other than an empty `MemorySchemaProvider`
+//!   registered from Rust) live in in-memory maps beside them, for this process only.
+//!   Replacing a Strata table by one of them (`CREATE OR REPLACE VIEW`) is refused by the
+//!   session, since the data would be gone at the next open.
 //! * Primary-key columns are NOT NULL in the stored schema; key types the engine cannot encode
 //!   are rejected at `CREATE TABLE`.
-//! * Column defaults (`DEFAULT expr`) are kept in memory for the session that created the
-//!   table; they are not persisted.
+//! * Column defaults (`DEFAULT expr`) are stored with the table, in the manifest edit that
+//!   creates it, as SQL text (DataFusion's unparser, property `default.<column>`); the text
+//!   must parse back at `CREATE TABLE` or the statement fails, and it is parsed once per
+//!   table when the table is first looked up.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock, Weak};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider, TableProviderFactory};
-use datafusion::common::{Constraint, Constraints, config_err, exec_err, plan_err};
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
+use datafusion::catalog::{
+    CatalogProvider, MemorySchemaProvider, SchemaProvider, Session, TableProvider,
+    TableProviderFactory,
+};
+use datafusion::common::{Constraint, Constraints, DFSchema, config_err, exec_err, plan_err};
 use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::sql::unparser::expr_to_sql;
 use parking_lot::RwLock;
 use strata_engine::{
-    Db, Error as EngineError, IngestOptions, MemtableKind, Mutation, Profile, StrategyKind,
-    TableOptions, WriteOptions,
+    DEFAULT_NAMESPACE, Db, Error as EngineError, IngestOptions, MemtableKind, Mutation, Profile,
+    StrategyKind, Table, TableId, TableOptions, TableSpec, WriteOptions,
 };
 
 use crate::provider::StrataTable;
@@ -180,40 +218,37 @@ impl ExtensionOptions for StrataConfig {
     }
 }
 
-/// The default schema of a Strata session: the database's tables plus in-memory
-/// registrations (views, external tables).
-pub struct StrataSchemaProvider {
+/// Property key prefix under which a column's `DEFAULT` is stored with its table:
+/// `default.<column>` holds the expression as SQL text (DataFusion's unparser), parsed again
+/// when the table is opened.
+pub const DEFAULT_PROPERTY_PREFIX: &str = "default.";
+
+/// What the catalog and all its schemas share: the database, the session whose settings
+/// apply, and the parsed column defaults of the tables looked up so far.
+struct Shared {
     db: Arc<Db>,
-    /// Views, listing tables and other non-Strata registrations (not persisted).
-    others: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
-    /// Column defaults of Strata tables created in this process.
-    defaults: RwLock<HashMap<String, HashMap<String, Expr>>>,
     /// The session whose `strata.*` settings apply to `CREATE TABLE`.
     state: OnceLock<Weak<parking_lot::RwLock<SessionState>>>,
+    /// Column defaults by table id (ids are never reused, so entries never go stale).
+    defaults: RwLock<HashMap<TableId, Arc<HashMap<String, Expr>>>>,
 }
 
-impl std::fmt::Debug for StrataSchemaProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrataSchemaProvider")
-            .field("db", &self.db.path())
-            .finish_non_exhaustive()
-    }
-}
-
-impl StrataSchemaProvider {
-    /// A schema over the tables of `db`.
-    pub fn new(db: Arc<Db>) -> Self {
-        StrataSchemaProvider {
+impl Shared {
+    fn new(db: Arc<Db>) -> Arc<Self> {
+        Arc::new(Shared {
             db,
-            others: RwLock::new(HashMap::new()),
-            defaults: RwLock::new(HashMap::new()),
             state: OnceLock::new(),
-        }
+            defaults: RwLock::new(HashMap::new()),
+        })
     }
 
-    /// Binds the session whose `SET strata.*` settings apply to tables created here.
-    pub fn attach_session(&self, state: Weak<parking_lot::RwLock<SessionState>>) {
-        let _ = self.state.set(state);
+    /// Runs `f` on the attached session's state, or on a fresh default state.
+    fn with_state<R>(&self, f: impl FnOnce(&SessionState) -> R) -> R {
+        match self.state.get().and_then(Weak::upgrade) {
+            // Lookups run while the context may hold a read lock on the state.
+            Some(state) => f(&state.read_recursive()),
+            None => f(&SessionStateBuilder::new().with_default_features().build()),
+        }
     }
 
     /// The session's current `strata.*` settings (defaults when no session is attached).
@@ -222,7 +257,6 @@ impl StrataSchemaProvider {
             .get()
             .and_then(Weak::upgrade)
             .and_then(|state| {
-                // `register_table` runs while the context holds a read lock on the state.
                 let guard = state.read_recursive();
                 guard
                     .config()
@@ -234,33 +268,351 @@ impl StrataSchemaProvider {
             .unwrap_or_default()
     }
 
+    /// The column defaults stored with `table`, parsed once per table.
+    fn column_defaults(&self, table: &Table) -> Arc<HashMap<String, Expr>> {
+        if let Some(parsed) = self.defaults.read().get(&table.id()) {
+            return Arc::clone(parsed);
+        }
+        let properties = self.db.table_properties(table);
+        let mut parsed = HashMap::new();
+        for (key, text) in &properties {
+            let Some(column) = key.strip_prefix(DEFAULT_PROPERTY_PREFIX) else {
+                continue;
+            };
+            match self.with_state(|state| state.create_logical_expr(text, &DFSchema::empty())) {
+                Ok(expr) => {
+                    parsed.insert(column.to_string(), expr);
+                }
+                // Checked at CREATE TABLE, so only a DataFusion upgrade that parses the text
+                // differently can get here; reads must keep working.
+                Err(error) => tracing::warn!(
+                    %error, table = table.name(), column, default = %text,
+                    "the stored DEFAULT of a column does not parse; the column has none"
+                ),
+            }
+        }
+        let parsed = Arc::new(parsed);
+        self.defaults
+            .write()
+            .insert(table.id(), Arc::clone(&parsed));
+        parsed
+    }
+
+    /// `DEFAULT` expressions as table properties, each checked to parse back.
+    fn default_properties(&self, defaults: &[(String, Expr)]) -> Result<BTreeMap<String, String>> {
+        let mut properties = BTreeMap::new();
+        for (column, expr) in defaults {
+            let text = expr_to_sql(expr)
+                .map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "the DEFAULT of column {column} ({expr}) cannot be stored: {e}"
+                    ))
+                })?
+                .to_string();
+            self.with_state(|state| state.create_logical_expr(&text, &DFSchema::empty()))
+                .map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "the DEFAULT of column {column} ({expr}) cannot be stored: its SQL \
+                         text {text} does not parse back ({e})"
+                    ))
+                })?;
+            properties.insert(format!("{DEFAULT_PROPERTY_PREFIX}{column}"), text);
+        }
+        Ok(properties)
+    }
+}
+
+/// The catalog of a Strata session (DataFusion's default catalog): the default schema and
+/// one schema per namespace of the database, all persistent (see the module docs).
+pub struct StrataCatalogProvider {
+    shared: Arc<Shared>,
+    /// The SQL name of the default namespace (`datafusion.catalog.default_schema`).
+    default_name: String,
+    default_schema: Arc<StrataSchemaProvider>,
+    /// The schemas of namespaces, made on first use (they hold the namespace's views).
+    schemas: RwLock<HashMap<String, Arc<StrataSchemaProvider>>>,
+    /// Schema providers registered from Rust that are not Strata schemas (not persisted).
+    foreign: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
+}
+
+impl std::fmt::Debug for StrataCatalogProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrataCatalogProvider")
+            .field("db", &self.shared.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StrataCatalogProvider {
+    /// The catalog over `db`, whose default namespace is the schema `default_schema`.
+    pub fn new(db: Arc<Db>, default_schema: &str) -> Self {
+        let shared = Shared::new(db);
+        StrataCatalogProvider {
+            default_schema: Arc::new(StrataSchemaProvider::in_namespace(
+                Arc::clone(&shared),
+                DEFAULT_NAMESPACE,
+            )),
+            shared,
+            default_name: default_schema.to_string(),
+            schemas: RwLock::new(HashMap::new()),
+            foreign: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Binds the session whose `SET strata.*` settings apply to tables created here.
+    pub fn attach_session(&self, state: Weak<parking_lot::RwLock<SessionState>>) {
+        let _ = self.shared.state.set(state);
+    }
+
+    /// The default schema.
+    pub fn default_schema(&self) -> &Arc<StrataSchemaProvider> {
+        &self.default_schema
+    }
+
+    /// The namespace of the schema named `name`, if it is a Strata schema.
+    fn namespace_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        if name == self.default_name {
+            Some(DEFAULT_NAMESPACE)
+        } else if self.shared.db.has_namespace(name) {
+            Some(name)
+        } else {
+            None
+        }
+    }
+
+    /// The Strata schema named `name` (the default one or a namespace's).
+    pub fn strata_schema(&self, name: &str) -> Option<Arc<StrataSchemaProvider>> {
+        let namespace = self.namespace_of(name)?;
+        if namespace == DEFAULT_NAMESPACE {
+            return Some(Arc::clone(&self.default_schema));
+        }
+        if let Some(schema) = self.schemas.read().get(namespace) {
+            return Some(Arc::clone(schema));
+        }
+        let mut schemas = self.schemas.write();
+        let schema = schemas.entry(namespace.to_string()).or_insert_with(|| {
+            Arc::new(StrataSchemaProvider::in_namespace(
+                Arc::clone(&self.shared),
+                namespace,
+            ))
+        });
+        Some(Arc::clone(schema))
+    }
+}
+
+impl CatalogProvider for StrataCatalogProvider {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = vec![self.default_name.clone()];
+        names.extend(self.shared.db.namespaces());
+        names.extend(self.foreign.read().keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(schema) = self.strata_schema(name) {
+            return Some(schema as Arc<dyn SchemaProvider>);
+        }
+        self.foreign.read().get(name).cloned()
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        if self.namespace_of(name).is_some() || self.foreign.read().contains_key(name) {
+            return exec_err!("Schema '{name}' already exists");
+        }
+        // `CREATE SCHEMA` hands over an empty in-memory schema: it becomes a namespace of
+        // the database. Other providers registered from Rust stay what they are.
+        let empty_memory = schema
+            .downcast_ref::<MemorySchemaProvider>()
+            .is_some_and(|s| s.table_names().is_empty());
+        if empty_memory || schema.is::<StrataSchemaProvider>() {
+            if name == INFORMATION_SCHEMA {
+                return plan_err!("'{name}' is reserved for the information schema");
+            }
+            self.shared
+                .db
+                .create_namespace(name)
+                .map_err(engine_error)?;
+            return Ok(None);
+        }
+        self.foreign.write().insert(name.to_string(), schema);
+        Ok(None)
+    }
+
+    fn deregister_schema(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        if name == self.default_name {
+            return exec_err!("the default schema '{name}' cannot be dropped");
+        }
+        if let Some(schema) = self.strata_schema(name) {
+            let tables = schema.table_names();
+            if !cascade && !tables.is_empty() {
+                return exec_err!(
+                    "Cannot drop schema {name} because other tables depend on it: {}",
+                    tables.join(", ")
+                );
+            }
+            self.shared
+                .db
+                .drop_namespace(name, cascade)
+                .map_err(engine_error)?;
+            self.schemas.write().remove(name);
+            return Ok(Some(schema as Arc<dyn SchemaProvider>));
+        }
+        let Some(schema) = self.foreign.read().get(name).cloned() else {
+            return Ok(None);
+        };
+        let tables = schema.table_names();
+        if !cascade && !tables.is_empty() {
+            return exec_err!(
+                "Cannot drop schema {name} because other tables depend on it: {}",
+                tables.join(", ")
+            );
+        }
+        self.foreign.write().remove(name);
+        Ok(Some(schema))
+    }
+}
+
+/// A schema of a Strata session: the tables of one namespace of the database plus
+/// in-memory registrations (views, external tables).
+pub struct StrataSchemaProvider {
+    shared: Arc<Shared>,
+    /// The engine namespace ([`DEFAULT_NAMESPACE`] for the default schema).
+    namespace: String,
+    /// Views, listing tables and other non-Strata registrations (not persisted).
+    others: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl std::fmt::Debug for StrataSchemaProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrataSchemaProvider")
+            .field("db", &self.shared.db.path())
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StrataSchemaProvider {
+    /// A schema over the tables of the default namespace of `db`, on its own (outside a
+    /// [`StrataCatalogProvider`]).
+    pub fn new(db: Arc<Db>) -> Self {
+        StrataSchemaProvider::in_namespace(Shared::new(db), DEFAULT_NAMESPACE)
+    }
+
+    fn in_namespace(shared: Arc<Shared>, namespace: &str) -> Self {
+        StrataSchemaProvider {
+            shared,
+            namespace: namespace.to_string(),
+            others: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Binds the session whose `SET strata.*` settings apply to tables created here.
+    pub fn attach_session(&self, state: Weak<parking_lot::RwLock<SessionState>>) {
+        let _ = self.shared.state.set(state);
+    }
+
+    /// The engine namespace of this schema.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The table options `CREATE TABLE` uses now.
     pub fn create_options(&self) -> TableOptions {
-        self.session_config()
-            .table_options(&self.db.options().table_defaults)
+        self.shared
+            .session_config()
+            .table_options(&self.shared.db.options().table_defaults)
+    }
+
+    fn provider_for(&self, table: Table) -> Result<Arc<dyn TableProvider>> {
+        let defaults = self.shared.column_defaults(&table);
+        Ok(Arc::new(
+            StrataTable::new(table)?
+                .with_column_defaults(defaults.as_ref().clone())
+                .with_statement_bytes_max(self.shared.db.options().write_batch_bytes_max),
+        ))
     }
 
     fn strata_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match self.db.table(name) {
-            Ok(table) => {
-                let defaults = self.defaults.read().get(name).cloned().unwrap_or_default();
-                Ok(Some(Arc::new(
-                    StrataTable::new(table)?
-                        .with_column_defaults(defaults)
-                        .with_statement_bytes_max(self.db.options().write_batch_bytes_max),
-                )))
-            }
+        match self.shared.db.table_in(&self.namespace, name) {
+            Ok(table) => self.provider_for(table).map(Some),
             Err(EngineError::TableNotFound(_)) => Ok(None),
             Err(e) => Err(engine_error(e)),
         }
     }
 
+    /// True when `name` is a Strata table of this schema.
+    pub fn has_strata_table(&self, name: &str) -> bool {
+        self.shared.db.has_table_in(&self.namespace, name)
+    }
+
+    /// The engine definition of a table `name` of this schema with columns `schema`, key
+    /// `constraints` and column `defaults`, created with `options`.
+    pub fn table_spec(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        constraints: Option<&Constraints>,
+        defaults: &[(String, Expr)],
+        options: TableOptions,
+    ) -> Result<TableSpec> {
+        let key = primary_key_names(schema, constraints)?;
+        Ok(TableSpec {
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+            schema: stored_schema(schema, &key),
+            primary_key: key,
+            options,
+            properties: self.shared.default_properties(defaults)?,
+        })
+    }
+
+    /// Creates the table `spec` holding `rows`, atomically: the rows go into a staging table
+    /// that becomes visible in one manifest edit, which with `replace` also drops the table
+    /// (or view) holding the name. On any error nothing changes, and a crash midway leaves
+    /// the old state.
+    pub fn create_table(&self, spec: TableSpec, rows: &[RecordBatch], replace: bool) -> Result<()> {
+        let db = &self.shared.db;
+        let name = spec.name.clone();
+        if !replace && self.others.read().contains_key(&name) {
+            return exec_err!("Table '{name}' already exists");
+        }
+        let stored = Arc::clone(&spec.schema);
+        if !replace && rows.iter().all(|b| b.num_rows() == 0) {
+            // Nothing to fill: one edit creates the table.
+            db.create_table_from(spec).map_err(engine_error)?;
+            return Ok(());
+        }
+        let staged = db.create_staging_table(spec).map_err(engine_error)?;
+        let result = write_initial_rows(&staged, &stored, rows)
+            .and_then(|()| db.publish_table(&staged, replace).map_err(engine_error));
+        if let Err(error) = result {
+            // Dropped at the next open anyway; this only frees it sooner.
+            if let Err(discard) = db.discard_staging_table(&staged) {
+                tracing::warn!(%discard, table = %name, "discarding a staging table");
+            }
+            return Err(error);
+        }
+        if replace {
+            self.others.write().remove(&name);
+        }
+        Ok(())
+    }
+
     /// Creates a Strata table from the memory table DataFusion built for `CREATE TABLE`
-    /// (or CTAS), writing its rows atomically.
+    /// (or CTAS) when it runs without [`crate::StrataSession`]'s own DDL handling.
     fn create_from_memtable(&self, name: &str, mem: &MemTable) -> Result<()> {
         let schema = mem.schema();
-        let key = primary_key_names(&schema, mem.constraints())?;
-        let defaults: HashMap<String, Expr> = schema
+        let defaults: Vec<(String, Expr)> = schema
             .fields()
             .iter()
             .filter_map(|f| {
@@ -277,25 +629,14 @@ impl StrataSchemaProvider {
             })?;
             batches.extend(guard.iter().filter(|b| b.num_rows() > 0).cloned());
         }
-        let stored = stored_schema(&schema, &key);
-        let options = self.create_options();
-        let key_refs: Vec<&str> = key.iter().map(String::as_str).collect();
-        let table = self
-            .db
-            .create_table_with(name, Arc::clone(&stored), &key_refs, options)
-            .map_err(engine_error)?;
-        let result = write_initial_rows(&table, &stored, &batches);
-        if let Err(error) = result {
-            // All or nothing: a CTAS whose rows cannot be written leaves no table behind.
-            if let Err(drop_error) = self.db.drop_table(name) {
-                tracing::warn!(%drop_error, table = name, "dropping a failed CTAS table");
-            }
-            return Err(error);
-        }
-        if !defaults.is_empty() {
-            self.defaults.write().insert(name.to_string(), defaults);
-        }
-        Ok(())
+        let spec = self.table_spec(
+            name,
+            &schema,
+            mem.constraints(),
+            &defaults,
+            self.create_options(),
+        )?;
+        self.create_table(spec, &batches, false)
     }
 }
 
@@ -375,7 +716,14 @@ fn write_initial_rows(
 #[async_trait]
 impl SchemaProvider for StrataSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.db.list_tables().into_iter().map(|t| t.name).collect();
+        let mut names: Vec<String> = self
+            .shared
+            .db
+            .list_tables()
+            .into_iter()
+            .filter(|t| t.namespace == self.namespace)
+            .map(|t| t.name)
+            .collect();
         names.extend(self.others.read().keys().cloned());
         names.sort();
         names.dedup();
@@ -396,7 +744,12 @@ impl SchemaProvider for StrataSchemaProvider {
     ) -> Result<Option<Arc<dyn TableProvider>>> {
         if let Some(strata) = table.downcast_ref::<StrataTable>() {
             // Made by the STRATA table factory: already in the database.
-            if strata.name() == name && self.db.has_table(&name) {
+            let same = self
+                .shared
+                .db
+                .table_in(&self.namespace, &name)
+                .is_ok_and(|t| t.id() == strata.table().id());
+            if same {
                 return Ok(None);
             }
             return exec_err!(
@@ -404,7 +757,7 @@ impl SchemaProvider for StrataSchemaProvider {
                 strata.name()
             );
         }
-        if self.db.has_table(&name) || self.others.read().contains_key(&name) {
+        if self.has_strata_table(&name) || self.others.read().contains_key(&name) {
             return exec_err!("Table '{name}' already exists");
         }
         if let Some(mem) = table.downcast_ref::<MemTable>() {
@@ -422,20 +775,22 @@ impl SchemaProvider for StrataSchemaProvider {
         let Some(provider) = self.strata_table(name)? else {
             return Ok(None);
         };
-        self.db.drop_table(name).map_err(engine_error)?;
-        self.defaults.write().remove(name);
+        self.shared
+            .db
+            .drop_table_in(&self.namespace, name)
+            .map_err(engine_error)?;
         Ok(Some(provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.others.read().contains_key(name) || self.db.has_table(name)
+        self.others.read().contains_key(name) || self.has_strata_table(name)
     }
 }
 
 /// `CREATE EXTERNAL TABLE ... STORED AS STRATA LOCATION '...' OPTIONS (...)`: creates a
 /// persistent Strata table with explicit options (see the module docs).
 pub struct StrataTableFactory {
-    schema: Arc<StrataSchemaProvider>,
+    catalog: Arc<StrataCatalogProvider>,
 }
 
 impl std::fmt::Debug for StrataTableFactory {
@@ -445,24 +800,35 @@ impl std::fmt::Debug for StrataTableFactory {
 }
 
 impl StrataTableFactory {
-    /// A factory creating tables in the database of `schema` (which keeps their column
-    /// defaults).
-    pub fn new(schema: Arc<StrataSchemaProvider>) -> Self {
-        StrataTableFactory { schema }
+    /// A factory creating tables in the schemas of `catalog`.
+    pub fn new(catalog: Arc<StrataCatalogProvider>) -> Self {
+        StrataTableFactory { catalog }
     }
-}
 
-#[async_trait]
-impl TableProviderFactory for StrataTableFactory {
-    async fn create(
+    /// The Strata schema `cmd` names and the definition of its table.
+    pub fn table_spec(
         &self,
         state: &dyn Session,
         cmd: &CreateExternalTable,
-    ) -> Result<Arc<dyn TableProvider>> {
+    ) -> Result<(Arc<StrataSchemaProvider>, TableSpec)> {
         if !cmd.table_partition_cols.is_empty() {
             return plan_err!("Strata tables do not support PARTITIONED BY");
         }
-        let name = cmd.name.table().to_string();
+        let catalog_options = &state.config_options().catalog;
+        let resolved = cmd.name.clone().resolve(
+            &catalog_options.default_catalog,
+            &catalog_options.default_schema,
+        );
+        if *resolved.catalog != *catalog_options.default_catalog {
+            return plan_err!(
+                "Strata tables live in the catalog '{}', not '{}'",
+                catalog_options.default_catalog,
+                resolved.catalog
+            );
+        }
+        let Some(schema) = self.catalog.strata_schema(&resolved.schema) else {
+            return plan_err!("schema '{}' does not exist", resolved.schema);
+        };
         let mut config = state
             .config_options()
             .extensions
@@ -474,26 +840,35 @@ impl TableProviderFactory for StrataTableFactory {
             let key = key.strip_prefix("format.").unwrap_or(key);
             config.set_option(key, value)?;
         }
-        let db = &self.schema.db;
-        let options = config.table_options(&db.options().table_defaults);
-        let schema: SchemaRef = Arc::clone(cmd.schema.inner());
-        let key = primary_key_names(&schema, Some(&cmd.constraints))?;
-        let stored = stored_schema(&schema, &key);
-        let key_refs: Vec<&str> = key.iter().map(String::as_str).collect();
-        let table = db
-            .create_table_with(&name, stored, &key_refs, options)
+        let options = config.table_options(&self.catalog.shared.db.options().table_defaults);
+        let spec = schema.table_spec(
+            &resolved.table,
+            cmd.schema.inner(),
+            Some(&cmd.constraints),
+            &cmd.column_defaults
+                .iter()
+                .map(|(c, e)| (c.clone(), e.clone()))
+                .collect::<Vec<_>>(),
+            options,
+        )?;
+        Ok((schema, spec))
+    }
+}
+
+#[async_trait]
+impl TableProviderFactory for StrataTableFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let (schema, spec) = self.table_spec(state, cmd)?;
+        let table = self
+            .catalog
+            .shared
+            .db
+            .create_table_from(spec)
             .map_err(engine_error)?;
-        let defaults: HashMap<String, Expr> = cmd.column_defaults.clone().into_iter().collect();
-        if !defaults.is_empty() {
-            self.schema
-                .defaults
-                .write()
-                .insert(name.clone(), defaults.clone());
-        }
-        Ok(Arc::new(
-            StrataTable::new(table)?
-                .with_column_defaults(defaults)
-                .with_statement_bytes_max(db.options().write_batch_bytes_max),
-        ))
+        schema.provider_for(table)
     }
 }

@@ -5,24 +5,41 @@
 //! last handle to it (clones of the context, table functions) is gone; [`StrataSession::close`]
 //! closes it explicitly and reports errors.
 //!
-//! What a session sets up: the default catalog/schema (`datafusion.public`) is a
-//! [`StrataSchemaProvider`] over the database's tables; `information_schema` is on (so
-//! `SHOW TABLES` lists Strata tables); the `strata.*` settings extension ([`StrataConfig`]);
+//! What a session sets up: the default catalog (`datafusion`) is a [`StrataCatalogProvider`]
+//! whose schemas (`public` and those made by `CREATE SCHEMA`) are [`StrataSchemaProvider`]s
+//! over the database's tables; `information_schema` is on (so `SHOW TABLES` lists Strata
+//! tables); the `strata.*` settings extension ([`StrataConfig`]);
 //! the `STRATA` table factory for `CREATE EXTERNAL TABLE`; the DML-guarding query planner
 //! ([`crate::planner`]); `strata_versions(...)`; the table functions of [`crate::functions`]
 //! and the file formats of [`crate::formats`].
+//!
+//! [`StrataSession::sql`], [`StrataSession::sql_with_options`] and
+//! [`StrataSession::execute_logical_plan`] shadow the `SessionContext` methods of the same
+//! name: they run table creation atomically (see [`crate::catalog`]) and refuse DDL that would
+//! silently lose a persistent table. Calling the context's own methods
+//! (`session.context().sql(...)`) bypasses that: `CREATE OR REPLACE TABLE` then drops the old
+//! table before it builds the new one, as DataFusion does.
 
+use std::collections::HashSet;
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::{DFSchema, TableReference, exec_err, not_impl_err, plan_err};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{
+    CreateExternalTable, CreateMemoryTable, DdlStatement, LogicalPlan, LogicalPlanBuilder,
+};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use strata_engine::{Db, Options};
 
-use crate::catalog::{StrataConfig, StrataSchemaProvider, StrataTableFactory};
+use crate::catalog::{
+    StrataCatalogProvider, StrataConfig, StrataSchemaProvider, StrataTableFactory,
+};
 use crate::planner::StrataQueryPlanner;
 use crate::versions::VersionsFunction;
 
@@ -30,6 +47,8 @@ use crate::versions::VersionsFunction;
 pub struct StrataSession {
     ctx: SessionContext,
     db: Arc<Db>,
+    catalog: Arc<StrataCatalogProvider>,
+    factory: Arc<StrataTableFactory>,
     /// The directory of a throw-away database, removed when the session is dropped (after
     /// the database, declared first, is closed).
     _temp: Option<tempfile::TempDir>,
@@ -95,22 +114,18 @@ impl StrataSession {
         }
         let catalog_name = config.options().catalog.default_catalog.clone();
         let schema_name = config.options().catalog.default_schema.clone();
-        let schema = Arc::new(StrataSchemaProvider::new(Arc::clone(&db)));
+        let catalog = Arc::new(StrataCatalogProvider::new(Arc::clone(&db), &schema_name));
+        let factory = Arc::new(StrataTableFactory::new(Arc::clone(&catalog)));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_query_planner(Arc::new(StrataQueryPlanner))
-            .with_table_factory(
-                "STRATA".into(),
-                Arc::new(StrataTableFactory::new(Arc::clone(&schema))),
-            )
+            .with_table_factory("STRATA".into(), Arc::clone(&factory) as _)
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let catalog = ctx.catalog(&catalog_name).ok_or_else(|| {
-            DataFusionError::Internal(format!("default catalog '{catalog_name}' is missing"))
-        })?;
-        catalog.register_schema(&schema_name, Arc::clone(&schema) as _)?;
-        schema.attach_session(ctx.state_weak_ref());
+        // Replaces DataFusion's in-memory default catalog: every schema is the database's.
+        ctx.register_catalog(&catalog_name, Arc::clone(&catalog) as _);
+        catalog.attach_session(ctx.state_weak_ref());
         ctx.register_udtf(
             "strata_versions",
             Arc::new(VersionsFunction::new(Arc::clone(&db))),
@@ -120,6 +135,8 @@ impl StrataSession {
         Ok(StrataSession {
             ctx,
             db,
+            catalog,
+            factory,
             _temp: temp,
         })
     }
@@ -134,16 +151,185 @@ impl StrataSession {
         &self.ctx
     }
 
+    /// The session's catalog (the default one): the database's schemas.
+    pub fn catalog(&self) -> &Arc<StrataCatalogProvider> {
+        &self.catalog
+    }
+
     /// Plans (and for DDL/DML, runs) one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        self.ctx.sql(sql).await
+        self.sql_with_options(sql, SQLOptions::new()).await
+    }
+
+    /// [`StrataSession::sql`], with the statement kinds `options` allows.
+    pub async fn sql_with_options(&self, sql: &str, options: SQLOptions) -> Result<DataFrame> {
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        options.verify_plan(&plan)?;
+        self.execute_logical_plan(plan).await
+    }
+
+    /// Runs DDL and plans everything else, as `SessionContext::execute_logical_plan` does,
+    /// except that `CREATE TABLE` (with or without `AS`, `OR REPLACE`) and `CREATE EXTERNAL
+    /// TABLE ... STORED AS STRATA` over a Strata schema are atomic: the new table is filled
+    /// as a staging table and swapped in with one manifest edit, so a failure (or a crash)
+    /// leaves the old table as it was. Replacing a Strata table by a view or a non-Strata
+    /// external table, which would exist for this session only, is refused, as is
+    /// `CREATE DATABASE`.
+    pub async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)) => {
+                match self.strata_target(&cmd.name) {
+                    Some((schema, table)) => {
+                        Box::pin(self.create_memory_table(schema, table, cmd)).await
+                    }
+                    None => {
+                        self.ctx
+                            .execute_logical_plan(LogicalPlan::Ddl(
+                                DdlStatement::CreateMemoryTable(cmd),
+                            ))
+                            .await
+                    }
+                }
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))
+                if cmd.file_type.eq_ignore_ascii_case("STRATA") =>
+            {
+                Box::pin(self.create_strata_external_table(*cmd)).await
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) if cmd.or_replace => {
+                self.refuse_session_only_replacement(&cmd.name, "an external table")?;
+                self.ctx
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)))
+                    .await
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateView(cmd)) if cmd.or_replace => {
+                self.refuse_session_only_replacement(&cmd.name, "a view")?;
+                self.ctx
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(cmd)))
+                    .await
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateCatalog(cmd)) => plan_err!(
+                "CREATE DATABASE {}: a Strata database has one catalog ('{}'), whose schemas \
+                 (CREATE SCHEMA) hold its tables",
+                cmd.catalog_name,
+                self.ctx.copied_config().options().catalog.default_catalog
+            ),
+            plan => self.ctx.execute_logical_plan(plan).await,
+        }
+    }
+
+    /// The Strata schema and table name `name` refers to, when it is one of ours.
+    fn strata_target(&self, name: &TableReference) -> Option<(Arc<StrataSchemaProvider>, String)> {
+        let config = self.ctx.copied_config();
+        let catalog = &config.options().catalog;
+        let resolved = name
+            .clone()
+            .resolve(&catalog.default_catalog, &catalog.default_schema);
+        if *resolved.catalog != *catalog.default_catalog {
+            return None;
+        }
+        let schema = self.catalog.strata_schema(&resolved.schema)?;
+        Some((schema, resolved.table.to_string()))
+    }
+
+    fn refuse_session_only_replacement(&self, name: &TableReference, what: &str) -> Result<()> {
+        if let Some((schema, table)) = self.strata_target(name)
+            && schema.has_strata_table(&table)
+        {
+            return plan_err!(
+                "{name} is a persistent Strata table; replacing it by {what}, which exists for \
+                 this session only, would lose it at the next open. DROP TABLE {name} first"
+            );
+        }
+        Ok(())
+    }
+
+    fn empty_dataframe(&self) -> Result<DataFrame> {
+        let plan = LogicalPlanBuilder::empty(false).build()?;
+        Ok(DataFrame::new(self.ctx.state(), plan))
+    }
+
+    async fn create_memory_table(
+        &self,
+        schema: Arc<StrataSchemaProvider>,
+        table: String,
+        cmd: CreateMemoryTable,
+    ) -> Result<DataFrame> {
+        let CreateMemoryTable {
+            name,
+            input,
+            if_not_exists,
+            or_replace,
+            constraints,
+            column_defaults,
+            temporary,
+        } = cmd;
+        if temporary {
+            return not_impl_err!("Temporary tables not supported");
+        }
+        let exists = schema.table_exist(&table);
+        match (if_not_exists, or_replace, exists) {
+            (true, false, true) => return self.empty_dataframe(),
+            (true, true, true) => {
+                return exec_err!("'IF NOT EXISTS' cannot coexist with 'REPLACE'");
+            }
+            (false, false, true) => return exec_err!("Table '{name}' already exists"),
+            _ => {}
+        }
+        let state = self.ctx.state();
+        let input = state.optimize(&Arc::unwrap_or_clone(input))?;
+        ensure_unique_column_names(input.schema())?;
+        let columns = Arc::clone(input.schema().inner());
+        // Everything that can be checked before the query runs is.
+        let spec = schema.table_spec(
+            &table,
+            &columns,
+            Some(&constraints),
+            &column_defaults,
+            schema.create_options(),
+        )?;
+        let partitions = DataFrame::new(state, input).collect_partitioned().await?;
+        let rows: Vec<RecordBatch> = partitions
+            .into_iter()
+            .flatten()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
+        schema.create_table(spec, &rows, or_replace && exists)?;
+        self.empty_dataframe()
+    }
+
+    async fn create_strata_external_table(&self, cmd: CreateExternalTable) -> Result<DataFrame> {
+        if cmd.temporary {
+            return not_impl_err!("Temporary tables not supported");
+        }
+        let (schema, spec) = self.factory.table_spec(&self.ctx.state(), &cmd)?;
+        let exists = schema.table_exist(&spec.name);
+        match (cmd.if_not_exists, cmd.or_replace, exists) {
+            (true, false, true) => return self.empty_dataframe(),
+            (true, true, true) => {
+                return exec_err!("'IF NOT EXISTS' cannot coexist with 'REPLACE'");
+            }
+            (false, false, true) => {
+                return exec_err!("External table '{}' already exists", cmd.name);
+            }
+            _ => {}
+        }
+        schema.create_table(spec, &[], cmd.or_replace && exists)?;
+        self.empty_dataframe()
     }
 
     /// Closes the database cleanly (WAL synced, background work stopped, directory lock
     /// released) so the same path can be opened again. Fails when other handles to the
     /// database are still alive (clones of this session's context, for example).
     pub fn close(self) -> Result<()> {
-        let StrataSession { ctx, db, _temp } = self;
+        let StrataSession {
+            ctx,
+            db,
+            catalog,
+            factory,
+            _temp,
+        } = self;
+        drop((catalog, factory));
         drop(ctx);
         match Arc::try_unwrap(db) {
             Ok(db) => db.close().map_err(engine_error),
@@ -155,6 +341,17 @@ impl StrataSession {
             ))),
         }
     }
+}
+
+/// DataFusion's check that a new table's columns have distinct unqualified names.
+fn ensure_unique_column_names(schema: &DFSchema) -> Result<()> {
+    let mut seen = HashSet::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        if !seen.insert(field.name().as_str()) {
+            return plan_err!("duplicate column name '{}' in the new table", field.name());
+        }
+    }
+    Ok(())
 }
 
 impl Deref for StrataSession {

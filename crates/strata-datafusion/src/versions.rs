@@ -59,7 +59,7 @@ impl TableFunctionImpl for VersionsFunction {
             | [Expr::Literal(ScalarValue::LargeUtf8(Some(name)), _)] => name.clone(),
             _ => return plan_err!("strata_versions takes one argument: a table name string"),
         };
-        let table = self.db.table(&name).map_err(engine_error)?;
+        let table = crate::functions::resolve_table(&self.db, "strata_versions", &name)?;
         Ok(Arc::new(VersionsTable::new(table)))
     }
 }

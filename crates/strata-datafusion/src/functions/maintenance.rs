@@ -14,7 +14,7 @@ use datafusion::prelude::SessionContext;
 use strata_engine::{Db, Table, TableStats};
 
 use super::exec::{OneShotTable, Producer};
-use super::{check_arity, engine_error, resolve_table, string_arg, upgrade};
+use super::{check_arity, engine_error, resolve_table, string_arg, table_label, upgrade};
 
 pub(super) fn register(ctx: &SessionContext, db: &Weak<Db>) {
     ctx.register_udtf("strata_flush", Arc::new(FlushFunction(db.clone())));
@@ -59,15 +59,14 @@ impl TableFunctionImpl for FlushFunction {
         let out = Self::schema();
         let producer_schema = Arc::clone(&out);
         let producer: Producer = Arc::new(move || {
+            let db = upgrade(&weak, NAME)?;
             let tables = match &only {
                 Some(table) => vec![table.clone()],
-                None => {
-                    let db = upgrade(&weak, NAME)?;
-                    db.list_tables()
-                        .iter()
-                        .filter_map(|info| db.table(&info.name).ok())
-                        .collect()
-                }
+                None => db
+                    .list_tables()
+                    .iter()
+                    .filter_map(|info| db.table_in(&info.namespace, &info.name).ok())
+                    .collect(),
             };
             let mut name = StringBuilder::new();
             let (mut flushed, mut before, mut after) = (
@@ -78,7 +77,7 @@ impl TableFunctionImpl for FlushFunction {
             for table in tables {
                 let stats = table.stats();
                 table.flush().map_err(engine_error)?;
-                name.append_value(table.name());
+                name.append_value(table_label(&db, &table));
                 flushed.append_value(stats.memtable_entries);
                 before.append_value(files(&stats));
                 after.append_value(files(&table.stats()));
@@ -125,6 +124,7 @@ impl TableFunctionImpl for CompactFunction {
         check_arity(NAME, args.exprs(), 1, 1)?;
         let db = upgrade(&self.0, NAME)?;
         let table = resolve_table(&db, NAME, &string_arg(NAME, args.exprs(), 0)?)?;
+        let label = table_label(&db, &table);
         let out = Self::schema();
         let producer_schema = Arc::clone(&out);
         let producer: Producer = Arc::new(move || {
@@ -132,7 +132,7 @@ impl TableFunctionImpl for CompactFunction {
             table.compact().map_err(engine_error)?;
             let after = table.stats();
             let mut name = StringBuilder::new();
-            name.append_value(table.name());
+            name.append_value(&label);
             let mut columns: Vec<ArrayRef> = vec![Arc::new(name.finish())];
             for value in [
                 files(&before),

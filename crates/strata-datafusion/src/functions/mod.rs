@@ -20,6 +20,9 @@
 //!   returns its row.
 //! * Arguments must be literals (after DataFusion's constant folding); a wrong count, a wrong
 //!   type or an unknown table is a plan error naming the function.
+//! * A table argument is a table of the default schema (`'t'`) or `'schema.table'` for a
+//!   schema made by `CREATE SCHEMA` (see [`resolve_table`]); output rows name a table the
+//!   same way ([`table_label`]). Functions over every table cover every schema.
 //! * Functions hold only a weak reference to the database: a function planned after the
 //!   database was closed fails with a clear error instead of keeping the database open.
 //!
@@ -35,11 +38,11 @@ mod state;
 use std::sync::{Arc, Weak};
 
 use arrow::array::{Array, ArrayRef};
-use datafusion::common::ScalarValue;
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
-use strata_engine::{Db, Table, TableSchema};
+use strata_engine::{DEFAULT_NAMESPACE, Db, Table, TableSchema};
 
 pub use events::{EVENTS_PRIMARY_KEY, EventsFunction, events_create_table_sql, events_schema};
 pub use exec::{OneShotExec, OneShotTable, Producer};
@@ -154,15 +157,62 @@ pub(crate) fn int_arg(function: &str, args: &[Expr], index: usize) -> Result<i64
     })
 }
 
-/// The table named `name` (exactly, or as written in lower case, the way DataFusion folds
-/// unquoted identifiers), or a plan error.
+/// The table `name` names, read as a SQL table reference (quotes as in SQL): `'s2.t'` is
+/// table `t` of schema `s2` (one made by `CREATE SCHEMA`, or `public`, the default schema),
+/// `'"a.b"'` the table `a.b` of the default schema. A name that is not such a reference is a
+/// table of the default schema named exactly `name` or, as DataFusion folds unquoted
+/// identifiers, `name` in lower case (so `'a.b'` still finds `"a.b"` when there is no schema
+/// `a`). A plan error when there is no such table.
 pub(crate) fn resolve_table(db: &Db, function: &str, name: &str) -> Result<Table> {
-    if let Ok(table) = db.table(name) {
-        return Ok(table);
+    let reference = TableReference::parse_str(name);
+    if let TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } =
+        &reference
+    {
+        let namespace = if db.has_namespace(schema) {
+            Some(schema.as_ref())
+        } else {
+            (schema.as_ref() == DEFAULT_SCHEMA).then_some(DEFAULT_NAMESPACE)
+        };
+        if let Some(table) = namespace.and_then(|ns| db.table_in(ns, table).ok()) {
+            return Ok(table);
+        }
     }
-    let lower = name.to_lowercase();
-    db.table(&lower)
-        .map_err(|_| DataFusionError::Plan(format!("{function}: table '{name}' does not exist")))
+    let mut candidates = vec![name.to_string(), name.to_lowercase()];
+    if let TableReference::Bare { table } = &reference {
+        candidates.push(table.to_string());
+    }
+    candidates
+        .iter()
+        .find_map(|candidate| db.table(candidate).ok())
+        .ok_or_else(|| DataFusionError::Plan(format!("{function}: table '{name}' does not exist")))
+}
+
+/// The SQL name of the default schema that [`resolve_table`] accepts as a qualifier.
+const DEFAULT_SCHEMA: &str = "public";
+
+/// How the functions name `table` in their output: its name in the default schema,
+/// `schema.name` in another (each part in double quotes unless it is a plain lower-case
+/// identifier), the form [`resolve_table`] takes back.
+pub fn table_label(db: &Db, table: &Table) -> String {
+    let namespace = db.table_namespace(table);
+    if namespace.is_empty() {
+        return table.name().to_string();
+    }
+    fn quoted(part: &str) -> String {
+        let plain = part
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if plain {
+            part.to_string()
+        } else {
+            format!("\"{}\"", part.replace('"', "\"\""))
+        }
+    }
+    format!("{}.{}", quoted(&namespace), quoted(table.name()))
 }
 
 /// Renders an encoded key readably (see the module docs).

@@ -39,7 +39,7 @@ fn schema(fields: Vec<Field>) -> SchemaRef {
 fn all_tables(db: &Db) -> Result<Vec<Table>> {
     db.list_tables()
         .iter()
-        .filter_map(|info| match db.table(&info.name) {
+        .filter_map(|info| match db.table_in(&info.namespace, &info.name) {
             Ok(table) => Some(Ok(table)),
             // Dropped between the listing and the lookup.
             Err(strata_engine::Error::TableNotFound(_)) => None,

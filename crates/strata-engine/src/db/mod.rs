@@ -398,6 +398,17 @@ impl Db {
         self.inner.catalog.read().get(namespace, name).is_some()
     }
 
+    /// The namespace of `table` ([`DEFAULT_NAMESPACE`] once it is dropped).
+    pub fn table_namespace(&self, table: &Table) -> String {
+        self.inner
+            .catalog
+            .read()
+            .meta
+            .get(&table.id())
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default()
+    }
+
     /// The properties stored with `table` (empty once it is dropped).
     pub fn table_properties(&self, table: &Table) -> BTreeMap<String, String> {
         self.inner
