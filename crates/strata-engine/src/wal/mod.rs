@@ -68,6 +68,9 @@
 //!    zeros: every entry starts with its op and a table id, and table ids start at 1, so the
 //!    first entry's second byte is non-zero (asserted when a record is framed).
 //!
+//! Likewise a newest segment shorter than its header, or of nothing but zeros (its header
+//! never reached the disk), holds nothing and is cut to nothing.
+//!
 //! Everything else is [`Error::Corruption`] naming the file and the record's offset, and
 //! nothing is truncated: a bad header checksum over a record that is followed by non-zero
 //! bytes, a payload checksum mismatch in a record the file holds whole (also in the last

@@ -49,6 +49,21 @@ pub fn read_segment(
         valid_bytes: 0,
         torn_bytes: 0,
     };
+    // Where the run of zeros that ends the file starts.
+    let zeros_from = zero_filled_from(&bytes);
+    if is_newest && zeros_from == 0 {
+        // Not even the segment header reached the disk (a crash while the segment was
+        // created, its length extended but no data written): nothing in it was written.
+        if !bytes.is_empty() {
+            tracing::warn!(
+                file = %path.display(),
+                bytes = bytes.len(),
+                "truncating torn WAL tail: a segment of zeros"
+            );
+        }
+        replay.torn_bytes = bytes.len() as u64;
+        return Ok(replay);
+    }
     if bytes.len() < SEGMENT_HEADER_LEN {
         // A crash while the segment was being created: only acceptable for the newest one.
         if is_newest && bytes.iter().all(|b| *b == 0 || SEGMENT_MAGIC.contains(b)) {
@@ -68,8 +83,6 @@ pub fn read_segment(
     }
     let mut pos = SEGMENT_HEADER_LEN;
     replay.valid_bytes = pos as u64;
-    // Where the run of zeros that ends the file starts.
-    let zeros_from = zero_filled_from(&bytes);
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         let torn = |reason: &str| -> Result<SegmentReplay> {

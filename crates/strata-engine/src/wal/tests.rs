@@ -391,3 +391,27 @@ fn empty_newest_segments_are_dropped_so_a_torn_tail_stays_the_newest() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_newest_segment_of_zeros_is_torn_and_an_older_one_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(segment_file_name(1));
+    for len in [SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN + 4096] {
+        std::fs::write(&path, vec![0u8; len]).unwrap();
+        let (result, seen) = replay(&path, true).unwrap();
+        assert!(seen.is_empty());
+        assert_eq!((result.valid_bytes, result.torn_bytes), (0, len as u64));
+        assert!(replay(&path, false).unwrap_err().is_corruption());
+        assert!(
+            drop_empty_newest_segments(dir.path(), vec![1])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!path.exists());
+    }
+    // A segment header over zeros that is not all zeros is damage.
+    let mut damaged = vec![0u8; SEGMENT_HEADER_LEN + 64];
+    damaged[3] = 1;
+    std::fs::write(&path, &damaged).unwrap();
+    assert!(replay(&path, true).unwrap_err().is_corruption());
+}
