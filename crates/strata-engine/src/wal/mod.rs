@@ -88,7 +88,10 @@
 //! "The newest segment" is the newest one holding a record: an open creates its own segment
 //! before it replays the others, so an open that fails or is killed leaves an empty segment
 //! behind, and the torn tail it did not get to truncate would otherwise sit in an older
-//! segment. [`drop_empty_newest_segments`] deletes such segments before the replay.
+//! segment. [`drop_empty_newest_segments`] deletes such segments before the replay. (An empty
+//! newest segment can also come from a rotation just before a crash; the segment before it
+//! was synced whole then, so reading it as the newest changes nothing unless the file system
+//! later cut it short or zeroed its end, which would then be taken for a torn tail.)
 
 mod reader;
 mod writer;
