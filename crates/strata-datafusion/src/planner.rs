@@ -89,6 +89,10 @@ impl QueryPlanner for StrataQueryPlanner {
             })?
             .data;
         let planner = DefaultPhysicalPlanner::default();
+        debug_assert!(
+            !inserts || session.as_any().is::<SessionState>(),
+            "an INSERT into a Strata table is planned from a SessionState"
+        );
         if inserts && let Some(state) = session.as_any().downcast_ref::<SessionState>() {
             let state = ordered_write_state(state);
             return planner.create_physical_plan(&plan, &state).await;
