@@ -68,7 +68,7 @@
 //!   Replacing a Strata table by one of them (`CREATE OR REPLACE VIEW`) is refused by the
 //!   session, since the data would be gone at the next open.
 //! * Primary-key columns are NOT NULL in the stored schema; key types the engine cannot encode
-//!   are rejected at `CREATE TABLE`.
+//!   are rejected at `CREATE TABLE`, and so is `UNIQUE`, which would not be enforced.
 //! * Column defaults (`DEFAULT expr`) are stored with the table, in the manifest edit that
 //!   creates it, as SQL text (DataFusion's unparser, property `default.<column>`); the text
 //!   must parse back at `CREATE TABLE` or the statement fails, and it is parsed once per
@@ -647,6 +647,17 @@ pub fn primary_key_names(
 ) -> Result<Vec<String>> {
     let mut key: Option<Vec<String>> = None;
     for constraint in constraints.map(|c| c.iter()).into_iter().flatten() {
+        if let Constraint::Unique(indices) = constraint {
+            let columns: Vec<&str> = indices
+                .iter()
+                .filter_map(|i| schema.fields().get(*i).map(|f| f.name().as_str()))
+                .collect();
+            return plan_err!(
+                "UNIQUE ({}): Strata tables enforce only their PRIMARY KEY; a UNIQUE \
+                 constraint would be accepted but not enforced",
+                columns.join(", ")
+            );
+        }
         if let Constraint::PrimaryKey(indices) = constraint {
             if key.is_some() {
                 return plan_err!("a table can have only one PRIMARY KEY");

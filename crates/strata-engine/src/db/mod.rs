@@ -51,7 +51,7 @@ mod ingest;
 mod open;
 mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +92,8 @@ pub(crate) struct Catalog {
     pub by_id: HashMap<TableId, Arc<TableInner>>,
     /// Namespace, properties and staging state of every table in `by_id`.
     pub meta: HashMap<TableId, TableMeta>,
+    /// The namespaces besides the default one (as in the manifest; read without its lock).
+    pub namespaces: BTreeSet<String>,
 }
 
 /// What the catalog keeps of a table's definition besides the [`TableInner`].
@@ -454,27 +456,25 @@ impl Db {
         manifest.apply(VersionEdit {
             create_namespaces: vec![namespace.to_string()],
             ..VersionEdit::default()
-        })
+        })?;
+        self.inner
+            .catalog
+            .write()
+            .namespaces
+            .insert(namespace.to_string());
+        Ok(())
     }
 
     /// True when `namespace` exists (the default namespace always does).
     pub fn has_namespace(&self, namespace: &str) -> bool {
-        namespace == DEFAULT_NAMESPACE
-            || self
-                .inner
-                .manifest
-                .lock()
-                .state()
-                .namespaces
-                .contains(namespace)
+        namespace == DEFAULT_NAMESPACE || self.inner.catalog.read().namespaces.contains(namespace)
     }
 
     /// The namespaces besides the default one, sorted.
     pub fn namespaces(&self) -> Vec<String> {
         self.inner
-            .manifest
-            .lock()
-            .state()
+            .catalog
+            .read()
             .namespaces
             .iter()
             .cloned()
@@ -804,7 +804,7 @@ impl DbInner {
     ) -> Result<()> {
         manifest.apply(VersionEdit {
             drop_tables: tables.iter().map(|t| t.id).collect(),
-            drop_namespaces: namespaces,
+            drop_namespaces: namespaces.clone(),
             last_seq: Some(self.visible_seq()),
             ..VersionEdit::default()
         })?;
@@ -812,6 +812,9 @@ impl DbInner {
             let mut catalog = self.catalog.write();
             for table in &tables {
                 catalog.remove(table);
+            }
+            for namespace in &namespaces {
+                catalog.namespaces.remove(namespace);
             }
         }
         for table in &tables {

@@ -94,6 +94,7 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     });
     {
         let mut catalog = inner.catalog.write();
+        catalog.namespaces = state.namespaces.clone();
         for table in state.tables.values() {
             let files: Vec<_> = table.files.values().cloned().collect();
             let built = inner.table_from_def(&table.def, files, table.flushed_seq)?;
