@@ -68,6 +68,8 @@ pub struct TableSchema {
     sst_file: SchemaRef,
     /// For each storage column, its first Parquet leaf column in SST files.
     leaf_columns: Vec<usize>,
+    /// True when every SST file column has its storage column's type.
+    file_types_match: bool,
 }
 
 impl TableSchema {
@@ -164,6 +166,7 @@ impl TableSchema {
             row_codec,
             sst_file: Arc::new(Schema::empty()),
             leaf_columns: Vec::new(),
+            file_types_match: true,
         };
         let sst = schema.sst_schema();
         let file_fields: Vec<FieldRef> = sst.fields().iter().map(file_types::file_field).collect();
@@ -176,6 +179,8 @@ impl TableSchema {
             })
             .collect();
         schema.sst_file = Arc::new(Schema::new(file_fields));
+        schema.file_types_match =
+            (0..schema.storage.fields().len()).all(|i| !schema.sst_file_type_differs(i));
         debug_assert!(
             schema
                 .key_indices
@@ -202,7 +207,7 @@ impl TableSchema {
     /// must be read through the engine's SST reader (which maps the columns back), never
     /// by a foreign reader expecting the user types.
     pub fn sst_file_types_are_user_types(&self) -> bool {
-        (0..self.storage.fields().len()).all(|i| !self.sst_file_type_differs(i))
+        self.file_types_match
     }
 
     /// The first Parquet leaf column of storage column `index` in SST files.
@@ -669,6 +674,48 @@ mod tests {
         assert!(matches!(
             schema.encode_rows(&null_key, 0),
             Err(Error::NullKey { .. })
+        ));
+    }
+
+    #[test]
+    fn sst_file_types_and_leaf_columns() {
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int32, true)));
+        let pair = DataType::Struct(
+            vec![
+                Field::new("a", DataType::Int32, true),
+                Field::new("b", list.clone(), true),
+            ]
+            .into(),
+        );
+        let nested = Arc::new(Schema::new(vec![
+            Field::new("s", pair, true),
+            Field::new("id", DataType::Int64, false),
+            Field::new("l", list, true),
+        ]));
+        let schema = TableSchema::new(nested, &["id"]).unwrap();
+        // Nested types Parquet holds as they are: the files have the user types.
+        assert!(schema.sst_file_types_are_user_types());
+        assert_eq!(
+            schema.sst_file_schema().as_ref(),
+            schema.sst_schema().as_ref()
+        );
+        // s spans leaves 0 (s.a) and 1 (s.b.item); id is leaf 2, l leaf 3, _seq 4, _op 5.
+        let leaves: Vec<usize> = (0..5).map(|i| schema.sst_leaf_column(i)).collect();
+        assert_eq!(leaves, vec![0, 2, 3, 4, 5]);
+        let interval = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "d",
+                DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+                true,
+            ),
+        ]));
+        let schema = TableSchema::new(interval, &["id"]).unwrap();
+        assert!(!schema.sst_file_types_are_user_types());
+        assert!(schema.sst_file_type_differs(1) && !schema.sst_file_type_differs(0));
+        assert!(matches!(
+            schema.sst_file_schema().field(1).data_type(),
+            DataType::Struct(fields) if fields.len() == 3
         ));
     }
 
