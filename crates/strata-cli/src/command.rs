@@ -398,7 +398,7 @@ pub fn compaction_report(db: &Db) -> Result<RecordBatch, String> {
         .iter()
         .filter_map(|info| db.table_in(&info.namespace, &info.name).ok())
         .collect::<Vec<_>>();
-    strata_datafusion::functions::compaction_stats_batch(&tables).map_err(|e| e.to_string())
+    strata_datafusion::functions::compaction_stats_batch(db, &tables).map_err(|e| e.to_string())
 }
 
 /// `\metrics`: every counter and gauge of the database.

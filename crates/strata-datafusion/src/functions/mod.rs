@@ -190,29 +190,33 @@ pub(crate) fn resolve_table(db: &Db, function: &str, name: &str) -> Result<Table
 /// The SQL name of the default schema that [`resolve_table`] accepts as a qualifier.
 const DEFAULT_SCHEMA: &str = "public";
 
-/// How the functions name `table` in their output: its name in the default schema,
-/// `schema.name` in another (each part in double quotes unless it is a plain lower-case
-/// identifier), the form [`resolve_table`] takes back.
+/// How the functions name `table` in their output, a form [`resolve_table`] takes back: its
+/// name in the default schema (in double quotes if it holds a `.` or `"`, so `"s2.t"` is told
+/// from table `t` of schema `s2`), `schema.name` in another (each part in double quotes
+/// unless it is a plain lower-case identifier).
 pub fn table_label(db: &Db, table: &Table) -> String {
-    let namespace = db.table_namespace(table);
-    if namespace.is_empty() {
-        return table.name().to_string();
-    }
     fn quoted(part: &str) -> String {
-        let plain = part
-            .chars()
+        format!("\"{}\"", part.replace('"', "\"\""))
+    }
+    fn plain(part: &str) -> bool {
+        part.chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
             && part
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if plain {
-            part.to_string()
-        } else {
-            format!("\"{}\"", part.replace('"', "\"\""))
-        }
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     }
-    format!("{}.{}", quoted(&namespace), quoted(table.name()))
+    let namespace = db.table_namespace(table);
+    let name = table.name();
+    if namespace.is_empty() {
+        return if name.contains(['.', '"']) {
+            quoted(name)
+        } else {
+            name.to_string()
+        };
+    }
+    let part = |p: &str| if plain(p) { p.to_string() } else { quoted(p) };
+    format!("{}.{}", part(&namespace), part(name))
 }
 
 /// Renders an encoded key readably (see the module docs).

@@ -18,7 +18,7 @@ use strata_engine::{Db, Table};
 
 use super::engine_error;
 use super::exec::{OneShotTable, Producer};
-use super::{check_arity, render_key, resolve_table, string_arg, upgrade};
+use super::{check_arity, render_key, resolve_table, string_arg, table_label, upgrade};
 
 pub(super) fn register(ctx: &SessionContext, db: &Weak<Db>) {
     ctx.register_udtf("strata_sstables", Arc::new(SstablesFunction(db.clone())));
@@ -180,9 +180,10 @@ impl TableFunctionImpl for MemtablesFunction {
         let out = Self::schema();
         let producer_schema = Arc::clone(&out);
         let producer: Producer = Arc::new(move || {
+            let db = upgrade(&db, NAME)?;
             let tables = match &only {
                 Some(table) => vec![table.clone()],
-                None => all_tables(upgrade(&db, NAME)?.as_ref())?,
+                None => all_tables(&db)?,
             };
             let (mut name, mut kind, mut state) = (
                 StringBuilder::new(),
@@ -193,8 +194,9 @@ impl TableFunctionImpl for MemtablesFunction {
             for table in tables {
                 let view = table.view().map_err(engine_error)?;
                 let configured = table.options().memtable_kind.name();
+                let label = table_label(&db, &table);
                 for (count, size, immutable) in view.memtables() {
-                    name.append_value(table.name());
+                    name.append_value(&label);
                     kind.append_value(configured);
                     state.append_value(if immutable { "immutable" } else { "active" });
                     entries.append_value(count as u64);
@@ -264,6 +266,7 @@ pub fn metrics_batch(db: &Db) -> Result<RecordBatch> {
         value.append_value(v);
     }
     for t in all_tables(db)? {
+        let label = table_label(db, &t);
         let report = t.compaction_report();
         let totals = report.totals();
         let writes = &report.writes;
@@ -291,7 +294,7 @@ pub fn metrics_batch(db: &Db) -> Result<RecordBatch> {
             rows.push(("space_amplification_percent", percent(space)));
         }
         for (metric, v) in rows {
-            table.append_value(t.name());
+            table.append_value(&label);
             level.append_null();
             name.append_value(metric);
             value.append_value(v);
@@ -313,7 +316,7 @@ pub fn metrics_batch(db: &Db) -> Result<RecordBatch> {
                 rows.push(("write_amplification_percent", percent(wa)));
             }
             for (metric, v) in rows {
-                table.append_value(t.name());
+                table.append_value(&label);
                 level.append_value(l.level);
                 name.append_value(metric);
                 value.append_value(v);
@@ -406,17 +409,18 @@ fn counters_of(files: u64, bytes: u64, s: &strata_engine::LevelCompactionStats) 
     ]
 }
 
-/// The rows of `strata_compaction_stats` for `tables` (also printed by `\metrics`).
-pub fn compaction_stats_batch(tables: &[Table]) -> Result<RecordBatch> {
+/// The rows of `strata_compaction_stats` for `tables` of `db` (also printed by `\metrics`).
+pub fn compaction_stats_batch(db: &Db, tables: &[Table]) -> Result<RecordBatch> {
     let mut name = StringBuilder::new();
     let mut level = UInt32Builder::new();
     let mut numbers: Vec<UInt64Builder> = (0..9).map(|_| UInt64Builder::new()).collect();
     let (mut write_amp, mut space_amp) = (Float64Builder::new(), Float64Builder::new());
     let mut backpressure: Vec<UInt64Builder> = (0..4).map(|_| UInt64Builder::new()).collect();
     for table in tables {
+        let label = table_label(db, table);
         let report = table.compaction_report();
         for l in &report.levels {
-            name.append_value(table.name());
+            name.append_value(&label);
             level.append_value(l.level);
             for (builder, value) in numbers
                 .iter_mut()
@@ -428,7 +432,7 @@ pub fn compaction_stats_batch(tables: &[Table]) -> Result<RecordBatch> {
             space_amp.append_null();
             backpressure.iter_mut().for_each(|b| b.append_null());
         }
-        name.append_value(table.name());
+        name.append_value(&label);
         level.append_null();
         let files = report.levels.iter().map(|l| l.files).sum();
         for (builder, value) in
@@ -471,11 +475,12 @@ impl TableFunctionImpl for CompactionStatsFunction {
         let only = table_or_all(&self.0, NAME, &args)?;
         let db = self.0.clone();
         let producer: Producer = Arc::new(move || {
+            let db = upgrade(&db, NAME)?;
             let tables = match &only {
                 Some(table) => vec![table.clone()],
-                None => all_tables(upgrade(&db, NAME)?.as_ref())?,
+                None => all_tables(&db)?,
             };
-            compaction_stats_batch(&tables)
+            compaction_stats_batch(&db, &tables)
         });
         Ok(Arc::new(OneShotTable::new(NAME, Self::schema(), producer)))
     }
