@@ -161,5 +161,9 @@ fn a_failed_background_flush_is_retried_until_it_succeeds() {
     wait_for("the retried background flush", || files(&broken) == 1);
     assert_eq!(broken.stats().immutable_memtables, 0);
     assert_eq!(count(&broken), 10);
+    // The error a failed background flush reported ends with its successful retry.
+    wait_for("the background error to clear", || {
+        db.background_error().is_none()
+    });
     db.close().unwrap();
 }

@@ -6,7 +6,8 @@
 //! `compaction_queued`). Every worker takes a waiting flush before a compaction, and with two or
 //! more threads the last one runs flushes only, so a long compaction never holds back the
 //! flushes that writers may be waiting for. A failed job is logged, counted, remembered as the
-//! database's background error (naming the table), and retried after a backoff of its own
+//! database's background error (naming the table; cleared when that job next succeeds), and
+//! retried after a backoff of its own
 //! (per table and kind of job) that doubles from 100 ms up to 5 s and resets when the job
 //! succeeds. The worker does not wait out the backoff: it goes on with other tables' jobs,
 //! and the retry thread queues the failed job again when it is due (a trigger of the same job
@@ -276,13 +277,21 @@ fn worker(db: Weak<DbInner>, queues: Queues, retries: Arc<Retries>) {
             Job::Flush(_) => strong.flush_immutables(&table),
             Job::Compact(_) => strong.compact_picked(&table),
         };
+        let what = match job {
+            Job::Flush(_) => "flush",
+            Job::Compact(_) => "compaction",
+        };
+        let prefix = format!("{what} of table '{}' failed", table.name);
         match result {
-            Ok(()) => retries.succeeded(job),
+            Ok(()) => {
+                retries.succeeded(job);
+                // The error this job reported is over.
+                let mut last = strong.background_error.lock();
+                if last.as_deref().is_some_and(|e| e.starts_with(&prefix)) {
+                    *last = None;
+                }
+            }
             Err(error) => {
-                let what = match job {
-                    Job::Flush(_) => "flush",
-                    Job::Compact(_) => "compaction",
-                };
                 let delay = retries.failed(job);
                 tracing::error!(
                     %error,
@@ -291,8 +300,7 @@ fn worker(db: Weak<DbInner>, queues: Queues, retries: Arc<Retries>) {
                     "background {what} failed; retrying"
                 );
                 Metrics::inc(&strong.metrics.background_errors);
-                *strong.background_error.lock() =
-                    Some(format!("{what} of table '{}' failed: {error}", table.name));
+                *strong.background_error.lock() = Some(format!("{prefix}: {error}"));
             }
         }
     }
