@@ -699,8 +699,10 @@ pub fn stored_schema(schema: &SchemaRef, key: &[String]) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// Writes the rows of a new table (CTAS) as one atomic batch, or through the bulk ingest
-/// path (also atomic) when they exceed the write batch limit.
+/// Writes the rows of a new (staging) table as one atomic batch, or through the bulk ingest
+/// path (also atomic) when they exceed the write batch limit. The batch is synced to the WAL
+/// whatever the database's sync mode: the edit that publishes the table (and drops the one it
+/// replaces) must never be durable before its rows are.
 fn write_initial_rows(
     table: &strata_engine::Table,
     schema: &SchemaRef,
@@ -714,7 +716,7 @@ fn write_initial_rows(
         .map(|b| crate::dml::conform_batch(b, schema))
         .collect::<Result<_>>()?;
     let mutations: Vec<Mutation<'_>> = batches.iter().map(Mutation::Upsert).collect();
-    match table.write(&mutations, WriteOptions::default()) {
+    match table.write(&mutations, WriteOptions { sync: true }) {
         Ok(_) => Ok(()),
         Err(EngineError::LimitExceeded(_)) => table
             .ingest(batches.into_iter().map(Ok), &IngestOptions::default())

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::error::Result;
 use datafusion::prelude::SQLOptions;
 use strata_datafusion::StrataSession;
-use strata_engine::{FaultInjector, IoOp, Options};
+use strata_engine::{FaultInjector, IoOp, Options, SyncMode};
 
 async fn run(s: &StrataSession, sql: &str) -> Result<Vec<RecordBatch>> {
     s.sql(sql).await?.collect().await
@@ -47,7 +47,9 @@ async fn a_replace_whose_swap_fails_keeps_the_old_table_also_after_a_reopen() {
     run(&s, "CREATE TABLE t (id INT PRIMARY KEY, v INT)")
         .await
         .unwrap();
-    run(&s, "INSERT INTO t VALUES (1, 1), (2, 2)").await.unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 1), (2, 2)")
+        .await
+        .unwrap();
     // The staging table is created (one manifest write), its rows written, then the swap's
     // manifest write fails: the moment a crash between staging and swap would hit.
     faults.fail_after(&[IoOp::ManifestWrite], 1, io::ErrorKind::Other);
@@ -71,6 +73,33 @@ async fn a_replace_whose_swap_fails_keeps_the_old_table_also_after_a_reopen() {
     let names: Vec<String> = s.db().list_tables().into_iter().map(|t| t.name).collect();
     assert_eq!(names, ["t"], "the staging tables are gone");
     s.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_replacement_s_rows_are_synced_before_the_swap_whatever_the_sync_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    let options = Options {
+        sync_mode: SyncMode::Never,
+        faults: Some(Arc::clone(&faults)),
+        ..Options::default()
+    };
+    let s = strata_datafusion::open(dir.path(), options).unwrap();
+    run(&s, "CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 1)").await.unwrap();
+    // Were the new rows not synced, a power loss after the swap could leave the new table
+    // without them and the old one dropped. A sync that fails must stop the replace.
+    faults.fail_after(&[IoOp::WalSync], 0, io::ErrorKind::Other);
+    let replaced = run(
+        &s,
+        "CREATE OR REPLACE TABLE t (id INT PRIMARY KEY, v INT) AS VALUES (2, 2)",
+    )
+    .await;
+    assert!(replaced.is_err(), "the WAL sync was not attempted");
+    faults.disarm();
+    assert_eq!(rows(&s, "t").await, [(1, 1)]);
 }
 
 #[tokio::test]
