@@ -117,9 +117,10 @@ fn unstorable_part(data_type: &DataType) -> Option<String> {
         DataType::Dictionary(key, value) => {
             if !key.is_dictionary_key_type() {
                 Some(format!("{key} is not a dictionary key type"))
-            } else if leaf_kind(value).is_none() {
+            } else if !dictionary_value_type(value) {
                 Some(format!(
-                    "a dictionary of {value} values (only dictionaries of non-nested values)"
+                    "a dictionary of {value} values (dictionaries of numbers, decimals, dates, \
+                     times, timestamps, strings and binary only)"
                 ))
             } else {
                 None
@@ -127,6 +128,41 @@ fn unstorable_part(data_type: &DataType) -> Option<String> {
         }
         other => Some(format!("{other} has no Parquet representation")),
     }
+}
+
+/// True for the value types of a storable dictionary: the ones a decoded column of values
+/// can be dictionary-encoded again from (Arrow's dictionary packing).
+fn dictionary_value_type(value: &DataType) -> bool {
+    matches!(
+        value,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal32(_, _)
+            | DataType::Decimal64(_, _)
+            | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Timestamp(_, _)
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_)
+    )
 }
 
 /// True when a column of this type can be stored by the engine as a value column (key
@@ -1391,6 +1427,44 @@ pub(crate) mod tests {
         for cut in 0..row.len() {
             assert!(codec.decode([&row[..cut]]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn dictionaries_of_every_accepted_value_type_round_trip() {
+        use arrow::datatypes::Int16Type;
+        let (fields, leaves) = leaf_columns();
+        let mut accepted = 0;
+        for (field, values) in fields.iter().zip(&leaves) {
+            let dt = DataType::Dictionary(
+                Box::new(DataType::Int16),
+                Box::new(values.data_type().clone()),
+            );
+            let codec = match RowCodec::new(vec![
+                field.as_ref().clone().with_data_type(dt.clone()).into(),
+            ]) {
+                Ok(codec) => codec,
+                Err(e) => {
+                    assert!(!dictionary_value_type(values.data_type()), "{dt}: {e}");
+                    assert!(e.to_string().contains("dictionary"), "{e}");
+                    continue;
+                }
+            };
+            accepted += 1;
+            let column = arrow::compute::cast(values, &dt).unwrap();
+            assert!(column.as_dictionary_opt::<Int16Type>().is_some());
+            let rows = codec.encode_columns(std::slice::from_ref(&column)).unwrap();
+            let back = codec.decode(rows.iter()).unwrap();
+            let logical = |a: &ArrayRef| {
+                arrow::compute::cast(a, values.data_type())
+                    .unwrap()
+                    .to_data()
+            };
+            assert_eq!(back[0].data_type(), &dt);
+            assert_eq!(logical(&back[0]), logical(&column), "{dt}");
+        }
+        assert!(accepted >= 15, "{accepted}");
+        let booleans = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Boolean));
+        assert!(RowCodec::new(vec![field("b", booleans, true)]).is_err());
     }
 
     #[test]
