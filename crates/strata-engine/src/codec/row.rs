@@ -555,8 +555,14 @@ impl NestedWriter {
             ),
             DataType::Dictionary(_, _) => {
                 let dictionary = array.as_any_dictionary();
+                // Without values every row is NULL (and `normalized_keys` would panic).
+                let keys = if dictionary.values().is_empty() {
+                    vec![0; array.len()]
+                } else {
+                    dictionary.normalized_keys()
+                };
                 WriterNode::Dictionary {
-                    keys: dictionary.normalized_keys(),
+                    keys,
                     values: Box::new(NestedWriter::new(dictionary.values())?),
                 }
             }
@@ -1463,6 +1469,12 @@ pub(crate) mod tests {
             assert_eq!(logical(&back[0]), logical(&column), "{dt}");
         }
         assert!(accepted >= 15, "{accepted}");
+        // An all-NULL dictionary may have no values at all.
+        let dt = DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8));
+        let codec = RowCodec::new(vec![field("d", dt.clone(), true)]).unwrap();
+        let empty = arrow::array::new_null_array(&dt, 3);
+        let rows = codec.encode_columns(&[empty]).unwrap();
+        assert_eq!(codec.decode(rows.iter()).unwrap()[0].null_count(), 3);
         let booleans = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Boolean));
         assert!(RowCodec::new(vec![field("b", booleans, true)]).is_err());
     }
