@@ -1,7 +1,8 @@
 //! Direct Parquet reads of a scan whose files need no merge.
 //!
 //! A Strata SST is a Parquet file whose first columns are the user columns, in table order
-//! (`strata_engine::schema`). When the pinned view of an unrestricted scan (no key ranges)
+//! (`strata_engine::schema`), of the user types unless the table holds a type Parquet cannot
+//! store as it is (then the engine's reader maps it back and no direct read is planned). When the pinned view of an unrestricted scan (no key ranges)
 //! has nothing visible in its memtables and every visible file is *exclusive and clean* —
 //! no tombstones, one version per key ([`SstMeta::is_clean`]), every row visible at the read
 //! sequence (`max_seq <= read_seq`) and a key range that overlaps no other visible file —
@@ -76,9 +77,12 @@ pub struct DirectPlan {
 /// The files of `view` a scan can read directly, in key order, or `None` when the scan
 /// needs the merge: the view has visible memtable entries, or a visible file that is not
 /// clean, not wholly visible at the read sequence, or overlapping another visible file.
-/// Also `None` for a view without visible files (nothing to gain).
+/// Also `None` for a view without visible files (nothing to gain), and for a table whose SST
+/// files store some column under another type than the user's.
 pub fn exclusive_clean_files(view: &ReadView) -> Option<Vec<SstMeta>> {
-    if !view.memtables_empty() {
+    // Columns stored under another Parquet type (an interval as a struct, a dictionary as its
+    // values) are mapped back only by the engine's reader.
+    if !view.memtables_empty() || !view.table_schema().sst_file_types_are_user_types() {
         return None;
     }
     let read_seq = view.read_seq();
