@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::background::Job;
-use super::{Db, DbInner};
+use super::{Db, DbInner, display_name};
 use crate::error::{Error, Result};
 use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
@@ -41,17 +41,27 @@ const FLUSH_BATCH_ROWS: usize = 8192;
 
 impl Db {
     /// Flushes the memtables of every table, each on its own: a table that fails to flush
-    /// does not stop the others. Returns the tables that could not be flushed (name and
-    /// error); their unflushed writes stay in memtables and the WAL.
+    /// does not stop the others. Returns the tables that could not be flushed (name, as
+    /// `namespace.name` outside the default namespace, and error); their unflushed writes stay
+    /// in memtables and the WAL.
     pub fn flush_tables(&self) -> Result<Vec<(String, Error)>> {
         self.inner.check_open()?;
-        let tables: Vec<Arc<TableInner>> =
-            self.inner.catalog.read().by_id.values().cloned().collect();
+        let tables: Vec<(Arc<TableInner>, String)> = {
+            let catalog = self.inner.catalog.read();
+            catalog
+                .by_id
+                .iter()
+                .map(|(id, table)| {
+                    let namespace = catalog.meta.get(id).map_or("", |m| m.namespace.as_str());
+                    (Arc::clone(table), display_name(namespace, &table.name))
+                })
+                .collect()
+        };
         let mut failed = Vec::new();
-        for table in tables {
+        for (table, name) in tables {
             if let Err(error) = self.inner.flush_table(&table) {
-                tracing::error!(table = %table.name, %error, "flush failed");
-                failed.push((table.name.clone(), error));
+                tracing::error!(table = %name, %error, "flush failed");
+                failed.push((name, error));
             }
         }
         Ok(failed)
