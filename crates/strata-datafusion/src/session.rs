@@ -276,7 +276,9 @@ impl StrataSession {
             (false, false, true) => return exec_err!("Table '{name}' already exists"),
             _ => {}
         }
-        let state = self.ctx.state();
+        // One ordered stream: of the rows of a key, the last in the query's order wins (as
+        // for INSERT, see `crate::dml`).
+        let state = crate::planner::ordered_write_state(&self.ctx.state());
         let input = state.optimize(&Arc::unwrap_or_clone(input))?;
         ensure_unique_column_names(input.schema())?;
         let columns = Arc::clone(input.schema().inner());
