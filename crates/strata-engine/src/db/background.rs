@@ -317,7 +317,12 @@ fn retrier(db: Weak<DbInner>, retries: Arc<Retries>) {
             let (Job::Flush(id) | Job::Compact(id)) = job;
             match (db.table_by_id(id), job) {
                 (None, _) => retries.forget(job),
-                (Some(table), Job::Flush(_)) => db.schedule_flush(&table),
+                (Some(table), Job::Flush(_)) => {
+                    if !db.schedule_flush(&table) {
+                        // The queue is full: try again after a longer wait.
+                        retries.failed(job);
+                    }
+                }
                 (Some(table), Job::Compact(_)) => db.schedule_compaction(&table),
             }
         }

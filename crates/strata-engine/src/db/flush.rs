@@ -69,13 +69,17 @@ impl Db {
 }
 
 impl DbInner {
-    /// Queues a background flush of `table` unless one is already queued.
-    pub(crate) fn schedule_flush(&self, table: &Arc<TableInner>) {
-        if !table.flush_queued.swap(true, Ordering::AcqRel)
-            && !self.background.submit(Job::Flush(table.id))
-        {
-            table.flush_queued.store(false, Ordering::Release);
+    /// Queues a background flush of `table` unless one is already queued; false when it could
+    /// not be queued (the queue is full or stopped).
+    pub(crate) fn schedule_flush(&self, table: &Arc<TableInner>) -> bool {
+        if table.flush_queued.swap(true, Ordering::AcqRel) {
+            return true;
         }
+        if !self.background.submit(Job::Flush(table.id)) {
+            table.flush_queued.store(false, Ordering::Release);
+            return false;
+        }
+        true
     }
 
     /// Makes the active memtable immutable (if it holds anything) and flushes every immutable
