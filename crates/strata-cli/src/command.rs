@@ -237,7 +237,7 @@ pub fn tables_report(tables: &[TableInfo]) -> Result<RecordBatch, ArrowError> {
             strings(
                 tables
                     .iter()
-                    .map(|t| strata_engine::display_name(&t.namespace, &t.name))
+                    .map(|t| strata_datafusion::functions::name_label(&t.namespace, &t.name))
                     .collect(),
             ),
             strings(tables.iter().map(|t| t.primary_key.join(", ")).collect()),
@@ -256,7 +256,8 @@ pub fn tables_report(tables: &[TableInfo]) -> Result<RecordBatch, ArrowError> {
 
 /// `\d TABLE`: columns, then properties and options, then SSTables per level.
 pub fn describe_report(db: &Db, name: &str) -> Result<Vec<RecordBatch>, String> {
-    let table = db.table(name).map_err(|e| e.to_string())?;
+    let table =
+        strata_datafusion::functions::resolve_table(db, "\\d", name).map_err(|e| e.to_string())?;
     let schema = table.schema();
     let key = table.primary_key().to_vec();
     let columns = batch(

@@ -27,6 +27,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
 use strata_datafusion::StrataSession;
+use strata_datafusion::functions::resolve_table;
 use strata_engine::Db;
 use tokio::runtime::Runtime;
 
@@ -507,7 +508,7 @@ impl Shell {
                 self.print_batches(&[report])
             }
             Command::Describe(name) => {
-                let batches = if self.db.has_table(&name) {
+                let batches = if resolve_table(&self.db, "\\d", &name).is_ok() {
                     command::describe_report(&self.db, &name)?
                 } else {
                     // Not a Strata table: an external table or view has only its columns.
@@ -612,10 +613,8 @@ impl Shell {
         let before = self.db.metrics().get("flush_rows").unwrap_or(0);
         match &table {
             Some(name) => {
-                let name = name.clone();
-                self.blocking("flushing", Counter::FlushRows, move |db| {
-                    db.table(&name)?.flush()
-                })?
+                let table = resolve_table(&self.db, "\\flush", name).map_err(|e| e.to_string())?;
+                self.blocking("flushing", Counter::FlushRows, move |_| table.flush())?
             }
             None => self.blocking("flushing", Counter::FlushRows, |db| db.flush())?,
         }
@@ -635,7 +634,7 @@ impl Shell {
 
     fn compact(&mut self, name: &str) -> Step {
         let started = Instant::now();
-        let table = self.db.table(name).map_err(|e| e.to_string())?;
+        let table = resolve_table(&self.db, "\\compact", name).map_err(|e| e.to_string())?;
         let files = |t: &strata_engine::Table| t.stats().files_per_level.iter().sum::<usize>();
         let before = files(&table);
         let t = table.clone();

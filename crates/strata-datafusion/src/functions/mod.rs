@@ -163,7 +163,7 @@ pub(crate) fn int_arg(function: &str, args: &[Expr], index: usize) -> Result<i64
 /// table of the default schema named exactly `name` or, as DataFusion folds unquoted
 /// identifiers, `name` in lower case (so `'a.b'` still finds `"a.b"` when there is no schema
 /// `a`). A plan error when there is no such table.
-pub(crate) fn resolve_table(db: &Db, function: &str, name: &str) -> Result<Table> {
+pub fn resolve_table(db: &Db, function: &str, name: &str) -> Result<Table> {
     let reference = TableReference::parse_str(name);
     if let TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } =
         &reference
@@ -195,6 +195,11 @@ const DEFAULT_SCHEMA: &str = "public";
 /// from table `t` of schema `s2`), `schema.name` in another (each part in double quotes
 /// unless it is a plain lower-case identifier).
 pub fn table_label(db: &Db, table: &Table) -> String {
+    name_label(&db.table_namespace(table), table.name())
+}
+
+/// [`table_label`] of the table `name` of engine namespace `namespace`.
+pub fn name_label(namespace: &str, name: &str) -> String {
     fn quoted(part: &str) -> String {
         format!("\"{}\"", part.replace('"', "\"\""))
     }
@@ -206,8 +211,6 @@ pub fn table_label(db: &Db, table: &Table) -> String {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     }
-    let namespace = db.table_namespace(table);
-    let name = table.name();
     if namespace.is_empty() {
         return if name.contains(['.', '"']) {
             quoted(name)
@@ -216,7 +219,7 @@ pub fn table_label(db: &Db, table: &Table) -> String {
         };
     }
     let part = |p: &str| if plain(p) { p.to_string() } else { quoted(p) };
-    format!("{}.{}", part(&namespace), part(name))
+    format!("{}.{}", part(namespace), part(name))
 }
 
 /// Renders an encoded key readably (see the module docs).
