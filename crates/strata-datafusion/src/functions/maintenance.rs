@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use strata_engine::{Db, Table, TableStats};
 
@@ -27,6 +27,8 @@ fn files(stats: &TableStats) -> u64 {
 
 /// `strata_flush(['t'])`: writes the memtables of `t` (or of every table) to SSTs and waits
 /// until they are durable. One row per table: memtable entries flushed, files before/after.
+/// Without an argument every table is flushed even when one fails; the statement then fails
+/// naming each table that could not be flushed.
 #[derive(Debug)]
 pub struct FlushFunction(Weak<Db>);
 
@@ -74,13 +76,29 @@ impl TableFunctionImpl for FlushFunction {
                 UInt64Builder::new(),
                 UInt64Builder::new(),
             );
+            // Every table is flushed even when one fails; the failures are reported together.
+            let mut failures: Vec<String> = Vec::new();
             for table in tables {
                 let stats = table.stats();
-                table.flush().map_err(engine_error)?;
+                if let Err(error) = table.flush() {
+                    if only.is_some() {
+                        return Err(engine_error(error));
+                    }
+                    failures.push(format!("{}: {error}", table_label(&db, &table)));
+                    continue;
+                }
                 name.append_value(table_label(&db, &table));
                 flushed.append_value(stats.memtable_entries);
                 before.append_value(files(&stats));
                 after.append_value(files(&table.stats()));
+            }
+            if !failures.is_empty() {
+                return Err(DataFusionError::Execution(format!(
+                    "strata_flush: {} table(s) could not be flushed (every other table was; \
+                     their rows stay in the write-ahead log): {}",
+                    failures.len(),
+                    failures.join("; ")
+                )));
             }
             Ok(RecordBatch::try_new(
                 Arc::clone(&producer_schema),

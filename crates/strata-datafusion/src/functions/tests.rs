@@ -285,3 +285,61 @@ fn keys_render_readably() {
     assert_eq!(render_key(&table, &key), "(1, 'it''s')");
     assert_eq!(render_key(&table, &[0xff]), "x'ff'");
 }
+
+#[tokio::test]
+async fn flushing_every_table_goes_past_a_table_that_cannot_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(strata_engine::FaultInjector::new());
+    let options = Options {
+        faults: Some(Arc::clone(&faults)),
+        ..Options::default()
+    };
+    let db = Arc::new(Db::open(dir.path(), options).unwrap());
+    let ctx = SessionContext::new();
+    register(&ctx, &db).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    // "a_broken" sorts first: before the fix its failure stopped the flush of the others.
+    let broken = db
+        .create_table("a_broken", Arc::clone(&schema), &["id"])
+        .unwrap();
+    let healthy: Vec<_> = ["b", "c"]
+        .iter()
+        .map(|name| db.create_table(name, Arc::clone(&schema), &["id"]).unwrap())
+        .collect();
+    faults.fail_paths_containing(
+        &[strata_engine::IoOp::SstWrite],
+        &format!("sst/t{:06}/", broken.id()),
+        std::io::ErrorKind::StorageFull,
+    );
+    for table in healthy.iter().chain([&broken]) {
+        table.insert(&batch).unwrap();
+    }
+    let message = error(&ctx, "SELECT * FROM strata_flush()").await;
+    assert!(message.contains("a_broken"), "{message}");
+    assert!(
+        message.contains("1 table(s) could not be flushed"),
+        "{message}"
+    );
+    for table in &healthy {
+        assert_eq!(
+            table.stats().memtable_entries,
+            0,
+            "{} flushed",
+            table.name()
+        );
+        assert_eq!(table.stats().files_per_level.iter().sum::<usize>(), 1);
+    }
+    assert_eq!(broken.stats().memtable_entries, 3);
+    // Naming the broken table reports its own error.
+    let message = error(&ctx, "SELECT * FROM strata_flush('a_broken')").await;
+    assert!(message.contains("injected"), "{message}");
+    faults.disarm();
+    let flushed = rows(&ctx, "SELECT * FROM strata_flush()").await;
+    assert_eq!(flushed.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+    assert_eq!(broken.stats().memtable_entries, 0);
+}
