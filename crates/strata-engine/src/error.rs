@@ -169,31 +169,6 @@ impl Error {
         self.kind() == ErrorKind::Corruption
     }
 
-    /// A copy of an integrity failure, to report it again for the same file (errors holding
-    /// an I/O source are not `Clone`); any other error becomes an [`Error::Internal`] naming it.
-    pub fn clone_corruption(&self) -> Error {
-        match self {
-            Error::Corruption {
-                file,
-                offset,
-                reason,
-            } => Error::Corruption {
-                file: file.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            Error::Parquet { file, message } => Error::Parquet {
-                file: file.clone(),
-                message: message.clone(),
-            },
-            Error::NotADatabase { path, reason } => Error::NotADatabase {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            other => Error::Internal(other.to_string()),
-        }
-    }
-
     /// Builds an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -217,7 +192,8 @@ impl Error {
     }
 
     /// A short copy of this error for places that must hand the same failure to several
-    /// waiters (group commit followers, background-error latch).
+    /// waiters (group commit followers, background-error latch) or report it again (a file
+    /// found corrupt); integrity failures keep their kind.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
             Error::Io { path, source } => Error::Io {
@@ -236,6 +212,14 @@ impl Error {
             Error::ObjectStore { path, message } => Error::ObjectStore {
                 path: path.clone(),
                 message: message.clone(),
+            },
+            Error::Parquet { file, message } => Error::Parquet {
+                file: file.clone(),
+                message: message.clone(),
+            },
+            Error::NotADatabase { path, reason } => Error::NotADatabase {
+                path: path.clone(),
+                reason: reason.clone(),
             },
             Error::Closed(reason) => Error::Closed(reason.clone()),
             Error::WriteStalled(reason) => Error::WriteStalled(reason.clone()),

@@ -94,7 +94,7 @@ impl SstHandle {
             return Ok(Arc::clone(reader));
         }
         if let Some(corruption) = self.corruption.get() {
-            return Err(corruption.clone_corruption());
+            return Err(corruption.duplicate());
         }
         let opened = SstReader::open(
             &self.context.store,
@@ -107,7 +107,7 @@ impl SstHandle {
         let reader = match opened {
             Ok(reader) => Arc::new(reader),
             Err(error) if error.is_corruption() => {
-                let again = error.clone_corruption();
+                let again = error.duplicate();
                 let _ = self.corruption.set(error);
                 return Err(again);
             }
