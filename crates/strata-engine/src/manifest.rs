@@ -790,8 +790,8 @@ mod tests {
         assert_eq!(m.state().tables[&id].files.len(), 49);
     }
 
-    #[test]
-    fn torn_tail_is_truncated_and_damage_is_corruption() {
+    /// A manifest log creating tables t0, t1 and t2: its directory, path and bytes.
+    fn log_of_three_tables() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
         for i in 0..3 {
@@ -805,6 +805,12 @@ mod tests {
         drop(m);
         let path = dir.path().join("MANIFEST-000001");
         let full = std::fs::read(&path).unwrap();
+        (dir, path, full)
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_damage_is_corruption() {
+        let (dir, path, full) = log_of_three_tables();
         // Every truncation opens with a prefix of the tables.
         for cut in (HEADER_LEN + 1)..full.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
@@ -948,19 +954,7 @@ mod tests {
 
     #[test]
     fn a_damaged_last_edit_is_corruption_and_only_an_unwritten_one_is_torn() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut m = Manifest::create(dir.path(), 1 << 20, None).unwrap();
-        for i in 0..3 {
-            let id = m.allocate_table_id();
-            m.apply(VersionEdit {
-                create_tables: vec![def(id, &format!("t{i}"))],
-                ..Default::default()
-            })
-            .unwrap();
-        }
-        drop(m);
-        let path = dir.path().join("MANIFEST-000001");
-        let full = std::fs::read(&path).unwrap();
+        let (dir, path, full) = log_of_three_tables();
         let last = *record_offsets(&full).last().unwrap();
         let payload_at = last + RECORD_HEADER_LEN;
         // Damage to the last record, also next to a zero-filled end of the file: corruption at
