@@ -434,6 +434,72 @@ fn meta_commands_report_tables_and_engine_state() {
 }
 
 #[test]
+fn meta_commands_take_table_names_as_dt_prints_them() {
+    // `\dt` prints the default schema's table named `s2.t` as "s2.t", table t of schema s2
+    // as s2.t, and a mixed-case schema's table in double quotes; `\d`, `\flush` and
+    // `\compact` given those names must reach those tables (the double quotes were
+    // stripped, so "s2.t" reached schema s2's t and "Mixed Case"."T.x" nothing).
+    let s = Scratch::new();
+    let setup = [
+        "CREATE SCHEMA s2",
+        "CREATE TABLE s2.t (id INT PRIMARY KEY, in_schema INT)",
+        "CREATE TABLE \"s2.t\" (id INT PRIMARY KEY, in_public INT)",
+        "INSERT INTO \"s2.t\" VALUES (1, 1)",
+        "CREATE SCHEMA \"Mixed Case\"",
+        "CREATE TABLE \"Mixed Case\".\"T.x\" (id INT PRIMARY KEY, mixed INT)",
+        "INSERT INTO \"Mixed Case\".\"T.x\" VALUES (1, 1)",
+    ];
+    let mut args = vec!["db", "-q", "--format", "csv"];
+    for sql in &setup {
+        args.extend(["-c", sql]);
+    }
+    s.run(&args).ok();
+    let run = s.run(&["db", "-q", "--format", "csv", "-c", "\\dt"]);
+    let listed = &run.ok().stdout;
+    assert!(listed.contains("\n\"\"\"s2.t\"\"\",id,"), "{run:#?}");
+    assert!(
+        listed.contains("\n\"\"\"Mixed Case\"\".\"\"T.x\"\"\",id,"),
+        "{run:#?}"
+    );
+    assert!(listed.contains("\ns2.t,id,"), "{run:#?}");
+    for (name, column) in [
+        ("\"s2.t\"", "in_public"),
+        ("'\"s2.t\"'", "in_public"),
+        ("s2.t", "in_schema"),
+        ("'s2.t'", "in_schema"),
+        ("\"Mixed Case\".\"T.x\"", "mixed"),
+    ] {
+        let describe = format!("\\d {name}");
+        let run = s.run(&["db", "-q", "--format", "csv", "-c", &describe]);
+        assert!(
+            run.ok().stdout.contains(&format!("\n{column},Int32,")),
+            "{name}: {run:#?}"
+        );
+    }
+    // Every table was flushed at the last exit: one new row to flush.
+    let run = s.run(&[
+        "db",
+        "-c",
+        "INSERT INTO \"s2.t\" VALUES (2, 2)",
+        "-c",
+        "\\flush \"s2.t\"",
+        "-c",
+        "\\compact \"Mixed Case\".\"T.x\"",
+    ]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("Flushed table \"s2.t\": 1 rows written to SSTables"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr
+            .contains("Compacted table \"Mixed Case\".\"T.x\""),
+        "{run:#?}"
+    );
+}
+
+#[test]
 fn output_can_go_to_a_file_and_long_results_are_truncated() {
     let s = Scratch::new();
     let run = s.run_with_stdin(

@@ -113,6 +113,10 @@ impl FromStr for Command {
             None => (line, ""),
         };
         let arg = (!rest.is_empty()).then(|| unquote(rest));
+        // A table argument keeps its double quotes: they quote SQL identifiers (`"s2.t"` is
+        // the default schema's table named s2.t, `s2.t` table t of schema s2), which
+        // `resolve_table` reads; single quotes wrap it as in `strata_flush('s2.t')`.
+        let table = (!rest.is_empty()).then(|| unquote_single(rest));
         let no_arg = |c: Command| match &arg {
             None => Ok(c),
             Some(_) => Err(format!("{name} takes no argument")),
@@ -125,7 +129,7 @@ impl FromStr for Command {
             "\\?" | "\\help" | "\\h" => Ok(Command::Help),
             "\\q" | "\\quit" => no_arg(Command::Quit),
             "\\dt" => no_arg(Command::ListTables),
-            "\\d" => Ok(arg.map_or(Command::ListTables, Command::Describe)),
+            "\\d" => Ok(table.map_or(Command::ListTables, Command::Describe)),
             "\\timing" => match arg.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None => Ok(Command::Timing(None)),
                 Some("on") => Ok(Command::Timing(Some(true))),
@@ -136,8 +140,11 @@ impl FromStr for Command {
             "\\maxrows" => Ok(Command::MaxRows(arg.map(|a| a.parse()).transpose()?)),
             "\\i" | "\\include" => Ok(Command::Include(PathBuf::from(need("a file name")?))),
             "\\o" | "\\out" => Ok(Command::Output(arg.map(PathBuf::from))),
-            "\\flush" => Ok(Command::Flush(arg)),
-            "\\compact" => Ok(Command::Compact(need("a table name")?)),
+            "\\flush" => Ok(Command::Flush(table)),
+            "\\compact" => match table {
+                Some(table) => Ok(Command::Compact(table)),
+                None => Err(format!("{name} needs a table name (see \\?)")),
+            },
             "\\metrics" => no_arg(Command::Metrics),
             "\\demo" => match arg {
                 None => Ok(Command::Demo(DEMO_DEFAULT_ROWS)),
@@ -163,6 +170,14 @@ fn unquote(s: &str) -> String {
         if s.len() >= 2 && s.starts_with(q) && s.ends_with(q) {
             return s[1..s.len() - 1].to_string();
         }
+    }
+    s.to_string()
+}
+
+/// Strips one pair of single quotes (a table argument written as the table functions take it).
+fn unquote_single(s: &str) -> String {
+    if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
+        return s[1..s.len() - 1].to_string();
     }
     s.to_string()
 }
@@ -461,6 +476,19 @@ mod tests {
         assert_eq!(parse("\\flush"), Ok(Command::Flush(None)));
         assert_eq!(parse("\\flush t"), Ok(Command::Flush(Some("t".into()))));
         assert_eq!(parse("\\compact t"), Ok(Command::Compact("t".into())));
+        // Table arguments keep the double quotes of SQL identifiers; single quotes go.
+        assert_eq!(
+            parse("\\d \"s2.t\""),
+            Ok(Command::Describe("\"s2.t\"".into()))
+        );
+        assert_eq!(
+            parse("\\flush '\"S\".\"T\"'"),
+            Ok(Command::Flush(Some("\"S\".\"T\"".into())))
+        );
+        assert_eq!(
+            parse("\\compact 's2.t'"),
+            Ok(Command::Compact("s2.t".into()))
+        );
         assert_eq!(parse("\\metrics"), Ok(Command::Metrics));
         assert_eq!(parse("\\demo"), Ok(Command::Demo(DEMO_DEFAULT_ROWS)));
         assert_eq!(parse("\\demo 1_000"), Ok(Command::Demo(1000)));
