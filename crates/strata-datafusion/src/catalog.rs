@@ -369,11 +369,13 @@ impl StrataCatalogProvider {
         &self.default_schema
     }
 
-    /// The namespace of the schema named `name`, if it is a Strata schema.
+    /// The namespace of the schema named `name`, if it is a Strata schema. The default
+    /// namespace is reached by the default schema's name only: the engine's name for it
+    /// (the empty string) is no second name of the default schema.
     fn namespace_of<'a>(&self, name: &'a str) -> Option<&'a str> {
         if name == self.default_name {
             Some(DEFAULT_NAMESPACE)
-        } else if self.shared.db.has_namespace(name) {
+        } else if name != DEFAULT_NAMESPACE && self.shared.db.has_namespace(name) {
             Some(name)
         } else {
             None

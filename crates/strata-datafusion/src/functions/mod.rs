@@ -168,7 +168,8 @@ pub fn resolve_table(db: &Db, function: &str, name: &str) -> Result<Table> {
     if let TableReference::Partial { schema, table } | TableReference::Full { schema, table, .. } =
         &reference
     {
-        let namespace = if db.has_namespace(schema) {
+        // The engine's name of the default namespace (empty) is no schema name.
+        let namespace = if schema.as_ref() != DEFAULT_NAMESPACE && db.has_namespace(schema) {
             Some(schema.as_ref())
         } else {
             (schema.as_ref() == DEFAULT_SCHEMA).then_some(DEFAULT_NAMESPACE)
