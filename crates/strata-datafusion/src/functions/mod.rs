@@ -9,6 +9,9 @@
 //! | `strata_levels('t')` | one per LSM level of `t`: files, runs, bytes, rows, key range, overlap depth, target |
 //! | `strata_flush(['t'])` | flushes `t` (or every table) and returns one row per table: entries flushed, files before/after |
 //! | `strata_compact('t')` | compacts every file of `t` and returns one row: files, bytes and rows before/after |
+//! | `strata_tables()` | one per table of every schema: primary key, estimated rows, bytes, SST files and bytes, memtable bytes and kind |
+//! | `strata_columns('t')` | one per column of `t`: name, Arrow type, nullable, in the primary key, place in the key |
+//! | `strata_table_properties('t')` | one per property of `t` as text: key, row and size statistics, then every table option |
 //! | `generate_events(rows [, first_id])` | the deterministic benchmark data set (see [`events`]) |
 //!
 //! ## Invariants
@@ -34,6 +37,7 @@ pub mod events;
 mod exec;
 mod maintenance;
 mod state;
+mod tables;
 
 use std::sync::{Arc, Weak};
 
@@ -54,6 +58,7 @@ pub fn register(ctx: &SessionContext, db: &Arc<Db>) -> Result<()> {
     let db = Arc::downgrade(db);
     state::register(ctx, &db);
     maintenance::register(ctx, &db);
+    tables::register(ctx, &db);
     ctx.register_udtf("generate_events", Arc::new(EventsFunction));
     Ok(())
 }
@@ -98,6 +103,9 @@ fn usage(function: &str) -> &'static str {
         }
         "strata_flush" => "strata_flush() or strata_flush('table')",
         "strata_compact" => "strata_compact('table')",
+        "strata_tables" => "strata_tables()",
+        "strata_columns" => "strata_columns('table')",
+        "strata_table_properties" => "strata_table_properties('table')",
         "generate_events" => "generate_events(rows [, first_id])",
         _ => "see the Strata documentation",
     }

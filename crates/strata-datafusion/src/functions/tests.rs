@@ -343,3 +343,106 @@ async fn flushing_every_table_goes_past_a_table_that_cannot_flush() {
     assert_eq!(flushed.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
     assert_eq!(broken.stats().memtable_entries, 0);
 }
+
+/// The rows of a string column.
+fn texts(batches: &[RecordBatch], column: usize) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let column = arrow::compute::cast(b.column(column), &DataType::Utf8).unwrap();
+            let column = column.as_string::<i32>().clone();
+            (0..column.len())
+                .map(|i| {
+                    if column.is_null(i) {
+                        "NULL".to_string()
+                    } else {
+                        column.value(i).to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn catalog_functions_describe_tables_columns_and_properties() {
+    let (_dir, db, ctx) = setup();
+    let table = users(&db);
+    let log = Arc::new(Schema::new(vec![Field::new("msg", DataType::Utf8, true)]));
+    db.create_table("log", log, &[]).unwrap();
+    let batches = rows(
+        &ctx,
+        "SELECT table_name, primary_key, rows_estimate, sst_files, memtable_kind, \
+         bytes = sst_bytes + memtable_bytes, memtable_bytes > 0 FROM strata_tables()",
+    )
+    .await;
+    assert_eq!(texts(&batches, 0), ["log", "users"]);
+    assert_eq!(texts(&batches, 1), ["NULL", "id"]);
+    assert_eq!(u64s(&batches, 2), [0, 3]);
+    assert_eq!(u64s(&batches, 3), [0, 0]);
+    let kind = table.options().memtable_kind.to_string();
+    assert_eq!(texts(&batches, 4), [kind.clone(), kind]);
+    assert_eq!(texts(&batches, 5), ["true", "true"]);
+    assert_eq!(texts(&batches, 6)[1], "true");
+    // After a flush the rows are in one SST file.
+    rows(&ctx, "SELECT * FROM strata_flush('users')").await;
+    let batches = rows(
+        &ctx,
+        "SELECT sst_files, sst_bytes > 0, memtable_bytes FROM strata_tables() \
+         WHERE table_name = 'users'",
+    )
+    .await;
+    assert_eq!(u64s(&batches, 0), [1]);
+    assert_eq!(texts(&batches, 1), ["true"]);
+
+    let batches = rows(&ctx, "SELECT * FROM strata_columns('users')").await;
+    assert_eq!(texts(&batches, 0), ["id", "name"]);
+    assert_eq!(texts(&batches, 1), ["Int64", "Utf8"]);
+    assert_eq!(texts(&batches, 2), ["false", "true"]);
+    assert_eq!(texts(&batches, 3), ["true", "false"]);
+    assert_eq!(texts(&batches, 4), ["1", "NULL"]);
+
+    let batches = rows(&ctx, "SELECT * FROM strata_table_properties('users')").await;
+    let names = texts(&batches, 0);
+    let values = texts(&batches, 1);
+    let value = |name: &str| {
+        let at = names.iter().position(|n| n == name).expect(name);
+        values[at].clone()
+    };
+    assert_eq!(value("primary_key"), "id");
+    assert_eq!(value("rows_estimate"), "3");
+    assert_eq!(value("sst_rows"), "3");
+    let options = table.options();
+    assert_eq!(
+        value("memtable_size_bytes"),
+        options.memtable_size_bytes.to_string()
+    );
+    assert_eq!(
+        value("target_file_size_bytes"),
+        options.compaction.target_file_size_bytes.to_string()
+    );
+    assert_eq!(value("compaction"), options.compaction.strategy.to_string());
+    let batches = rows(
+        &ctx,
+        "SELECT value FROM strata_table_properties('log') LIMIT 1",
+    )
+    .await;
+    assert_eq!(texts(&batches, 0), ["(none: hidden row id)"]);
+
+    let e = error(&ctx, "SELECT * FROM strata_columns('nope')").await;
+    assert!(
+        e.contains("strata_columns: table 'nope' does not exist"),
+        "{e}"
+    );
+    let e = error(&ctx, "SELECT * FROM strata_table_properties()").await;
+    assert!(
+        e.contains("strata_table_properties takes 1 argument, got 0"),
+        "{e}"
+    );
+    let e = error(&ctx, "SELECT * FROM strata_tables('users')").await;
+    assert!(e.contains("strata_tables takes no arguments"), "{e}");
+    drop(table);
+    drop(db);
+    let e = error(&ctx, "SELECT * FROM strata_tables()").await;
+    assert!(e.contains("the database is closed"), "{e}");
+}
