@@ -715,7 +715,7 @@ fn write_initial_rows(
     }
     let batches: Vec<RecordBatch> = batches
         .iter()
-        .map(|b| crate::dml::conform_batch(b, schema))
+        .map(|b| crate::dml::conform_batch(b, schema, table.primary_key()))
         .collect::<Result<_>>()?;
     let mutations: Vec<Mutation<'_>> = batches.iter().map(Mutation::Upsert).collect();
     match table.write(&mutations, WriteOptions { sync: true }) {

@@ -128,10 +128,14 @@ impl Budget {
     }
 }
 
-/// Makes `batch` a batch of exactly `schema` (the table's user schema): same column count,
-/// columns cast to the table's types, NOT NULL (and primary-key) columns checked for NULLs
-/// with an error naming the column.
-pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// Makes `batch` a batch of exactly `schema` (the table's user schema, whose primary-key
+/// columns are `key`): same column count, columns cast to the table's types, NOT NULL (and
+/// primary-key) columns checked for NULLs with an error naming the column.
+pub fn conform_batch(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    key: &[String],
+) -> Result<RecordBatch> {
     if batch.num_columns() != schema.fields().len() {
         return Err(DataFusionError::Plan(format!(
             "expected {} columns ({}), got {}",
@@ -159,9 +163,14 @@ pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBa
             })?
         };
         if !field.is_nullable() && column.null_count() > 0 {
+            // Only a key column gets the hint: a value column is NOT NULL as declared.
+            let why = if key.iter().any(|k| k == field.name()) {
+                " (primary-key columns are NOT NULL)"
+            } else {
+                ""
+            };
             return Err(DataFusionError::Execution(format!(
-                "NULL value in NOT NULL column '{}' (primary-key columns are NOT NULL); \
-                 nothing was written",
+                "NULL value in NOT NULL column '{}'{why}; nothing was written",
                 field.name()
             )));
         }
@@ -353,7 +362,7 @@ impl DataSink for StrataSink {
         let mut budget = Budget::new("INSERT", max);
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
-            let batch = conform_batch(&batch?, &self.schema)?;
+            let batch = conform_batch(&batch?, &self.schema, self.table.primary_key())?;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -839,7 +848,7 @@ fn run_dml(table: &Table, action: &DmlAction, max: usize) -> Result<u64> {
                     )),
                     columns,
                 )?;
-                new_rows.push(conform_batch(&raw, &schema)?);
+                new_rows.push(conform_batch(&raw, &schema, table.primary_key())?);
             }
             if *key_changes {
                 check_unique_keys(table, &view, &found.keys, &new_rows)?;
