@@ -591,6 +591,16 @@ fn unknown_commands_and_missing_files_are_one_error_line() {
     let run = s.run(&["--memory", "-c", "\\d no_such_table"]);
     run.failed()
         .one_error(&["table 'no_such_table' does not exist"]);
+    // The engine meta-commands are queries over the table functions, and say so in errors.
+    for (command, function) in [
+        ("\\d no_such_table", "strata_columns"),
+        ("\\flush no_such_table", "strata_flush"),
+        ("\\compact no_such_table", "strata_compact"),
+    ] {
+        let run = s.run(&["--memory", "-c", command]);
+        run.failed()
+            .one_error(&[&format!("{function}: table 'no_such_table' does not exist")]);
+    }
     // An external table over a missing file, and a COPY out of it: nothing is written.
     let run = s.run(&[
         "--memory",
@@ -718,5 +728,8 @@ fn version_help_and_usage_errors() {
         "\\d t",
     ]);
     run.ok();
-    assert!(run.stdout.contains("memtable_size,8.0 MiB\n"), "{run:#?}");
+    assert!(
+        run.stdout.contains("memtable_size_bytes,8.0 MiB\n"),
+        "{run:#?}"
+    );
 }

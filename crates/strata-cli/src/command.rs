@@ -1,18 +1,21 @@
 //! Meta-commands: the backslash commands of the shell, their parsing and the tables they show.
 //!
 //! Parsing is pure ([`Command::from_str`]); running a command needs the shell's state and lives
-//! in `exec`. The reports (`\dt`, `\d`, `\metrics`) are built here as record batches from the
-//! engine's own API so that they print in every output format. Invariant: [`COMMANDS`] lists
-//! every command accepted by the parser (help and completion read it).
+//! in `exec`. The commands that touch the database (`\dt`, `\d`, `\flush`, `\compact`,
+//! `\metrics`) are SQL queries over Strata's table functions (`strata_tables()`,
+//! `strata_columns('t')`, `strata_flush(...)`, ...), built here and run by `exec` through the
+//! same path as typed SQL, so the shell, a server and a program reach the engine the same way;
+//! all this module adds is presentation ([`humanize`] byte counts). Invariants: [`COMMANDS`]
+//! lists every command accepted by the parser (help and completion read it); a table argument
+//! reaches the functions unchanged, as one SQL string literal ([`sql_literal`]).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, UInt64Type};
 use datafusion::arrow::error::ArrowError;
-use strata_engine::{Db, TableInfo, TableOptions};
 
 use crate::print::{MaxRows, PrintFormat};
 
@@ -195,8 +198,10 @@ pub fn help_text() -> String {
     }
     out.push_str(
         "SQL statements end with ';' and may span lines. Ctrl-C cancels a running statement,\n\
-         Ctrl-D or \\q quits. Table functions: strata_sstables('t'), strata_levels('t'),\n\
-         strata_memtables(), strata_metrics(), generate_events(rows).",
+         Ctrl-D or \\q quits. Table functions: strata_tables(), strata_columns('t'),\n\
+         strata_table_properties('t'), strata_sstables('t'), strata_levels('t'),\n\
+         strata_memtables(), strata_metrics(), strata_compaction_stats(), strata_flush(),\n\
+         strata_compact('t'), generate_events(rows).",
     );
     out
 }
@@ -217,216 +222,96 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn strings(values: Vec<String>) -> ArrayRef {
-    Arc::new(StringArray::from(values))
+/// A SQL string literal of `text` (single quotes, inner ones doubled).
+pub fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
-fn counts(values: Vec<u64>) -> ArrayRef {
-    Arc::new(UInt64Array::from(values))
-}
+/// The query of `\dt`: one row per table with its estimated rows, size, SST files and
+/// memtable kind.
+pub const LIST_TABLES_SQL: &str = "SELECT table_name AS \"table\", primary_key, rows_estimate, \
+     bytes AS size, sst_files, memtable_kind AS memtable FROM strata_tables()";
 
-fn batch(fields: Vec<(&str, DataType)>, columns: Vec<ArrayRef>) -> Result<RecordBatch, ArrowError> {
-    let schema = Schema::new(
-        fields
-            .into_iter()
-            .map(|(n, t)| Field::new(n, t, false))
-            .collect::<Vec<_>>(),
-    );
-    RecordBatch::try_new(Arc::new(schema), columns)
-}
-
-/// `\dt`: one row per table with its estimated rows, size, SST files and memtable kind.
-pub fn tables_report(tables: &[TableInfo]) -> Result<RecordBatch, ArrowError> {
-    let files = |t: &TableInfo| t.stats.files_per_level.iter().sum::<usize>() as u64;
-    let size = |t: &TableInfo| t.stats.sst_bytes + t.stats.memtable_bytes;
-    batch(
-        vec![
-            ("table", DataType::Utf8),
-            ("primary_key", DataType::Utf8),
-            ("rows_estimate", DataType::UInt64),
-            ("size", DataType::Utf8),
-            ("sst_files", DataType::UInt64),
-            ("memtable", DataType::Utf8),
-        ],
-        vec![
-            strings(
-                tables
-                    .iter()
-                    .map(|t| strata_datafusion::functions::name_label(&t.namespace, &t.name))
-                    .collect(),
-            ),
-            strings(tables.iter().map(|t| t.primary_key.join(", ")).collect()),
-            counts(tables.iter().map(|t| t.stats.estimated_rows).collect()),
-            strings(tables.iter().map(|t| human_bytes(size(t))).collect()),
-            counts(tables.iter().map(files).collect()),
-            strings(
-                tables
-                    .iter()
-                    .map(|t| t.options.memtable_kind.to_string())
-                    .collect(),
-            ),
-        ],
-    )
-}
-
-/// `\d TABLE`: columns, then properties and options, then SSTables per level.
-pub fn describe_report(db: &Db, name: &str) -> Result<Vec<RecordBatch>, String> {
-    let table =
-        strata_datafusion::functions::resolve_table(db, "\\d", name).map_err(|e| e.to_string())?;
-    let schema = table.schema();
-    let key = table.primary_key().to_vec();
-    let columns = batch(
-        vec![
-            ("column", DataType::Utf8),
-            ("type", DataType::Utf8),
-            ("nullable", DataType::Boolean),
-            ("primary_key", DataType::Boolean),
-        ],
-        vec![
-            strings(schema.fields().iter().map(|f| f.name().clone()).collect()),
-            strings(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.data_type().to_string())
-                    .collect(),
-            ),
-            Arc::new(BooleanArray::from(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.is_nullable())
-                    .collect::<Vec<_>>(),
-            )),
-            Arc::new(BooleanArray::from(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| key.contains(f.name()))
-                    .collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-
-    let stats = table.stats();
-    let options = table.options();
-    let mut props: Vec<(String, String)> = vec![
-        (
-            "primary_key".into(),
-            if key.is_empty() {
-                "(none: hidden row id)".into()
-            } else {
-                key.join(", ")
-            },
+/// The queries of `\d TABLE` for a Strata table: its columns, then its properties and
+/// options, then its SSTables per level.
+pub fn describe_sql(table: &str) -> [String; 3] {
+    let t = sql_literal(table);
+    [
+        format!(
+            "SELECT column_name AS \"column\", data_type AS \"type\", nullable, primary_key \
+             FROM strata_columns({t})"
         ),
-        ("rows_estimate".into(), stats.estimated_rows.to_string()),
-        (
-            "memtable_entries".into(),
-            stats.memtable_entries.to_string(),
-        ),
-        ("memtable_bytes".into(), human_bytes(stats.memtable_bytes)),
-        (
-            "immutable_memtables".into(),
-            stats.immutable_memtables.to_string(),
-        ),
-        ("sst_bytes".into(), human_bytes(stats.sst_bytes)),
-        ("sst_rows".into(), stats.sst_rows.to_string()),
-        ("sst_tombstones".into(), stats.sst_tombstones.to_string()),
-    ];
-    props.extend(option_rows(&options));
-    let properties = batch(
-        vec![("property", DataType::Utf8), ("value", DataType::Utf8)],
-        vec![
-            strings(props.iter().map(|(k, _)| k.clone()).collect()),
-            strings(props.iter().map(|(_, v)| v.clone()).collect()),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-
-    let levels = table.levels();
-    let level_batch = batch(
-        vec![
-            ("level", DataType::UInt64),
-            ("sst_files", DataType::UInt64),
-            ("runs", DataType::UInt64),
-            ("rows", DataType::UInt64),
-            ("size", DataType::Utf8),
-        ],
-        vec![
-            counts(levels.iter().map(|l| l.level as u64).collect()),
-            counts(levels.iter().map(|l| l.files as u64).collect()),
-            counts(levels.iter().map(|l| l.runs as u64).collect()),
-            counts(levels.iter().map(|l| l.rows).collect()),
-            strings(levels.iter().map(|l| human_bytes(l.bytes)).collect()),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(vec![columns, properties, level_batch])
-}
-
-/// The table options as `(name, value)` pairs.
-fn option_rows(o: &TableOptions) -> Vec<(String, String)> {
-    let c = &o.compaction;
-    vec![
-        ("memtable".into(), o.memtable_kind.to_string()),
-        (
-            "memtable_size".into(),
-            human_bytes(o.memtable_size_bytes as u64),
-        ),
-        (
-            "max_immutable_memtables".into(),
-            o.max_immutable_memtables.to_string(),
-        ),
-        ("sst_compression".into(), o.sst_compression.to_string()),
-        (
-            "sst_row_group_rows".into(),
-            o.sst_row_group_rows.to_string(),
-        ),
-        (
-            "sst_page_size".into(),
-            human_bytes(o.sst_page_size_bytes as u64),
-        ),
-        (
-            "sst_index_block_rows".into(),
-            o.sst_index_block_rows.to_string(),
-        ),
-        ("bloom_filter_fpp".into(), o.bloom_filter_fpp.to_string()),
-        ("compaction".into(), c.strategy.to_string()),
-        (
-            "l0_compaction_trigger".into(),
-            c.l0_compaction_trigger.to_string(),
-        ),
-        ("max_levels".into(), c.max_levels.to_string()),
-        (
-            "target_file_size".into(),
-            human_bytes(c.target_file_size_bytes),
+        format!("SELECT property, value FROM strata_table_properties({t})"),
+        format!(
+            "SELECT level, files AS sst_files, runs, rows, bytes AS size FROM strata_levels({t})"
         ),
     ]
 }
 
-/// The second part of `\metrics`: `strata_compaction_stats()` of every table (per level and
-/// in total: files, bytes, flush and compaction counters, write and space amplification,
-/// stall time).
-pub fn compaction_report(db: &Db) -> Result<RecordBatch, String> {
-    let tables = db
-        .list_tables()
-        .iter()
-        .filter_map(|info| db.table_in(&info.namespace, &info.name).ok())
-        .collect::<Vec<_>>();
-    strata_datafusion::functions::compaction_stats_batch(db, &tables).map_err(|e| e.to_string())
+/// The query of `\flush [TABLE]`.
+pub fn flush_sql(table: Option<&str>) -> String {
+    let arg = table.map(sql_literal).unwrap_or_default();
+    format!("SELECT table_name, entries_flushed FROM strata_flush({arg})")
 }
 
-/// `\metrics`: every counter and gauge of the database.
-pub fn metrics_report(db: &Db) -> Result<RecordBatch, ArrowError> {
-    let m = db.metrics();
-    batch(
-        vec![("metric", DataType::Utf8), ("value", DataType::UInt64)],
-        vec![
-            strings(m.values.iter().map(|(k, _)| k.to_string()).collect()),
-            counts(m.values.iter().map(|(_, v)| *v).collect()),
-        ],
+/// The query of `\compact TABLE`.
+pub fn compact_sql(table: &str) -> String {
+    format!(
+        "SELECT table_name, files_before, files_after FROM strata_compact({})",
+        sql_literal(table)
     )
+}
+
+/// The queries of `\metrics`: the database's counters and gauges, then compaction by table
+/// and level (`strata_compaction_stats()`: per level and in total files, bytes, flush and
+/// compaction counters, write and space amplification, stall time).
+pub const METRICS_SQL: [&str; 2] = [
+    "SELECT name AS metric, value FROM strata_metrics() WHERE table_name IS NULL",
+    "SELECT * FROM strata_compaction_stats()",
+];
+
+/// Shows byte counts of a meta-command's result for people: a `UInt64` column named `size`,
+/// and in a `property`/`value` result the value of every property whose name ends in
+/// `_bytes`, become [`human_bytes`] text. Other batches pass unchanged.
+pub fn humanize(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let properties = schema
+        .column_with_name("property")
+        .and_then(|(i, _)| batch.column(i).as_string_opt::<i32>());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let sizes = column.as_primitive_opt::<UInt64Type>();
+        let values = column.as_string_opt::<i32>();
+        match (field.name().as_str(), sizes, properties, values) {
+            ("size", Some(sizes), _, _) => {
+                let text: StringArray = sizes.iter().map(|v| v.map(human_bytes)).collect();
+                fields.push(Field::new("size", DataType::Utf8, field.is_nullable()));
+                columns.push(Arc::new(text));
+            }
+            ("value", None, Some(names), Some(values)) => {
+                let text: StringArray = names
+                    .iter()
+                    .zip(values.iter())
+                    .map(|(name, value)| match (name, value) {
+                        (Some(name), Some(value)) if name.ends_with("_bytes") => Some(
+                            value
+                                .parse::<u64>()
+                                .map_or_else(|_| value.to_string(), human_bytes),
+                        ),
+                        (_, value) => value.map(str::to_string),
+                    })
+                    .collect();
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::new(text));
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::clone(column));
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 #[cfg(test)]
@@ -526,6 +411,56 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn table_arguments_reach_the_functions_as_one_literal() {
+        assert_eq!(sql_literal("it's"), "'it''s'");
+        assert_eq!(
+            flush_sql(Some("\"s2.t\"")),
+            "SELECT table_name, entries_flushed FROM strata_flush('\"s2.t\"')"
+        );
+        assert!(flush_sql(None).ends_with("strata_flush()"));
+        assert!(compact_sql("a'b").ends_with("strata_compact('a''b')"));
+        for sql in describe_sql("s2.t") {
+            assert!(sql.ends_with("('s2.t')"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn byte_counts_are_shown_human() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("property", DataType::Utf8, false),
+                Field::new("value", DataType::Utf8, false),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    "memtable_size_bytes",
+                    "rows_estimate",
+                ])),
+                Arc::new(StringArray::from(vec!["8388608", "1536"])),
+            ],
+        )
+        .unwrap();
+        let shown = humanize(&batch).unwrap();
+        let values = shown.column(1).as_string::<i32>();
+        assert_eq!(values.value(0), "8.0 MiB");
+        assert_eq!(values.value(1), "1536");
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("rows", DataType::UInt64, false),
+                Field::new("size", DataType::UInt64, false),
+            ])),
+            vec![
+                Arc::new(datafusion::arrow::array::UInt64Array::from(vec![1536u64])),
+                Arc::new(datafusion::arrow::array::UInt64Array::from(vec![1536u64])),
+            ],
+        )
+        .unwrap();
+        let shown = humanize(&batch).unwrap();
+        assert_eq!(shown.column(0).data_type(), &DataType::UInt64);
+        assert_eq!(shown.column(1).as_string::<i32>().value(0), "1.5 KiB");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::execute_stream;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -27,7 +28,6 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
 use strata_datafusion::StrataSession;
-use strata_datafusion::functions::resolve_table;
 use strata_engine::Db;
 use tokio::runtime::Runtime;
 
@@ -468,13 +468,68 @@ impl Shell {
         self.status(&text);
     }
 
-    /// Prints batches of one report in the current format.
-    fn print_batches(&mut self, batches: &[RecordBatch]) -> Step {
-        let Some(first) = batches.first() else {
+    /// Runs one query of a meta-command through the session, as typed SQL runs, and returns
+    /// its schema and rows (a meta-command's result is small: a row per table, column, level
+    /// or metric). `counter` drives progress while it runs; Ctrl-C cancels it.
+    fn query(
+        &mut self,
+        sql: &str,
+        title: &str,
+        counter: Option<Counter>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+        let session = Arc::clone(&self.session);
+        let db = Arc::clone(&self.db);
+        let show = self.stderr_is_terminal && !self.settings.quiet;
+        let sql = sql.to_string();
+        let title = title.to_string();
+        self.run_task(async move {
+            let _progress = counter.map(|c| Progress::start(&db, c, &title, show));
+            let collect = async {
+                let mut stream = session.sql(&sql).await?.execute_stream().await?;
+                let schema = stream.schema();
+                let mut batches = Vec::new();
+                while let Some(batch) = stream.next().await {
+                    batches.push(batch?);
+                }
+                Ok::<_, DataFusionError>((schema, batches))
+            };
+            collect.await.map_err(|e| error_line(&e))
+        })
+    }
+
+    /// Runs the query of a report (`\dt`, a part of `\d` or `\metrics`) and prints its
+    /// result with byte counts shown for people ([`command::humanize`]); `skip_empty` prints
+    /// nothing when it has no rows.
+    fn report_query(&mut self, sql: &str, skip_empty: bool) -> Step {
+        let (schema, batches) = self.query(sql, "reading", None)?;
+        self.print_report(schema, &batches, skip_empty)
+    }
+
+    /// Prints the result of a report's query (see [`Shell::report_query`]).
+    fn print_report(
+        &mut self,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+        skip_empty: bool,
+    ) -> Step {
+        if skip_empty && batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(());
-        };
+        }
+        let shown = batches
+            .iter()
+            .map(command::humanize)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let schema = command::humanize(&RecordBatch::new_empty(schema))
+            .map_err(|e| e.to_string())?
+            .schema();
+        self.print_batches(schema, &shown)
+    }
+
+    /// Prints batches of one report in the current format.
+    fn print_batches(&mut self, schema: SchemaRef, batches: &[RecordBatch]) -> Step {
         let target = StatementOutput::new(Arc::clone(&self.out), STATEMENT_BUFFER_BYTES);
-        let mut writer = ResultWriter::new(target, first.schema(), self.print_options());
+        let mut writer = ResultWriter::new(target, schema, self.print_options());
         for b in batches {
             writer.write(b).map_err(|e| e.to_string())?;
         }
@@ -502,27 +557,8 @@ impl Shell {
                 self.quit = true;
                 Ok(())
             }
-            Command::ListTables => {
-                let report =
-                    command::tables_report(&self.db.list_tables()).map_err(|e| e.to_string())?;
-                self.print_batches(&[report])
-            }
-            Command::Describe(name) => {
-                let batches = if resolve_table(&self.db, "\\d", &name).is_ok() {
-                    command::describe_report(&self.db, &name)?
-                } else {
-                    // Not a Strata table: an external table or view has only its columns.
-                    let provider = self
-                        .rt
-                        .block_on(self.session.table_provider(name.as_str()))
-                        .map_err(|_| format!("table '{name}' does not exist"))?;
-                    vec![columns_report(&provider.schema()).map_err(|e| e.to_string())?]
-                };
-                for b in &batches {
-                    self.print_batches(std::slice::from_ref(b))?;
-                }
-                Ok(())
-            }
+            Command::ListTables => self.report_query(command::LIST_TABLES_SQL, false),
+            Command::Describe(name) => self.describe(&name),
             Command::Timing(on) => {
                 self.settings.timing = on.unwrap_or(!self.settings.timing);
                 let state = if self.settings.timing { "on" } else { "off" };
@@ -562,13 +598,9 @@ impl Shell {
             Command::Flush(table) => self.flush(table),
             Command::Compact(name) => self.compact(&name),
             Command::Metrics => {
-                let report = command::metrics_report(&self.db).map_err(|e| e.to_string())?;
-                self.print_batches(&[report])?;
-                let tables = command::compaction_report(&self.db).map_err(|e| e.to_string())?;
-                if tables.num_rows() > 0 {
-                    self.print_batches(&[tables])?;
-                }
-                Ok(())
+                let [counters, tables] = command::METRICS_SQL;
+                self.report_query(counters, false)?;
+                self.report_query(tables, true)
             }
             Command::Demo(rows) => self.demo(rows),
         }
@@ -588,43 +620,40 @@ impl Shell {
         result
     }
 
-    /// Runs blocking engine work on a blocking thread with progress of `counter`.
-    fn blocking<T: Send + 'static>(
-        &mut self,
-        title: &str,
-        counter: Counter,
-        work: impl FnOnce(&Db) -> strata_engine::Result<T> + Send + 'static,
-    ) -> Result<T, String> {
-        let db = Arc::clone(&self.db);
-        let show = self.stderr_is_terminal && !self.settings.quiet;
-        let title = title.to_string();
-        self.run_task(async move {
-            let _progress = Progress::start(&db, counter, &title, show);
-            let db2 = Arc::clone(&db);
-            tokio::task::spawn_blocking(move || work(&db2))
-                .await
-                .map_err(|e| format!("{title} failed: {e}"))?
-                .map_err(|e| e.to_string())
-        })
+    /// `\d TABLE`: a Strata table's columns, properties and levels, each a query over the
+    /// table functions; any other table of the session (external table, view) has only its
+    /// columns.
+    fn describe(&mut self, name: &str) -> Step {
+        let [columns, properties, levels] = command::describe_sql(name);
+        match self.query(&columns, "reading", None) {
+            Ok((schema, batches)) => {
+                self.print_report(schema, &batches, false)?;
+                for sql in [properties, levels] {
+                    self.report_query(&sql, false)?;
+                }
+                Ok(())
+            }
+            Err(not_strata) if !self.interrupted => {
+                let Ok(provider) = self.rt.block_on(self.session.table_provider(name)) else {
+                    return Err(not_strata.into());
+                };
+                let report = columns_report(&provider.schema()).map_err(|e| e.to_string())?;
+                self.print_batches(report.schema(), &[report])
+            }
+            Err(cancelled) => Err(cancelled.into()),
+        }
     }
 
+    /// `\flush [TABLE]`: runs `strata_flush` and says what it wrote.
     fn flush(&mut self, table: Option<String>) -> Step {
         let started = Instant::now();
-        let before = self.db.metrics().get("flush_rows").unwrap_or(0);
-        match &table {
-            Some(name) => {
-                let table = resolve_table(&self.db, "\\flush", name).map_err(|e| e.to_string())?;
-                self.blocking("flushing", Counter::FlushRows, move |_| table.flush())?
-            }
-            None => self.blocking("flushing", Counter::FlushRows, |db| db.flush())?,
-        }
-        let rows = self
-            .db
-            .metrics()
-            .get("flush_rows")
-            .unwrap_or(0)
-            .saturating_sub(before);
-        let what = table.map_or("every table".to_string(), |t| format!("table {t}"));
+        let sql = command::flush_sql(table.as_deref());
+        let (_, batches) = self.query(&sql, "flushing", Some(Counter::FlushRows))?;
+        let rows: u64 = batches.iter().map(|b| column_sum(b, 1)).sum();
+        let what = match table {
+            None => "every table".to_string(),
+            Some(name) => format!("table {}", first_text(&batches, 0).unwrap_or(name)),
+        };
         self.status(&format!(
             "Flushed {what}: {rows} rows written to SSTables ({:.3}s).",
             started.elapsed().as_secs_f64()
@@ -632,16 +661,16 @@ impl Shell {
         Ok(())
     }
 
+    /// `\compact TABLE`: runs `strata_compact` and says how many files it left.
     fn compact(&mut self, name: &str) -> Step {
         let started = Instant::now();
-        let table = resolve_table(&self.db, "\\compact", name).map_err(|e| e.to_string())?;
-        let files = |t: &strata_engine::Table| t.stats().files_per_level.iter().sum::<usize>();
-        let before = files(&table);
-        let t = table.clone();
-        self.blocking("compacting", Counter::ScanRows, move |_| t.compact())?;
+        let sql = command::compact_sql(name);
+        let (_, batches) = self.query(&sql, "compacting", Some(Counter::ScanRows))?;
+        let label = first_text(&batches, 0).unwrap_or_else(|| name.to_string());
         self.status(&format!(
-            "Compacted table {name}: {before} SSTables before, {} after ({:.3}s).",
-            files(&table),
+            "Compacted table {label}: {} SSTables before, {} after ({:.3}s).",
+            batches.iter().map(|b| column_sum(b, 1)).sum::<u64>(),
+            batches.iter().map(|b| column_sum(b, 2)).sum::<u64>(),
             started.elapsed().as_secs_f64()
         ));
         Ok(())
@@ -649,7 +678,12 @@ impl Shell {
 
     fn demo(&mut self, rows: u64) -> Step {
         const NAME: &str = "events";
-        if self.db.has_table(NAME) {
+        let exists = self
+            .session
+            .context()
+            .table_exist(NAME)
+            .map_err(|e| error_line(&e))?;
+        if exists {
             return Err(format!(
                 "table {NAME} already exists; DROP TABLE {NAME} first to reload it"
             )
@@ -840,6 +874,24 @@ fn remove_output(path: &Path) {
     if let Err(error) = removed {
         tracing::warn!(%error, path = %path.display(), "removing the output of a failed COPY");
     }
+}
+
+/// The sum of the `UInt64` column `index` of `batch` (0 if it is not one).
+fn column_sum(batch: &RecordBatch, index: usize) -> u64 {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::UInt64Type;
+    batch
+        .column(index)
+        .as_primitive_opt::<UInt64Type>()
+        .map_or(0, |values| values.iter().flatten().sum())
+}
+
+/// The first value of the text column `index` of `batches`.
+fn first_text(batches: &[RecordBatch], index: usize) -> Option<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let values = batches.iter().find(|b| b.num_rows() > 0)?.column(index);
+    let values = values.as_string_opt::<i32>()?;
+    (!values.is_null(0)).then(|| values.value(0).to_string())
 }
 
 /// A one-row-per-column report of a schema (for tables that are not Strata tables).
