@@ -264,7 +264,8 @@ pub fn compact_sql(table: &str) -> String {
 
 /// The queries of `\metrics`: the database's counters and gauges, then compaction by table
 /// and level (`strata_compaction_stats()`: per level and in total files, bytes, flush and
-/// compaction counters, write and space amplification, stall time).
+/// compaction counters, write and space amplification, stall time). The counters keep the
+/// engine's order: a table function produces one batch, which no repartitioning splits.
 pub const METRICS_SQL: [&str; 2] = [
     "SELECT name AS metric, value FROM strata_metrics() WHERE table_name IS NULL",
     "SELECT * FROM strata_compaction_stats()",
