@@ -83,7 +83,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
     Statistics, StatisticsArgs,
 };
-use strata_engine::{KeyRange, ReadView, ScanOptions, Table};
+use strata_engine::{Db, KeyRange, ReadView, ScanOptions, Snapshot, Table};
 
 use crate::direct::{self, DirectPlan, DirectScan};
 use crate::keys::{self, ScanRange};
@@ -215,7 +215,12 @@ impl StrataTable {
             None => None,
         };
         let output_schema = Arc::new(user.project(&projection)?);
-        let view = self.table.view().map_err(engine_error)?;
+        let statement = state.config().get_extension::<StatementSnapshot>();
+        let view = match statement.as_deref().and_then(StatementSnapshot::snapshot) {
+            Some(snapshot) => self.table.view_at(snapshot),
+            None => self.table.view(),
+        }
+        .map_err(engine_error)?;
         let few_ranges = ranges
             .as_ref()
             .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))));
@@ -274,6 +279,35 @@ impl StrataTable {
             row_count,
             direct,
         }))
+    }
+}
+
+/// The read point the Strata scans of one statement share, so a statement reading several
+/// tables (a join, a subquery, `INSERT ... SELECT`) sees them all at one sequence number.
+/// [`crate::StrataSession`] puts a fresh one into the session state of every query it plans;
+/// the database snapshot is taken when the first scan is planned (when the query runs, as a
+/// scan without it would) and held until the state is dropped. A scan planned without it
+/// (a context used directly) pins the newest state of its own table.
+#[derive(Debug)]
+pub struct StatementSnapshot {
+    db: std::sync::Weak<Db>,
+    snapshot: OnceLock<Option<Snapshot>>,
+}
+
+impl StatementSnapshot {
+    /// A statement's read point over `db`, taken on first use.
+    pub fn new(db: &Arc<Db>) -> Self {
+        StatementSnapshot {
+            db: Arc::downgrade(db),
+            snapshot: OnceLock::new(),
+        }
+    }
+
+    /// The snapshot every scan of the statement reads at (`None` once the database is gone).
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot
+            .get_or_init(|| self.db.upgrade().map(|db| db.snapshot()))
+            .as_ref()
     }
 }
 

@@ -41,6 +41,7 @@ use crate::catalog::{
     StrataCatalogProvider, StrataConfig, StrataSchemaProvider, StrataTableFactory,
 };
 use crate::planner::StrataQueryPlanner;
+use crate::provider::StatementSnapshot;
 use crate::versions::VersionsFunction;
 
 /// A DataFusion session over one Strata database.
@@ -214,7 +215,17 @@ impl StrataSession {
                 cmd.catalog_name,
                 self.ctx.copied_config().options().catalog.default_catalog
             ),
-            plan => self.ctx.execute_logical_plan(plan).await,
+            // Queries and DML: one read point for every Strata table the plan scans.
+            plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) => {
+                self.ctx.execute_logical_plan(plan).await
+            }
+            plan => {
+                let mut state = self.ctx.state();
+                state
+                    .config_mut()
+                    .set_extension(Arc::new(StatementSnapshot::new(&self.db)));
+                Ok(DataFrame::new(state, plan))
+            }
         }
     }
 
