@@ -1,6 +1,7 @@
 //! Model-based property test of SQL value filters over a Strata table: random upserts,
 //! deletes, flushes, compactions and reopens, with float values drawn from the ones pruning
-//! gets wrong (NaN, -NaN, -0.0, +0.0, ±inf, NULL), then random value filters and key ranges.
+//! gets wrong (NaN, -NaN, -0.0, +0.0, ±inf, NULL) and an integer column with runs of NULLs
+//! (which statistics do prune), then random value filters and key ranges.
 //! Every answer must equal DataFusion's answer over the same rows in a plain `MemTable`
 //! (no statistics, no pruning), whichever path the Strata scan takes: memtables, the merge, or
 //! the direct Parquet read with the filters as a pruning predicate. The test also checks that
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int32Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema};
 use datafusion::datasource::MemTable;
@@ -77,7 +78,11 @@ impl Filter {
         let value = if self.op.ends_with("NULL") {
             format!("{} {}", self.column, self.op)
         } else {
-            let literal = LITERALS[self.literal].replace("DOUBLE", self.column_type());
+            let literal = if self.column == "n" {
+                int_literal(self.literal)
+            } else {
+                LITERALS[self.literal].replace("DOUBLE", self.column_type())
+            };
             format!("{} {} {literal}", self.column, self.op)
         };
         let value = if self.negate {
@@ -99,6 +104,27 @@ impl Filter {
     }
 }
 
+/// The integer column `n` of the row with key `k` and literal index `literal`: NULL for the
+/// NULL literal and every ninth key, else a number near the literal's position, so files
+/// hold runs of NULLs and ranges that statistics can prune.
+fn int_value(k: i32, literal: usize) -> Option<i64> {
+    (literal != LITERALS.len() - 1 && k % 9 != 0)
+        .then(|| literal as i64 * 10 - 60 + i64::from(k % 3))
+}
+
+/// The SQL literal an `n` filter compares with for literal index `literal`.
+fn int_literal(literal: usize) -> String {
+    if literal == LITERALS.len() - 1 {
+        "CAST(NULL AS BIGINT)".to_string()
+    } else {
+        (literal as i64 * 10 - 60).to_string()
+    }
+}
+
+fn sql_int(value: Option<i64>) -> String {
+    value.map_or_else(|| "NULL".to_string(), |v| v.to_string())
+}
+
 fn filter() -> impl Strategy<Value = Filter> {
     let op = prop_oneof![
         Just("="),
@@ -118,7 +144,7 @@ fn filter() -> impl Strategy<Value = Filter> {
         0..KEYS,
     ));
     (
-        prop_oneof![Just("v"), Just("r")],
+        prop_oneof![Just("v"), Just("r"), Just("n")],
         op,
         0..LITERALS.len(),
         key,
@@ -191,18 +217,23 @@ async fn literal_values() -> Vec<Option<f64>> {
         .collect()
 }
 
-/// The model's rows in a plain DataFusion table `t (id INT, v DOUBLE, r REAL)`.
+/// The model's rows in a plain DataFusion table `t (id INT, v DOUBLE, r REAL, n BIGINT)`.
 fn oracle(model: &BTreeMap<i32, usize>, values: &[Option<f64>]) -> SessionContext {
     let ids = Int32Array::from_iter_values(model.keys().copied());
     let v: Float64Array = model.values().map(|&i| values[i]).collect();
     let r = cast(&v, &DataType::Float32).unwrap();
+    let n: Int64Array = model.iter().map(|(&k, &i)| int_value(k, i)).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int32, false),
         Field::new("v", DataType::Float64, true),
         Field::new("r", DataType::Float32, true),
+        Field::new("n", DataType::Int64, true),
     ]));
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(ids), Arc::new(v), r]).unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(ids), Arc::new(v), r, Arc::new(n)],
+    )
+    .unwrap();
     let ctx = SessionContext::new();
     ctx.register_table(
         "t",
@@ -277,7 +308,7 @@ async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseEr
     let mut session = strata_datafusion::open(dir.path(), options()).unwrap();
     exec(
         &session,
-        "CREATE TABLE t (id INT PRIMARY KEY, v DOUBLE, r REAL)",
+        "CREATE TABLE t (id INT PRIMARY KEY, v DOUBLE, r REAL, n BIGINT)",
     )
     .await;
     let mut model: BTreeMap<i32, usize> = BTreeMap::new();
@@ -288,7 +319,8 @@ async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseEr
                     .iter()
                     .map(|(k, i)| {
                         let literal = LITERALS[*i];
-                        format!("({k}, {literal}, CAST({literal} AS REAL))")
+                        let n = sql_int(int_value(*k, *i));
+                        format!("({k}, {literal}, CAST({literal} AS REAL), {n})")
                     })
                     .collect();
                 exec(
