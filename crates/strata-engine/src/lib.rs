@@ -64,6 +64,7 @@
 pub mod codec;
 pub mod compaction;
 pub mod db;
+pub mod dv;
 pub mod error;
 pub mod fault;
 pub(crate) mod fsutil;
@@ -84,8 +85,8 @@ pub mod wal;
 pub use codec::KeyValue;
 pub use compaction::{CompactionOptions, FilePick, StrategyKind};
 pub use db::{
-    CompactionReport, DEFAULT_NAMESPACE, Db, IngestOptions, LevelCompactionStats, LevelReport,
-    TableInfo, TableSpec, display_name, kv_schema,
+    BulkLoad, CompactionReport, DEFAULT_NAMESPACE, Db, IngestOptions, LevelCompactionStats,
+    LevelReport, TableInfo, TableSpec, display_name, kv_schema,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultInjector, IoOp};
@@ -93,7 +94,7 @@ pub use kv::{KvScan, KvStore, WriteBatch};
 pub use memtable::{Memtable, MemtableKind};
 pub use metrics::{MetricsSnapshot, TableWriteStats};
 pub use options::{Options, Profile, SstCompression, SyncMode, TableOptions};
-pub use read::{KeyRange, ScanIter, ScanOptions};
+pub use read::{BaseFile, BaseScan, KeyRange, Overlay, ScanIter, ScanOptions};
 pub use schema::{OP_COLUMN, ROWID_COLUMN, SEQ_COLUMN, TableSchema};
 pub use snapshot::Snapshot;
 pub use sst::SstMeta;

@@ -34,10 +34,15 @@
 //!   `TableDef.staging` (bool).
 //! * `VersionEdit.create_namespaces` / `drop_namespaces` (string arrays) and
 //!   `publish_tables` (table ids).
+//! * `VersionEdit.set_dvs` (deletion-vector records, [`DvMeta`]: each replaces the DV of its
+//!   SST), `drop_dvs` (`(table, SST file)` pairs whose DV is now empty) and
+//!   `maintain_dvs` (tables whose DVs are complete from this edit on: every file's DV is
+//!   named or empty). A table of an older log has no DVs and is not maintained until the
+//!   engine builds them (at open). Removing a file removes its DV.
 //!
-//! An edit applies in this order: namespaces created, tables created, options, files removed,
-//! files added, flushed sequences, tables dropped, staging tables published, namespaces
-//! dropped. So one edit can drop a table and publish its staged replacement under the same
+//! An edit applies in this order: namespaces created, tables created, options, files removed
+//! (with their DVs), files added, DVs dropped, DVs set, DV maintenance, flushed sequences,
+//! tables dropped, staging tables published, namespaces dropped. So one edit can drop a table and publish its staged replacement under the same
 //! name (an atomic `CREATE OR REPLACE`), or drop a namespace with its tables.
 //!
 //! ## Recovery policy and invariants
@@ -57,7 +62,8 @@
 //! must hold: table names unique among the published tables of a namespace (a staging table
 //! may share the name of a published one), every table in a live namespace, every file in a
 //! live table, ids below their counters, files of
-//! levels 1 and deeper non-overlapping, flushed sequence numbers not beyond the last sequence.
+//! levels 1 and deeper non-overlapping, flushed sequence numbers not beyond the last sequence,
+//! every DV naming a live file of its table with no more positions than the file has rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -67,6 +73,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dv::DvMeta;
 use crate::error::{Error, Result};
 use crate::fault::{self, FaultInjector, IoOp};
 use crate::fsutil::{sync_dir, write_atomic};
@@ -137,6 +144,15 @@ pub struct VersionEdit {
     /// SST files removed: `(table, file)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove_files: Vec<(TableId, FileId)>,
+    /// Deletion vectors written: each replaces the DV of its SST.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set_dvs: Vec<DvMeta>,
+    /// `(table, SST file)` whose DV is dropped (the file keeps no deleted rows).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_dvs: Vec<(TableId, FileId)>,
+    /// Tables whose deletion vectors are complete from this edit on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintain_dvs: Vec<TableId>,
     /// Per table, the sequence number up to which all its writes are in SSTs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flushed_seqs: Vec<(TableId, SeqNo)>,
@@ -158,6 +174,10 @@ pub struct TableState {
     pub def: TableDef,
     /// Live files by id.
     pub files: BTreeMap<FileId, SstMeta>,
+    /// The deletion vector of each file that has deleted rows, by SST file id.
+    pub dvs: BTreeMap<FileId, DvMeta>,
+    /// True when `dvs` is complete (every file not in it has no deleted rows).
+    pub dvs_maintained: bool,
     /// All writes with sequence numbers up to this are in SSTs.
     pub flushed_seq: SeqNo,
 }
@@ -207,6 +227,8 @@ impl ManifestState {
                 TableState {
                     def: def.clone(),
                     files: BTreeMap::new(),
+                    dvs: BTreeMap::new(),
+                    dvs_maintained: false,
                     flushed_seq: 0,
                 },
             );
@@ -219,10 +241,10 @@ impl ManifestState {
             }
         }
         for (table, file) in &edit.remove_files {
-            let removed = self
-                .tables
-                .get_mut(table)
-                .and_then(|t| t.files.remove(file));
+            let removed = self.tables.get_mut(table).and_then(|t| {
+                t.dvs.remove(file);
+                t.files.remove(file)
+            });
             if removed.is_none() {
                 return bad(format!("removing unknown file {file} of table {table}"));
             }
@@ -239,6 +261,27 @@ impl ManifestState {
             }
             self.next_file_id = self.next_file_id.max(meta.id + 1);
             self.last_seq = self.last_seq.max(meta.max_seq);
+        }
+        for (table, file) in &edit.drop_dvs {
+            match self.tables.get_mut(table) {
+                Some(state) => {
+                    state.dvs.remove(file);
+                }
+                None => return bad(format!("deletion vector of unknown table {table}")),
+            }
+        }
+        for dv in &edit.set_dvs {
+            let Some(table) = self.tables.get_mut(&dv.table_id) else {
+                return bad(format!("deletion vector of unknown table {}", dv.table_id));
+            };
+            table.dvs.insert(dv.file, dv.clone());
+            self.next_file_id = self.next_file_id.max(dv.id + 1);
+        }
+        for table in &edit.maintain_dvs {
+            match self.tables.get_mut(table) {
+                Some(state) => state.dvs_maintained = true,
+                None => return bad(format!("deletion vectors of unknown table {table}")),
+            }
         }
         for (table, seq) in &edit.flushed_seqs {
             match self.tables.get_mut(table) {
@@ -305,6 +348,19 @@ impl ManifestState {
                 }
                 by_level.entry(meta.level).or_default().push(meta);
             }
+            for (file_id, dv) in &table.dvs {
+                let rows = table.files.get(file_id).map(|f| f.rows);
+                if dv.file != *file_id
+                    || dv.table_id != *id
+                    || dv.id >= self.next_file_id
+                    || rows.is_none_or(|rows| dv.cardinality > rows)
+                {
+                    return bad(format!(
+                        "deletion vector {} of file {file_id} of table {id} inconsistent",
+                        dv.id
+                    ));
+                }
+            }
             for (level, mut files) in by_level.into_iter().filter(|(l, _)| *l > 0) {
                 files.sort_by(|a, b| a.min_key.cmp(&b.min_key));
                 for pair in files.windows(2) {
@@ -329,6 +385,17 @@ impl ManifestState {
                 .tables
                 .values()
                 .flat_map(|t| t.files.values().cloned())
+                .collect(),
+            set_dvs: self
+                .tables
+                .values()
+                .flat_map(|t| t.dvs.values().cloned())
+                .collect(),
+            maintain_dvs: self
+                .tables
+                .values()
+                .filter(|t| t.dvs_maintained)
+                .map(|t| t.def.id)
                 .collect(),
             flushed_seqs: self
                 .tables

@@ -49,6 +49,11 @@ metrics! {
     flush_bytes,
     /// Microseconds spent flushing.
     flush_micros,
+    /// Bulk loads committed (`Table::ingest`, `Table::bulk_load`, large SQL inserts).
+    ingests,
+    /// Rows written to SSTs by bulk loads, counted file by file as they are written (before
+    /// the load commits, so a load's progress shows; a failed load's rows stay counted).
+    ingest_rows,
     /// Failed background jobs (retried).
     background_errors,
     /// Point lookups.
@@ -91,6 +96,14 @@ metrics! {
     compaction_bytes_written,
     /// Microseconds spent compacting.
     compaction_micros,
+    /// Deletion-vector files written (flushes, ingests and compactions).
+    dv_files_written,
+    /// Row positions newly marked deleted by deletion-vector maintenance.
+    dv_rows_marked,
+    /// Rows of older files whose keys were read to maintain deletion vectors.
+    dv_rows_read,
+    /// Microseconds spent maintaining deletion vectors.
+    dv_micros,
 }
 
 impl Metrics {

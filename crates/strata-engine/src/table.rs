@@ -28,7 +28,10 @@ use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::options::TableOptions;
-use crate::read::{Dedup, KeyRange, MergeIter, ScanColumns, ScanIter, ScanOptions, collect_runs};
+use crate::read::{
+    BaseFile, BaseScan, Dedup, KeyRange, MergeIter, ScanColumns, ScanIter, ScanOptions,
+    collect_runs,
+};
 use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
 use crate::sst::{BloomProbe, SstMeta, bloom_probes};
@@ -420,7 +423,8 @@ impl Table {
 
     /// Loads a large stream of rows straight into sorted SSTs (see `db::ingest`): atomic (all
     /// rows or none), last row of a key wins, much faster than [`Table::insert`] for millions of
-    /// rows. Other writers wait while it runs. Returns the rows read.
+    /// rows, in memory bounded by `options` whatever the stream's length. Other writers do not
+    /// wait for it; other loads of the database do. Returns the rows read.
     pub fn ingest(
         &self,
         batches: impl IntoIterator<Item = Result<RecordBatch>>,
@@ -429,6 +433,13 @@ impl Table {
         self.check_live()?;
         self.db
             .ingest(&self.inner, &mut batches.into_iter(), options)
+    }
+
+    /// Starts a bulk load pushed batch by batch (what [`Table::ingest`] runs for an
+    /// iterator): see [`crate::BulkLoad`].
+    pub fn bulk_load(&self, options: &crate::db::IngestOptions) -> Result<crate::BulkLoad> {
+        self.check_live()?;
+        crate::BulkLoad::start(Arc::clone(&self.db), Arc::clone(&self.inner), options)
     }
 
     /// Writes the memtables of this table to SSTs and waits until they are durable there.
@@ -563,6 +574,46 @@ impl ReadView {
         self.sv
             .memtables()
             .all(|m| m.min_seq().is_none_or(|s| s > self.read_seq))
+    }
+
+    /// Plans a scan of the keys in `ranges` (`None`: every key) as base files with deletion
+    /// vectors plus the memtable overlay, or `None` when the view must be read by the merge
+    /// (see [`crate::read::plan`]).
+    pub fn base_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
+        let schema = &self.table.schema;
+        let version = &self.sv.version;
+        if !schema.sst_file_types_are_user_types()
+            || version.files().any(|f| f.meta().max_seq > self.read_seq)
+        {
+            return Ok(None);
+        }
+        let all = [KeyRange::all()];
+        let ranges = ranges.unwrap_or(&all);
+        let files: Vec<BaseFile> = version
+            .files()
+            .filter(|f| {
+                let meta = f.meta();
+                ranges
+                    .iter()
+                    .any(|r| r.overlaps(&meta.min_key, &meta.max_key))
+            })
+            .map(|f| BaseFile {
+                meta: f.meta().clone(),
+                deleted: version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
+            })
+            .collect();
+        if !version.dvs_maintained() {
+            // Without maintained DVs, only files that need none can be read as a base.
+            let mut metas: Vec<&SstMeta> = version.files().map(|f| f.meta()).collect();
+            metas.sort_by(|a, b| a.min_key.cmp(&b.min_key));
+            let need_none = metas.iter().all(|m| m.is_clean())
+                && metas.windows(2).all(|w| w[0].max_key < w[1].min_key);
+            if !need_none {
+                return Ok(None);
+            }
+        }
+        let memtables = self.sv.memtables().cloned().collect();
+        crate::read::plan::plan_base_scan(schema, files, memtables, ranges, self.read_seq)
     }
 
     /// True when a file of this view was found corrupt in this process: answers that come

@@ -8,6 +8,9 @@
 //!   under a short read lock) together with its read sequence number, under that same lock
 //!   (`TableInner::pin_latest`), so every write up to that number is in one of the pinned
 //!   sources.
+//! * A version also holds the [deletion vectors](crate::dv) of its files, when the table's DVs
+//!   are maintained: immutable like the version, so a reader pinned before a DV update keeps
+//!   the DVs of its version.
 //! * An [`SstHandle`] is one live file. When the manifest drops a file (compaction, table
 //!   drop) the handle is marked obsolete; the file is deleted when the last version holding the
 //!   handle is dropped, never while a reader can still reach it.
@@ -27,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
+use crate::dv::DeletionVector;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Metrics;
@@ -146,13 +150,90 @@ impl Drop for SstHandle {
     }
 }
 
-/// The live files of one table, by level.
+/// The live files of one table, by level, with their deletion vectors.
 #[derive(Debug, Clone, Default)]
 pub struct Version {
     levels: Vec<Vec<Arc<SstHandle>>>,
+    /// Deletion vectors by SST file id (files without one have no deleted rows, when
+    /// `dvs_maintained`).
+    dvs: std::collections::HashMap<FileId, Arc<DeletionVector>>,
+    /// True when the DVs are complete (see [`crate::dv`]); false for a table whose DVs were
+    /// never built or could not be loaded (reads then merge).
+    dvs_maintained: bool,
+}
+
+/// A change of a table's files: what a flush, ingest or compaction installs.
+#[derive(Debug, Default)]
+pub struct FileChange {
+    /// Files added.
+    pub added: Vec<Arc<SstHandle>>,
+    /// Files removed (their DVs go with them).
+    pub removed: Vec<FileId>,
+    /// DVs written: each replaces the DV of its file.
+    pub set_dvs: Vec<Arc<DeletionVector>>,
+    /// Files whose DV is dropped.
+    pub drop_dvs: Vec<FileId>,
+    /// The table's DVs are complete after this change (`None`: unchanged).
+    pub dvs_maintained: Option<bool>,
 }
 
 impl Version {
+    /// A version of `files` with the DVs `dvs` (complete when `maintained`).
+    pub fn with_dvs(
+        files: Vec<Arc<SstHandle>>,
+        dvs: Vec<Arc<DeletionVector>>,
+        maintained: bool,
+    ) -> Self {
+        let mut version = Version::new(files);
+        version.dvs = dvs.into_iter().map(|dv| (dv.meta().file, dv)).collect();
+        version.dvs_maintained = maintained;
+        debug_assert!(version.dvs.keys().all(|id| version.file(*id).is_some()));
+        version
+    }
+
+    /// The version after `change`.
+    pub fn apply(&self, change: &FileChange) -> Version {
+        let files = self
+            .files()
+            .filter(|f| !change.removed.contains(&f.meta().id))
+            .cloned()
+            .chain(change.added.iter().cloned())
+            .collect();
+        let mut next = Version::new(files);
+        next.dvs = self
+            .dvs
+            .iter()
+            .filter(|(id, _)| !change.removed.contains(id) && !change.drop_dvs.contains(id))
+            .map(|(id, dv)| (*id, Arc::clone(dv)))
+            .collect();
+        for dv in &change.set_dvs {
+            next.dvs.insert(dv.meta().file, Arc::clone(dv));
+        }
+        next.dvs_maintained = change.dvs_maintained.unwrap_or(self.dvs_maintained);
+        debug_assert!(next.dvs.keys().all(|id| next.file(*id).is_some()));
+        next
+    }
+
+    /// The DV of file `id`, if it has deleted rows.
+    pub fn dv(&self, id: FileId) -> Option<&Arc<DeletionVector>> {
+        self.dvs.get(&id)
+    }
+
+    /// Every DV of the version.
+    pub fn dvs(&self) -> impl Iterator<Item = &Arc<DeletionVector>> {
+        self.dvs.values()
+    }
+
+    /// True when the DVs are complete.
+    pub fn dvs_maintained(&self) -> bool {
+        self.dvs_maintained
+    }
+
+    /// The file with id `id`.
+    pub fn file(&self, id: FileId) -> Option<&Arc<SstHandle>> {
+        self.files().find(|f| f.meta().id == id)
+    }
+
     /// A version holding `files` (any order; they are sorted per the invariants).
     pub fn new(files: Vec<Arc<SstHandle>>) -> Self {
         let mut version = Version::default();
@@ -184,15 +265,13 @@ impl Version {
         }
     }
 
-    /// A new version with `added` files and without the files in `removed`.
+    /// A new version with `added` files and without the files in `removed` (and their DVs).
     pub fn edit(&self, added: Vec<Arc<SstHandle>>, removed: &[FileId]) -> Version {
-        let files = self
-            .files()
-            .filter(|f| !removed.contains(&f.meta().id))
-            .cloned()
-            .chain(added)
-            .collect();
-        Version::new(files)
+        self.apply(&FileChange {
+            added,
+            removed: removed.to_vec(),
+            ..FileChange::default()
+        })
     }
 
     /// Files of `level` (L0 newest first; deeper levels by key).

@@ -22,6 +22,7 @@
 //! version (version scans), or the versions some snapshot still needs (flush and compaction).
 
 pub mod merge;
+pub mod plan;
 mod runs;
 
 use std::ops::Bound;
@@ -31,6 +32,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 
 pub use merge::{Dedup, MergeIter};
+pub use plan::{BaseFile, BaseScan, Overlay};
 pub use runs::{RunIter, memtable_run, sst_run, sst_run_with_batch_rows};
 
 use crate::codec::{KeyValue, prefix_successor};

@@ -1,0 +1,270 @@
+//! Scan planning: how a scan of a pinned view reads its rows without merging the bulk of the
+//! table.
+//!
+//! A view whose files carry complete [deletion vectors](crate::dv) (or need none: every file
+//! clean and no two overlapping) splits into
+//!
+//! * the **base**: every SST file, read by a columnar Parquet reader as it is, each with its
+//!   DV applied as a row selection. The live rows of the base are exactly the table as of the
+//!   view's files (one row per key, the newest, tombstones gone);
+//! * the **overlay**: what the memtables hold at the read sequence, merged (the newest version
+//!   of each key, tombstones included). It is newer than every base row, so a scan returns
+//!   the base rows whose key the overlay does not hold (an anti-join on the key: a tombstone or
+//!   a newer version in the overlay hides the base row even when the base row alone would
+//!   match a value filter) and the overlay's live rows.
+//!
+//! [`ReadView::base_scan`](crate::ReadView::base_scan) returns `None` when the view cannot be
+//! read this way; the caller then merges ([`crate::ReadView::scan`]):
+//!
+//! * a file holds rows newer than the read sequence (a snapshot older than a flush), or a DV
+//!   would be needed but the table's DVs are not maintained;
+//! * some column is stored under another Parquet type than the user's (only the engine's
+//!   reader maps it back);
+//! * a table without a primary key whose overlay holds keys inside a base file's key range:
+//!   its hidden row id is not a user column, so the anti-join could not be computed from
+//!   user columns. (Fresh inserts take new, larger row ids, so an append-only table keeps
+//!   the base path.)
+//!
+//! Invariants: base files are listed in ascending order of their smallest key; `disjoint` is
+//! true only when no two of them overlap (reading them in order is then reading in key order);
+//! the overlay's probe keys are only those inside the key range of some base file (a key
+//! outside every file cannot hide a base row).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Int64Type};
+use roaring::RoaringBitmap;
+
+use super::{Dedup, KeyRange, MergeIter, memtable_run};
+use crate::dv::selection_runs;
+use crate::error::{Error, Result};
+use crate::schema::TableSchema;
+use crate::sst::SstMeta;
+use crate::types::OpKind;
+
+/// One base file of a scan and its deleted rows.
+#[derive(Debug, Clone)]
+pub struct BaseFile {
+    /// The file.
+    pub meta: SstMeta,
+    /// Row positions that are not live (`None`: every row is live).
+    pub deleted: Option<Arc<RoaringBitmap>>,
+}
+
+impl BaseFile {
+    /// Number of live rows.
+    pub fn live_rows(&self) -> u64 {
+        self.meta.rows - self.deleted.as_ref().map_or(0, |d| d.len())
+    }
+
+    /// Rows `start..end` of the file minus its deleted rows, as `(live, length)` runs covering
+    /// the whole file (a Parquet row selection).
+    pub fn selection(&self, start: u64, end: u64) -> Vec<(bool, u64)> {
+        selection_runs(self.meta.rows, start, end, self.deleted.as_deref())
+    }
+}
+
+/// The overlay of a base scan (see the module docs).
+#[derive(Debug)]
+pub struct Overlay {
+    /// Live rows (user columns, key order) of the keys whose newest version is a put.
+    rows: Option<RecordBatch>,
+    /// Keys held by the overlay that lie inside some base file's key range.
+    probe: Probe,
+    /// Keys in the overlay (puts and tombstones).
+    keys: usize,
+    /// Tombstones in the overlay.
+    tombstones: usize,
+}
+
+/// The set of overlay keys a base row is tested against.
+#[derive(Debug)]
+enum Probe {
+    /// No key can hide a base row.
+    Empty,
+    /// A single `Int64` key column: the values.
+    Int64(HashSet<i64>),
+    /// Any key: encoded keys.
+    Encoded(HashSet<Vec<u8>>),
+}
+
+impl Overlay {
+    /// The live overlay rows (user columns, in key order), if any.
+    pub fn rows(&self) -> Option<&RecordBatch> {
+        self.rows.as_ref()
+    }
+
+    /// True when no overlay key can hide a base row (no anti-join needed).
+    pub fn hides_nothing(&self) -> bool {
+        matches!(self.probe, Probe::Empty)
+    }
+
+    /// Number of keys held (puts and tombstones).
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+
+    /// Number of tombstones held.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
+    }
+
+    /// For base rows given by their user key columns (in primary-key order), `true` where
+    /// the row survives: its key is not in the overlay.
+    pub fn keep_mask(
+        &self,
+        schema: &TableSchema,
+        key_columns: &[ArrayRef],
+    ) -> Result<BooleanArray> {
+        let rows = key_columns.first().map_or(0, |c| c.len());
+        match &self.probe {
+            Probe::Empty => Ok(BooleanArray::from(vec![true; rows])),
+            Probe::Int64(values) => {
+                let column = key_columns[0]
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| Error::internal("overlay probe expects an Int64 key column"))?;
+                Ok(column
+                    .iter()
+                    .map(|v| Some(v.is_none_or(|v| !values.contains(&v))))
+                    .collect())
+            }
+            Probe::Encoded(keys) => {
+                let encoded = schema.key_codec().encode_columns(key_columns)?;
+                Ok((0..encoded.len())
+                    .map(|i| Some(!keys.contains(encoded.get(i))))
+                    .collect())
+            }
+        }
+    }
+}
+
+/// A scan of a view as base files plus overlay (see the module docs).
+#[derive(Debug)]
+pub struct BaseScan {
+    /// The base files overlapping the scan's ranges, by smallest key.
+    pub files: Vec<BaseFile>,
+    /// True when no two base files overlap.
+    pub disjoint: bool,
+    /// What the memtables hold.
+    pub overlay: Overlay,
+}
+
+impl BaseScan {
+    /// Live base rows (before any key range or filter).
+    pub fn base_live_rows(&self) -> u64 {
+        self.files.iter().map(BaseFile::live_rows).sum()
+    }
+}
+
+/// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV) and
+/// the memtables `memtables` at `read_seq`; `None` per the module docs.
+pub(crate) fn plan_base_scan(
+    schema: &Arc<TableSchema>,
+    mut files: Vec<BaseFile>,
+    memtables: Vec<Arc<crate::version::MemtableSlot>>,
+    ranges: &[KeyRange],
+    read_seq: crate::types::SeqNo,
+) -> Result<Option<BaseScan>> {
+    files.sort_by(|a, b| a.meta.min_key.cmp(&b.meta.min_key));
+    let disjoint = files
+        .windows(2)
+        .all(|w| w[0].meta.max_key < w[1].meta.min_key);
+    let storage_columns: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
+    let mut puts: Vec<RecordBatch> = Vec::new();
+    let mut probe_keys: Vec<Vec<u8>> = Vec::new();
+    let (mut keys, mut tombstones) = (0usize, 0usize);
+    let inside_base = |key: &[u8]| {
+        files
+            .iter()
+            .any(|f| f.meta.min_key.as_slice() <= key && key <= f.meta.max_key.as_slice())
+    };
+    let visible: Vec<_> = memtables
+        .into_iter()
+        .filter(|m| m.min_seq().is_some_and(|s| s <= read_seq))
+        .collect();
+    if !visible.is_empty() {
+        for range in ranges {
+            let runs = visible
+                .iter()
+                .map(|slot| {
+                    memtable_run(
+                        Arc::clone(slot),
+                        Arc::clone(schema),
+                        range.clone(),
+                        storage_columns.clone(),
+                        read_seq,
+                        OVERLAY_BATCH_ROWS,
+                    )
+                })
+                .collect();
+            let newest = Dedup::Retain {
+                snapshots: Vec::new(),
+                drop_tombstones: false,
+            };
+            let mut merge = MergeIter::new(runs, newest, OVERLAY_BATCH_ROWS, true);
+            while let Some(batch) = merge.next_batch()? {
+                let mut live: Vec<u32> = Vec::new();
+                for row in 0..batch.num_rows() {
+                    keys += 1;
+                    let key = batch.keys.get(row);
+                    if inside_base(key) {
+                        probe_keys.push(key.to_vec());
+                    }
+                    match batch.op(row) {
+                        OpKind::Put => live.push(row as u32),
+                        OpKind::Delete => tombstones += 1,
+                    }
+                }
+                if !live.is_empty() {
+                    let user = batch
+                        .batch
+                        .project(&(0..schema.user_schema().fields().len()).collect::<Vec<_>>())?;
+                    puts.push(take_record_batch(&user, &UInt32Array::from(live))?);
+                }
+            }
+        }
+    }
+    if schema.has_hidden_rowid() && !probe_keys.is_empty() {
+        return Ok(None);
+    }
+    let probe = if probe_keys.is_empty() {
+        Probe::Empty
+    } else if let [key] = schema.key_indices()
+        && schema.user_schema().field(*key).data_type() == &DataType::Int64
+    {
+        let decoded = schema
+            .key_codec()
+            .decode(probe_keys.iter().map(Vec::as_slice))?;
+        Probe::Int64(
+            decoded[0]
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .copied()
+                .collect(),
+        )
+    } else {
+        Probe::Encoded(probe_keys.into_iter().collect())
+    };
+    let rows = match puts.len() {
+        0 => None,
+        1 => puts.pop(),
+        _ => Some(concat_batches(&puts[0].schema(), &puts)?),
+    };
+    Ok(Some(BaseScan {
+        files,
+        disjoint,
+        overlay: Overlay {
+            rows,
+            probe,
+            keys,
+            tombstones,
+        },
+    }))
+}
+
+/// Rows per batch of the overlay merge.
+const OVERLAY_BATCH_ROWS: usize = 8192;
