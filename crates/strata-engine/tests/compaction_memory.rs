@@ -92,7 +92,13 @@ fn compacting_a_table_ten_times_larger_than_the_budget_stays_within_it() {
         .unwrap())
     });
     table
-        .ingest(batches, &IngestOptions { chunk_rows: CHUNK })
+        .ingest(
+            batches,
+            &IngestOptions {
+                chunk_rows: CHUNK,
+                ..IngestOptions::default()
+            },
+        )
         .unwrap();
     let stats = table.stats();
     assert_eq!(stats.files_per_level, vec![ROWS / CHUNK]);

@@ -604,7 +604,13 @@ fn bulk_ingest_is_atomic_sorted_and_last_row_wins() {
         batches.push(Ok(users(&ids, &names, &vec![None; ids.len()])));
     }
     let rows = table
-        .ingest(batches, &IngestOptions { chunk_rows: 1_500 })
+        .ingest(
+            batches,
+            &IngestOptions {
+                chunk_rows: 1_500,
+                ..IngestOptions::default()
+            },
+        )
         .unwrap();
     assert_eq!(rows, 3_000);
     let scanned = collect_ids(&table, KeyRange::all());
@@ -659,7 +665,13 @@ fn failed_ingest_changes_nothing() {
     )
     .unwrap();
     let err = table
-        .ingest(vec![Ok(good), Ok(bad)], &IngestOptions { chunk_rows: 500 })
+        .ingest(
+            vec![Ok(good), Ok(bad)],
+            &IngestOptions {
+                chunk_rows: 500,
+                ..IngestOptions::default()
+            },
+        )
         .unwrap_err();
     assert!(matches!(err, Error::NullKey { .. }), "{err}");
     assert_eq!(

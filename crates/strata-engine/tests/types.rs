@@ -151,7 +151,10 @@ fn exercise(family: &str, values: Vec<(&str, ArrayRef)>) {
         .unwrap();
     let rows: Vec<u32> = (0..N as u32).rev().collect();
     let keys: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
-    let options = strata_engine::IngestOptions { chunk_rows: N / 2 };
+    let options = strata_engine::IngestOptions {
+        chunk_rows: N / 2,
+        ..Default::default()
+    };
     table.ingest([Ok(batch(&keys, &rows))], &options).unwrap();
     let all: Vec<Option<u32>> = (0..N as u32).map(Some).collect();
     check_table(&db, &ingested, &all, "ingested");

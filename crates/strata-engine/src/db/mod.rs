@@ -77,7 +77,7 @@ pub(crate) use background::Background;
 pub(crate) use compact::level_entry;
 pub(crate) use compact::levels_of;
 pub use compact::{CompactionReport, LevelCompactionStats, LevelReport};
-pub use ingest::IngestOptions;
+pub use ingest::{BulkLoad, IngestOptions};
 pub(crate) use write::CommitQueue;
 
 /// Longest table name, in bytes.
@@ -228,6 +228,8 @@ pub(crate) struct DbInner {
     pub replaying: AtomicBool,
     /// The last background failure, shown in stall errors and metrics.
     pub background_error: Mutex<Option<String>>,
+    /// Lets one bulk load run at a time (see `ingest`).
+    pub loads: ingest::LoadGate,
 }
 
 impl std::fmt::Debug for DbInner {

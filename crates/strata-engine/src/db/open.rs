@@ -91,6 +91,7 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         closed: AtomicBool::new(false),
         replaying: AtomicBool::new(true),
         background_error: Mutex::new(None),
+        loads: Default::default(),
     });
     {
         let mut catalog = inner.catalog.write();
