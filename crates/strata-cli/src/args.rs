@@ -19,6 +19,10 @@ pub const DEFAULT_DATA_DIR: &str = "strata-data";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "strata", version, about, long_about = None)]
 pub struct Args {
+    /// A subcommand instead of the shell (`strata serve ...`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Database directory (created on first use).
     #[arg(value_name = "DATA_DIR", conflicts_with = "memory")]
     pub data_dir: Option<PathBuf>,
@@ -63,6 +67,13 @@ pub struct Args {
     /// Inputs from `-c` and `-f`, in command-line order (filled by [`Args::parse_from_env`]).
     #[arg(skip)]
     pub inputs: Vec<Input>,
+}
+
+/// Subcommands of `strata`; without one, the SQL shell runs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve a database over Arrow Flight SQL and the PostgreSQL wire protocol.
+    Serve(strata_server::ServeArgs),
 }
 
 /// One `-c` or `-f` argument.
@@ -177,6 +188,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("high_performance"), "{err}");
+    }
+
+    #[test]
+    fn serve_is_a_subcommand_and_the_shell_stays_the_default() {
+        let args = Args::parse_with(["strata", "dir"]).unwrap();
+        assert!(args.command.is_none());
+        let args = Args::parse_with([
+            "strata",
+            "serve",
+            "db",
+            "--flight",
+            "127.0.0.1:0",
+            "--pg",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let Some(Command::Serve(serve)) = args.command else {
+            panic!("not serve: {args:?}");
+        };
+        assert_eq!(serve.location.as_deref(), Some("db"));
+        assert_eq!(serve.flight.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(serve.pg.as_deref(), Some("127.0.0.1:0"));
     }
 
     #[test]

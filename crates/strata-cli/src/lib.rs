@@ -2,6 +2,9 @@
 //!
 //! The `strata` command-line front end: a SQL shell over an embedded Strata database.
 //!
+//! `strata serve [DATA_DIR|URL] --flight ADDR --pg ADDR` serves a database over Arrow Flight
+//! SQL and the PostgreSQL wire protocol instead (the `strata-server` crate).
+//!
 //! `strata [DATA_DIR]` opens (creating on first use) a database directory, `--memory` a
 //! throw-away one; `-c SQL` and `-f FILE` run statements and exit, a script piped to standard
 //! input runs the same way, and otherwise an interactive session starts (rustyline: history,
@@ -39,6 +42,15 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn main() -> ExitCode {
     let args = Args::parse_from_env();
     init_logging();
+    if let Some(args::Command::Serve(serve)) = &args.command {
+        return match strata_server::run(serve) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("Error: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     run(args)
 }
 

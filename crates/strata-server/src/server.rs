@@ -1,0 +1,383 @@
+//! Start-up and shutdown of `strata serve` ([`Server`], [`run`]).
+//!
+//! Start-up: the `strata_server_metrics()` table function and (with PostgreSQL served)
+//! `pg_catalog` are added to the session, both listeners are bound (so their addresses can be
+//! printed, port 0 included), then served on the caller's tokio runtime.
+//!
+//! Shutdown, in this order: stop accepting (Flight SQL via tonic's graceful shutdown,
+//! PostgreSQL by leaving the accept loop); wait up to the grace period for in-flight
+//! statements; cancel those still running (their streams are dropped, which cancels their
+//! plans); close the PostgreSQL connections; drop every handle to the session (the
+//! `pg_catalog` schema is deregistered first: it refers to the catalog list it sits in); and
+//! close the database ([`StrataSession::close`]: WAL synced, lock released). Invariant: the
+//! database is closed only after no statement can run any more.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::catalog::CatalogProvider;
+use datafusion_postgres::auth::AuthManager;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::pgwire;
+use futures::StreamExt;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use strata_datafusion::StrataSession;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{ServeArgs, ServeConfig, TlsPem};
+use crate::exec::Statements;
+use crate::flight::StrataFlightSql;
+use crate::metrics::{ServerMetrics, ServerMetricsFunction};
+use crate::pg::{Connections, StrataPgHandlers, watch_disconnect};
+
+/// Most PostgreSQL connections served at once; more are closed at once.
+pub const PG_CONNECTIONS_MAX: usize = 1024;
+/// How long cancelled statements get to stop, and connections to close, after the grace period.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// A running server.
+pub struct Server {
+    flight_addr: Option<SocketAddr>,
+    pg_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    done: JoinHandle<Result<(), String>>,
+}
+
+impl Server {
+    /// Serves `session` as `config` says, on the current tokio runtime.
+    pub async fn start(config: ServeConfig, session: StrataSession) -> Result<Server, String> {
+        let metrics = Arc::new(ServerMetrics::default());
+        session.register_udtf(
+            "strata_server_metrics",
+            Arc::new(ServerMetricsFunction(Arc::clone(&metrics))),
+        );
+        let catalog_name = session
+            .copied_config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
+        if config.pg.is_some() {
+            setup_pg_catalog(
+                session.context(),
+                &catalog_name,
+                Arc::new(AuthManager::default()),
+            )
+            .map_err(|e| format!("cannot set up pg_catalog: {e}"))?;
+        }
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let statements = Arc::new(Statements::new(
+            Arc::new(session),
+            metrics,
+            config.memory_limit,
+            config.statement_timeout,
+            cancel_rx,
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let mut flight_addr = None;
+        let mut flight_task = None;
+        if let Some(addr) = config.flight {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for Flight SQL on {addr}: {e}"))?;
+            flight_addr = Some(local_addr(&listener)?);
+            let service =
+                StrataFlightSql::new(Arc::clone(&statements), config.flight_token.clone())?
+                    .into_service();
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &config.tls {
+                let identity = tonic::transport::Identity::from_pem(&tls.cert, &tls.key);
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .map_err(|e| format!("bad TLS certificate or key for Flight SQL: {e}"))?;
+            }
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
+            let mut stop = stop_rx.clone();
+            let router = builder.add_service(service);
+            flight_task = Some(tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                    .map_err(|e| format!("Flight SQL server: {e}"))
+            }));
+        }
+
+        let mut pg_addr = None;
+        let mut pg_task = None;
+        if let Some(addr) = config.pg {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for PostgreSQL on {addr}: {e}"))?;
+            pg_addr = Some(local_addr(&listener)?);
+            let tls = config.tls.as_ref().map(pg_tls).transpose()?;
+            let connections = Arc::new(Connections::default());
+            let handlers = Arc::new(StrataPgHandlers::new(
+                Arc::clone(&statements),
+                Arc::clone(&connections),
+                config.pg_password.clone(),
+            ));
+            pg_task = Some(tokio::spawn(pg_accept(
+                listener,
+                tls,
+                handlers,
+                connections,
+                Arc::clone(&statements),
+                stop_rx.clone(),
+            )));
+        }
+
+        let grace = config.shutdown_grace;
+        let mut stop = stop_rx;
+        let done = tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            // Listeners stop accepting now; statements in flight get the grace period.
+            let in_flight = Arc::clone(statements.in_flight());
+            if tokio::time::timeout(grace, in_flight.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "{} statements still running after {grace:?}: cancelling them",
+                    in_flight.count()
+                );
+                let _ = cancel_tx.send(true);
+                let _ = tokio::time::timeout(CANCEL_WAIT, in_flight.wait_idle()).await;
+            }
+            let mut result = Ok(());
+            if let Some(task) = pg_task {
+                // The accept loop closes its connections when it ends.
+                match tokio::time::timeout(CANCEL_WAIT, task).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => result = Err(format!("PostgreSQL server: {e}")),
+                    Err(_) => result = Err("PostgreSQL connections did not close".into()),
+                }
+            }
+            if let Some(mut task) = flight_task {
+                // tonic waits for open calls; idle connections may linger: cancel then.
+                let _ = cancel_tx.send(true);
+                match tokio::time::timeout(CANCEL_WAIT, &mut task).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => result = Err(e),
+                    Ok(Err(e)) => result = Err(format!("Flight SQL server: {e}")),
+                    Err(_) => {
+                        task.abort();
+                        let _ = task.await;
+                    }
+                }
+            }
+            let closed = close(statements, &catalog_name);
+            result.and(closed)
+        });
+        Ok(Server {
+            flight_addr,
+            pg_addr,
+            stop: stop_tx,
+            done,
+        })
+    }
+
+    /// The Flight SQL address being served.
+    pub fn flight_addr(&self) -> Option<SocketAddr> {
+        self.flight_addr
+    }
+
+    /// The PostgreSQL address being served.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg_addr
+    }
+
+    /// Shuts down gracefully (see the module doc) and closes the database.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.stop.send(true);
+        self.done
+            .await
+            .map_err(|e| format!("shutdown failed: {e}"))?
+    }
+}
+
+/// Drops the last handles to the session and closes the database.
+fn close(statements: Arc<Statements>, catalog_name: &str) -> Result<(), String> {
+    let statements = Arc::try_unwrap(statements).map_err(|s| {
+        format!(
+            "cannot close the database: {} handles to the server's statements remain",
+            Arc::strong_count(&s) - 1
+        )
+    })?;
+    let session = statements.into_session();
+    let session = Arc::try_unwrap(session)
+        .map_err(|_| "cannot close the database: the session is still in use".to_string())?;
+    if let Some(catalog) = session.context().catalog(catalog_name) {
+        // pg_catalog refers to the catalog list that holds it.
+        if catalog.schema("pg_catalog").is_some() {
+            let _ = CatalogProvider::deregister_schema(catalog.as_ref(), "pg_catalog", true);
+        }
+    }
+    session
+        .close()
+        .map_err(|e| format!("cannot close the database: {e}"))
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, String> {
+    listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))
+}
+
+/// The TLS acceptor of the PostgreSQL listener.
+fn pg_tls(tls: &TlsPem) -> Result<pgwire::tokio::TlsAcceptor, String> {
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_slice_iter(&tls.cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad TLS certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("the TLS certificate file holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&tls.key).map_err(|e| format!("bad TLS key: {e}"))?;
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("bad TLS certificate or key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts PostgreSQL connections until `stop`; then closes the open ones.
+async fn pg_accept(
+    listener: TcpListener,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    handlers: Arc<StrataPgHandlers>,
+    connections: Arc<Connections>,
+    statements: Arc<Statements>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("PostgreSQL accept failed: {e}");
+                continue;
+            }
+        };
+        if tasks.len() >= PG_CONNECTIONS_MAX {
+            tracing::warn!(
+                "refusing a PostgreSQL connection from {peer}: {PG_CONNECTIONS_MAX} open"
+            );
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        ServerMetrics::bump(&statements.metrics().pg_connections);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let conn = match statements.connection() {
+            Ok(c) => c.with_cancel(cancel_rx),
+            Err(e) => {
+                tracing::warn!("cannot set up a connection for {peer}: {e}");
+                continue;
+            }
+        };
+        // A second handle on the socket to notice the client leaving mid-statement.
+        let watcher = match dup_socket(&socket) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!("no disconnect watch for {peer}: {e}");
+                None
+            }
+        };
+        connections.insert(peer, conn);
+        let handlers = Arc::clone(&handlers);
+        let connections = Arc::clone(&connections);
+        let tls = tls.clone();
+        tasks.spawn(async move {
+            let watch = watcher.map(|w| tokio::spawn(watch_disconnect(w, cancel_tx)));
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                tracing::debug!("PostgreSQL connection from {peer}: {e}");
+            }
+            if let Some(w) = watch {
+                w.abort();
+            }
+            connections.remove(&peer);
+        });
+    }
+    drop(listener);
+    // In-flight statements have had their grace period (see `Server::start`); close the rest.
+    tasks.shutdown().await;
+}
+
+fn dup_socket(socket: &tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let owned = socket.as_fd().try_clone_to_owned()?;
+    let std = std::net::TcpStream::from(owned);
+    std.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(std)
+}
+
+/// `strata serve`: opens the database, serves it until SIGTERM or SIGINT, then shuts down
+/// gracefully. Prints one line per listener (`Flight SQL on ADDR`, `PostgreSQL on ADDR`).
+pub fn run(args: &ServeArgs) -> Result<(), String> {
+    let config = ServeConfig::from_args(args, |k| std::env::var(k).ok())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-serve")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let session =
+            strata_datafusion::open(&config.data_dir, Default::default()).map_err(|e| {
+                format!(
+                    "cannot open the database in {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+        let dir = config.data_dir.clone();
+        let tls = config.tls.is_some();
+        let server = Server::start(config, session).await?;
+        let scheme = if tls { " (TLS)" } else { "" };
+        if let Some(a) = server.flight_addr() {
+            println!("strata serve: Flight SQL on {a}{scheme}");
+        }
+        if let Some(a) = server.pg_addr() {
+            println!("strata serve: PostgreSQL on {a}{scheme}");
+        }
+        println!("strata serve: database {}", dir.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await?;
+        eprintln!("strata serve: shutting down");
+        server.shutdown().await?;
+        println!("strata serve: stopped, database closed");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
