@@ -38,7 +38,8 @@
 //!   SST), `drop_dvs` (`(table, SST file)` pairs whose DV is now empty) and
 //!   `maintain_dvs` (tables whose DVs are complete from this edit on: every file's DV is
 //!   named or empty). A table of an older log has no DVs and is not maintained until the
-//!   engine builds them (at open). Removing a file removes its DV.
+//!   engine builds them (at open). An edit that adds files to a table without listing it in
+//!   `maintain_dvs` leaves the table's DVs incomplete. Removing a file removes its DV.
 //!
 //! An edit applies in this order: namespaces created, tables created, options, files removed
 //! (with their DVs), files added, DVs dropped, DVs set, DV maintenance, flushed sequences,
@@ -247,6 +248,19 @@ impl ManifestState {
             });
             if removed.is_none() {
                 return bad(format!("removing unknown file {file} of table {table}"));
+            }
+        }
+        for meta in &edit.add_files {
+            let Some(table) = self.tables.get_mut(&meta.table_id) else {
+                return bad(format!(
+                    "file {} added to unknown table {}",
+                    meta.id, meta.table_id
+                ));
+            };
+            // Files added without maintaining the table's deletion vectors make them
+            // incomplete (see `maintain_dvs`).
+            if !edit.maintain_dvs.contains(&meta.table_id) {
+                table.dvs_maintained = false;
             }
         }
         for meta in &edit.add_files {

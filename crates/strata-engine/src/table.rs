@@ -50,6 +50,10 @@ pub(crate) struct TableInner {
     pub flush_queued: AtomicBool,
     pub flush_lock: Mutex<()>,
     pub compaction_queued: AtomicBool,
+    /// Serializes the changes of the table's files (flush, ingest and compaction installs)
+    /// with the deletion vectors each computes against the version it installs over
+    /// (`db::dvs`). Taken before the manifest lock.
+    pub install_lock: Mutex<()>,
     /// One compaction of this table at a time.
     pub compaction_lock: Mutex<()>,
     /// Flush and compaction counters by output level.

@@ -265,11 +265,15 @@ impl Version {
         }
     }
 
-    /// A new version with `added` files and without the files in `removed` (and their DVs).
+    /// A new version with `added` files and without the files in `removed` (and their DVs),
+    /// whose DVs are not maintained when files were added (as the manifest records such an
+    /// edit; see [`FileChange`] for a change that maintains them).
     pub fn edit(&self, added: Vec<Arc<SstHandle>>, removed: &[FileId]) -> Version {
+        let maintained = self.dvs_maintained && added.is_empty();
         self.apply(&FileChange {
             added,
             removed: removed.to_vec(),
+            dvs_maintained: Some(maintained),
             ..FileChange::default()
         })
     }

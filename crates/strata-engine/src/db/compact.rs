@@ -32,7 +32,7 @@ use crate::read::{Dedup, KeyRange, MergeIter, RunIter, sst_run_with_batch_rows};
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
-use crate::version::{SstHandle, SuperVersion, Version};
+use crate::version::{FileChange, SstHandle, SuperVersion, Version};
 
 /// Tasks one background job runs before it yields the thread (and requeues itself).
 const TASKS_PER_JOB: usize = 16;
@@ -312,7 +312,6 @@ impl DbInner {
             TaskKind::Merge => self.merge_files(table, task, &inputs, options)?,
         };
         let removed: Vec<FileId> = task.input_ids();
-        let mut manifest = self.manifest.lock();
         let discard = |outputs: &[SstMeta]| {
             if task.kind == TaskKind::Merge {
                 for meta in outputs {
@@ -320,20 +319,6 @@ impl DbInner {
                 }
             }
         };
-        if table.dropped.load(Ordering::Acquire) {
-            discard(&outputs);
-            return Ok(());
-        }
-        let edit = VersionEdit {
-            remove_files: removed.iter().map(|id| (table.id, *id)).collect(),
-            add_files: outputs.clone(),
-            last_seq: Some(self.visible_seq()),
-            ..VersionEdit::default()
-        };
-        if let Err(error) = manifest.apply(edit) {
-            discard(&outputs);
-            return Err(error);
-        }
         let added: Vec<Arc<SstHandle>> = outputs
             .iter()
             .map(|m| {
@@ -344,12 +329,48 @@ impl DbInner {
                 ))
             })
             .collect();
+        // The outputs' deletion vectors, against the files newer than them in the version the
+        // outputs are installed over (`install_lock`).
+        let _installing = table.install_lock.lock();
+        let version = Arc::clone(&table.super_version().version);
+        let moved = task.kind == TaskKind::Move;
+        let dvs = match self.dvs_for_compaction(table, &version, &removed, &added, moved) {
+            Ok(dvs) => dvs,
+            Err(error) => {
+                discard(&outputs);
+                return Err(error);
+            }
+        };
+        let mut manifest = self.manifest.lock();
+        if table.dropped.load(Ordering::Acquire) {
+            discard(&outputs);
+            dvs.discard();
+            return Ok(());
+        }
+        let mut edit = VersionEdit {
+            remove_files: removed.iter().map(|id| (table.id, *id)).collect(),
+            add_files: outputs.clone(),
+            last_seq: Some(self.visible_seq()),
+            ..VersionEdit::default()
+        };
+        let mut change = FileChange {
+            added,
+            removed: removed.clone(),
+            ..FileChange::default()
+        };
+        dvs.fill(table, &mut edit, &mut change);
+        if let Err(error) = manifest.apply(edit) {
+            discard(&outputs);
+            dvs.discard();
+            return Err(error);
+        }
         table.install(|current| SuperVersion {
             active: Arc::clone(&current.active),
             immutables: current.immutables.clone(),
-            version: Arc::new(current.version.edit(added, &removed)),
+            version: Arc::new(current.version.apply(&change)),
         });
         drop(manifest);
+        dvs.installed();
         if task.kind == TaskKind::Merge {
             // Deleted when the last version holding them is dropped.
             inputs.iter().for_each(|f| f.mark_obsolete());

@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::background::Job;
+use super::dvs::DvUpdate;
 use super::{Db, DbInner, display_name};
 use crate::error::{Error, Result};
 use crate::manifest::VersionEdit;
@@ -34,7 +35,7 @@ use crate::read::{Dedup, KeyRange, MergeIter, memtable_run};
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
-use crate::version::{MemtableSlot, SstHandle, SuperVersion};
+use crate::version::{FileChange, MemtableSlot, SstHandle, SuperVersion};
 
 /// Rows per batch while flushing.
 const FLUSH_BATCH_ROWS: usize = 8192;
@@ -112,27 +113,9 @@ impl DbInner {
                 let _ = self.files.store.delete(&meta.object_path());
             }
         };
-        let mut manifest = self.manifest.lock();
-        if table.dropped.load(Ordering::Acquire) {
-            discard(&written);
-            return Ok(());
-        }
-        let flushed_seq = slot.switched_at();
-        debug_assert!(
-            flushed_seq >= slot.max_seq(),
-            "memtable holds writes past its switch"
-        );
-        let edit = VersionEdit {
-            add_files: written.iter().cloned().collect(),
-            flushed_seqs: vec![(table.id, flushed_seq)],
-            last_seq: Some(self.visible_seq().max(flushed_seq)),
-            ..VersionEdit::default()
-        };
-        if let Err(error) = manifest.apply(edit) {
-            discard(&written);
-            return Err(error);
-        }
-        table.flushed_seq.fetch_max(flushed_seq, Ordering::AcqRel);
+        // The new file and the deletion vectors it implies for the older files, computed
+        // against the version it is installed over (`install_lock`).
+        let _installing = table.install_lock.lock();
         let handle = written.as_ref().map(|meta| {
             Arc::new(SstHandle::new(
                 meta.clone(),
@@ -140,6 +123,47 @@ impl DbInner {
                 Arc::clone(&self.files),
             ))
         });
+        let dvs = match &handle {
+            Some(new) if !table.dropped.load(Ordering::Acquire) => {
+                let version = Arc::clone(&table.super_version().version);
+                match self.dvs_for_new_files(table, &version, std::slice::from_ref(new)) {
+                    Ok(dvs) => dvs,
+                    Err(error) => {
+                        discard(&written);
+                        return Err(error);
+                    }
+                }
+            }
+            _ => DvUpdate::default(),
+        };
+        let mut manifest = self.manifest.lock();
+        if table.dropped.load(Ordering::Acquire) {
+            discard(&written);
+            dvs.discard();
+            return Ok(());
+        }
+        let flushed_seq = slot.switched_at();
+        debug_assert!(
+            flushed_seq >= slot.max_seq(),
+            "memtable holds writes past its switch"
+        );
+        let mut edit = VersionEdit {
+            add_files: written.iter().cloned().collect(),
+            flushed_seqs: vec![(table.id, flushed_seq)],
+            last_seq: Some(self.visible_seq().max(flushed_seq)),
+            ..VersionEdit::default()
+        };
+        let mut change = FileChange {
+            added: handle.into_iter().collect(),
+            ..FileChange::default()
+        };
+        dvs.fill(table, &mut edit, &mut change);
+        if let Err(error) = manifest.apply(edit) {
+            discard(&written);
+            dvs.discard();
+            return Err(error);
+        }
+        table.flushed_seq.fetch_max(flushed_seq, Ordering::AcqRel);
         table.install(|sv| SuperVersion {
             active: Arc::clone(&sv.active),
             immutables: sv
@@ -148,12 +172,10 @@ impl DbInner {
                 .filter(|m| !Arc::ptr_eq(m, slot))
                 .cloned()
                 .collect(),
-            version: match &handle {
-                Some(h) => Arc::new(sv.version.edit(vec![Arc::clone(h)], &[])),
-                None => Arc::clone(&sv.version),
-            },
+            version: Arc::new(sv.version.apply(&change)),
         });
         drop(manifest);
+        dvs.installed();
         let memory = slot.memtable.memory_bytes();
         let _ = self
             .memtable_bytes

@@ -46,6 +46,7 @@
 
 mod background;
 mod compact;
+mod dvs;
 mod flush;
 mod ingest;
 mod open;
@@ -658,6 +659,8 @@ impl DbInner {
         &self,
         def: &TableDef,
         files: Vec<crate::sst::SstMeta>,
+        dvs: Vec<Arc<crate::dv::DeletionVector>>,
+        dvs_maintained: bool,
         flushed_seq: SeqNo,
     ) -> Result<Arc<TableInner>> {
         let user = crate::schema::schema_from_ipc(&def.schema_ipc)?;
@@ -683,12 +686,13 @@ impl DbInner {
             sv: RwLock::new(Arc::new(SuperVersion {
                 active,
                 immutables: Vec::new(),
-                version: Arc::new(Version::new(handles)),
+                version: Arc::new(Version::with_dvs(handles, dvs, dvs_maintained)),
             })),
             dropped: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             compaction_queued: AtomicBool::new(false),
+            install_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
             compaction_stats: Mutex::new(Vec::new()),
             counters: Default::default(),
@@ -735,9 +739,11 @@ impl DbInner {
             properties: spec.properties,
             staging,
         };
-        let inner = self.table_from_def(&def, Vec::new(), 0)?;
+        // A new table has no files, so its (empty) deletion vectors are complete.
+        let inner = self.table_from_def(&def, Vec::new(), Vec::new(), true, 0)?;
         manifest.apply(VersionEdit {
             create_tables: vec![def.clone()],
+            maintain_dvs: vec![id],
             last_seq: Some(self.visible_seq()),
             ..VersionEdit::default()
         })?;
@@ -835,6 +841,9 @@ impl DbInner {
         let sv = table.super_version();
         for file in sv.version.files() {
             file.mark_obsolete();
+        }
+        for dv in sv.version.dvs() {
+            dv.mark_obsolete();
         }
         self.memtable_bytes.fetch_sub(
             sv.memtable_bytes()

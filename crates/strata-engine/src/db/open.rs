@@ -98,10 +98,13 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         catalog.namespaces = state.namespaces.clone();
         for table in state.tables.values() {
             let files: Vec<_> = table.files.values().cloned().collect();
-            let built = inner.table_from_def(&table.def, files, table.flushed_seq)?;
+            let (dvs, maintained) = load_dvs(&inner.files, table);
+            let built =
+                inner.table_from_def(&table.def, files, dvs, maintained, table.flushed_seq)?;
             catalog.insert(&table.def, built);
         }
     }
+    build_missing_dvs(&inner);
     replay_into_vectors(&inner, &wal_dir, &segments)?;
     init_row_ids(&inner);
     inner
@@ -212,8 +215,8 @@ fn acquire_lock(path: &Path) -> Result<File> {
     }
 }
 
-/// Deletes SST files the manifest does not name (a crash between writing a file and
-/// recording it) and anything else under `sst/` that is not an SST.
+/// Deletes SST and deletion-vector files the manifest does not name (a crash between writing
+/// a file and recording it, or after an edit stopped naming it) and anything else under `sst/`.
 fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
     for object in store.list()? {
         let live = parse_sst_object_path(&object).is_some_and(|(table, file)| {
@@ -221,6 +224,11 @@ fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
                 .tables
                 .get(&table)
                 .is_some_and(|t| t.files.contains_key(&file))
+        }) || crate::dv::parse_dv_object_path(&object).is_some_and(|(table, dv)| {
+            state
+                .tables
+                .get(&table)
+                .is_some_and(|t| t.dvs.values().any(|d| d.id == dv))
         });
         if !live {
             tracing::info!(file = %object, "removing orphan SST file");
@@ -234,6 +242,48 @@ fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The deletion vectors the manifest names for `table`, loaded and checked, and whether they
+/// are complete. A DV that fails its checks (missing, damaged) leaves the table without DVs,
+/// to be rebuilt from the SSTs (which stay the source of truth), never read as data.
+fn load_dvs(
+    files: &Arc<FileContext>,
+    table: &crate::manifest::TableState,
+) -> (Vec<Arc<crate::dv::DeletionVector>>, bool) {
+    if !table.dvs_maintained {
+        return (Vec::new(), false);
+    }
+    let mut dvs = Vec::with_capacity(table.dvs.len());
+    for meta in table.dvs.values() {
+        let rows = table.files.get(&meta.file).map_or(0, |f| f.rows);
+        match crate::dv::DeletionVector::load(files, meta, rows) {
+            Ok(dv) => dvs.push(dv),
+            Err(error) => {
+                tracing::error!(
+                    table = %table.def.name, %error,
+                    "deletion vector unusable; rebuilding the table's deletion vectors"
+                );
+                return (Vec::new(), false);
+            }
+        }
+    }
+    (dvs, true)
+}
+
+/// Builds the deletion vectors of every table whose DVs are not complete (a database written
+/// before DVs, or a DV that failed its checks). A table whose rebuild fails stays without DVs:
+/// its scans merge, as before DVs existed, and the failure is logged.
+fn build_missing_dvs(inner: &Arc<DbInner>) {
+    let tables: Vec<_> = inner.catalog.read().by_id.values().cloned().collect();
+    for table in tables {
+        if table.super_version().version.dvs_maintained() {
+            continue;
+        }
+        if let Err(error) = inner.rebuild_table_dvs(&table) {
+            tracing::warn!(table = %table.name, %error, "could not build deletion vectors");
+        }
+    }
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {

@@ -1,0 +1,376 @@
+//! Deletion vectors and base scans against a model.
+//!
+//! A base scan ([`strata_engine::ReadView::base_scan`]) reads every SST file as it is, minus
+//! the rows its deletion vector marks, anti-joins the memtable overlay on the key and adds the
+//! overlay's live rows. These tests read the base files with the `parquet` crate's own reader
+//! and the plan's row selections (as DataFusion's reader does), never through the merge, and
+//! compare with a `BTreeMap` model after random upserts, deletes, flushes, compactions and
+//! reopens: every key exactly once, with its newest value. The test also checks that the base
+//! path is available whenever the view reads at the latest sequence (so the model really runs
+//! through it), and that a snapshot pinned before later flushes keeps seeing its own data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use proptest::prelude::*;
+use strata_engine::{
+    CompactionOptions, Db, KeyValue, Options, ReadView, StrategyKind, Table, TableOptions,
+};
+
+type Model = BTreeMap<i64, String>;
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]))
+}
+
+fn options(strategy: StrategyKind) -> Options {
+    Options {
+        table_defaults: TableOptions {
+            compaction: CompactionOptions {
+                strategy,
+                l0_compaction_trigger: 3,
+                l0_slowdown_trigger: 8,
+                l0_stop_trigger: 16,
+                level_base_bytes: 128 * 1024,
+                level_size_multiplier: 2,
+                target_file_size_bytes: 64 * 1024,
+                ..CompactionOptions::default()
+            },
+            memtable_size_bytes: 256 * 1024,
+            sst_index_block_rows: 16,
+            sst_row_group_rows: 64,
+            ..TableOptions::default()
+        },
+        ..Options::default()
+    }
+}
+
+fn rows(pairs: &[(i64, String)]) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.0))),
+            Arc::new(StringArray::from_iter_values(
+                pairs.iter().map(|p| p.1.as_str()),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// The table's rows as the base scan of `view` gives them, key -> value; fails on a key
+/// returned twice.
+fn read_base(view: &ReadView) -> Result<Option<Model>, String> {
+    let Some(plan) = view.base_scan(None).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let mut got = Model::new();
+    let mut add = |batch: &RecordBatch| -> Result<(), String> {
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let values = batch.column(1).as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            let previous = got.insert(ids.value(row), values.value(row).to_string());
+            if previous.is_some() {
+                return Err(format!("key {} returned twice", ids.value(row)));
+            }
+        }
+        Ok(())
+    };
+    for file in &plan.files {
+        let path = view
+            .verified_sst_path(file.meta.id)
+            .map_err(|e| e.to_string())?;
+        let selection: Vec<RowSelector> = file
+            .selection(0, file.meta.rows)
+            .into_iter()
+            .map(|(live, n)| {
+                if live {
+                    RowSelector::select(n as usize)
+                } else {
+                    RowSelector::skip(n as usize)
+                }
+            })
+            .collect();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .with_row_selection(RowSelection::from(selection))
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap().project(&[0, 1]).unwrap();
+            let keep = plan
+                .overlay
+                .keep_mask(view.table_schema(), &[Arc::clone(batch.column(0))])
+                .map_err(|e| e.to_string())?;
+            add(&filter_record_batch(&batch, &keep).unwrap())?;
+        }
+    }
+    if let Some(overlay) = plan.overlay.rows() {
+        add(overlay)?;
+    }
+    Ok(Some(got))
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(Vec<(u16, u16)>),
+    Delete(Vec<u16>),
+    Flush,
+    Compact,
+    Snapshot,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => proptest::collection::vec((any::<u16>(), any::<u16>()), 1..40).prop_map(Op::Upsert),
+        3 => proptest::collection::vec(any::<u16>(), 1..10).prop_map(Op::Delete),
+        4 => Just(Op::Flush),
+        1 => Just(Op::Compact),
+        1 => Just(Op::Snapshot),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn id(k: u16) -> i64 {
+    i64::from(k % 500) * 3 - 700
+}
+
+fn table(db: &Db) -> Table {
+    match db.table("t") {
+        Ok(t) => t,
+        Err(_) => db.create_table("t", schema(), &["id"]).unwrap(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn base_scans_match_the_model(
+        ops in proptest::collection::vec(op(), 1..120),
+        tiered in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let strategy = if tiered { StrategyKind::SizeTiered } else { StrategyKind::Leveled };
+        let mut db = Some(Db::open(dir.path(), options(strategy)).unwrap());
+        let mut t = table(db.as_ref().unwrap());
+        let mut model = Model::new();
+        let mut snapshot: Option<(strata_engine::Snapshot, Model)> = None;
+        for (step, op) in ops.iter().enumerate() {
+            match op {
+                Op::Upsert(pairs) => {
+                    let pairs: Vec<(i64, String)> =
+                        pairs.iter().map(|(k, v)| (id(*k), format!("v{v}"))).collect();
+                    t.insert(&rows(&pairs)).unwrap();
+                    for (k, v) in pairs {
+                        model.insert(k, v);
+                    }
+                }
+                Op::Delete(keys) => {
+                    let ids: Vec<i64> = keys.iter().map(|k| id(*k)).collect();
+                    let keys: Vec<Vec<KeyValue>> =
+                        ids.iter().map(|k| vec![KeyValue::from(*k)]).collect();
+                    t.delete_keys(&keys).unwrap();
+                    for k in ids {
+                        model.remove(&k);
+                    }
+                }
+                Op::Flush => t.flush().unwrap(),
+                Op::Compact => t.compact().unwrap(),
+                Op::Snapshot => {
+                    let db = db.as_ref().unwrap();
+                    snapshot = Some((db.snapshot(), model.clone()));
+                }
+                Op::Reopen => {
+                    snapshot = None;
+                    drop(t);
+                    db.take().unwrap().close().unwrap();
+                    db = Some(Db::open(dir.path(), options(strategy)).unwrap());
+                    t = table(db.as_ref().unwrap());
+                }
+            }
+            let view = t.view().unwrap();
+            let base = read_base(&view).map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
+            let base = base.ok_or_else(|| TestCaseError::fail(format!(
+                "step {step}: no base scan at the latest sequence ({op:?})"
+            )))?;
+            prop_assert_eq!(&base, &model, "step {}: base scan after {:?}", step, op);
+            if let Some((snap, past)) = &snapshot {
+                let view = t.view_at(snap).unwrap();
+                if let Some(base) = read_base(&view).map_err(TestCaseError::fail)? {
+                    prop_assert_eq!(&base, past, "step {}: base scan at a snapshot", step);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn overlapping_flushes_carry_deletion_vectors_and_count_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    let all: Vec<(i64, String)> = (0..1000).map(|i| (i, format!("a{i}"))).collect();
+    t.insert(&rows(&all)).unwrap();
+    t.flush().unwrap();
+    // Every tenth key updated, every seventh deleted: a second, overlapping file.
+    let updates: Vec<(i64, String)> = (0..1000)
+        .step_by(10)
+        .map(|i| (i, format!("b{i}")))
+        .collect();
+    t.insert(&rows(&updates)).unwrap();
+    let deletes: Vec<Vec<KeyValue>> = (0..1000)
+        .step_by(7)
+        .map(|i| vec![KeyValue::from(i)])
+        .collect();
+    t.delete_keys(&deletes).unwrap();
+    t.flush().unwrap();
+    let view = t.view().unwrap();
+    let plan = view.base_scan(None).unwrap().expect("base scan");
+    assert_eq!(plan.files.len(), 2);
+    assert!(!plan.disjoint);
+    assert_eq!(plan.overlay.keys(), 0);
+    let deleted_keys = (0..1000).filter(|i| i % 7 == 0).count() as u64;
+    assert_eq!(plan.base_live_rows(), 1000 - deleted_keys);
+    let metrics = db.metrics();
+    assert!(metrics.get("dv_files_written").unwrap() >= 2);
+    // Reopen: the DVs load from their files and say the same.
+    drop((view, plan, t));
+    db.close().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.table("t").unwrap();
+    let plan = t
+        .view()
+        .unwrap()
+        .base_scan(None)
+        .unwrap()
+        .expect("base scan");
+    assert_eq!(plan.base_live_rows(), 1000 - deleted_keys);
+    let base = read_base(&t.view().unwrap()).unwrap().unwrap();
+    assert_eq!(base.len() as u64, 1000 - deleted_keys);
+    assert_eq!(base[&10], "b10");
+    assert!(!base.contains_key(&14));
+}
+
+#[test]
+fn an_overlay_tombstone_or_newer_version_hides_the_base_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    t.insert(&rows(&[
+        (1, "match".into()),
+        (2, "match".into()),
+        (3, "x".into()),
+    ]))
+    .unwrap();
+    t.flush().unwrap();
+    t.delete_keys(&[vec![KeyValue::from(1i64)]]).unwrap();
+    t.insert(&rows(&[(2, "changed".into()), (4, "new".into())]))
+        .unwrap();
+    let view = t.view().unwrap();
+    let plan = view.base_scan(None).unwrap().expect("base scan");
+    assert_eq!((plan.overlay.keys(), plan.overlay.tombstones()), (3, 1));
+    assert!(!plan.overlay.hides_nothing());
+    let base = read_base(&view).unwrap().unwrap();
+    let want: Model = [(2, "changed"), (3, "x"), (4, "new")]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    assert_eq!(base, want);
+}
+
+#[test]
+fn a_damaged_deletion_vector_is_rebuilt_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+        let t = db.create_table("t", schema(), &["id"]).unwrap();
+        t.insert(&rows(
+            &(0..100).map(|i| (i, format!("a{i}"))).collect::<Vec<_>>(),
+        ))
+        .unwrap();
+        t.flush().unwrap();
+        t.insert(&rows(
+            &(0..100)
+                .step_by(3)
+                .map(|i| (i, format!("b{i}")))
+                .collect::<Vec<_>>(),
+        ))
+        .unwrap();
+        t.flush().unwrap();
+        db.close().unwrap();
+    }
+    let dvs: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dv"))
+        .collect();
+    assert_eq!(dvs.len(), 1, "one DV: the older file's");
+    let mut bytes = std::fs::read(&dvs[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&dvs[0], bytes).unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.table("t").unwrap();
+    let base = read_base(&t.view().unwrap())
+        .unwrap()
+        .expect("rebuilt at open");
+    assert_eq!(base.len(), 100);
+    assert_eq!(base[&3], "b3");
+    assert_eq!(base[&4], "a4");
+    assert!(!dvs[0].exists(), "the damaged DV file is replaced");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn selection_runs_count_live_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    t.insert(&rows(
+        &(0..50).map(|i| (i, "a".to_string())).collect::<Vec<_>>(),
+    ))
+    .unwrap();
+    t.flush().unwrap();
+    t.delete_keys(
+        &(0..50)
+            .step_by(2)
+            .map(|i| vec![KeyValue::from(i)])
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    t.flush().unwrap();
+    let plan = t.view().unwrap().base_scan(None).unwrap().unwrap();
+    let live: u64 = plan
+        .files
+        .iter()
+        .map(|f| {
+            f.selection(0, f.meta.rows)
+                .iter()
+                .filter(|r| r.0)
+                .map(|r| r.1)
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(live, 25);
+    assert_eq!(plan.base_live_rows(), 25);
+}
