@@ -5,7 +5,9 @@
 //! start; once the statement's physical plan exists, the count switches to the plan's own live
 //! metrics ([`plan_rows`]: rows produced by the inputs of the root, e.g. the rows an `INSERT`
 //! or `COPY` has received so far, which the engine counters only see at the atomic commit).
-//! Engine work without a plan (`\flush`, `\compact`) stays on its counter. Nothing is drawn
+//! Engine work without a plan (`\flush`, `\compact`) stays on its counter. Rows written count
+//! the rows a bulk load has already put into SSTs (`ingest_rows`) before it commits, so a large
+//! `INSERT` or `CREATE TABLE ... AS` shows its rows written as they go. Nothing is drawn
 //! unless standard error is a terminal, and nothing before [`SHOW_AFTER`] has passed, so quick
 //! statements and piped output see no progress at all. The bar is cleared when the statement
 //! ends or when its caller drops the [`Progress`] before printing a result.
@@ -97,6 +99,8 @@ struct Source {
     /// The engine counter, and its value when the statement started.
     counter: Counter,
     base: u64,
+    /// `ingest_rows` when the statement started (for [`Counter::RowsWritten`]).
+    ingest_base: u64,
     /// The statement's physical plan once it runs ([`plan_rows`]).
     plan: Option<Arc<dyn ExecutionPlan>>,
 }
@@ -104,7 +108,12 @@ struct Source {
 impl Source {
     /// The progress text without the rate, and the count the rate is computed from.
     fn message(&self, db: &Db) -> (String, u64) {
-        let engine = sample(db, self.counter).saturating_sub(self.base);
+        let mut engine = sample(db, self.counter).saturating_sub(self.base);
+        if self.counter == Counter::RowsWritten {
+            // A bulk load counts its rows file by file, then once more when it commits.
+            let loaded = sample_metric(db, INGEST_ROWS).saturating_sub(self.ingest_base);
+            engine = engine.max(loaded);
+        }
         match &self.plan {
             None => (format!("{engine} {}", self.counter.label()), engine),
             Some(plan) => {
@@ -119,9 +128,16 @@ impl Source {
     }
 }
 
+/// The engine metric of rows bulk loads have written to SSTs so far.
+const INGEST_ROWS: &str = "ingest_rows";
+
 /// Samples `counter` of `db`, returning the current value.
 fn sample(db: &Db, counter: Counter) -> u64 {
-    db.metrics().get(counter.metric()).unwrap_or(0)
+    sample_metric(db, counter.metric())
+}
+
+fn sample_metric(db: &Db, name: &str) -> u64 {
+    db.metrics().get(name).unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -144,6 +160,11 @@ impl Progress {
         let source = Arc::new(Mutex::new(Source {
             counter,
             base: if enabled { sample(db, counter) } else { 0 },
+            ingest_base: if enabled {
+                sample_metric(db, INGEST_ROWS)
+            } else {
+                0
+            },
             plan: None,
         }));
         if !enabled {

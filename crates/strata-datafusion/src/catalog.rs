@@ -114,6 +114,23 @@ pub struct StrataConfig {
     pub profile: Option<Profile>,
     /// Compaction strategy (`SET strata.compaction = 'tiered'`).
     pub compaction: Option<StrategyKind>,
+    /// Not a table option: the bytes of rows (Arrow memory) an `INSERT` or `CREATE TABLE ...
+    /// AS` holds before it switches from one WAL batch to a bulk load
+    /// (`SET strata.bulk_load_bytes = '16777216'`; default [`DEFAULT_BULK_LOAD_BYTES`], never
+    /// more than the database's `write_batch_bytes_max`; see [`crate::dml`]).
+    pub bulk_load_bytes: Option<usize>,
+}
+
+/// The default of `strata.bulk_load_bytes`: 64 MiB.
+pub const DEFAULT_BULK_LOAD_BYTES: usize = 64 << 20;
+
+/// The session's `strata.bulk_load_bytes` (see [`StrataConfig::bulk_load_bytes`]).
+pub fn bulk_load_bytes(options: &datafusion::config::ConfigOptions) -> usize {
+    options
+        .extensions
+        .get::<StrataConfig>()
+        .and_then(|c| c.bulk_load_bytes)
+        .unwrap_or(DEFAULT_BULK_LOAD_BYTES)
 }
 
 /// The option names accepted by `SET strata.*` and `OPTIONS (...)`.
@@ -194,6 +211,19 @@ impl ExtensionOptions for StrataConfig {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if key.trim().eq_ignore_ascii_case("bulk_load_bytes") {
+            let value = value.trim();
+            self.bulk_load_bytes = if value.is_empty() || value.eq_ignore_ascii_case("default") {
+                None
+            } else {
+                Some(value.parse().map_err(|_| {
+                    DataFusionError::Configuration(format!(
+                        "strata.bulk_load_bytes must be a number of bytes, got '{value}'"
+                    ))
+                })?)
+            };
+            return Ok(());
+        }
         self.set_option(key, value)
     }
 
@@ -213,6 +243,11 @@ impl ExtensionOptions for StrataConfig {
                 key: "strata.compaction".into(),
                 value: self.compaction.map(|s| s.name().to_string()),
                 description: "Compaction strategy of tables created from now on: leveled, size_tiered, none",
+            },
+            ConfigEntry {
+                key: "strata.bulk_load_bytes".into(),
+                value: self.bulk_load_bytes.map(|b| b.to_string()),
+                description: "Bytes of rows an INSERT or CREATE TABLE AS holds before it switches from one WAL batch to a bulk load into SSTs (default 67108864)",
             },
         ]
     }
@@ -597,6 +632,68 @@ impl StrataSchemaProvider {
         let staged = db.create_staging_table(spec).map_err(engine_error)?;
         let result = write_initial_rows(&staged, &stored, rows)
             .and_then(|()| db.publish_table(&staged, replace).map_err(engine_error));
+        if let Err(error) = result {
+            // Dropped at the next open anyway; this only frees it sooner.
+            if let Err(discard) = db.discard_staging_table(&staged) {
+                tracing::warn!(%discard, table = %name, "discarding a staging table");
+            }
+            return Err(error);
+        }
+        if replace {
+            self.others.write().remove(&name);
+        }
+        Ok(())
+    }
+
+    /// Creates the table `spec` holding the rows of `data`, as [`Self::create_table`] does
+    /// but streaming: the rows go into the staging table as they come, through one synced WAL
+    /// batch when they stay under `bulk_bytes`, else through a bulk load (in bounded memory,
+    /// of any size; see [`crate::dml`]). Atomic: on any error, and across a crash, nothing
+    /// changes.
+    pub async fn create_table_from_stream(
+        &self,
+        spec: TableSpec,
+        mut data: datafusion::execution::SendableRecordBatchStream,
+        replace: bool,
+        bulk_bytes: usize,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let db = &self.shared.db;
+        let name = spec.name.clone();
+        if !replace && self.others.read().contains_key(&name) {
+            return exec_err!("Table '{name}' already exists");
+        }
+        // The first row decides whether there is anything to stage.
+        let mut first = None;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                first = Some(batch);
+                break;
+            }
+        }
+        let Some(first) = first else {
+            return self.create_table(spec, &[], replace);
+        };
+        let stored = Arc::clone(&spec.schema);
+        let staged = db.create_staging_table(spec).map_err(engine_error)?;
+        let schema = data.schema();
+        let rest = futures::stream::once(async move { Ok(first) }).chain(data);
+        let data = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rest),
+        );
+        let writer = crate::dml::RowWriter {
+            table: staged.clone(),
+            schema: stored,
+            bulk_bytes: bulk_bytes.min(db.options().write_batch_bytes_max),
+            // The edit that publishes the table (and drops the one it replaces) must never
+            // be durable before its rows are.
+            sync: true,
+        };
+        let result = match writer.write(data).await {
+            Ok(_) => db.publish_table(&staged, replace).map_err(engine_error),
+            Err(e) => Err(e),
+        };
         if let Err(error) = result {
             // Dropped at the next open anyway; this only frees it sooner.
             if let Err(discard) = db.discard_staging_table(&staged) {

@@ -1,5 +1,5 @@
 //! DML on Strata tables: `INSERT` (upsert), `INSERT OVERWRITE`, `DELETE`, `UPDATE` and
-//! `TRUNCATE`, each one atomic engine write batch.
+//! `TRUNCATE`, each atomic: one engine write batch, or for a large `INSERT` one bulk load.
 //!
 //! ## Semantics
 //!
@@ -23,20 +23,41 @@
 //!   fine. Rows of tables without a primary key get new row ids.
 //! * `TRUNCATE t` deletes every row.
 //!
+//! ## Small and large `INSERT`s
+//!
+//! An `INSERT` (and `CREATE TABLE ... AS`, through [`crate::catalog`]) holds its rows until
+//! they pass `strata.bulk_load_bytes` of Arrow memory (a session setting, default 64 MiB,
+//! never more than the database's `write_batch_bytes_max`). A statement that ends before is
+//! written as one WAL batch ([`Table::write`]), as every statement used to be. A larger one
+//! switches to a *bulk load* ([`strata_engine::BulkLoad`]): the rows held so far, then the
+//! rest of the input as it is computed, stream to a blocking thread that writes sorted L0
+//! SSTs of about `strata.bulk_load_bytes` each, and the load commits with one manifest edit
+//! once the input has ended without error ([`RowWriter`]). The switch is automatic and
+//! invisible to the statement's meaning: same upsert, same last-row-wins order (the load
+//! numbers rows in input order), same errors, same count. Its memory is bounded (the held
+//! rows, a few batches in flight, one file's sort), its size only by the disk. Writers of
+//! other statements do not wait for a load (see `strata_engine::db::ingest`). `INSERT
+//! OVERWRITE` stays one WAL batch (its tombstones and rows must commit together), capped by
+//! `write_batch_bytes_max`.
+//!
 //! ## Invariants
 //!
-//! * Nothing is written until the whole statement's rows are known: the write is one
-//!   [`Table::write`] call (one WAL record), so a statement is applied completely or not at
-//!   all, also across a crash. Type errors, NULL keys, duplicate keys of an `UPDATE` and
-//!   unknown columns fail before it.
-//! * The rows of an `INSERT` reach [`Table::write`] in input order (the engine keeps the last
-//!   row of a key within a batch). A future streaming `INSERT` must keep this order: a later
-//!   row of the input must win over an earlier one whatever file it lands in.
+//! * Nothing is visible until the whole statement's rows are known: the write is one
+//!   [`Table::write`] call (one WAL record) or one bulk load (one manifest edit), so a
+//!   statement is applied completely or not at all, also across a crash. Type errors, NULL
+//!   keys, duplicate keys of an `UPDATE` and unknown columns fail before it; an error that
+//!   reaches a bulk load part-way (a bad row late in the input, a failing query, a full disk,
+//!   a cancelled statement) discards it, deleting its files.
+//! * The rows of an `INSERT` reach [`Table::write`] or the bulk load in input order (the
+//!   engine keeps the last row of a key within a batch; a load gives row `i` a sequence
+//!   number above rows `0..i`), so a later row of the input wins over an earlier one whatever
+//!   file it lands in.
 //! * Rows are found through a scan of one pinned [`ReadView`], with the filters evaluated after
 //!   the merge (never on a stale version); key predicates narrow the scan to key ranges. The
 //!   duplicate-key check of an `UPDATE` reads the same view.
-//! * A statement holds its rows in memory until the write: more than the engine's
-//!   `write_batch_bytes_max` fails with a clear error instead of growing without bound.
+//! * A statement that must hold its rows in memory until the write (`INSERT OVERWRITE`,
+//!   `DELETE`, `UPDATE`) fails with a clear error past the engine's `write_batch_bytes_max`
+//!   instead of growing without bound; an `INSERT` holds at most `strata.bulk_load_bytes`.
 //! * Plans are lazy: nothing is read or written before `execute`.
 //! * The filters and assignments of a `DELETE`/`UPDATE` arrive over the table's own columns:
 //!   [`crate::planner`] inlines whatever projections the optimizer added and refuses
@@ -67,7 +88,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use strata_engine::{
-    KeyRange, Mutation, OP_COLUMN, ROWID_COLUMN, ReadView, ScanOptions, Table, WriteOptions,
+    IngestOptions, KeyRange, Mutation, OP_COLUMN, ROWID_COLUMN, ReadView, ScanOptions, Table,
+    WriteOptions,
 };
 
 use crate::keys::{self, ScanRange};
@@ -355,11 +377,28 @@ impl DataSink for StrataSink {
 
     async fn write_all(
         &self,
-        mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        data: SendableRecordBatchStream,
+        context: &Arc<TaskContext>,
     ) -> Result<u64> {
+        if !self.overwrite {
+            let threshold = crate::catalog::bulk_load_bytes(context.session_config().options());
+            let writer = RowWriter {
+                table: self.table.clone(),
+                schema: Arc::clone(&self.schema),
+                bulk_bytes: threshold.min(self.bytes_max),
+                sync: false,
+            };
+            return writer.write(data).await;
+        }
+        self.overwrite(data).await
+    }
+}
+
+impl StrataSink {
+    /// `INSERT OVERWRITE`: the old keys' tombstones and the new rows in one WAL batch.
+    async fn overwrite(&self, mut data: SendableRecordBatchStream) -> Result<u64> {
         let max = self.bytes_max;
-        let mut budget = Budget::new("INSERT", max);
+        let mut budget = Budget::new("INSERT OVERWRITE", max);
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
             let batch = conform_batch(&batch?, &self.schema, self.table.primary_key())?;
@@ -370,16 +409,11 @@ impl DataSink for StrataSink {
             batches.push(batch);
         }
         let table = self.table.clone();
-        let overwrite = self.overwrite;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         tokio::task::spawn_blocking(move || -> Result<u64> {
-            let old_keys = if overwrite {
-                let view = table.view().map_err(engine_error)?;
-                let mut budget = Budget::new("INSERT OVERWRITE", max);
-                find_rows(&table, &view, None, None, &mut budget)?.keys
-            } else {
-                Vec::new()
-            };
+            let view = table.view().map_err(engine_error)?;
+            let mut budget = Budget::new("INSERT OVERWRITE", max);
+            let old_keys = find_rows(&table, &view, None, None, &mut budget)?.keys;
             let mut mutations: Vec<Mutation<'_>> = old_keys.iter().map(Mutation::Delete).collect();
             mutations.extend(batches.iter().map(Mutation::Upsert));
             if mutations.is_empty() {
@@ -391,7 +425,7 @@ impl DataSink for StrataSink {
             let expected = rows + old_keys.iter().map(|k| k.num_rows() as u64).sum::<u64>();
             if written != expected {
                 return Err(DataFusionError::Internal(format!(
-                    "INSERT into '{}' wrote {written} entries, expected {expected}",
+                    "INSERT OVERWRITE into '{}' wrote {written} entries, expected {expected}",
                     table.name()
                 )));
             }
@@ -399,6 +433,157 @@ impl DataSink for StrataSink {
         })
         .await
         .map_err(|e| DataFusionError::Execution(format!("the INSERT writer failed: {e}")))?
+    }
+}
+
+/// Batches in flight between a statement's input and its bulk load.
+const BULK_CHANNEL_BATCHES: usize = 4;
+
+/// What the input side of a bulk load sends to the thread that writes it.
+enum Load {
+    Rows(RecordBatch),
+    /// The input ended without error: commit.
+    End,
+}
+
+/// Writes the rows of an `INSERT` (or of `CREATE TABLE ... AS`) into a table, choosing the
+/// path by size (see the module docs): the rows are held until they pass `bulk_bytes` of
+/// Arrow memory; a statement that ends before goes to the WAL as one atomic batch, a larger
+/// one streams, held rows first, into a bulk load ([`strata_engine::BulkLoad`]).
+pub(crate) struct RowWriter {
+    pub table: Table,
+    /// The table's user schema.
+    pub schema: SchemaRef,
+    /// Rows held before the statement switches to a bulk load.
+    pub bulk_bytes: usize,
+    /// Sync the WAL batch whatever the database's sync mode.
+    pub sync: bool,
+}
+
+impl RowWriter {
+    /// Writes every row of `data` in input order, atomically; returns the rows written.
+    pub async fn write(self, mut data: SendableRecordBatchStream) -> Result<u64> {
+        let mut held: Vec<RecordBatch> = Vec::new();
+        let mut held_bytes = 0usize;
+        while let Some(batch) = data.next().await {
+            let batch = conform_batch(&batch?, &self.schema, self.table.primary_key())?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            held_bytes += batch_bytes(&batch);
+            held.push(batch);
+            if held_bytes > self.bulk_bytes {
+                return self.bulk(held, Some(data)).await;
+            }
+        }
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let table = self.table.clone();
+        let sync = self.sync;
+        let (held, outcome) = tokio::task::spawn_blocking(move || {
+            let rows: u64 = held.iter().map(|b| b.num_rows() as u64).sum();
+            let mutations: Vec<Mutation<'_>> = held.iter().map(Mutation::Upsert).collect();
+            let outcome = table
+                .write(&mutations, WriteOptions { sync })
+                .map(|written| {
+                    debug_assert_eq!(written, rows, "one entry per row");
+                    rows
+                });
+            drop(mutations);
+            (held, outcome)
+        })
+        .await
+        .map_err(|e| DataFusionError::Execution(format!("the INSERT writer failed: {e}")))?;
+        match outcome {
+            Ok(rows) => Ok(rows),
+            // Held rows under the threshold can still encode to more than one WAL batch
+            // holds (the WAL counts encoded bytes, the threshold Arrow memory).
+            Err(strata_engine::Error::LimitExceeded(_)) => self.bulk(held, None).await,
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+
+    /// Loads `held`, then the rest of `data`, in one bulk load. The load runs on a blocking
+    /// thread fed through a bounded channel, so the input is computed while files are
+    /// written; it commits only when the input ended without error.
+    async fn bulk(
+        self,
+        held: Vec<RecordBatch>,
+        data: Option<SendableRecordBatchStream>,
+    ) -> Result<u64> {
+        let (send, mut receive) = tokio::sync::mpsc::channel::<Load>(BULK_CHANNEL_BATCHES);
+        let table = self.table.clone();
+        // Files of about the size of the rows held before the switch: the statement's memory
+        // is bounded by `bulk_bytes` (and the sort's copies of one file's rows) either way.
+        let options = IngestOptions {
+            chunk_bytes: self.bulk_bytes.max(1),
+            ..IngestOptions::default()
+        };
+        let loader = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut load = table.bulk_load(&options).map_err(engine_error)?;
+            loop {
+                match receive.blocking_recv() {
+                    Some(Load::Rows(batch)) => load.push(batch).map_err(engine_error)?,
+                    Some(Load::End) => return load.finish().map_err(engine_error),
+                    // The input failed or the statement was cancelled: dropping the load
+                    // deletes its files.
+                    None => {
+                        return Err(DataFusionError::Execution(
+                            "the INSERT's input ended early; nothing was written".into(),
+                        ));
+                    }
+                }
+            }
+        });
+        let fed = self.feed(held, data, &send).await;
+        let end = match fed {
+            Ok(true) => send.send(Load::End).await.is_ok(),
+            Ok(false) => false,
+            Err(error) => {
+                drop(send);
+                // The loader sees the channel close and discards what it wrote.
+                let _ = loader.await;
+                return Err(error);
+            }
+        };
+        drop(send);
+        let loaded = loader
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("the bulk load failed: {e}")))?;
+        debug_assert!(
+            end || loaded.is_err(),
+            "a load commits only after its input ended"
+        );
+        loaded
+    }
+
+    /// Sends every row to the loader; `Ok(false)` when the loader stopped (its error is the
+    /// statement's).
+    async fn feed(
+        &self,
+        held: Vec<RecordBatch>,
+        data: Option<SendableRecordBatchStream>,
+        send: &tokio::sync::mpsc::Sender<Load>,
+    ) -> Result<bool> {
+        for batch in held {
+            if send.send(Load::Rows(batch)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        let Some(mut data) = data else {
+            return Ok(true);
+        };
+        while let Some(batch) = data.next().await {
+            let batch = conform_batch(&batch?, &self.schema, self.table.primary_key())?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if send.send(Load::Rows(batch)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -25,7 +25,6 @@ use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::{DFSchema, TableReference, exec_err, not_impl_err, plan_err};
 use datafusion::dataframe::DataFrame;
@@ -301,13 +300,15 @@ impl StrataSession {
             &column_defaults,
             schema.create_options(),
         )?;
-        let partitions = DataFrame::new(state, input).collect_partitioned().await?;
-        let rows: Vec<RecordBatch> = partitions
-            .into_iter()
-            .flatten()
-            .filter(|b| b.num_rows() > 0)
-            .collect();
-        schema.create_table(spec, &rows, or_replace && exists)?;
+        // Streamed in input order (partitions one after the other) into the new table.
+        let bulk_bytes = crate::catalog::bulk_load_bytes(state.config_options());
+        let task = state.task_ctx();
+        let plan = state.create_physical_plan(&input).await?;
+        let plan = Arc::new(crate::dml::InputOrderExec::new(plan));
+        let data = datafusion::physical_plan::execute_stream(plan, task)?;
+        schema
+            .create_table_from_stream(spec, data, or_replace && exists, bulk_bytes)
+            .await?;
         self.empty_dataframe()
     }
 
