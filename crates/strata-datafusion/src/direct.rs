@@ -1,17 +1,29 @@
-//! Direct Parquet reads of a scan whose files need no merge.
+//! The base read of a scan: SST files read directly by DataFusion's Parquet reader, with
+//! their deletion vectors, under the memtable overlay. No merge runs over these files.
 //!
-//! A Strata SST is a Parquet file whose first columns are the user columns, in table order
-//! (`strata_engine::schema`), of the user types unless the table holds a type Parquet cannot
-//! store as it is (then the engine's reader maps it back and no direct read is planned). When the pinned view of an unrestricted scan (no key ranges)
-//! has nothing visible in its memtables and every visible file is *exclusive and clean* —
-//! no tombstones, one version per key ([`SstMeta::is_clean`]), every row visible at the read
-//! sequence (`max_seq <= read_seq`) and a key range that overlaps no other visible file —
-//! each file holds the only version of each of its keys, so the merge would return its rows
-//! unchanged. Such a scan ([`DirectPlan`]) is read by DataFusion's own Parquet reader
-//! (`ParquetSource` in a `DataSourceExec`, executed inside the Strata scan), reading only the
-//! user columns the scan needs and given the scan's value filters as a pruning predicate (row
-//! groups, pages and bloom filters it proves cannot match are skipped). The Strata scan still
-//! applies its residual filter and limit to the batches exactly as after a merge.
+//! The engine plans the scan ([`ReadView::base_scan`], module `strata_engine::read::plan`):
+//! the *base* is the view's files overlapping the scan's key ranges, each with the positions
+//! of its rows that are not live (its deletion vector, DV); the *overlay* is what the
+//! memtables hold at the read sequence, merged (the newest version of each key, tombstones
+//! included). The rows of the scan are the base rows whose key the overlay does not hold
+//! (an anti-join on the key) plus the overlay's live rows. [`BasePlan`] maps that onto
+//! DataFusion:
+//!
+//! * A Strata SST is a Parquet file whose first columns are the user columns, in table order
+//!   (`strata_engine::schema`), of the user types (the engine plans no base scan for a table
+//!   holding a type Parquet cannot store as it is). Each file is read by `ParquetSource` in a
+//!   `DataSourceExec` executed inside the Strata scan, reading only the user columns the scan
+//!   needs, with the scan's value filters as a pruning predicate (row groups, pages and bloom
+//!   filters it proves cannot match are skipped) and the file's DV, intersected with the
+//!   partition's slice of the file, as a `ParquetRowSelection`.
+//! * When some overlay key can hide a base row ([`Overlay::hides_nothing`] is false), the key
+//!   columns are read too (even when not projected) and every base batch is filtered by
+//!   [`Overlay::keep_mask`] **before** the scan's residual filter: a tombstone or newer
+//!   version in the overlay hides the base row even when the base row alone would match a
+//!   value filter (the trap of `DESIGN.md`). Pruning cannot resurrect a row either: it only
+//!   skips base rows that fail the filter, and a hidden row is not output whatever it holds.
+//! * The overlay's live rows are output once, by partition 0, before its base rows, through
+//!   the same residual filter, limit and projection as the base batches.
 //!
 //! Invariants:
 //! - Pruning never drops a row the filter would keep. Parquet statistics and bloom filters
@@ -22,15 +34,21 @@
 //!   still runs, exactly, as the residual filter.
 //! - Every file's size and crc32c are verified against the manifest
 //!   ([`ReadView::verified_sst_path`]) before the Parquet reader opens it.
-//! - The rows of the files, in key order, are cut into `partitions` contiguous slices of
-//!   about equal row counts; partition `i` reads slice `i` (whole files, or a row selection
-//!   of a file: a file's row count is in the manifest), in order, so every partition is
-//!   sorted by key and holds only keys below those of partition `i + 1`, as the merge scan's
-//!   partitions do.
+//! - The live rows of the base files (files by smallest key, rows in file order) are cut into
+//!   `partitions` contiguous slices of about equal live-row counts; partition `i` reads slice
+//!   `i`, so every live base row is read by exactly one partition. When the files are
+//!   pairwise disjoint ([`BaseScan::disjoint`]) and the overlay adds no row, every partition
+//!   is sorted by key and holds only keys below those of partition `i + 1`, and the scan
+//!   declares the key ordering; otherwise it declares none (overlapping files interleave, and
+//!   the overlay's rows come first): a sort above the scan costs less than a merge under it.
+//! - The reader's own limit is set only when neither a residual filter nor the anti-join
+//!   follows (both may drop rows after it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::datasource::listing::PartitionedFile;
@@ -42,64 +60,49 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricValue};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-use strata_engine::{ReadView, SstMeta};
+use strata_engine::{BaseFile, BaseScan, Overlay, ReadView, TableSchema};
 
 use crate::session::engine_error;
 
-/// Rows `skip..skip + take` of one SST (of `rows`), read by one partition.
+/// Rows of one SST read by one partition: the file's live rows at positions
+/// `start..end`, as a row selection over the whole file (`None`: every row).
 #[derive(Debug, Clone)]
 struct Piece {
     file: u64,
     size: u64,
-    rows: u64,
-    skip: u64,
-    take: u64,
+    selection: Option<Vec<(bool, u64)>>,
 }
 
-/// How a scan reads its files directly (see the module docs).
+/// How a scan reads its base files and overlay (see the module docs).
 #[derive(Debug)]
-pub struct DirectPlan {
-    /// The pieces of each partition, in key order.
+pub struct BasePlan {
+    /// The pieces of each partition, in file order.
     partitions: Vec<Vec<Piece>>,
-    /// Number of files read.
+    /// Number of base files read.
     files: usize,
+    /// Rows of the base files their DVs delete.
+    rows_deleted: u64,
+    /// True when no two base files overlap.
+    disjoint: bool,
     /// The Parquet reader's source: user schema, session options, pruning predicate.
     source: ParquetSource,
     /// User columns read, in batch order.
     read_columns: Vec<usize>,
     batch_rows: usize,
-    /// Pushed into the reader when no residual filter follows.
+    /// Pushed into the reader when no residual filter and no anti-join follows.
     limit: Option<usize>,
-}
-
-/// The files of `view` a scan can read directly, in key order, or `None` when the scan
-/// needs the merge: the view has visible memtable entries, or a visible file that is not
-/// clean, not wholly visible at the read sequence, or overlapping another visible file.
-/// Also `None` for a view without visible files (nothing to gain), and for a table whose SST
-/// files store some column under another type than the user's.
-pub fn exclusive_clean_files(view: &ReadView) -> Option<Vec<SstMeta>> {
-    // Columns stored under another Parquet type (an interval as a struct, a dictionary as its
-    // values) are mapped back only by the engine's reader.
-    if !view.memtables_empty() || !view.table_schema().sst_file_types_are_user_types() {
-        return None;
-    }
-    let read_seq = view.read_seq();
-    let mut files: Vec<SstMeta> = view
-        .files_by_level()
-        .into_iter()
-        .flatten()
-        .filter(|f| f.min_seq <= read_seq)
-        .collect();
-    if files.is_empty() || files.iter().any(|f| !f.is_clean() || f.max_seq > read_seq) {
-        return None;
-    }
-    files.sort_by(|a, b| a.min_key.cmp(&b.min_key));
-    if files.windows(2).any(|w| w[0].max_key >= w[1].min_key) {
-        return None;
-    }
-    Some(files)
+    /// The memtable overlay.
+    overlay: Overlay,
+    /// The overlay's live rows, columns `read_columns` (output by partition 0).
+    overlay_rows: Option<RecordBatch>,
+    /// The table's schema (the anti-join encodes keys with its codec).
+    table_schema: Arc<TableSchema>,
+    /// Positions in the read batch of the key columns, in primary-key order, when the
+    /// overlay can hide base rows (the anti-join runs).
+    key_positions: Option<Vec<usize>>,
 }
 
 /// The conjuncts of `filters` that may prune by Parquet statistics, page indexes and bloom
@@ -137,13 +140,25 @@ fn holds_float(data_type: &DataType) -> bool {
     }
 }
 
-/// The arguments of [`DirectPlan::new`] that come from the scan plan.
-pub struct DirectScan<'a> {
+/// The user columns a base read needs besides the projection and the residual filter's
+/// columns: the key columns, when the overlay can hide base rows.
+pub fn anti_join_columns(scan: &BaseScan, table_schema: &TableSchema) -> Vec<usize> {
+    if scan.overlay.hides_nothing() {
+        Vec::new()
+    } else {
+        table_schema.key_indices().to_vec()
+    }
+}
+
+/// The arguments of [`BasePlan::new`] that come from the scan plan.
+pub struct BaseRead<'a> {
     /// The table's user schema.
     pub user: SchemaRef,
-    /// User columns read, in batch order.
+    /// The table's schema.
+    pub table_schema: Arc<TableSchema>,
+    /// User columns read, in batch order (including [`anti_join_columns`]).
     pub read_columns: &'a [usize],
-    /// The scan's value filters over the user schema (pruning only).
+    /// The scan's filters over the user schema (pruning only).
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
     /// The session's Parquet read options.
     pub parquet: TableParquetOptions,
@@ -155,49 +170,161 @@ pub struct DirectScan<'a> {
     pub limit: Option<usize>,
 }
 
-impl DirectPlan {
-    /// Plans a direct read of `files` (the output of [`exclusive_clean_files`]).
-    pub fn new(files: &[SstMeta], scan: DirectScan<'_>) -> Self {
-        let partitions = scan.partitions.max(1);
-        let total: u64 = files.iter().map(|f| f.rows).sum();
-        // Partition `p` reads the global rows `bound(p)..bound(p + 1)` (in key order).
+/// The position in a file of `n` rows (DV runs `runs`) of its live row number `live`
+/// (`rows` when `live` is the number of live rows).
+fn position_of_live(runs: &[(bool, u64)], rows: u64, live: u64) -> u64 {
+    let (mut position, mut seen) = (0u64, 0u64);
+    for (is_live, len) in runs {
+        if *is_live {
+            if live < seen + len {
+                return position + (live - seen);
+            }
+            seen += len;
+        }
+        position += len;
+    }
+    debug_assert!(live == seen, "live row {live} beyond the {seen} live rows");
+    rows
+}
+
+impl BasePlan {
+    /// Plans the base read of `scan`.
+    pub fn new(scan: BaseScan, read: BaseRead<'_>) -> Result<Self> {
+        let partitions = read.partitions.max(1);
+        let total: u64 = scan.base_live_rows();
+        // Partition `p` reads the live rows `bound(p)..bound(p + 1)` (files in order).
         let bound =
             |p: usize| -> u64 { (u128::from(total) * p as u128 / partitions as u128) as u64 };
         let mut groups: Vec<Vec<Piece>> = vec![Vec::new(); partitions];
-        for (p, group) in groups.iter_mut().enumerate() {
-            let (lo, hi) = (bound(p), bound(p + 1));
-            let mut first_row = 0u64;
-            for f in files {
-                let (start, end) = (first_row.max(lo), (first_row + f.rows).min(hi));
-                if start < end {
-                    group.push(Piece {
-                        file: f.id,
-                        size: f.size_bytes,
-                        rows: f.rows,
-                        skip: start - first_row,
-                        take: end - start,
-                    });
+        let mut first_live = 0u64;
+        for f in &scan.files {
+            let live = f.live_rows();
+            let whole = f.selection(0, f.meta.rows);
+            for (p, group) in groups.iter_mut().enumerate() {
+                let (lo, hi) = (
+                    first_live.max(bound(p)),
+                    (first_live + live).min(bound(p + 1)),
+                );
+                if lo >= hi {
+                    continue;
                 }
-                first_row += f.rows;
+                let start = position_of_live(&whole, f.meta.rows, lo - first_live);
+                let end = position_of_live(&whole, f.meta.rows, hi - first_live);
+                group.push(piece(f, start, end));
             }
+            first_live += live;
         }
-        let mut source = ParquetSource::new(scan.user).with_table_parquet_options(scan.parquet);
-        if let Some(predicate) = scan.predicate {
+        debug_assert_eq!(first_live, total);
+        let mut source = ParquetSource::new(read.user).with_table_parquet_options(read.parquet);
+        if let Some(predicate) = read.predicate {
             source = source.with_predicate(predicate);
         }
-        DirectPlan {
+        let key_positions = if scan.overlay.hides_nothing() {
+            None
+        } else {
+            let positions = read
+                .table_schema
+                .key_indices()
+                .iter()
+                .map(|k| {
+                    read.read_columns
+                        .iter()
+                        .position(|c| c == k)
+                        .ok_or_else(|| {
+                            DataFusionError::Internal(format!(
+                                "key column {k} is not read by a base scan with an overlay"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(positions)
+        };
+        let overlay_rows = match scan.overlay.rows() {
+            Some(rows) => Some(rows.project(read.read_columns)?),
+            None => None,
+        };
+        let limit = if key_positions.is_none() {
+            read.limit
+        } else {
+            None
+        };
+        Ok(BasePlan {
             partitions: groups,
-            files: files.len(),
+            files: scan.files.len(),
+            rows_deleted: scan.files.iter().map(|f| f.meta.rows - f.live_rows()).sum(),
+            disjoint: scan.disjoint,
             source,
-            read_columns: scan.read_columns.to_vec(),
-            batch_rows: scan.batch_rows,
-            limit: scan.limit,
+            read_columns: read.read_columns.to_vec(),
+            batch_rows: read.batch_rows,
+            limit,
+            overlay: scan.overlay,
+            overlay_rows,
+            table_schema: read.table_schema,
+            key_positions,
+        })
+    }
+
+    /// Number of base files read directly.
+    pub fn files(&self) -> usize {
+        self.files
+    }
+
+    /// Rows of the base files their deletion vectors delete.
+    pub fn rows_deleted(&self) -> u64 {
+        self.rows_deleted
+    }
+
+    /// True when no two base files overlap.
+    pub fn disjoint(&self) -> bool {
+        self.disjoint
+    }
+
+    /// The memtable overlay.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// True when the overlay adds rows to the scan.
+    pub fn overlay_adds_rows(&self) -> bool {
+        self.overlay.rows().is_some_and(|r| r.num_rows() > 0)
+    }
+
+    /// True when the anti-join runs (some overlay key can hide a base row).
+    pub fn anti_join(&self) -> bool {
+        self.key_positions.is_some()
+    }
+
+    /// The overlay rows `partition` outputs (columns `read_columns`), in batches of at most
+    /// `batch_rows` rows: all of them for partition 0, none for the others.
+    pub fn overlay_batches(&self, partition: usize) -> Vec<RecordBatch> {
+        match (&self.overlay_rows, partition) {
+            (Some(rows), 0) => (0..rows.num_rows())
+                .step_by(self.batch_rows.max(1))
+                .map(|at| rows.slice(at, self.batch_rows.min(rows.num_rows() - at)))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
-    /// Number of files read directly.
-    pub fn files(&self) -> usize {
-        self.files
+    /// The base rows of `batch` (columns `read_columns`) the overlay does not hide, and how
+    /// many it hid.
+    pub fn anti_join_batch(&self, batch: RecordBatch) -> Result<(RecordBatch, usize)> {
+        let Some(positions) = &self.key_positions else {
+            return Ok((batch, 0));
+        };
+        let keys: Vec<ArrayRef> = positions
+            .iter()
+            .map(|p| Arc::clone(batch.column(*p)))
+            .collect();
+        let keep: BooleanArray = self
+            .overlay
+            .keep_mask(&self.table_schema, &keys)
+            .map_err(engine_error)?;
+        let hidden = keep.len() - keep.true_count();
+        if hidden == 0 {
+            return Ok((batch, 0));
+        }
+        Ok((filter_record_batch(&batch, &keep)?, hidden))
     }
 
     /// Verifies the files of `partition` against the manifest and returns their local paths
@@ -212,9 +339,9 @@ impl DirectPlan {
             .collect()
     }
 
-    /// The batches of `partition` (user columns `read_columns`, in key order), reading the
-    /// files at `paths` (from [`Self::verify`] for the same partition), and the reader's plan
-    /// (its metrics, such as `bytes_scanned`, are complete once the stream ends).
+    /// The base batches of `partition` (user columns `read_columns`), reading the files at
+    /// `paths` (from [`Self::verify`] for the same partition), and the reader's plan (its
+    /// metrics, such as `bytes_scanned`, are complete once the stream ends).
     pub fn execute(
         &self,
         partition: usize,
@@ -245,16 +372,21 @@ impl DirectPlan {
                 })?;
             let mut file = PartitionedFile::new(location.to_string(), piece.size);
             file.object_meta.location = location;
-            files.push(if piece.skip == 0 && piece.take == piece.rows {
-                file
-            } else {
-                let rest = piece.rows - piece.skip - piece.take;
-                let selection = RowSelection::from(vec![
-                    RowSelector::skip(piece.skip as usize),
-                    RowSelector::select(piece.take as usize),
-                    RowSelector::skip(rest as usize),
-                ]);
-                file.with_extension(ParquetRowSelection::new(selection))
+            files.push(match &piece.selection {
+                None => file,
+                Some(runs) => {
+                    let selectors: Vec<RowSelector> = runs
+                        .iter()
+                        .map(|(live, len)| {
+                            if *live {
+                                RowSelector::select(*len as usize)
+                            } else {
+                                RowSelector::skip(*len as usize)
+                            }
+                        })
+                        .collect();
+                    file.with_extension(ParquetRowSelection::new(RowSelection::from(selectors)))
+                }
             });
         }
         let config = FileScanConfigBuilder::new(
@@ -269,5 +401,59 @@ impl DirectPlan {
         let exec = DataSourceExec::from_data_source(config);
         let stream = exec.execute(0, context)?;
         Ok((exec, stream))
+    }
+}
+
+/// The piece of file `f` holding its live rows at positions `start..end`.
+fn piece(f: &BaseFile, start: u64, end: u64) -> Piece {
+    let selection = if start == 0 && end == f.meta.rows && f.deleted.is_none() {
+        None
+    } else {
+        Some(f.selection(start, end))
+    };
+    Piece {
+        file: f.meta.id,
+        size: f.meta.size_bytes,
+        selection,
+    }
+}
+
+/// The Parquet reader's pruning metrics worth showing in `EXPLAIN ANALYZE` of a Strata scan
+/// (row groups pruned by statistics and bloom filters, pages and rows pruned by the page
+/// index), under DataFusion's own names.
+const READER_PRUNING_METRICS: &[&str] = &[
+    "files_ranges_pruned_statistics",
+    "row_groups_pruned_statistics",
+    "row_groups_pruned_bloom_filter",
+    "page_index_pages_pruned",
+    "page_index_rows_pruned",
+];
+
+/// Adds the pruning metrics of a finished reader (`reader`) to the scan's metrics, under
+/// `partition`.
+pub fn copy_reader_metrics(
+    reader: &DataSourceExec,
+    metrics: &ExecutionPlanMetricsSet,
+    partition: usize,
+) {
+    let Some(inner) = reader.metrics() else {
+        return;
+    };
+    for name in READER_PRUNING_METRICS {
+        let (mut pruned, mut matched) = (0usize, 0usize);
+        for metric in inner.iter() {
+            if let MetricValue::PruningMetrics {
+                name: n,
+                pruning_metrics,
+            } = metric.value()
+                && n == name
+            {
+                pruned += pruning_metrics.pruned();
+                matched += pruning_metrics.matched();
+            }
+        }
+        let copy = MetricBuilder::new(metrics).pruning_metrics(*name, partition);
+        copy.add_pruned(pruned);
+        copy.add_matched(matched);
     }
 }

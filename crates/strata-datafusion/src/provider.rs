@@ -67,6 +67,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Constraint, Constraints, DFSchema};
 use datafusion::datasource::TableType;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
@@ -83,9 +84,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
     Statistics, StatisticsArgs,
 };
-use strata_engine::{Db, KeyRange, ReadView, ScanOptions, Snapshot, Table};
+use strata_engine::{BaseScan, Db, KeyRange, ReadView, ScanOptions, Snapshot, Table};
 
-use crate::direct::{self, DirectPlan, DirectScan};
+use crate::direct::{self, BasePlan, BaseRead};
 use crate::keys::{self, ScanRange};
 use crate::session::engine_error;
 
@@ -169,7 +170,7 @@ impl StrataTable {
         &self.table
     }
 
-    /// Plans a scan of the table (see the module docs); also used by DML to find rows.
+    /// Plans a scan of the table (see the module docs).
     pub fn plan_scan(
         &self,
         state: &dyn Session,
@@ -184,20 +185,51 @@ impl StrataTable {
             None => (0..user.fields().len()).collect(),
         };
         let ranges = keys::key_ranges(table_schema, filters);
-        // Filters reported exact are enforced by the ranges; should the ranges not have been
-        // built (a value the key codec refused), every filter is evaluated after the merge.
+        let statement = state.config().get_extension::<StatementSnapshot>();
+        let view = match statement.as_deref().and_then(StatementSnapshot::snapshot) {
+            Some(snapshot) => self.table.view_at(snapshot),
+            None => self.table.view(),
+        }
+        .map_err(engine_error)?;
+        let all_points = ranges
+            .as_ref()
+            .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))));
+        // The base path (module docs, "The base path"): asked of the engine unless every
+        // range is a point (point lookups stay on the merge path).
+        let base = if all_points {
+            None
+        } else {
+            let key_ranges: Option<Vec<KeyRange>> = ranges
+                .as_ref()
+                .map(|r| r.iter().map(ScanRange::to_key_range).collect());
+            view.base_scan(key_ranges.as_deref())
+                .map_err(engine_error)?
+                .filter(|scan| !scan.files.is_empty())
+        };
+        // Filters reported exact are enforced by the ranges on the merge path; should the
+        // ranges not have been built (a value the key codec refused), or should the scan read
+        // base files whole, every filter is evaluated by the scan.
         let residual: Vec<Expr> = filters
             .iter()
-            .filter(|f| ranges.is_none() || !keys::is_exact_key_filter(table_schema, f))
+            .filter(|f| {
+                ranges.is_none() || base.is_some() || !keys::is_exact_key_filter(table_schema, f)
+            })
             .map(|f| strip_qualifiers(f.clone()))
             .collect::<Result<_>>()?;
         let mut read_columns = projection.clone();
+        let mut need = |index: usize| {
+            if !read_columns.contains(&index) {
+                read_columns.push(index);
+            }
+        };
         for expr in &residual {
             for column in expr.column_refs() {
-                let index = user.index_of(&column.name)?;
-                if !read_columns.contains(&index) {
-                    read_columns.push(index);
-                }
+                need(user.index_of(&column.name)?);
+            }
+        }
+        if let Some(scan) = &base {
+            for index in direct::anti_join_columns(scan, table_schema) {
+                need(index);
             }
         }
         let read_schema = Arc::new(user.project(&read_columns)?);
@@ -215,31 +247,18 @@ impl StrataTable {
             None => None,
         };
         let output_schema = Arc::new(user.project(&projection)?);
-        let statement = state.config().get_extension::<StatementSnapshot>();
-        let view = match statement.as_deref().and_then(StatementSnapshot::snapshot) {
-            Some(snapshot) => self.table.view_at(snapshot),
-            None => self.table.view(),
-        }
-        .map_err(engine_error)?;
-        let few_ranges = ranges
-            .as_ref()
-            .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))));
-        let partitions = if few_ranges || self.table.stats().estimated_rows < MIN_ROWS_TO_SPLIT {
+        let partitions = if all_points || self.table.stats().estimated_rows < MIN_ROWS_TO_SPLIT {
             1
         } else {
             state.config().target_partitions().max(1)
         };
-        let ordering = key_ordering(&self.table, &projection, &output_schema);
         let restricted = ranges.is_some() || residual.is_some() || limit.is_some();
-        let mut row_count = scan_row_count(&view, restricted);
-        if let Some(limit) = limit {
-            row_count = row_count.min(&Precision::Inexact(limit)).to_inexact();
-        }
         let batch_rows = state.config().batch_size().max(1);
-        let direct = match (&ranges, direct::exclusive_clean_files(&view)) {
-            (None, Some(files)) => {
-                // The value filters over the whole user schema, for the reader's pruning
-                // (only the conjuncts statistics cannot get wrong).
+        let (direct, mut row_count) = match base {
+            Some(scan) => {
+                let row_count = base_row_count(&view, &scan, restricted);
+                // The filters over the whole user schema, for the reader's pruning (only the
+                // conjuncts statistics cannot get wrong).
                 let pruning = direct::pruning_filters(&pruning_filters, &user);
                 let predicate = match conjunction(pruning) {
                     Some(predicate) => {
@@ -248,10 +267,11 @@ impl StrataTable {
                     }
                     None => None,
                 };
-                Some(DirectPlan::new(
-                    &files,
-                    DirectScan {
+                let plan = BasePlan::new(
+                    scan,
+                    BaseRead {
                         user: Arc::clone(&user),
+                        table_schema: Arc::clone(table_schema),
                         read_columns: &read_columns,
                         predicate,
                         parquet: state.default_table_options().parquet,
@@ -259,9 +279,23 @@ impl StrataTable {
                         batch_rows,
                         limit: if residual.is_none() { limit } else { None },
                     },
-                ))
+                )?;
+                (Some(plan), row_count)
             }
-            _ => None,
+            None => (None, scan_row_count(&view, restricted)),
+        };
+        if let Some(limit) = limit {
+            row_count = row_count.min(&Precision::Inexact(limit)).to_inexact();
+        }
+        // The key ordering holds on the merge path, and on the base path when the files are
+        // disjoint and the overlay adds no row (module docs, 3).
+        let ordered = direct
+            .as_ref()
+            .is_none_or(|plan| plan.disjoint() && !plan.overlay_adds_rows());
+        let ordering = if ordered {
+            key_ordering(&self.table, &projection, &output_schema)
+        } else {
+            None
         };
         Ok(StrataScanExec::new(ScanSpec {
             table_name: self.table.name().to_string(),
@@ -352,6 +386,19 @@ pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
         return Precision::Inexact(estimate);
     }
     Precision::Exact(estimate)
+}
+
+/// The number of rows a base scan returns (see the module docs, "Statistics"): exact, the
+/// sum of the base files' live rows, only when `restricted` is false (no key range, residual
+/// filter or limit), the overlay holds no key and no file of the view is known to be corrupt;
+/// otherwise an estimate (live base rows plus the overlay's live rows).
+pub fn base_row_count(view: &ReadView, scan: &BaseScan, restricted: bool) -> Precision<usize> {
+    let live = scan.base_live_rows();
+    if !restricted && scan.overlay.keys() == 0 && !view.has_known_corrupt_file() {
+        return Precision::Exact(usize::try_from(live).unwrap_or(usize::MAX));
+    }
+    let overlay_rows = scan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
+    Precision::Inexact(usize::try_from(live.saturating_add(overlay_rows)).unwrap_or(usize::MAX))
 }
 
 /// The key-order sort expressions of a scan output: the longest prefix of the primary key
@@ -487,8 +534,9 @@ pub struct ScanSpec {
     ordering: Option<LexOrdering>,
     /// The number of rows the scan returns (see the module docs, "Statistics").
     row_count: Precision<usize>,
-    /// Set when the partitions read the files directly instead of merging (module docs, 5).
-    direct: Option<DirectPlan>,
+    /// Set when the partitions read base files and overlay instead of merging (module docs,
+    /// "The base path").
+    direct: Option<BasePlan>,
 }
 
 /// The scan of one Strata table at one pinned read view (see the module docs).
@@ -590,12 +638,25 @@ impl StrataScanExec {
         counter("row_groups_total").add(row_groups);
         counter("row_groups_scanned").add(row_groups_read);
         counter("row_groups_pruned").add(row_groups - row_groups_read);
+        if let Some(plan) = &spec.direct {
+            // The base path: no point lookup, no merge over base files.
+            counter("point_lookups").add(0);
+            counter("runs_merged").add(0);
+            counter("files_read_directly").add(plan.files());
+            counter("rows_deleted_by_dvs").add(plan.rows_deleted() as usize);
+            let overlay = plan.overlay();
+            counter("overlay_keys").add(overlay.keys());
+            counter("overlay_tombstones").add(overlay.tombstones());
+            counter("overlay_rows").add(overlay.rows().map_or(0, RecordBatch::num_rows));
+            // The partitions' pieces were planned with the scan.
+            return Ok(Vec::new());
+        }
         let points = base
             .iter()
             .filter(|r| matches!(r, ScanRange::Point(_)))
             .count();
         counter("point_lookups").add(points);
-        counter("files_read_directly").add(spec.direct.as_ref().map_or(0, DirectPlan::files));
+        counter("files_read_directly").add(0);
         if let (Some(first), Some(last)) = (base.first(), base.last()) {
             let hull = KeyRange::new(first.to_key_range().lower, last.to_key_range().upper);
             if points < base.len() {
@@ -699,6 +760,23 @@ impl DisplayAs for StrataScanExec {
                 if let Some(limit) = spec.limit {
                     write!(f, ", limit={limit}")?;
                 }
+                match &spec.direct {
+                    Some(plan) => {
+                        let overlay = plan.overlay();
+                        write!(
+                            f,
+                            ", path=base (files={}, disjoint={}, rows_deleted_by_dvs={}, \
+                             overlay_keys={}, overlay_rows={}, anti_join={})",
+                            plan.files(),
+                            plan.disjoint(),
+                            plan.rows_deleted(),
+                            overlay.keys(),
+                            overlay.rows().map_or(0, RecordBatch::num_rows),
+                            plan.anti_join()
+                        )?;
+                    }
+                    None => write!(f, ", path=merge")?,
+                }
                 write!(f, ", read_seq={}", spec.view.read_seq())
             }
             DisplayFormatType::TreeRender => write!(f, "table={}", spec.table_name),
@@ -801,10 +879,11 @@ impl ExecutionPlan for StrataScanExec {
         };
         let mut finisher = Finisher::new(Arc::clone(&spec), counters);
         if spec.direct.is_some() {
-            let bytes_read = builder("bytes_read_directly");
-            return Ok(direct_stream(
-                this, partition, finisher, bytes_read, context,
-            ));
+            let base = BaseCounters {
+                bytes_read: builder("bytes_read_directly"),
+                rows_hidden: builder("rows_hidden_by_overlay"),
+            };
+            return Ok(direct_stream(this, partition, finisher, base, context));
         }
         Ok(blocking_stream(Arc::clone(&spec.schema), move |emit| {
             let parts = prepared.get_or_init(|| this.prepare());
@@ -877,19 +956,88 @@ impl Finisher {
     }
 }
 
-/// The stream of one partition of a direct scan ([`crate::direct`]): records the statement
-/// metrics and verifies the partition's files on a blocking thread, then reads them with
-/// DataFusion's Parquet reader and finishes each batch as after a merge.
+/// The counters of a base-path partition.
+struct BaseCounters {
+    /// Bytes the Parquet reader fetched.
+    bytes_read: Count,
+    /// Base rows the overlay's keys hid (the anti-join).
+    rows_hidden: Count,
+}
+
+/// What a running base-path partition holds.
+struct BaseState {
+    /// The Parquet reader's stream and plan (`None`: the partition reads no file).
+    reader: Option<(SendableRecordBatchStream, Arc<DataSourceExec>)>,
+    /// Overlay batches still to output (partition 0 only).
+    overlay: std::vec::IntoIter<RecordBatch>,
+    finisher: Finisher,
+    counters: BaseCounters,
+    spec: Arc<ScanSpec>,
+    metrics: ExecutionPlanMetricsSet,
+    partition: usize,
+}
+
+impl BaseState {
+    /// The next output batch of the partition (`None`: done).
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        use futures::StreamExt;
+        let plan = self.spec.direct.as_ref()?;
+        loop {
+            if self.finisher.done() {
+                return None;
+            }
+            let batch = match self.overlay.next() {
+                Some(batch) => batch,
+                None => {
+                    let (stream, _) = self.reader.as_mut()?;
+                    match stream.next().await {
+                        Some(Ok(batch)) => match plan.anti_join_batch(batch) {
+                            Ok((batch, hidden)) => {
+                                self.counters.rows_hidden.add(hidden);
+                                batch
+                            }
+                            Err(error) => return Some(Err(error)),
+                        },
+                        Some(Err(error)) => return Some(Err(error)),
+                        None => {
+                            // The reader is done: its metrics are final.
+                            if let Some((_, exec)) = self.reader.take() {
+                                let bytes = exec
+                                    .metrics()
+                                    .and_then(|m| m.sum_by_name("bytes_scanned"))
+                                    .map_or(0, |v| v.as_usize());
+                                self.counters.bytes_read.add(bytes);
+                                direct::copy_reader_metrics(&exec, &self.metrics, self.partition);
+                            }
+                            return None;
+                        }
+                    }
+                }
+            };
+            match self.finisher.finish(batch) {
+                Ok(Some(out)) => return Some(Ok(out)),
+                Ok(None) => continue,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+}
+
+/// The stream of one partition of a base-path scan ([`crate::direct`]): records the
+/// statement metrics and verifies the partition's files on a blocking thread, outputs the
+/// overlay's rows (partition 0), then reads the files with DataFusion's Parquet reader,
+/// applies the anti-join and finishes each batch as after a merge.
 fn direct_stream(
     scan: StrataScanExec,
     partition: usize,
     finisher: Finisher,
-    bytes_read: Count,
+    counters: BaseCounters,
     context: Arc<TaskContext>,
 ) -> SendableRecordBatchStream {
     use futures::StreamExt;
     let schema = Arc::clone(&scan.spec.schema);
     let spec = Arc::clone(&scan.spec);
+    let metrics = scan.metrics.clone();
     let start = async move {
         let paths = tokio::task::spawn_blocking(move || {
             if let Err(message) = scan.prepared.get_or_init(|| scan.prepare()) {
@@ -902,44 +1050,35 @@ fn direct_stream(
         })
         .await
         .map_err(|e| DataFusionError::Internal(format!("a Strata reader thread failed: {e}")))??;
-        match &spec.direct {
-            Some(plan) if !paths.is_empty() => plan
-                .execute(partition, &paths, context)
-                .map(|(exec, inner)| Some((inner, finisher, exec, bytes_read))),
-            _ => Ok(None),
-        }
+        let Some(plan) = &spec.direct else {
+            return Err(DataFusionError::Internal(
+                "a base-path stream of a scan without a base plan".into(),
+            ));
+        };
+        let reader = if paths.is_empty() {
+            None
+        } else {
+            let (exec, stream) = plan.execute(partition, &paths, context)?;
+            Some((stream, exec))
+        };
+        Ok(BaseState {
+            reader,
+            overlay: plan.overlay_batches(partition).into_iter(),
+            finisher,
+            counters,
+            spec: Arc::clone(&spec),
+            metrics,
+            partition,
+        })
     };
     let stream = futures::stream::once(start).flat_map(move |started| match started {
         Err(error) => futures::stream::iter([Err(error)]).boxed(),
-        Ok(None) => futures::stream::empty().boxed(),
-        Ok(Some(state)) => futures::stream::unfold(Some(state), |state| async move {
-            let (mut inner, mut finisher, exec, bytes_read) = state?;
-            loop {
-                let next = if finisher.done() {
-                    None
-                } else {
-                    inner.next().await
-                };
-                let batch = match next {
-                    Some(Ok(batch)) => batch,
-                    Some(Err(error)) => return Some((Err(error), None)),
-                    None => {
-                        // The reader is done: its byte count is final.
-                        let bytes = exec
-                            .metrics()
-                            .and_then(|m| m.sum_by_name("bytes_scanned"))
-                            .map_or(0, |v| v.as_usize());
-                        bytes_read.add(bytes);
-                        return None;
-                    }
-                };
-                match finisher.finish(batch) {
-                    Ok(Some(out)) => {
-                        return Some((Ok(out), Some((inner, finisher, exec, bytes_read))));
-                    }
-                    Ok(None) => continue,
-                    Err(error) => return Some((Err(error), None)),
-                }
+        Ok(state) => futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            match state.next().await {
+                Some(Ok(batch)) => Some((Ok(batch), Some(state))),
+                Some(Err(error)) => Some((Err(error), None)),
+                None => None,
             }
         })
         .boxed(),
