@@ -265,6 +265,40 @@ mod tests {
     }
 
     #[test]
+    fn rows_written_count_a_bulk_load_before_it_commits() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::record_batch::RecordBatch;
+        use strata_engine::{IngestOptions, Options};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Options::default()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let table = db.create_table("t", Arc::clone(&schema), &["id"]).unwrap();
+        let ids = |range: std::ops::Range<i64>| {
+            let column = Arc::new(Int64Array::from_iter_values(range));
+            RecordBatch::try_new(Arc::clone(&schema), vec![column]).unwrap()
+        };
+        table.insert(&ids(0..10)).unwrap();
+        let source = Source {
+            counter: Counter::RowsWritten,
+            base: sample(&db, Counter::RowsWritten),
+            ingest_base: sample_metric(&db, INGEST_ROWS),
+            plan: None,
+        };
+        let options = IngestOptions {
+            chunk_rows: 1_000,
+            ..IngestOptions::default()
+        };
+        let mut load = table.bulk_load(&options).unwrap();
+        load.push(ids(0..1_000)).unwrap();
+        load.push(ids(1_000..1_500)).unwrap();
+        // One file of the load is written, nothing is committed yet.
+        assert_eq!(source.message(&db).0, "1000 rows written");
+        assert_eq!(load.finish().unwrap(), 1_500);
+        assert_eq!(source.message(&db).0, "1500 rows written");
+    }
+
+    #[test]
     fn plan_rows_reads_live_metrics_below_the_root() {
         use datafusion::prelude::SessionContext;
         let rt = tokio::runtime::Builder::new_current_thread()

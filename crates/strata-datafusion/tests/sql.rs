@@ -991,6 +991,23 @@ async fn explain_analyze_shows_row_groups_pruned_runs_merged_and_tombstones() {
     collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
     assert_eq!(scan_metric(&plan, "row_groups_scanned"), Some(2));
     assert_eq!(scan_metric(&plan, "row_groups_pruned"), Some(6));
+    // A value filter: the file is read directly and the Parquet reader prunes row groups by
+    // their statistics (only the last one holds v >= 3800).
+    let explain = run(&s, "EXPLAIN ANALYZE SELECT id FROM t WHERE v >= 3800")
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&explain)
+        .unwrap()
+        .to_string();
+    for expected in [
+        "path=base",
+        "files_read_directly=1",
+        "runs_merged=0",
+        "row_groups_pruned_statistics=8 total → 1 matched",
+        "output_rows=100",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in {text}");
+    }
 
     // A second file of 100 tombstones and 100 new versions over the first one.
     assert_eq!(affected(&s, "DELETE FROM t WHERE id < 100").await, 100);
@@ -1474,5 +1491,82 @@ async fn one_statement_reads_every_table_at_one_point_in_time() {
             .as_primitive::<Int64Type>()
             .value(0),
         WRITES
+    );
+}
+
+/// An `INSERT ... SELECT` several times larger than one atomic write batch can hold
+/// (`write_batch_bytes_max`, made small here so the test is quick) succeeds as a bulk load
+/// once it passes `strata.bulk_load_bytes`: every row there, the last row of a key winning,
+/// upserting over older rows, through a reopen. Before bulk loads it failed with "INSERT
+/// touches more than one atomic write batch can hold"; `INSERT OVERWRITE`, which stays one
+/// WAL batch, still does.
+#[tokio::test]
+async fn an_insert_larger_than_a_write_batch_is_a_bulk_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        write_batch_bytes_max: 1 << 20,
+        commit_group_bytes_max: 1 << 20,
+        ..Options::default()
+    };
+    let statement = "INSERT INTO big SELECT value % 150000, value % 100, value * 0.25, \
+                     'note ' || value FROM generate_series(1, 300000)";
+    {
+        let s = strata_datafusion::open(dir.path(), options()).unwrap();
+        run(&s, "SET strata.bulk_load_bytes = '262144'")
+            .await
+            .unwrap();
+        run(
+            &s,
+            "CREATE TABLE big (id BIGINT PRIMARY KEY, k BIGINT, x DOUBLE, note VARCHAR)",
+        )
+        .await
+        .unwrap();
+        run(
+            &s,
+            "INSERT INTO big VALUES (7, -1, -1.0, 'old'), (-5, -1, -1.0, 'kept')",
+        )
+        .await
+        .unwrap();
+        // 300,000 rows of about 40 bytes: ~12 MB against a 1 MiB write batch.
+        assert_eq!(affected(&s, statement).await, 300_000);
+        assert_eq!(s.db().metrics().get("ingests"), Some(1));
+        assert!(s.db().table("big").unwrap().stats().files_per_level[0] > 4);
+        assert_eq!(count(&s, "SELECT count(*) FROM big").await, 150_001);
+        // Key 7 came twice, as rows 7 and 150007: the later one won over both the earlier and
+        // the older row.
+        let batches = run(&s, "SELECT * FROM big WHERE id IN (-5, 7) ORDER BY id")
+            .await
+            .unwrap();
+        assert_batches_eq!(
+            [
+                "+----+----+----------+-------------+",
+                "| id | k  | x        | note        |",
+                "+----+----+----------+-------------+",
+                "| -5 | -1 | -1.0     | kept        |",
+                "| 7  | 7  | 37501.75 | note 150007 |",
+                "+----+----+----------+-------------+",
+            ],
+            &batches
+        );
+        let error = run(
+            &s,
+            "INSERT OVERWRITE big SELECT value, 0, 0.0, 'note ' || value \
+             FROM generate_series(1, 300000)",
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("atomic write batch"), "{error}");
+        assert_eq!(count(&s, "SELECT count(*) FROM big").await, 150_001);
+        s.close().unwrap();
+    }
+    let s = strata_datafusion::open(dir.path(), options()).unwrap();
+    assert_eq!(count(&s, "SELECT count(*) FROM big").await, 150_001);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM big WHERE note = 'note ' || (id + 150000)"
+        )
+        .await,
+        149_999 // every id but 0 (its last row is 300000) and -5
     );
 }

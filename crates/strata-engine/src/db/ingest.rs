@@ -422,12 +422,20 @@ impl DbInner {
                 .then(b.cmp(a))
         });
         order.dedup_by(|later, earlier| keys.get(*later as usize) == keys.get(*earlier as usize));
-        let indices = UInt32Array::from(order.clone());
-        let mut columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &indices, None))
-            .collect::<std::result::Result<_, _>>()?;
+        // Input already in key order without repeats (a load from a sorted source) keeps its
+        // columns as they are.
+        let identity =
+            order.len() == rows && order.iter().enumerate().all(|(i, o)| i == *o as usize);
+        let mut columns: Vec<ArrayRef> = if identity {
+            batch.columns().to_vec()
+        } else {
+            let indices = UInt32Array::from(order.clone());
+            batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &indices, None))
+                .collect::<std::result::Result<_, _>>()?
+        };
         drop(batch);
         if schema.has_hidden_rowid() {
             columns.push(Arc::new(UInt64Array::from_iter_values(
