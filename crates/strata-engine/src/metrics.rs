@@ -104,6 +104,8 @@ metrics! {
     dv_rows_read,
     /// Microseconds spent maintaining deletion vectors.
     dv_micros,
+    /// Deletion-vector passes that failed (the table's scans merge until a rebuild).
+    dv_failures,
 }
 
 impl Metrics {

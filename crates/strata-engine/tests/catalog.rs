@@ -135,7 +135,12 @@ fn a_crash_between_staging_and_the_swap_keeps_the_old_table_and_drops_the_stagin
     assert_eq!(rows(&db.table("t").unwrap()), [(1, 10), (2, 10)]);
     assert_eq!(db.list_tables().len(), 1);
     // The staging table's SST and WAL entries are gone with it.
-    assert_eq!(sst_dirs(dir.path()), 0);
+    assert_eq!(
+        sst_dirs(dir.path()),
+        0,
+        "left behind: {:?}",
+        files_under(&dir.path().join("sst"))
+    );
     // Its name is free for the next attempt.
     let again = db.create_staging_table(spec("", "t")).unwrap();
     write(&again, &[5], 50);
@@ -242,4 +247,15 @@ fn table_properties_are_stored_with_the_table() {
         db.drop_table("x").unwrap();
         db.close().unwrap();
     }
+}
+/// Every path under `dir` (for failure messages).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(entry.path().display().to_string());
+        if entry.path().is_dir() {
+            out.extend(files_under(&entry.path()));
+        }
+    }
+    out
 }

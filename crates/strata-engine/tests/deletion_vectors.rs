@@ -18,7 +18,8 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use proptest::prelude::*;
 use strata_engine::{
-    CompactionOptions, Db, KeyValue, Options, ReadView, StrategyKind, Table, TableOptions,
+    CompactionOptions, Db, IngestOptions, KeyValue, Options, ReadView, StrategyKind, Table,
+    TableOptions,
 };
 
 type Model = BTreeMap<i64, String>;
@@ -121,6 +122,8 @@ fn read_base(view: &ReadView) -> Result<Option<Model>, String> {
 #[derive(Debug, Clone)]
 enum Op {
     Upsert(Vec<(u16, u16)>),
+    /// A bulk load in chunks of a few rows (chunks overlap each other and older files).
+    Ingest(Vec<(u16, u16)>, usize),
     Delete(Vec<u16>),
     Flush,
     Compact,
@@ -132,6 +135,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => proptest::collection::vec((any::<u16>(), any::<u16>()), 1..40).prop_map(Op::Upsert),
         3 => proptest::collection::vec(any::<u16>(), 1..10).prop_map(Op::Delete),
+        2 => (proptest::collection::vec((any::<u16>(), any::<u16>()), 1..60), 1usize..20)
+            .prop_map(|(rows, chunk)| Op::Ingest(rows, chunk)),
         4 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => Just(Op::Snapshot),
@@ -170,6 +175,16 @@ proptest! {
                     let pairs: Vec<(i64, String)> =
                         pairs.iter().map(|(k, v)| (id(*k), format!("v{v}"))).collect();
                     t.insert(&rows(&pairs)).unwrap();
+                    for (k, v) in pairs {
+                        model.insert(k, v);
+                    }
+                }
+                Op::Ingest(pairs, chunk_rows) => {
+                    let pairs: Vec<(i64, String)> =
+                        pairs.iter().map(|(k, v)| (id(*k), format!("i{v}"))).collect();
+                    let options = IngestOptions { chunk_rows: *chunk_rows, ..IngestOptions::default() };
+                    let batches: Vec<_> = pairs.chunks(5).map(|c| Ok(rows(c))).collect();
+                    t.ingest(batches, &options).unwrap();
                     for (k, v) in pairs {
                         model.insert(k, v);
                     }

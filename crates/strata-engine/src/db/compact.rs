@@ -266,7 +266,8 @@ impl DbInner {
             };
             let levels = levels_of(&table.super_version().version);
             let Some(task) = strategy.pick(&levels, &options) else {
-                return Ok(());
+                // Idle: the moment to rebuild deletion vectors a failed pass left incomplete.
+                return self.rebuild_table_dvs(table);
             };
             self.run_task(table, &task, &options)?;
         }

@@ -15,7 +15,12 @@
 //!   `O` holds every key of `I` except those a compaction drops for good (a bottom-level
 //!   tombstone with nothing older). A moved file keeps its DV (same rows, same positions).
 //! * **A rebuild** (a table whose DVs were never built, from an older database, or whose DV
-//!   file failed its checks at open): every file's DV from scratch.
+//!   file failed its checks at open, or whose DV pass failed): every file's DV from scratch,
+//!   at open and by the table's next idle compaction job.
+//!
+//! A DV pass that fails (an older file cannot be read) does not fail the flush, ingest or
+//! compaction: the change is installed without DVs and the table's DVs become incomplete
+//! (its scans merge) until a rebuild succeeds.
 //!
 //! All of this runs under the table's `install_lock`, against the version current under that
 //! lock, and the resulting DVs are installed with the change in one manifest edit and one
@@ -53,6 +58,9 @@ pub(crate) struct DvUpdate {
     pub drop: Vec<FileId>,
     /// True when the table's DVs are complete after the change (false: unchanged).
     pub maintained: bool,
+    /// True when the DV pass failed: the change goes in without DVs, and the table's DVs are
+    /// incomplete until rebuilt.
+    pub abandoned: bool,
 }
 
 impl DvUpdate {
@@ -67,9 +75,14 @@ impl DvUpdate {
         edit.drop_dvs = self.drop.iter().map(|f| (table.id, *f)).collect();
         change.set_dvs = self.set.clone();
         change.drop_dvs = self.drop.clone();
+        debug_assert!(!(self.maintained && self.abandoned));
         if self.maintained {
             edit.maintain_dvs = vec![table.id];
             change.dvs_maintained = Some(true);
+        }
+        if self.abandoned {
+            // The edit adds files without `maintain_dvs`: the manifest drops maintenance too.
+            change.dvs_maintained = Some(false);
         }
     }
 
@@ -251,10 +264,23 @@ impl DbInner {
         );
         match result {
             Ok(()) => Ok(update),
-            Err(error) => {
-                update.discard();
-                Err(error)
-            }
+            Err(error) => Ok(self.abandon(table, update, &error)),
+        }
+    }
+
+    /// A DV pass failed (an older file could not be read): the change goes ahead without DVs
+    /// (they are derived data; a flush or compaction must not fail for them), and the table's
+    /// scans merge until its DVs are rebuilt (by its next idle compaction job, or at open).
+    fn abandon(&self, table: &TableInner, update: DvUpdate, error: &Error) -> DvUpdate {
+        tracing::warn!(
+            table = %table.name, %error,
+            "deletion vectors not maintained; scans merge until they are rebuilt"
+        );
+        Metrics::inc(&self.metrics.dv_failures);
+        update.discard();
+        DvUpdate {
+            abandoned: true,
+            ..DvUpdate::default()
         }
     }
 
@@ -284,21 +310,29 @@ impl DbInner {
             .collect();
         for new in added {
             let meta = new.meta();
-            let keys = KeySet::load(new, schema, &meta.min_key, &meta.max_key)?;
+            // The new file's keys, read only when an older file overlaps it.
+            let mut keys: Option<KeySet> = None;
             for (file, positions, _, changed) in files.iter_mut() {
                 if !file.meta().overlaps(meta) {
                     continue;
                 }
+                let keys = match &mut keys {
+                    Some(keys) => keys,
+                    None => keys.insert(KeySet::load(new, schema, &meta.min_key, &meta.max_key)?),
+                };
                 let before = positions.len();
-                let read = mark(file, schema, &[&keys], false, positions)?;
+                let read = mark(file, schema, &[keys], false, positions)?;
                 Metrics::add(&self.metrics.dv_rows_read, read);
                 if positions.len() != before {
                     Metrics::add(&self.metrics.dv_rows_marked, positions.len() - before);
                     *changed = true;
                 }
             }
+            // A clean file (no tombstones, one version per key) deletes none of its own rows.
             let mut own = RoaringBitmap::new();
-            mark(new, schema, &[], true, &mut own)?;
+            if !meta.is_clean() {
+                mark(new, schema, &[], true, &mut own)?;
+            }
             let changed = !own.is_empty();
             files.push((Arc::clone(new), own, None, changed));
         }
@@ -354,6 +388,9 @@ impl DbInner {
                         &meta.max_key,
                     )?);
                 }
+                if sets.is_empty() && meta.is_clean() {
+                    continue; // nothing newer and nothing of its own to delete
+                }
                 let sets: Vec<&KeySet> = sets.iter().collect();
                 let mut positions = RoaringBitmap::new();
                 let read = mark(output, &table.schema, &sets, true, &mut positions)?;
@@ -378,10 +415,7 @@ impl DbInner {
                 }
                 Ok(update)
             }
-            Err(error) => {
-                update.discard();
-                Err(error)
-            }
+            Err(error) => Ok(self.abandon(table, update, &error)),
         }
     }
 
@@ -389,6 +423,9 @@ impl DbInner {
     pub(crate) fn rebuild_table_dvs(&self, table: &TableInner) -> Result<()> {
         let _installing = table.install_lock.lock();
         let version = Arc::clone(&table.super_version().version);
+        if version.dvs_maintained() || table.dropped.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let update = self.rebuild_dvs(table, &version)?;
         let mut edit = crate::manifest::VersionEdit::default();
         let mut change = FileChange::default();
@@ -456,8 +493,10 @@ impl DbInner {
                 }
                 let sets: Vec<&KeySet> = sets.iter().collect();
                 let mut positions = RoaringBitmap::new();
-                let read = mark(file, &table.schema, &sets, true, &mut positions)?;
-                Metrics::add(&self.metrics.dv_rows_read, read);
+                if !sets.is_empty() || !meta.is_clean() {
+                    let read = mark(file, &table.schema, &sets, true, &mut positions)?;
+                    Metrics::add(&self.metrics.dv_rows_read, read);
+                }
                 if let Some(old) = version.dv(meta.id) {
                     update.replaced.push(Arc::clone(old));
                 }

@@ -32,8 +32,12 @@
 //!    load commits lies in an SST older than the load's files: point lookups read memtables
 //!    before L0, and the table's flushed sequence number jumps past the load (WAL replay skips
 //!    the table's entries at or below it).
-//! 3. Append one manifest edit adding every file, and publish the files together with
-//!    `last_seq = visible_seq = first + rows - 1` under the table's `sv` lock.
+//! 3. Compute the deletion vectors the loaded files imply (`db::dvs`: their keys merged
+//!    against the key columns of the older overlapping files, and of earlier chunks of the
+//!    load), then append one manifest edit adding every file with those DVs, and publish the
+//!    files together with `last_seq = visible_seq = first + rows - 1` under the table's `sv`
+//!    lock. The DV pass reads only files that overlap the load (none for a load into a new
+//!    table, or of sorted rows past the table's keys), but writers wait for it.
 //!
 //! Writes committed during the load are older than the load (lower numbers), so it behaves as
 //! if it had run entirely at its commit point. L0 is ordered by `max_seq`, and the load's
@@ -58,7 +62,7 @@ use crate::metrics::Metrics;
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::SeqNo;
-use crate::version::{SstHandle, SuperVersion};
+use crate::version::{FileChange, SstHandle, SuperVersion};
 
 /// The sequence numbers a load leaves free below its own for the writers that commit while
 /// it runs (see the module docs).
@@ -336,18 +340,6 @@ impl DbInner {
             // Every earlier write of the table goes to an SST older than the load's files.
             self.switch_memtable(table)?;
             self.flush_immutables(table)?;
-            let mut manifest = self.manifest.lock();
-            if table.dropped.load(Ordering::Acquire) {
-                return Err(Error::TableNotFound(table.name.clone()));
-            }
-            let edit = VersionEdit {
-                add_files: written.to_vec(),
-                flushed_seqs: vec![(table.id, last_seq)],
-                last_seq: Some(last_seq),
-                ..VersionEdit::default()
-            };
-            manifest.apply(edit)?;
-            table.flushed_seq.fetch_max(last_seq, Ordering::AcqRel);
             let handles: Vec<Arc<SstHandle>> = written
                 .iter()
                 .map(|m| {
@@ -358,6 +350,32 @@ impl DbInner {
                     ))
                 })
                 .collect();
+            // The deletion vectors the loaded files imply for the older ones (and for each
+            // other, oldest chunk first), against the version they are installed over.
+            let _installing = table.install_lock.lock();
+            let version = Arc::clone(&table.super_version().version);
+            let dvs = self.dvs_for_new_files(table, &version, &handles)?;
+            let mut manifest = self.manifest.lock();
+            if table.dropped.load(Ordering::Acquire) {
+                dvs.discard();
+                return Err(Error::TableNotFound(table.name.clone()));
+            }
+            let mut edit = VersionEdit {
+                add_files: written.to_vec(),
+                flushed_seqs: vec![(table.id, last_seq)],
+                last_seq: Some(last_seq),
+                ..VersionEdit::default()
+            };
+            let mut change = FileChange {
+                added: handles,
+                ..FileChange::default()
+            };
+            dvs.fill(table, &mut edit, &mut change);
+            if let Err(error) = manifest.apply(edit) {
+                dvs.discard();
+                return Err(error);
+            }
+            table.flushed_seq.fetch_max(last_seq, Ordering::AcqRel);
             // The new files and the sequence number that makes them visible are published in
             // one step, under the table's `sv` write lock: a view never pairs a super version
             // holding them with an older number (a compaction could then drop versions that
@@ -370,10 +388,11 @@ impl DbInner {
                 SuperVersion {
                     active: Arc::clone(&sv.active),
                     immutables: sv.immutables.clone(),
-                    version: Arc::new(sv.version.edit(handles, &[])),
+                    version: Arc::new(sv.version.apply(&change)),
                 }
             });
             drop(manifest);
+            dvs.installed();
             Metrics::add(&self.metrics.rows_written, rows);
             Metrics::inc(&self.metrics.write_batches);
             Metrics::inc(&self.metrics.ingests);
