@@ -114,6 +114,9 @@ pub struct StrataConfig {
     pub profile: Option<Profile>,
     /// Compaction strategy (`SET strata.compaction = 'tiered'`).
     pub compaction: Option<StrategyKind>,
+    /// Deletion vectors (`SET strata.deletion_vectors = 'false'`; see
+    /// `TableOptions::deletion_vectors`).
+    pub deletion_vectors: Option<bool>,
     /// Not a table option: the bytes of rows (Arrow memory) an `INSERT` or `CREATE TABLE ...
     /// AS` holds before it switches from one WAL batch to a bulk load
     /// (`SET strata.bulk_load_bytes = '16777216'`; default [`DEFAULT_BULK_LOAD_BYTES`], never
@@ -134,7 +137,7 @@ pub fn bulk_load_bytes(options: &datafusion::config::ConfigOptions) -> usize {
 }
 
 /// The option names accepted by `SET strata.*` and `OPTIONS (...)`.
-pub const OPTION_NAMES: &[&str] = &["memtable", "profile", "compaction"];
+pub const OPTION_NAMES: &[&str] = &["memtable", "profile", "compaction", "deletion_vectors"];
 
 impl StrataConfig {
     /// Sets one option by name; the value `default` (or an empty string) clears it.
@@ -163,6 +166,21 @@ impl StrataConfig {
                     Some(value.parse().map_err(config_error)?)
                 }
             }
+            "deletion_vectors" => {
+                self.deletion_vectors = if clear {
+                    None
+                } else {
+                    match value.to_ascii_lowercase().as_str() {
+                        "true" | "on" | "1" => Some(true),
+                        "false" | "off" | "0" => Some(false),
+                        _ => {
+                            return config_err!(
+                                "deletion_vectors must be true or false, got '{value}'"
+                            );
+                        }
+                    }
+                }
+            }
             other => {
                 return config_err!(
                     "unknown Strata table option '{other}'; valid options: {}",
@@ -184,6 +202,9 @@ impl StrataConfig {
         }
         if let Some(strategy) = self.compaction {
             options.compaction.strategy = strategy;
+        }
+        if let Some(on) = self.deletion_vectors {
+            options.deletion_vectors = on;
         }
         options
     }
@@ -243,6 +264,11 @@ impl ExtensionOptions for StrataConfig {
                 key: "strata.compaction".into(),
                 value: self.compaction.map(|s| s.name().to_string()),
                 description: "Compaction strategy of tables created from now on: leveled, size_tiered, none",
+            },
+            ConfigEntry {
+                key: "strata.deletion_vectors".into(),
+                value: self.deletion_vectors.map(|on| on.to_string()),
+                description: "Deletion vectors for tables created from now on: true (scans read files without merging) or false",
             },
             ConfigEntry {
                 key: "strata.bulk_load_bytes".into(),

@@ -98,6 +98,8 @@ metrics! {
     compaction_micros,
     /// Deletion-vector files written (flushes, ingests and compactions).
     dv_files_written,
+    /// Bytes of the deletion-vector files written.
+    dv_bytes_written,
     /// Row positions newly marked deleted by deletion-vector maintenance.
     dv_rows_marked,
     /// Rows of older files whose keys were read to maintain deletion vectors.

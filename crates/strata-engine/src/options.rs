@@ -214,6 +214,11 @@ pub struct TableOptions {
     pub bloom_filter_fpp: f64,
     /// Compaction strategy and its settings.
     pub compaction: CompactionOptions,
+    /// Maintain deletion vectors (see `dv`): flushes, loads and compactions mark the rows of
+    /// older files that newer data supersedes, so scans read the files as they are instead of
+    /// merging them. Costs a pass over the key columns of the older files a new file overlaps.
+    /// Off: scans of tables with overlapping files or tombstones merge. Default on.
+    pub deletion_vectors: bool,
 }
 
 impl Default for TableOptions {
@@ -231,6 +236,7 @@ impl Default for TableOptions {
             sst_row_group_bytes_max: 128 * MIB,
             bloom_filter_fpp: 0.01,
             compaction: CompactionOptions::default(),
+            deletion_vectors: true,
         }
     }
 }

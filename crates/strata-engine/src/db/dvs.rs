@@ -212,6 +212,21 @@ fn mark(
     Ok(position)
 }
 
+/// The update of a change when no DV pass runs: the table's DVs are not maintained (nothing
+/// changes), or the table's options turned them off (they stop being maintained).
+fn skip_pass(table: &TableInner, version: &Version) -> Option<DvUpdate> {
+    if !version.dvs_maintained() {
+        return Some(DvUpdate::default());
+    }
+    if !table.options.read().deletion_vectors {
+        return Some(DvUpdate {
+            abandoned: true,
+            ..DvUpdate::default()
+        });
+    }
+    None
+}
+
 /// True when `newer` holds newer versions of keys than `older` (per the version invariants),
 /// for two files whose key ranges overlap.
 fn is_newer(newer: &SstMeta, older: &SstMeta) -> bool {
@@ -233,6 +248,7 @@ impl DbInner {
     ) -> Result<()> {
         let id = self.manifest.lock().allocate_file_id();
         let dv = DeletionVector::write(&self.files, table.id, file, id, positions)?;
+        Metrics::add(&self.metrics.dv_bytes_written, dv.meta().size_bytes);
         update.set.push(Arc::clone(&dv));
         update.written.push(dv);
         if let Some(previous) = previous {
@@ -249,8 +265,8 @@ impl DbInner {
         version: &Version,
         added: &[Arc<SstHandle>],
     ) -> Result<DvUpdate> {
-        if !version.dvs_maintained() {
-            return Ok(DvUpdate::default());
+        if let Some(update) = skip_pass(table, version) {
+            return Ok(update);
         }
         let started = Instant::now();
         let mut update = DvUpdate {
@@ -354,8 +370,8 @@ impl DbInner {
         outputs: &[Arc<SstHandle>],
         moved: bool,
     ) -> Result<DvUpdate> {
-        if !version.dvs_maintained() {
-            return Ok(DvUpdate::default());
+        if let Some(update) = skip_pass(table, version) {
+            return Ok(update);
         }
         let mut update = DvUpdate {
             maintained: true,
@@ -423,7 +439,10 @@ impl DbInner {
     pub(crate) fn rebuild_table_dvs(&self, table: &TableInner) -> Result<()> {
         let _installing = table.install_lock.lock();
         let version = Arc::clone(&table.super_version().version);
-        if version.dvs_maintained() || table.dropped.load(std::sync::atomic::Ordering::Acquire) {
+        if version.dvs_maintained()
+            || !table.options.read().deletion_vectors
+            || table.dropped.load(std::sync::atomic::Ordering::Acquire)
+        {
             return Ok(());
         }
         let update = self.rebuild_dvs(table, &version)?;

@@ -740,10 +740,11 @@ impl DbInner {
             staging,
         };
         // A new table has no files, so its (empty) deletion vectors are complete.
-        let inner = self.table_from_def(&def, Vec::new(), Vec::new(), true, 0)?;
+        let maintained = def.options.deletion_vectors;
+        let inner = self.table_from_def(&def, Vec::new(), Vec::new(), maintained, 0)?;
         manifest.apply(VersionEdit {
             create_tables: vec![def.clone()],
-            maintain_dvs: vec![id],
+            maintain_dvs: if maintained { vec![id] } else { Vec::new() },
             last_seq: Some(self.visible_seq()),
             ..VersionEdit::default()
         })?;
