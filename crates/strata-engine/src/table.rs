@@ -36,7 +36,7 @@ use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
 use crate::sst::{BloomProbe, SstMeta, bloom_probes};
 use crate::types::{OpKind, SeqNo, TableId};
-use crate::version::{MemtableSlot, SstHandle, SuperVersion};
+use crate::version::{MemtableSlot, SuperVersion};
 use crate::wal::BatchPayload;
 
 /// Per-table state shared by handles, the commit path and background work.
@@ -564,6 +564,17 @@ impl ReadView {
             .collect()
     }
 
+    /// Metadata of the SST files that may hold a version visible at the read sequence of a
+    /// key in one of `ranges` (see [`crate::version::Version::files_overlapping`]), L0 newest
+    /// first, then deeper levels by key.
+    pub fn files_overlapping(&self, ranges: &[KeyRange]) -> Vec<SstMeta> {
+        self.sv
+            .version
+            .files_overlapping(ranges, self.read_seq)
+            .map(|f| f.meta().clone())
+            .collect()
+    }
+
     /// `(entries, bytes, immutable)` of each memtable, newest first.
     pub fn memtables(&self) -> Vec<(usize, usize, bool)> {
         self.sv
@@ -594,13 +605,7 @@ impl ReadView {
         let all = [KeyRange::all()];
         let ranges = ranges.unwrap_or(&all);
         let files: Vec<BaseFile> = version
-            .files()
-            .filter(|f| {
-                let meta = f.meta();
-                ranges
-                    .iter()
-                    .any(|r| r.overlaps(&meta.min_key, &meta.max_key))
-            })
+            .files_overlapping(ranges, self.read_seq)
             .map(|f| BaseFile {
                 meta: f.meta().clone(),
                 deleted: version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
@@ -679,43 +684,23 @@ impl ReadView {
                 }));
             }
         }
-        let version = &self.sv.version;
         // Bloom probes are computed once, when the first file needs them.
         let mut probes: Option<Vec<BloomProbe>> = None;
-        let mut probe = |file: &SstHandle| -> Result<Option<FoundRow>> {
-            let meta = file.meta();
-            if key < meta.min_key.as_slice()
-                || key > meta.max_key.as_slice()
-                || meta.min_seq > self.read_seq
-            {
-                return Ok(None);
-            }
+        let point = [KeyRange::point(key.to_vec())];
+        // Newest first: L0 files, then at most one file per deeper level.
+        for file in self.sv.version.files_overlapping(&point, self.read_seq) {
             if probes.is_none() {
                 probes = Some(bloom_probes(&self.table.schema, key)?);
             }
             let probes = probes.as_deref().unwrap_or_default();
-            Ok(file
-                .reader()?
-                .get_with_probes(key, probes, self.read_seq)?
-                .map(|(_, op, row)| {
-                    if op == OpKind::Put {
-                        FoundRow::Sst(row)
-                    } else {
-                        FoundRow::Deleted
-                    }
-                }))
-        };
-        for file in version.level(0) {
-            if let Some(found) = probe(file)? {
-                return Ok(found.into_option());
-            }
-        }
-        for level in 1..version.num_levels() {
-            let files = version.level(level);
-            let index = files.partition_point(|f| f.meta().max_key.as_slice() < key);
-            if let Some(file) = files.get(index)
-                && let Some(found) = probe(file)?
+            if let Some((_, op, row)) =
+                file.reader()?.get_with_probes(key, probes, self.read_seq)?
             {
+                let found = if op == OpKind::Put {
+                    FoundRow::Sst(row)
+                } else {
+                    FoundRow::Deleted
+                };
                 return Ok(found.into_option());
             }
         }
@@ -813,15 +798,11 @@ impl ReadView {
     /// group once). Opens the footers of those files (the scan needs them anyway).
     pub fn row_groups_for(&self, ranges: &[KeyRange]) -> Result<(usize, usize)> {
         let (mut total, mut read) = (0usize, 0usize);
-        for file in self.sv.version.files() {
+        for file in self.sv.version.files_overlapping(ranges, self.read_seq) {
             let meta = file.meta();
-            let overlapping: Vec<&KeyRange> = ranges
+            let overlapping = ranges
                 .iter()
-                .filter(|r| r.overlaps(&meta.min_key, &meta.max_key))
-                .collect();
-            if overlapping.is_empty() || meta.min_seq > self.read_seq {
-                continue;
-            }
+                .filter(|r| r.overlaps(&meta.min_key, &meta.max_key));
             let reader = file.reader()?;
             let mut touched = vec![false; reader.row_groups()];
             for range in overlapping {

@@ -34,6 +34,7 @@ use crate::dv::DeletionVector;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Metrics;
+use crate::read::KeyRange;
 use crate::schema::TableSchema;
 use crate::sst::{BlockCache, SstMeta, SstReader, SstStore};
 use crate::types::{FileId, SeqNo};
@@ -278,6 +279,56 @@ impl Version {
         })
     }
 
+    /// The files that may hold a version visible at `read_seq` of a key in one of `ranges`:
+    /// files whose key span overlaps a range and that hold a row at or below `read_seq`, level
+    /// by level in the order of [`Version::level`] (L0 newest first, deeper levels by key). A
+    /// point lookup can stop at the first file that has a visible version of its key.
+    pub fn files_overlapping<'a>(
+        &'a self,
+        ranges: &'a [KeyRange],
+        read_seq: SeqNo,
+    ) -> impl Iterator<Item = &'a Arc<SstHandle>> + 'a {
+        (0..self.num_levels())
+            .flat_map(move |level| self.level_overlapping(level, ranges, read_seq))
+    }
+
+    /// [`Version::files_overlapping`] for the files of one level. In a level of 1 or deeper
+    /// (files disjoint, in key order) only the window of files between the ranges' lowest and
+    /// highest bounds is looked at (two binary searches).
+    pub fn level_overlapping<'a>(
+        &'a self,
+        level: usize,
+        ranges: &'a [KeyRange],
+        read_seq: SeqNo,
+    ) -> impl Iterator<Item = &'a Arc<SstHandle>> + 'a {
+        let files = self.level(level);
+        let window = if level == 0 {
+            files
+        } else {
+            // Files entirely below every range come first, files entirely above every range
+            // last (max and min keys both ascend along a level).
+            let start = ranges
+                .iter()
+                .map(|r| files.partition_point(|f| r.starts_after(&f.meta().max_key)))
+                .min()
+                .unwrap_or(files.len());
+            let end = ranges
+                .iter()
+                .map(|r| files.partition_point(|f| !r.ends_before(&f.meta().min_key)))
+                .max()
+                .unwrap_or(0)
+                .max(start);
+            &files[start..end]
+        };
+        window.iter().filter(move |f| {
+            let meta = f.meta();
+            meta.min_seq <= read_seq
+                && ranges
+                    .iter()
+                    .any(|r| r.overlaps(&meta.min_key, &meta.max_key))
+        })
+    }
+
     /// Files of `level` (L0 newest first; deeper levels by key).
     pub fn level(&self, level: usize) -> &[Arc<SstHandle>] {
         self.levels.get(level).map_or(&[], Vec::as_slice)
@@ -382,5 +433,161 @@ impl SuperVersion {
     /// The smallest sequence number held by any memtable (the table's WAL floor).
     pub fn min_unflushed_seq(&self) -> Option<SeqNo> {
         self.memtables().filter_map(|m| m.min_seq()).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn context(dir: &std::path::Path) -> Arc<FileContext> {
+        Arc::new(FileContext {
+            store: SstStore::new(dir, None).expect("store"),
+            cache: Arc::new(BlockCache::new(1 << 20)),
+            metrics: Arc::new(Metrics::default()),
+            verify: false,
+        })
+    }
+
+    fn schema() -> Arc<TableSchema> {
+        let user = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "k",
+            arrow::datatypes::DataType::Int64,
+            false,
+        )]);
+        Arc::new(TableSchema::new(Arc::new(user), &["k"]).expect("schema"))
+    }
+
+    /// A handle for a file that is never opened.
+    fn file(
+        context: &Arc<FileContext>,
+        id: FileId,
+        level: u32,
+        keys: (u8, u8),
+        seqs: (SeqNo, SeqNo),
+    ) -> Arc<SstHandle> {
+        let meta = SstMeta {
+            id,
+            table_id: 1,
+            level,
+            run_id: id,
+            size_bytes: 1,
+            crc32c: 0,
+            rows: 1,
+            tombstones: 0,
+            older_versions: 0,
+            min_key: vec![keys.0],
+            max_key: vec![keys.1],
+            min_seq: seqs.0,
+            max_seq: seqs.1,
+            created_at_ms: 0,
+        };
+        Arc::new(SstHandle::new(meta, schema(), Arc::clone(context)))
+    }
+
+    fn range_of(lower: Option<(u8, bool)>, upper: Option<(u8, bool)>) -> KeyRange {
+        let bound = |b: Option<(u8, bool)>| match b {
+            None => Bound::Unbounded,
+            Some((k, true)) => Bound::Included(vec![k]),
+            Some((k, false)) => Bound::Excluded(vec![k]),
+        };
+        KeyRange::new(bound(lower), bound(upper))
+    }
+
+    fn arb_range() -> impl Strategy<Value = KeyRange> {
+        let bound = prop::option::of((0u8..40, any::<bool>()));
+        (bound.clone(), bound).prop_map(|(l, u)| range_of(l, u))
+    }
+
+    /// Files: a few L0 files anywhere, and disjoint files on levels 1 and 2.
+    fn arb_files() -> impl Strategy<Value = Vec<(u32, (u8, u8), (SeqNo, SeqNo))>> {
+        let l0 =
+            prop::collection::vec((0u8..40, 0u8..8, 1u64..50, 0u64..10), 0..5).prop_map(|files| {
+                files
+                    .into_iter()
+                    .map(|(k, w, s, d)| (0, (k, k.saturating_add(w)), (s, s + d)))
+                    .collect::<Vec<_>>()
+            });
+        let level = |level: u32| {
+            prop::collection::btree_set(0u8..40, 0..12).prop_map(move |cuts| {
+                // Consecutive pairs of distinct cut points: disjoint, in key order.
+                let cuts: Vec<u8> = cuts.into_iter().collect();
+                cuts.chunks_exact(2)
+                    .enumerate()
+                    .map(|(i, c)| (level, (c[0], c[1]), (i as u64 + 1, i as u64 + 20)))
+                    .collect::<Vec<_>>()
+            })
+        };
+        (l0, level(1), level(2)).prop_map(|(a, b, c)| a.into_iter().chain(b).chain(c).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn files_overlapping_is_the_filter_over_every_file(
+            files in arb_files(),
+            ranges in prop::collection::vec(arb_range(), 0..4),
+            read_seq in 0u64..60,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let context = context(dir.path());
+            let handles: Vec<Arc<SstHandle>> = files
+                .iter()
+                .enumerate()
+                .map(|(i, (level, keys, seqs))| file(&context, i as FileId + 1, *level, *keys, *seqs))
+                .collect();
+            let version = Version::new(handles);
+            let expected: Vec<FileId> = version
+                .files()
+                .filter(|f| {
+                    let m = f.meta();
+                    m.min_seq <= read_seq
+                        && ranges.iter().any(|r| r.overlaps(&m.min_key, &m.max_key))
+                })
+                .map(|f| f.meta().id)
+                .collect();
+            let got: Vec<FileId> = version
+                .files_overlapping(&ranges, read_seq)
+                .map(|f| f.meta().id)
+                .collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn a_point_finds_l0_newest_first_then_one_file_per_level() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let context = context(dir.path());
+        let version = Version::new(vec![
+            file(&context, 1, 0, (5, 9), (30, 31)),
+            file(&context, 2, 0, (0, 20), (40, 41)),
+            file(&context, 3, 0, (7, 7), (50, 60)),
+            file(&context, 4, 1, (0, 4), (10, 11)),
+            file(&context, 5, 1, (5, 8), (12, 13)),
+            file(&context, 6, 1, (9, 12), (14, 15)),
+            file(&context, 7, 2, (6, 30), (1, 2)),
+        ]);
+        let ids = |ranges: &[KeyRange], read_seq| -> Vec<FileId> {
+            version
+                .files_overlapping(ranges, read_seq)
+                .map(|f| f.meta().id)
+                .collect()
+        };
+        let point = [KeyRange::point(vec![7])];
+        assert_eq!(ids(&point, 100), vec![3, 2, 1, 5, 7]);
+        // File 3 holds nothing at or below 45; file 2 holds rows from 40 on.
+        assert_eq!(ids(&point, 45), vec![2, 1, 5, 7]);
+        assert_eq!(ids(&point, 5), vec![7]);
+        assert_eq!(ids(&[KeyRange::point(vec![21])], 100), vec![7]);
+        assert_eq!(ids(&[KeyRange::empty()], 100), Vec::<FileId>::new());
+        assert_eq!(ids(&[], 100), Vec::<FileId>::new());
+        let two = [
+            range_of(None, Some((4, true))),
+            range_of(Some((12, false)), None),
+        ];
+        assert_eq!(ids(&two, 100), vec![2, 4, 7]);
     }
 }

@@ -158,17 +158,57 @@ impl KeyRange {
 
     /// True when the range intersects `[min, max]`.
     pub fn overlaps(&self, min: &[u8], max: &[u8]) -> bool {
-        let lower_ok = match &self.lower {
-            Bound::Unbounded => true,
-            Bound::Included(l) => max >= l.as_slice(),
-            Bound::Excluded(l) => max > l.as_slice(),
+        !self.starts_after(max) && !self.ends_before(min) && !self.is_empty()
+    }
+
+    /// True when every key of the range is greater than `key`.
+    pub fn starts_after(&self, key: &[u8]) -> bool {
+        match &self.lower {
+            Bound::Unbounded => false,
+            Bound::Included(l) => key < l.as_slice(),
+            Bound::Excluded(l) => key <= l.as_slice(),
+        }
+    }
+
+    /// True when every key of the range is less than `key`.
+    pub fn ends_before(&self, key: &[u8]) -> bool {
+        match &self.upper {
+            Bound::Unbounded => false,
+            Bound::Included(u) => key > u.as_slice(),
+            Bound::Excluded(u) => key >= u.as_slice(),
+        }
+    }
+
+    /// The keys in both `self` and `other` (possibly an empty range: see
+    /// [`KeyRange::is_empty`]).
+    pub fn intersect(&self, other: &KeyRange) -> KeyRange {
+        // The tighter lower bound: the larger key; at equal keys, exclusion is tighter.
+        let lower = match (&self.lower, &other.lower) {
+            (Bound::Unbounded, b) | (b, Bound::Unbounded) => b.clone(),
+            (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.max(y).clone()),
+            (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.max(y).clone()),
+            (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+                if i > e {
+                    Bound::Included(i.clone())
+                } else {
+                    Bound::Excluded(e.clone())
+                }
+            }
         };
-        let upper_ok = match &self.upper {
-            Bound::Unbounded => true,
-            Bound::Included(u) => min <= u.as_slice(),
-            Bound::Excluded(u) => min < u.as_slice(),
+        // The tighter upper bound: the smaller key; at equal keys, exclusion is tighter.
+        let upper = match (&self.upper, &other.upper) {
+            (Bound::Unbounded, b) | (b, Bound::Unbounded) => b.clone(),
+            (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.min(y).clone()),
+            (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y).clone()),
+            (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+                if i < e {
+                    Bound::Included(i.clone())
+                } else {
+                    Bound::Excluded(e.clone())
+                }
+            }
         };
-        lower_ok && upper_ok && !self.is_empty()
+        KeyRange { lower, upper }
     }
 
     /// The bounds as borrowed slices.
@@ -337,24 +377,19 @@ pub(crate) fn collect_runs(
             ));
         }
     }
-    let wanted = |f: &&Arc<SstHandle>| {
-        let meta = f.meta();
-        range.overlaps(&meta.min_key, &meta.max_key)
-            && meta.min_seq <= read_seq
-            && !exclude.contains(&meta.id)
+    let ranges = std::slice::from_ref(range);
+    let wanted = |level: usize| -> Vec<Arc<SstHandle>> {
+        sv.version
+            .level_overlapping(level, ranges, read_seq)
+            .filter(|f| !exclude.contains(&f.meta().id))
+            .cloned()
+            .collect()
     };
-    let l0: Vec<Arc<SstHandle>> = sv.version.level(0).iter().filter(wanted).cloned().collect();
-    for group in group_into_runs(l0) {
+    for group in group_into_runs(wanted(0)) {
         runs.push(sst_run(group, range.clone(), read.to_vec(), read_seq));
     }
     for level in 1..sv.version.num_levels() {
-        let files: Vec<_> = sv
-            .version
-            .level(level)
-            .iter()
-            .filter(wanted)
-            .cloned()
-            .collect();
+        let files = wanted(level);
         if !files.is_empty() {
             runs.push(sst_run(files, range.clone(), read.to_vec(), read_seq));
         }

@@ -640,3 +640,110 @@ proptest! {
         check(&runs, Dedup::Retain { snapshots, drop_tombstones });
     }
 }
+
+/// Small keys over a two-letter alphabet: every bound and key a test range can meet.
+fn arb_key() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(b'a'..=b'b', 0..3)
+}
+
+fn arb_bound() -> impl Strategy<Value = std::ops::Bound<Vec<u8>>> {
+    use std::ops::Bound;
+    prop_oneof![
+        Just(Bound::Unbounded),
+        arb_key().prop_map(Bound::Included),
+        arb_key().prop_map(Bound::Excluded),
+    ]
+}
+
+fn arb_range() -> impl Strategy<Value = super::KeyRange> {
+    (arb_bound(), arb_bound()).prop_map(|(lower, upper)| super::KeyRange::new(lower, upper))
+}
+
+/// Every key of up to three letters of the alphabet (what ranges over [`arb_key`] bounds can
+/// tell apart).
+fn all_keys() -> Vec<Vec<u8>> {
+    let mut keys = vec![Vec::new()];
+    for len in 1..=3u32 {
+        for n in 0..2usize.pow(len) {
+            keys.push(
+                (0..len)
+                    .rev()
+                    .map(|bit| if n >> bit & 1 == 1 { b'b' } else { b'a' })
+                    .collect(),
+            );
+        }
+    }
+    keys
+}
+
+#[test]
+fn intersect_examples() {
+    use super::KeyRange;
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let r = |lower, upper| KeyRange::new(lower, upper);
+    let k = |s: &str| s.as_bytes().to_vec();
+    assert_eq!(
+        KeyRange::all().intersect(&r(Included(k("b")), Excluded(k("d")))),
+        r(Included(k("b")), Excluded(k("d")))
+    );
+    assert_eq!(
+        r(Included(k("a")), Included(k("c"))).intersect(&r(Excluded(k("b")), Unbounded)),
+        r(Excluded(k("b")), Included(k("c")))
+    );
+    // At equal keys, the exclusive bound is the tighter one, on either side.
+    assert_eq!(
+        r(Included(k("b")), Included(k("c"))).intersect(&r(Excluded(k("b")), Excluded(k("c")))),
+        r(Excluded(k("b")), Excluded(k("c")))
+    );
+    assert!(
+        r(Unbounded, Excluded(k("b")))
+            .intersect(&r(Included(k("b")), Unbounded))
+            .is_empty()
+    );
+    assert!(
+        KeyRange::point(k("b"))
+            .intersect(&KeyRange::point(k("c")))
+            .is_empty()
+    );
+    assert_eq!(
+        KeyRange::point(k("b")).intersect(&KeyRange::prefix(k("b"))),
+        KeyRange::point(k("b"))
+    );
+    assert!(KeyRange::empty().intersect(&KeyRange::all()).is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn intersect_holds_exactly_the_keys_of_both(a in arb_range(), b in arb_range()) {
+        let both = a.intersect(&b);
+        prop_assert_eq!(&both, &b.intersect(&a), "intersection is symmetric");
+        for key in all_keys() {
+            prop_assert_eq!(
+                both.contains(&key),
+                a.contains(&key) && b.contains(&key),
+                "key {:?} in {:?} ∩ {:?} = {:?}", key, a, b, both
+            );
+            if both.is_empty() {
+                prop_assert!(!both.contains(&key));
+            }
+        }
+    }
+
+    #[test]
+    fn overlaps_never_misses_a_key(range in arb_range(), x in arb_key(), y in arb_key()) {
+        let (min, max) = if x <= y { (x, y) } else { (y, x) };
+        let any_key = all_keys()
+            .iter()
+            .any(|k| *k >= min && *k <= max && range.contains(k));
+        if any_key {
+            prop_assert!(range.overlaps(&min, &max));
+        }
+        for key in all_keys() {
+            if range.starts_after(&key) || range.ends_before(&key) {
+                prop_assert!(!range.contains(&key));
+            }
+        }
+    }
+}
