@@ -1,7 +1,9 @@
 //! Key-value engine benchmark (db_bench style), the workloads of `shared/BENCHMARKS.md`:
 //! fillseq, fillrandom, fillrandom with `sync = true` and 8 writers, readrandom, readmissing,
-//! seekrandom, scanall, overwrite and recovery, on Strata and (with `--features peers`) on
-//! RocksDB and fjall in the same process, so ratios come from one run.
+//! seekrandom, scanall, overwrite and recovery, on Strata (with deletion vectors, the default,
+//! and without them, so the cost of their maintenance shows in the same run) and (with
+//! `--features peers`) on RocksDB and fjall in the same process, so ratios come from one run.
+//! Write amplification counts deletion-vector bytes with the compaction bytes.
 //!
 //! ```text
 //! cargo bench --bench kv                          # Strata only, N = 1,000,000
@@ -164,6 +166,9 @@ enum Style {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Strata,
+    /// Strata with deletion vectors off (`TableOptions::deletion_vectors`): the write cost of
+    /// the DV pass is the difference to `Strata`.
+    StrataNoDv,
     #[cfg(feature = "peers")]
     RocksDb,
     #[cfg(feature = "peers")]
@@ -173,7 +178,7 @@ enum Kind {
 impl Kind {
     fn all() -> Vec<Kind> {
         #[allow(unused_mut)]
-        let mut kinds = vec![Kind::Strata];
+        let mut kinds = vec![Kind::Strata, Kind::StrataNoDv];
         #[cfg(feature = "peers")]
         kinds.extend([Kind::RocksDb, Kind::Fjall]);
         kinds
@@ -182,6 +187,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Strata => "strata",
+            Kind::StrataNoDv => "strata, no DVs",
             #[cfg(feature = "peers")]
             Kind::RocksDb => "rocksdb",
             #[cfg(feature = "peers")]
@@ -224,9 +230,10 @@ fn open_styled(
     scale: u64,
 ) -> Box<dyn Engine> {
     match kind {
-        Kind::Strata => {
+        Kind::Strata | Kind::StrataNoDv => {
             let _ = statistics; // Strata's metrics are always on.
-            Box::new(strata::Strata::open(dir, memtable_bytes, style, scale))
+            let dvs = kind == Kind::Strata;
+            Box::new(strata::Strata::open(dir, memtable_bytes, style, scale, dvs))
         }
         #[cfg(feature = "peers")]
         Kind::RocksDb => Box::new(peers::Rocks::open(
@@ -282,7 +289,13 @@ mod strata {
         /// Default options except the memtable size, the block cache and the strategy; the
         /// compaction defaults (L0 trigger 4, level base 256 MiB, multiplier 10, 64 MiB files;
         /// tiered size ratio 1 %, merge width 2..32, space amplification 200 %) match RocksDB's.
-        pub fn open(dir: &Path, memtable_bytes: usize, style: Style, scale: u64) -> Self {
+        pub fn open(
+            dir: &Path,
+            memtable_bytes: usize,
+            style: Style,
+            scale: u64,
+            deletion_vectors: bool,
+        ) -> Self {
             let strategy = match style {
                 Style::Leveled | Style::LeveledDynamic => StrategyKind::Leveled,
                 Style::Tiered => StrategyKind::SizeTiered,
@@ -299,6 +312,7 @@ mod strata {
                         target_file_size_bytes: TARGET_FILE_BYTES / scale,
                         ..CompactionOptions::default()
                     },
+                    deletion_vectors,
                     ..sst_layout(TableOptions::default())
                 },
                 ..Options::default()
@@ -367,7 +381,8 @@ mod strata {
             Counters {
                 wal_bytes: get("wal_bytes"),
                 flush_bytes: get("flush_bytes"),
-                compaction_bytes: get("compaction_bytes_written"),
+                // Deletion-vector files are written by flushes and compactions too.
+                compaction_bytes: get("compaction_bytes_written") + get("dv_bytes_written"),
                 stall_micros: Some(get("write_stall_micros") + get("write_slowdown_micros")),
             }
         }
@@ -865,6 +880,12 @@ fn setups() -> Vec<(&'static str, Kind, Style)> {
     let mut all = vec![
         ("strata leveled", Kind::Strata, Style::Leveled),
         ("strata size-tiered", Kind::Strata, Style::Tiered),
+        ("strata leveled, no DVs", Kind::StrataNoDv, Style::Leveled),
+        (
+            "strata size-tiered, no DVs",
+            Kind::StrataNoDv,
+            Style::Tiered,
+        ),
     ];
     #[cfg(feature = "peers")]
     all.extend([
