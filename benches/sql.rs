@@ -51,6 +51,9 @@
 //! `all`; `none`), `STRATA_BENCH_ROW_GROUP_ROWS` and `STRATA_BENCH_PAGE_BYTES` (the Strata
 //! tables' `sst_row_group_rows` and `sst_page_size_bytes`, default the engine's).
 //!
+//! Case (d), a live table under a writer (`benches/sql/live.rs`): `STRATA_BENCH_LIVE=1`
+//! (writer pace `STRATA_BENCH_LIVE_RATE` rows/s, default 20,000).
+//!
 //! Prints markdown and writes it to `target/bench-results/sql.md`, with EXPLAIN ANALYZE of
 //! (a), (b) and (c) for each query that misses a target. Exits with status 1 when a correctness
 //! check fails.
@@ -74,6 +77,9 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use strata_engine::{
     CompactionOptions, Db, IngestOptions, Options, StrategyKind, Table, TableOptions,
 };
+
+#[path = "sql/live.rs"]
+mod live;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type BoxResult<T> = Result<T, BoxError>;
@@ -1279,6 +1285,14 @@ fn run() -> BoxResult<bool> {
             "the queries that miss a target"
         };
         say!("\n## EXPLAIN ANALYZE of {which}\n{plans}");
+    }
+
+    if env_u64("STRATA_BENCH_LIVE", 0)? > 0 {
+        let live = live::run_live(
+            &rt, ctx, &db, &schema, &batches, rows, &params, &only, repeats,
+        )?;
+        ok &= live.ok;
+        say!("\n{}", live.markdown);
     }
 
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
