@@ -59,6 +59,7 @@ use crate::codec::ByteRows;
 use crate::error::{Error, Result};
 use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
+use crate::schema::TableSchema;
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::SeqNo;
@@ -294,6 +295,43 @@ impl Drop for BulkLoad {
     }
 }
 
+/// The encoded keys of `batch` (user schema); a NULL key is an error. Keyless tables number
+/// their rows from `first_rowid`.
+fn encode_keys(schema: &TableSchema, batch: &RecordBatch, first_rowid: u64) -> Result<ByteRows> {
+    let key_columns: Vec<ArrayRef> = if schema.has_hidden_rowid() {
+        let rows = batch.num_rows() as u64;
+        vec![Arc::new(UInt64Array::from_iter_values(
+            first_rowid..first_rowid + rows,
+        ))]
+    } else {
+        schema
+            .key_indices()
+            .iter()
+            .map(|i| Arc::clone(batch.column(*i)))
+            .collect()
+    };
+    schema.key_codec().encode_columns(&key_columns)
+}
+
+/// The bytes the rows of `batch` take as encoded values (the user bytes write amplification
+/// is measured against), encoded a slice at a time so the encoding is never held whole.
+fn encoded_value_bytes(schema: &TableSchema, batch: &RecordBatch) -> Result<u64> {
+    if schema.value_indices().is_empty() {
+        return Ok(0);
+    }
+    let mut total = 0u64;
+    for start in (0..batch.num_rows()).step_by(8192) {
+        let len = (batch.num_rows() - start).min(8192);
+        let columns: Vec<ArrayRef> = schema
+            .value_indices()
+            .iter()
+            .map(|i| batch.column(*i).slice(start, len))
+            .collect();
+        total += schema.row_codec().encode_columns(&columns)?.data_len() as u64;
+    }
+    Ok(total)
+}
+
 impl DbInner {
     /// Loads `batches` (user schema) into `table` in one bulk load; returns the rows read.
     pub(crate) fn ingest(
@@ -425,7 +463,8 @@ impl DbInner {
         } else {
             0
         };
-        let (keys, values) = schema.encode_rows(&batch, first_rowid)?;
+        let keys = encode_keys(schema, &batch, first_rowid)?;
+        let values_len = encoded_value_bytes(schema, &batch)?;
         let key_max = self.options.key_size_bytes_max;
         if let Some(long) = keys.iter().find(|k| k.len() > key_max) {
             return Err(Error::LimitExceeded(format!(
@@ -504,7 +543,7 @@ impl DbInner {
         Metrics::add(&table.counters.rows_written, rows as u64);
         Metrics::add(
             &table.counters.user_bytes,
-            (keys.data_len() + values.data_len()) as u64,
+            keys.data_len() as u64 + values_len,
         );
         table.count_flush(&meta);
         Ok(meta)
