@@ -457,3 +457,25 @@ pub fn copy_reader_metrics(
         copy.add_matched(matched);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::position_of_live;
+
+    #[test]
+    fn live_row_numbers_map_to_file_positions() {
+        // Rows 0..10 of a file; rows 3, 4 and 9 deleted.
+        let runs = [(true, 3), (false, 2), (true, 4), (false, 1)];
+        let positions: Vec<u64> = (0..=7)
+            .map(|live| position_of_live(&runs, 10, live))
+            .collect();
+        assert_eq!(positions, vec![0, 1, 2, 5, 6, 7, 8, 10]);
+        // A file whose first rows are deleted.
+        let runs = [(false, 4), (true, 6)];
+        assert_eq!(position_of_live(&runs, 10, 0), 4);
+        assert_eq!(position_of_live(&runs, 10, 5), 9);
+        assert_eq!(position_of_live(&runs, 10, 6), 10);
+        // No live row at all.
+        assert_eq!(position_of_live(&[(false, 10)], 10, 0), 10);
+    }
+}

@@ -6,51 +6,77 @@
 //!
 //! ## The scan ([`StrataScanExec`])
 //!
-//! 1. `scan()` pins one [`ReadView`] (memtables + files + sequence number; no I/O), turns the
-//!    primary-key predicates into key ranges ([`crate::keys`]) and plans the residual filter:
-//!    every filter that is not an exact key predicate, evaluated **after** the merge, so a
-//!    value predicate never sees an old version that a newer version or tombstone hides.
-//! 2. `execute()` splits the ranges into `target_partitions` key-range partitions at the
-//!    view's split points (computed once, on the first partition executed), then streams each
-//!    partition from a blocking thread over a bounded channel: a full-key point is a point
-//!    lookup (memtables, then files by key range and bloom filter), a range is an engine merge
-//!    scan of the runs that overlap it.
-//! 3. Each partition is sorted by primary key, and partition `i` holds only keys below those
-//!    of partition `i + 1`; the ordering is declared when the key encoding orders like Arrow
-//!    ([`crate::keys::supports_order`]), so `ORDER BY pk` plans no sort.
-//! 4. A limit is pushed into the engine only when no residual filter remains; with one, the
-//!    partition stops after `limit` rows that passed it.
-//! 5. When no key range restricts the scan and every visible file of the view is exclusive
-//!    and clean (nothing in the memtables, no tombstones, one version per key, wholly visible,
-//!    no two files overlapping), the merge would return the files' rows unchanged: the
-//!    partitions then read the files with DataFusion's Parquet reader instead
-//!    ([`crate::direct`]), with the value filters as a pruning predicate, after verifying each
-//!    file's checksum. Partitions stay sorted and key-disjoint, and the residual filter and
-//!    limit apply as above.
+//! 1. `scan()` pins one [`ReadView`] (memtables + files + sequence number) and turns the
+//!    primary-key predicates into key ranges ([`crate::keys`]). Unless every range is a point
+//!    (`id = X`, `id IN (...)`: point lookups are cheaper), it asks the engine to plan the
+//!    scan as base files plus memtable overlay ([`ReadView::base_scan`], with the key ranges
+//!    when there are some). When the engine returns a plan with at least one base file, the
+//!    scan takes **the base path** (below); otherwise **the merge path**.
+//! 2. The merge path: every filter that is not an exact key predicate is the residual filter,
+//!    evaluated **after** the merge, so a value predicate never sees an old version that a
+//!    newer version or tombstone hides. `execute()` splits the ranges into
+//!    `target_partitions` key-range partitions at the view's split points (computed once, on
+//!    the first partition executed), then streams each partition from a blocking thread over
+//!    a bounded channel: a full-key point is a point lookup (memtables, then files by key
+//!    range and bloom filter), a range is an engine merge scan of the runs that overlap it.
+//!    Each partition is sorted by primary key, and partition `i` holds only keys below those
+//!    of partition `i + 1`.
+//! 3. The base path ([`crate::direct`]): the base files are read by DataFusion's Parquet
+//!    reader, user columns only, each file's deletion vector as a row selection, every
+//!    filter (key conjuncts too: a file overlapping a range is read whole) as a pruning
+//!    predicate (except float conjuncts) and as the residual filter; when the overlay holds
+//!    keys inside the base files' key ranges, each base batch first loses the rows whose key
+//!    the overlay holds (an anti-join on the key, before the residual filter, so a tombstone
+//!    or newer version hides a base row that matches a value filter), and partition 0 also
+//!    outputs the overlay's live rows through the same filter. The live base rows are cut
+//!    into `target_partitions` slices of about equal size. No merge runs over base files.
+//! 4. Ordering: the primary-key ordering is declared, when the key encoding orders like
+//!    Arrow ([`crate::keys::supports_order`]), on the merge path and on the base path when
+//!    the base files are pairwise disjoint and the overlay adds no row; then `ORDER BY pk`
+//!    plans no sort. Otherwise (overlapping level-0 files, rows in the memtables) the base
+//!    path declares no ordering: DataFusion sorts above the scan, which costs less than
+//!    merging under it.
+//! 5. A limit is pushed into the engine (merge path) or the Parquet reader (base path) only
+//!    when no residual filter (and on the base path no anti-join) follows; with one, each
+//!    partition stops after `limit` rows that passed it (the overlay's rows count too).
+//!
+//! Files are verified against the manifest (size and crc32c) before the Parquet reader
+//! opens them. DML finds its rows through its own merge scans ([`crate::dml`]), not here.
 //!
 //! ## Statistics
 //!
-//! The scan reports its row count ([`scan_row_count`]) from the pinned view's file metadata,
-//! with no I/O. It is `Exact` only when the sum of the visible files' row counts is provably
-//! the number of rows the scan returns: no key range, residual filter or limit restricts the
-//! scan, the view's memtables hold nothing visible, every visible file is clean (no tombstones,
-//! one version per key, [`strata_engine::SstMeta::is_clean`]) and wholly visible (`max_seq` at
-//! most the read sequence), and no two visible files overlap in key range (so no key is
-//! counted twice), and no file of the view was found corrupt in this process (a file known to
-//! be corrupt fails every query, `count(*)` too). Otherwise it is `Inexact`. An exact count
-//! lets DataFusion answer `count(*)` from the statistics without scanning. Column statistics
-//! are not reported.
+//! The scan reports its row count from the pinned view's metadata, with no I/O; an exact
+//! count lets DataFusion answer `count(*)` without scanning. It is `Exact` only when no key
+//! range, residual filter or limit restricts the scan and no file of the view was found
+//! corrupt in this process (a file known to be corrupt fails every query, `count(*)` too),
+//! and
 //!
-//! Metrics (`EXPLAIN ANALYZE`): `files_total`, `files_scanned`, `files_pruned` (by key range
-//! and sequence), `row_groups_total` / `row_groups_scanned` / `row_groups_pruned` (row groups
-//! of the scanned files, and the ones the SST key index skips for the key ranges; a point
-//! lookup may skip more through bloom filters), `point_lookups`, `runs_merged` (merge fan-in
-//! of the scanned key span),
+//! * on the base path ([`base_row_count`]): the overlay holds no key; the count is the sum
+//!   of the base files' live rows (rows minus deletion-vector positions), so `count(*)` is
+//!   answered from metadata after a flush even with overlapping files;
+//! * on the merge path ([`scan_row_count`]): the memtables hold nothing visible, every
+//!   visible file is clean (no tombstones, one version per key,
+//!   [`strata_engine::SstMeta::is_clean`]) and wholly visible, and no two overlap.
+//!
+//! Otherwise it is `Inexact`. Column statistics are not reported.
+//!
+//! ## EXPLAIN
+//!
+//! `EXPLAIN` shows the path: `path=merge`, or `path=base (files=, disjoint=,
+//! rows_deleted_by_dvs=, overlay_keys=, overlay_rows=, anti_join=)`. Metrics of `EXPLAIN
+//! ANALYZE`: `files_total`, `files_scanned`, `files_pruned` (by key range and sequence),
+//! `row_groups_total` / `row_groups_scanned` / `row_groups_pruned` (row groups of the
+//! scanned files, and the ones the SST key index skips for the key ranges), `point_lookups`,
+//! `runs_merged` (merge fan-in of the scanned key span; 0 on the base path),
 //! `rows_deduplicated` (older versions and tombstones the merge dropped),
 //! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
-//! `files_read_directly` (files read by the Parquet reader without a merge),
-//! `bytes_read_directly` (bytes that reader fetched, after its pruning by the value filters),
-//! `output_rows`.
+//! `output_rows`; on the base path also `files_read_directly`, `bytes_read_directly` (bytes
+//! the Parquet reader fetched, after its pruning), `rows_deleted_by_dvs` (rows of the base
+//! files their deletion vectors delete), `overlay_keys`, `overlay_tombstones`,
+//! `overlay_rows`, `rows_hidden_by_overlay` (base rows the anti-join dropped), and the
+//! Parquet reader's own pruning counts under DataFusion's names
+//! (`row_groups_pruned_statistics`, `row_groups_pruned_bloom_filter`,
+//! `page_index_pages_pruned`, `page_index_rows_pruned`, `files_ranges_pruned_statistics`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -593,6 +619,12 @@ impl StrataScanExec {
     /// merging (see the module docs).
     pub fn reads_files_directly(&self) -> bool {
         self.spec.direct.is_some()
+    }
+
+    /// On the base path, the number of keys the memtable overlay holds (puts and
+    /// tombstones); `None` on the merge path.
+    pub fn overlay_keys(&self) -> Option<usize> {
+        self.spec.direct.as_ref().map(|plan| plan.overlay().keys())
     }
 
     /// The read view the scan reads.

@@ -4,8 +4,12 @@
 //! (which statistics do prune), then random value filters and key ranges.
 //! Every answer must equal DataFusion's answer over the same rows in a plain `MemTable`
 //! (no statistics, no pruning), whichever path the Strata scan takes: memtables, the merge, or
-//! the direct Parquet read with the filters as a pruning predicate. The test also checks that
-//! the direct path was taken often enough to be tested.
+//! the base path (files read directly by the Parquet reader with the filters as a pruning
+//! predicate and their deletion vectors, under the memtable overlay). Writes after a
+//! compaction (`Op::Overlay`) put upserts, new keys and tombstones in the memtable over the
+//! compacted files, so scans run through the overlay's anti-join. The test also checks that
+//! the base path, and the base path under a non-empty overlay, were taken often enough to be
+//! tested.
 //!
 //! CI runs `CASES` cases. For a longer local run:
 //! `STRATA_SQL_MODEL_CASES=200 cargo test -p strata-datafusion --test model --release`.
@@ -61,6 +65,9 @@ enum Op {
     Compact(Vec<Filter>),
     Reopen,
     Query(Filter),
+    /// A flush and a full compaction, then an upsert of rows and a delete of keys
+    /// `a..=b` into the memtable, then queries: the base path under an overlay.
+    Overlay(Vec<(i32, usize)>, (i32, i32), Vec<Filter>),
 }
 
 #[derive(Debug, Clone)]
@@ -177,10 +184,16 @@ fn op() -> impl Strategy<Value = Op> {
         },
     );
     prop_oneof![
-        12 => rows.prop_map(Op::Upsert),
+        12 => rows.clone().prop_map(Op::Upsert),
         3 => (0..KEYS, 0..40i32).prop_map(|(a, n)| Op::Delete(a, a + n)),
         4 => Just(Op::Flush),
         3 => proptest::collection::vec(filter(), 1..6).prop_map(Op::Compact),
+        3 => (
+            rows.clone(),
+            (0..KEYS, 0..20i32),
+            proptest::collection::vec(filter(), 1..6)
+        )
+            .prop_map(|(rows, (a, n), filters)| Op::Overlay(rows, (a, a + n), filters)),
         1 => Just(Op::Reopen),
         20 => filter().prop_map(Op::Query),
     ]
@@ -259,6 +272,7 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&StrataScanExec> {
 
 static QUERIES: AtomicUsize = AtomicUsize::new(0);
 static DIRECT_QUERIES: AtomicUsize = AtomicUsize::new(0);
+static OVERLAY_QUERIES: AtomicUsize = AtomicUsize::new(0);
 
 async fn exec(s: &StrataSession, sql: &str) -> Vec<RecordBatch> {
     match s.sql(sql).await {
@@ -297,10 +311,47 @@ async fn check_query(
         .await
         .unwrap();
     QUERIES.fetch_add(1, Ordering::Relaxed);
-    if find_scan(&plan).is_some_and(StrataScanExec::reads_files_directly) {
+    if let Some(scan) = find_scan(&plan)
+        && scan.reads_files_directly()
+    {
         DIRECT_QUERIES.fetch_add(1, Ordering::Relaxed);
+        if scan.overlay_keys().is_some_and(|keys| keys > 0) {
+            OVERLAY_QUERIES.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
+}
+
+/// One `INSERT` (upsert) of `rows`, applied to the model too.
+async fn upsert(
+    session: &StrataSession,
+    model: &mut BTreeMap<i32, usize>,
+    rows: Vec<(i32, usize)>,
+) {
+    let tuples: Vec<String> = rows
+        .iter()
+        .map(|(k, i)| {
+            let literal = LITERALS[*i];
+            let n = sql_int(int_value(*k, *i));
+            format!("({k}, {literal}, CAST({literal} AS REAL), {n})")
+        })
+        .collect();
+    exec(
+        session,
+        &format!("INSERT INTO t VALUES {}", tuples.join(", ")),
+    )
+    .await;
+    model.extend(rows);
+}
+
+/// `DELETE FROM t WHERE id BETWEEN a AND b`, applied to the model too.
+async fn delete(session: &StrataSession, model: &mut BTreeMap<i32, usize>, a: i32, b: i32) {
+    exec(
+        session,
+        &format!("DELETE FROM t WHERE id BETWEEN {a} AND {b}"),
+    )
+    .await;
+    model.retain(|k, _| !(a..=b).contains(k));
 }
 
 async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseError> {
@@ -314,30 +365,8 @@ async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseEr
     let mut model: BTreeMap<i32, usize> = BTreeMap::new();
     for (step, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Upsert(rows) => {
-                let tuples: Vec<String> = rows
-                    .iter()
-                    .map(|(k, i)| {
-                        let literal = LITERALS[*i];
-                        let n = sql_int(int_value(*k, *i));
-                        format!("({k}, {literal}, CAST({literal} AS REAL), {n})")
-                    })
-                    .collect();
-                exec(
-                    &session,
-                    &format!("INSERT INTO t VALUES {}", tuples.join(", ")),
-                )
-                .await;
-                model.extend(rows);
-            }
-            Op::Delete(a, b) => {
-                exec(
-                    &session,
-                    &format!("DELETE FROM t WHERE id BETWEEN {a} AND {b}"),
-                )
-                .await;
-                model.retain(|k, _| !(a..=b).contains(k));
-            }
+            Op::Upsert(rows) => upsert(&session, &mut model, rows).await,
+            Op::Delete(a, b) => delete(&session, &mut model, a, b).await,
             Op::Flush => session.db().table("t").unwrap().flush().unwrap(),
             Op::Compact(filters) => {
                 let table = session.db().table("t").unwrap();
@@ -352,6 +381,16 @@ async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseEr
                 session = strata_datafusion::open(dir.path(), options()).unwrap();
             }
             Op::Query(filter) => check_query(&session, &model, values, &filter, step).await?,
+            Op::Overlay(rows, (a, b), filters) => {
+                let table = session.db().table("t").unwrap();
+                table.flush().unwrap();
+                table.compact().unwrap();
+                upsert(&session, &mut model, rows).await;
+                delete(&session, &mut model, a, b).await;
+                for filter in &filters {
+                    check_query(&session, &model, values, filter, step).await?;
+                }
+            }
         }
     }
     session.close().unwrap();
@@ -386,13 +425,19 @@ fn value_filters_agree_with_a_plain_table_on_every_read_path() {
     if let Err(error) = result {
         panic!("{error}");
     }
-    let (queries, direct) = (
+    let (queries, direct, overlay) = (
         QUERIES.load(Ordering::Relaxed),
         DIRECT_QUERIES.load(Ordering::Relaxed),
+        OVERLAY_QUERIES.load(Ordering::Relaxed),
     );
-    // The direct path (compacted, clean files, empty memtables) must be part of what was tested.
+    // The base path, and the base path under a non-empty overlay (writes after a
+    // compaction), must be part of what was tested.
     assert!(
         direct * 10 >= queries,
         "{direct} of {queries} queries read files directly"
+    );
+    assert!(
+        overlay * 20 >= queries,
+        "{overlay} of {queries} queries read files directly under an overlay"
     );
 }
