@@ -9,9 +9,11 @@
 //!
 //! ## Locks
 //!
-//! * `sv` (RwLock): guards which `Arc<SuperVersion>` is current. Readers hold it only to clone
-//!   the `Arc` (and read `visible_seq`); the commit leader (memtable switch), the flush and
-//!   compaction workers and ingest (install) replace it.
+//! * `versions` ([`VersionControl`]): the `sv` lock guards which `Arc<SuperVersion>` is
+//!   current. Readers hold it only to clone the `Arc` (and read `visible_seq`); the commit
+//!   leader (memtable switch), the flush and compaction workers and ingest (install) replace
+//!   it, through the version control only. Its change lock orders the changes of the table's
+//!   files (see [`crate::version`] and `db::install`).
 //! * `flush_lock` (Mutex): one flush of this table at a time, so immutable memtables are flushed
 //!   oldest first.
 //! * `options` (RwLock): the table's options; a change applies to the next memtable.
@@ -36,7 +38,7 @@ use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
 use crate::sst::{BloomProbe, SstMeta, bloom_probes};
 use crate::types::{OpKind, SeqNo, TableId};
-use crate::version::{MemtableSlot, SuperVersion};
+use crate::version::{MemtableSlot, SuperVersion, VersionControl};
 use crate::wal::BatchPayload;
 
 /// Per-table state shared by handles, the commit path and background work.
@@ -45,15 +47,12 @@ pub(crate) struct TableInner {
     pub name: String,
     pub schema: Arc<TableSchema>,
     pub options: RwLock<TableOptions>,
-    pub sv: RwLock<Arc<SuperVersion>>,
+    /// The current super version and the lock ordering changes of the table's files.
+    pub versions: VersionControl,
     pub dropped: AtomicBool,
     pub flush_queued: AtomicBool,
     pub flush_lock: Mutex<()>,
     pub compaction_queued: AtomicBool,
-    /// Serializes the changes of the table's files (flush, ingest and compaction installs)
-    /// with the deletion vectors each computes against the version it installs over
-    /// (`db::dvs`). Taken before the manifest lock.
-    pub install_lock: Mutex<()>,
     /// One compaction of this table at a time.
     pub compaction_lock: Mutex<()>,
     /// Flush and compaction counters by output level.
@@ -92,7 +91,7 @@ impl TableInner {
 
     /// The current super version.
     pub fn super_version(&self) -> Arc<SuperVersion> {
-        Arc::clone(&self.sv.read())
+        self.versions.current()
     }
 
     /// The current super version and the latest read sequence number (`visible_seq`), as one
@@ -120,21 +119,27 @@ impl TableInner {
     /// or below its number); reading the number first, a flush in between could drop a version
     /// at or below it, shadowed by a newer write above it.
     pub fn pin_latest(&self, db: &DbInner) -> (Arc<SuperVersion>, SeqNo) {
-        let guard = self.sv.read();
+        let guard = self.versions.read();
         let read_seq = db.visible_seq();
         (Arc::clone(&guard), read_seq)
     }
 
-    /// Replaces the super version with `f(current)` (`f` runs under the `sv` write lock), then
-    /// refreshes the compaction pressure the write path reads.
-    pub fn install(&self, f: impl FnOnce(&SuperVersion) -> SuperVersion) {
-        let version = {
-            let mut guard = self.sv.write();
-            let next = Arc::new(f(&guard));
-            let version = Arc::clone(&next.version);
-            *guard = next;
-            version
-        };
+    /// Makes the active memtable immutable and `fresh` the active one (commit leadership
+    /// held), then refreshes the compaction pressure.
+    pub fn switch_active_memtable(&self, fresh: Arc<MemtableSlot>) {
+        let version = self.versions.switch_memtable(fresh);
+        self.refresh_pressure(&version);
+    }
+
+    /// Replaces the empty active memtable with `fresh` (recovery).
+    pub fn replace_active_memtable(&self, fresh: Arc<MemtableSlot>) {
+        let version = self.versions.replace_active(fresh);
+        self.refresh_pressure(&version);
+    }
+
+    /// Empties the super version of a dropped table: its memtables and files are let go.
+    pub fn reset_versions(&self, fresh: Arc<MemtableSlot>) {
+        let version = self.versions.reset(fresh);
         self.refresh_pressure(&version);
     }
 

@@ -11,6 +11,10 @@
 //! * A version also holds the [deletion vectors](crate::dv) of its files, when the table's DVs
 //!   are maintained: immutable like the version, so a reader pinned before a DV update keeps
 //!   the DVs of its version.
+//! * A [`VersionControl`] (one per table) owns the current super version and is the only way
+//!   to replace it: every new super version is built from the current one by a
+//!   [`SuperVersionBuilder`] under the `sv` write lock, and every change of the table's files
+//!   is installed while the table's change lock is held (see below).
 //! * An [`SstHandle`] is one live file. When the manifest drops a file (compaction, table
 //!   drop) the handle is marked obsolete; the file is deleted when the last version holding the
 //!   handle is dropped, never while a reader can still reach it.
@@ -24,11 +28,31 @@
 //! * Immutable memtables are ordered newest first; each one holds exactly the table's writes
 //!   with sequence numbers in `(previous switch, its switch]`, and they are flushed oldest
 //!   first.
+//!
+//! ## Version control
+//!
+//! [`VersionControl`] holds two locks:
+//!
+//! * the *change lock* ([`VersionControl::lock_changes`], a [`ChangeGuard`]): held by whoever
+//!   changes the table's files (flush, ingest and compaction installs, DV rebuilds) from before
+//!   it computes what the change implies for the current version (its deletion vectors) until
+//!   the change is installed, so no other file change slips in between. Lock order: commit
+//!   leadership (if taken), then the change lock, then the manifest lock (`db::install`), then
+//!   the `sv` write lock. The version current under the change lock is the one the change is
+//!   installed over ([`ChangeGuard::version`]).
+//! * the `sv` lock: readers hold it for reading only to clone the current `Arc` (and read the
+//!   visible sequence number with it, `TableInner::pin_latest`); it is taken for writing only
+//!   inside this type, for the swap itself. What must become visible in the same step as a
+//!   new super version (an ingest's sequence numbers) is published by a closure run under it.
+//!
+//! Memtable-only changes (a memtable switch, under commit leadership; replacing the empty active
+//! memtable during recovery) do not take the change lock: they keep the version as it is, and
+//! a file change keeps the memtables it does not flush.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::dv::DeletionVector;
 use crate::error::{Error, Result};
@@ -404,6 +428,8 @@ impl MemtableSlot {
 }
 
 /// Everything a read of one table pins: memtables and the file version.
+///
+/// Built by a [`SuperVersionBuilder`]; replaced through the table's [`VersionControl`].
 #[derive(Debug, Clone)]
 pub struct SuperVersion {
     /// The memtable taking writes.
@@ -415,6 +441,12 @@ pub struct SuperVersion {
 }
 
 impl SuperVersion {
+    /// A super version with an empty active memtable `active`, no immutable memtable, and
+    /// the files of `version`.
+    pub fn new(active: Arc<MemtableSlot>, version: Arc<Version>) -> Self {
+        SuperVersionBuilder::new(active).version(version).build()
+    }
+
     /// Memory of all memtables.
     pub fn memtable_bytes(&self) -> usize {
         self.active.memtable.memory_bytes()
@@ -433,6 +465,221 @@ impl SuperVersion {
     /// The smallest sequence number held by any memtable (the table's WAL floor).
     pub fn min_unflushed_seq(&self) -> Option<SeqNo> {
         self.memtables().filter_map(|m| m.min_seq()).min()
+    }
+}
+
+/// Builds the next super version from the current one (copy on write: what a step does not
+/// change is shared with the current one).
+#[derive(Debug)]
+pub struct SuperVersionBuilder {
+    active: Arc<MemtableSlot>,
+    immutables: Vec<Arc<MemtableSlot>>,
+    version: Arc<Version>,
+}
+
+impl SuperVersionBuilder {
+    /// A builder with the active memtable `active`, no immutable memtable and no file.
+    pub fn new(active: Arc<MemtableSlot>) -> Self {
+        SuperVersionBuilder {
+            active,
+            immutables: Vec::new(),
+            version: Arc::new(Version::default()),
+        }
+    }
+
+    /// A builder starting from `current`.
+    pub fn from_current(current: &SuperVersion) -> Self {
+        SuperVersionBuilder {
+            active: Arc::clone(&current.active),
+            immutables: current.immutables.clone(),
+            version: Arc::clone(&current.version),
+        }
+    }
+
+    /// Replaces the file version.
+    pub fn version(mut self, version: Arc<Version>) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Applies a change of the files (see [`Version::apply`]). Every removed file must be in
+    /// the version, and no added one unless it is removed too (a file moved to another level
+    /// keeps its id).
+    pub fn apply(mut self, change: &FileChange) -> Self {
+        debug_assert!(
+            change
+                .removed
+                .iter()
+                .all(|id| self.version.file(*id).is_some()),
+            "a change removes a file its version does not hold"
+        );
+        debug_assert!(
+            change
+                .added
+                .iter()
+                .all(|f| self.version.file(f.meta().id).is_none()
+                    || change.removed.contains(&f.meta().id)),
+            "a change adds a file its version already holds"
+        );
+        self.version = Arc::new(self.version.apply(change));
+        self
+    }
+
+    /// Makes the active memtable the newest immutable one and `fresh` (empty) the active one.
+    pub fn switch_memtable(mut self, fresh: Arc<MemtableSlot>) -> Self {
+        debug_assert!(fresh.memtable.is_empty(), "a new active memtable is empty");
+        debug_assert!(
+            self.immutables
+                .first()
+                .is_none_or(|newest| newest.switched_at() <= self.active.switched_at()),
+            "immutable memtables are switched in sequence order"
+        );
+        let previous = std::mem::replace(&mut self.active, fresh);
+        self.immutables.insert(0, previous);
+        self
+    }
+
+    /// Replaces the active memtable, which holds nothing (recovery swaps memtable kinds).
+    pub fn replace_active(mut self, fresh: Arc<MemtableSlot>) -> Self {
+        debug_assert!(
+            self.active.memtable.is_empty(),
+            "only an empty active memtable is replaced"
+        );
+        self.active = fresh;
+        self
+    }
+
+    /// Removes the flushed memtable `slot`, the oldest immutable one (memtables are flushed
+    /// oldest first).
+    pub fn remove_flushed(mut self, slot: &Arc<MemtableSlot>) -> Self {
+        debug_assert!(
+            self.immutables.last().is_some_and(|m| Arc::ptr_eq(m, slot)),
+            "the flushed memtable is the oldest immutable one"
+        );
+        self.immutables.retain(|m| !Arc::ptr_eq(m, slot));
+        self
+    }
+
+    /// The super version.
+    pub fn build(self) -> SuperVersion {
+        SuperVersion {
+            active: self.active,
+            immutables: self.immutables,
+            version: self.version,
+        }
+    }
+}
+
+/// The current super version of one table and the locks that order its changes (see the
+/// module docs).
+#[derive(Debug)]
+pub struct VersionControl {
+    current: RwLock<Arc<SuperVersion>>,
+    changes: Mutex<()>,
+}
+
+/// Proof that the change lock of one [`VersionControl`] is held: the table's files change
+/// only through it.
+pub struct ChangeGuard<'a> {
+    control: &'a VersionControl,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl std::fmt::Debug for ChangeGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeGuard").finish_non_exhaustive()
+    }
+}
+
+impl ChangeGuard<'_> {
+    /// The current file version: the one a change made under this guard is installed over
+    /// (no other file change can happen while the guard is held).
+    pub fn version(&self) -> Arc<Version> {
+        Arc::clone(&self.control.current().version)
+    }
+}
+
+impl VersionControl {
+    /// A control whose current super version is `sv`.
+    pub fn new(sv: SuperVersion) -> Self {
+        VersionControl {
+            current: RwLock::new(Arc::new(sv)),
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// The current super version.
+    pub fn current(&self) -> Arc<SuperVersion> {
+        Arc::clone(&self.current.read())
+    }
+
+    /// The current super version under the `sv` read lock: no new one is installed while the
+    /// guard lives (what `TableInner::pin_latest` reads its sequence number under).
+    pub fn read(&self) -> RwLockReadGuard<'_, Arc<SuperVersion>> {
+        self.current.read()
+    }
+
+    /// Takes the change lock (after commit leadership, before the manifest lock).
+    pub fn lock_changes(&self) -> ChangeGuard<'_> {
+        ChangeGuard {
+            control: self,
+            _lock: self.changes.lock(),
+        }
+    }
+
+    /// Installs `build(current)` as the current super version, under the `sv` write lock.
+    /// Returns the new version.
+    fn swap(
+        &self,
+        build: impl FnOnce(&SuperVersion, SuperVersionBuilder) -> SuperVersionBuilder,
+    ) -> Arc<Version> {
+        let mut guard = self.current.write();
+        let next = build(&guard, SuperVersionBuilder::from_current(&guard)).build();
+        let version = Arc::clone(&next.version);
+        *guard = Arc::new(next);
+        version
+    }
+
+    /// Makes the active memtable immutable and `fresh` the active one (the caller holds commit
+    /// leadership, so no write lands in the old one afterwards). The files stay as they are.
+    pub fn switch_memtable(&self, fresh: Arc<MemtableSlot>) -> Arc<Version> {
+        self.swap(|_, b| b.switch_memtable(fresh))
+    }
+
+    /// Replaces the empty active memtable with `fresh`.
+    pub fn replace_active(&self, fresh: Arc<MemtableSlot>) -> Arc<Version> {
+        self.swap(|_, b| b.replace_active(fresh))
+    }
+
+    /// Installs a change of the files, made under `guard`: the version after `change`, without
+    /// the memtable `flushed` (whose rows the added file holds, so they leave and arrive in the
+    /// same swap). `publish` runs under the `sv` write lock with the super version being
+    /// replaced, before any reader can see the new one. Returns the new version.
+    pub fn install(
+        &self,
+        guard: &ChangeGuard<'_>,
+        change: &FileChange,
+        flushed: Option<&Arc<MemtableSlot>>,
+        publish: impl FnOnce(&SuperVersion),
+    ) -> Arc<Version> {
+        debug_assert!(
+            std::ptr::eq(guard.control, self),
+            "a change is installed under its own table's change lock"
+        );
+        self.swap(|current, b| {
+            publish(current);
+            let b = b.apply(change);
+            match flushed {
+                Some(slot) => b.remove_flushed(slot),
+                None => b,
+            }
+        })
+    }
+
+    /// Replaces everything with an empty super version (a dropped table), without the change
+    /// lock: the table's changes check that it is dropped before they install.
+    pub fn reset(&self, fresh: Arc<MemtableSlot>) -> Arc<Version> {
+        self.swap(|_, _| SuperVersionBuilder::new(fresh))
     }
 }
 

@@ -22,17 +22,17 @@ use std::time::Instant;
 
 use super::DbInner;
 use super::background::Job;
+use super::install::FileInstall;
 use crate::compaction::{
     CompactionOptions, CompactionTask, StrategyKind, TaskKind, key_span, overlaps,
 };
 use crate::error::Result;
-use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
 use crate::read::{Dedup, KeyRange, MergeIter, RunIter, sst_run_with_batch_rows};
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
-use crate::version::{FileChange, SstHandle, SuperVersion, Version};
+use crate::version::{FileChange, SstHandle, Version};
 
 /// Tasks one background job runs before it yields the thread (and requeues itself).
 const TASKS_PER_JOB: usize = 16;
@@ -331,9 +331,9 @@ impl DbInner {
             })
             .collect();
         // The outputs' deletion vectors, against the files newer than them in the version the
-        // outputs are installed over (`install_lock`).
-        let _installing = table.install_lock.lock();
-        let version = Arc::clone(&table.super_version().version);
+        // outputs are installed over (the table's change lock).
+        let changing = table.versions.lock_changes();
+        let version = changing.version();
         let moved = task.kind == TaskKind::Move;
         let dvs = match self.dvs_for_compaction(table, &version, &removed, &added, moved) {
             Ok(dvs) => dvs,
@@ -342,36 +342,27 @@ impl DbInner {
                 return Err(error);
             }
         };
-        let mut manifest = self.manifest.lock();
-        if table.dropped.load(Ordering::Acquire) {
-            discard(&outputs);
-            dvs.discard();
-            return Ok(());
-        }
-        let mut edit = VersionEdit {
-            remove_files: removed.iter().map(|id| (table.id, *id)).collect(),
-            add_files: outputs.clone(),
-            last_seq: Some(self.visible_seq()),
-            ..VersionEdit::default()
+        let install = FileInstall {
+            change: FileChange {
+                added,
+                removed: removed.clone(),
+                ..FileChange::default()
+            },
+            dvs,
+            record_last_seq: true,
+            ..FileInstall::default()
         };
-        let mut change = FileChange {
-            added,
-            removed: removed.clone(),
-            ..FileChange::default()
-        };
-        dvs.fill(table, &mut edit, &mut change);
-        if let Err(error) = manifest.apply(edit) {
-            discard(&outputs);
-            dvs.discard();
-            return Err(error);
+        match self.install_file_change(table, &changing, install) {
+            Ok(true) => {}
+            Ok(false) => {
+                discard(&outputs);
+                return Ok(());
+            }
+            Err(error) => {
+                discard(&outputs);
+                return Err(error);
+            }
         }
-        table.install(|current| SuperVersion {
-            active: Arc::clone(&current.active),
-            immutables: current.immutables.clone(),
-            version: Arc::new(current.version.apply(&change)),
-        });
-        drop(manifest);
-        dvs.installed();
         if task.kind == TaskKind::Merge {
             // Deleted when the last version holding them is dropped.
             inputs.iter().for_each(|f| f.mark_obsolete());

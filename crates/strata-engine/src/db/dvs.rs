@@ -22,9 +22,10 @@
 //! compaction: the change is installed without DVs and the table's DVs become incomplete
 //! (its scans merge) until a rebuild succeeds.
 //!
-//! All of this runs under the table's `install_lock`, against the version current under that
-//! lock, and the resulting DVs are installed with the change in one manifest edit and one
-//! super-version swap, so no change can slip between the computation and the install.
+//! All of this runs under the table's change lock (`VersionControl::lock_changes`), against the
+//! version current under that lock, and the resulting DVs are installed with the change in one
+//! manifest edit and one super-version swap (`db::install`), so no change can slip between the
+//! computation and the install.
 //! Compaction keeps the rows DVs mark (a snapshot may still need them, and point lookups and
 //! the merge read files in level order, not through DVs); they are dropped when the merge of a
 //! later compaction drops them.
@@ -437,21 +438,17 @@ impl DbInner {
 
     /// Builds every DV of `table` from scratch and installs them (one manifest edit).
     pub(crate) fn rebuild_table_dvs(&self, table: &TableInner) -> Result<()> {
-        let _installing = table.install_lock.lock();
-        let version = Arc::clone(&table.super_version().version);
-        if version.dvs_maintained()
-            || !table.options.read().deletion_vectors
-            || table.dropped.load(std::sync::atomic::Ordering::Acquire)
-        {
+        let changing = table.versions.lock_changes();
+        let version = changing.version();
+        if version.dvs_maintained() || table.dropped.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
         let update = self.rebuild_dvs(table, &version)?;
-        let mut edit = crate::manifest::VersionEdit::default();
-        let mut change = FileChange::default();
-        update.fill(table, &mut edit, &mut change);
-        let mut manifest = self.manifest.lock();
-        // DVs the manifest named but no version loaded (they failed their checks).
-        let unloaded: Vec<crate::dv::DvMeta> = manifest
+        // DVs the manifest names but no version loaded (they failed their checks). The table's
+        // DV records change only under its change lock, held here.
+        let unloaded: Vec<crate::dv::DvMeta> = self
+            .manifest
+            .lock()
             .state()
             .tables
             .get(&table.id)
@@ -463,22 +460,14 @@ impl DbInner {
                     .collect()
             })
             .unwrap_or_default();
-        for meta in &unloaded {
-            if !edit.set_dvs.iter().any(|d| d.file == meta.file) {
-                edit.drop_dvs.push((table.id, meta.file));
-            }
+        let install = super::install::FileInstall {
+            dvs: update,
+            drop_dvs: unloaded.iter().map(|d| d.file).collect(),
+            ..Default::default()
+        };
+        if !self.install_file_change(table, &changing, install)? {
+            return Ok(());
         }
-        if let Err(error) = manifest.apply(edit) {
-            update.discard();
-            return Err(error);
-        }
-        table.install(|sv| crate::version::SuperVersion {
-            active: Arc::clone(&sv.active),
-            immutables: sv.immutables.clone(),
-            version: Arc::new(sv.version.apply(&change)),
-        });
-        drop(manifest);
-        update.installed();
         for meta in unloaded {
             if let Err(error) = self.files.store.delete(&meta.object_path()) {
                 tracing::warn!(file = %meta.object_path(), %error, "could not delete a replaced deletion vector");

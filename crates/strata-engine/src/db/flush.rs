@@ -4,7 +4,7 @@
 //! sees, and every tombstone (older versions of the key may live in SSTs). The SST is stored
 //! and synced first; then, under the manifest lock, one edit adds the file and advances the
 //! table's flushed sequence, and the new super version (without the memtable, with the file)
-//! is published. A crash before the edit leaves an orphan file, removed at the next open; the
+//! is published (`db::install`). A crash before the edit leaves an orphan file, removed at the next open; the
 //! memtable's writes are still in the WAL.
 //!
 //! ## A table that cannot flush
@@ -27,15 +27,15 @@ use std::time::Instant;
 
 use super::background::Job;
 use super::dvs::DvUpdate;
+use super::install::FileInstall;
 use super::{Db, DbInner, display_name};
 use crate::error::{Error, Result};
-use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
 use crate::read::{Dedup, KeyRange, MergeIter, memtable_run};
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
-use crate::version::{FileChange, MemtableSlot, SstHandle, SuperVersion};
+use crate::version::{FileChange, MemtableSlot, SstHandle};
 
 /// Rows per batch while flushing.
 const FLUSH_BATCH_ROWS: usize = 8192;
@@ -114,8 +114,8 @@ impl DbInner {
             }
         };
         // The new file and the deletion vectors it implies for the older files, computed
-        // against the version it is installed over (`install_lock`).
-        let _installing = table.install_lock.lock();
+        // against the version it is installed over (the table's change lock).
+        let changing = table.versions.lock_changes();
         let handle = written.as_ref().map(|meta| {
             Arc::new(SstHandle::new(
                 meta.clone(),
@@ -125,7 +125,7 @@ impl DbInner {
         });
         let dvs = match &handle {
             Some(new) if !table.dropped.load(Ordering::Acquire) => {
-                let version = Arc::clone(&table.super_version().version);
+                let version = changing.version();
                 match self.dvs_for_new_files(table, &version, std::slice::from_ref(new)) {
                     Ok(dvs) => dvs,
                     Err(error) => {
@@ -136,46 +136,33 @@ impl DbInner {
             }
             _ => DvUpdate::default(),
         };
-        let mut manifest = self.manifest.lock();
-        if table.dropped.load(Ordering::Acquire) {
-            discard(&written);
-            dvs.discard();
-            return Ok(());
-        }
         let flushed_seq = slot.switched_at();
         debug_assert!(
             flushed_seq >= slot.max_seq(),
             "memtable holds writes past its switch"
         );
-        let mut edit = VersionEdit {
-            add_files: written.iter().cloned().collect(),
-            flushed_seqs: vec![(table.id, flushed_seq)],
-            last_seq: Some(self.visible_seq().max(flushed_seq)),
-            ..VersionEdit::default()
+        let install = FileInstall {
+            change: FileChange {
+                added: handle.into_iter().collect(),
+                ..FileChange::default()
+            },
+            dvs,
+            flushed_seq: Some(flushed_seq),
+            flushed_memtable: Some(Arc::clone(slot)),
+            record_last_seq: true,
+            ..FileInstall::default()
         };
-        let mut change = FileChange {
-            added: handle.into_iter().collect(),
-            ..FileChange::default()
-        };
-        dvs.fill(table, &mut edit, &mut change);
-        if let Err(error) = manifest.apply(edit) {
-            discard(&written);
-            dvs.discard();
-            return Err(error);
+        match self.install_file_change(table, &changing, install) {
+            Ok(true) => {}
+            Ok(false) => {
+                discard(&written);
+                return Ok(());
+            }
+            Err(error) => {
+                discard(&written);
+                return Err(error);
+            }
         }
-        table.flushed_seq.fetch_max(flushed_seq, Ordering::AcqRel);
-        table.install(|sv| SuperVersion {
-            active: Arc::clone(&sv.active),
-            immutables: sv
-                .immutables
-                .iter()
-                .filter(|m| !Arc::ptr_eq(m, slot))
-                .cloned()
-                .collect(),
-            version: Arc::new(sv.version.apply(&change)),
-        });
-        drop(manifest);
-        dvs.installed();
         let memory = slot.memtable.memory_bytes();
         let _ = self
             .memtable_bytes

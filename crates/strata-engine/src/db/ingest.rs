@@ -55,15 +55,15 @@ use arrow::compute::{concat_batches, take};
 use parking_lot::{Condvar, Mutex};
 
 use super::DbInner;
+use super::install::FileInstall;
 use crate::codec::ByteRows;
 use crate::error::{Error, Result};
-use crate::manifest::VersionEdit;
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
 use crate::sst::{SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::SeqNo;
-use crate::version::{FileChange, SstHandle, SuperVersion};
+use crate::version::{FileChange, SstHandle};
 
 /// The sequence numbers a load leaves free below its own for the writers that commit while
 /// it runs (see the module docs).
@@ -390,47 +390,28 @@ impl DbInner {
                 .collect();
             // The deletion vectors the loaded files imply for the older ones (and for each
             // other, oldest chunk first), against the version they are installed over.
-            let _installing = table.install_lock.lock();
-            let version = Arc::clone(&table.super_version().version);
+            let changing = table.versions.lock_changes();
+            let version = changing.version();
             let dvs = self.dvs_for_new_files(table, &version, &handles)?;
-            let mut manifest = self.manifest.lock();
-            if table.dropped.load(Ordering::Acquire) {
-                dvs.discard();
-                return Err(Error::TableNotFound(table.name.clone()));
-            }
-            let mut edit = VersionEdit {
-                add_files: written.to_vec(),
-                flushed_seqs: vec![(table.id, last_seq)],
-                last_seq: Some(last_seq),
-                ..VersionEdit::default()
-            };
-            let mut change = FileChange {
-                added: handles,
-                ..FileChange::default()
-            };
-            dvs.fill(table, &mut edit, &mut change);
-            if let Err(error) = manifest.apply(edit) {
-                dvs.discard();
-                return Err(error);
-            }
-            table.flushed_seq.fetch_max(last_seq, Ordering::AcqRel);
             // The new files and the sequence number that makes them visible are published in
             // one step, under the table's `sv` write lock: a view never pairs a super version
             // holding them with an older number (a compaction could then drop versions that
             // number still reads, shadowed by loaded rows; see `TableInner::pin_latest`), nor
             // the number with a super version without them.
-            table.install(|sv| {
-                debug_assert!(sv.active.memtable.is_empty() && sv.immutables.is_empty());
-                self.last_seq.store(last_seq, Ordering::Release);
-                self.visible_seq.store(last_seq, Ordering::Release);
-                SuperVersion {
-                    active: Arc::clone(&sv.active),
-                    immutables: sv.immutables.clone(),
-                    version: Arc::new(sv.version.apply(&change)),
-                }
-            });
-            drop(manifest);
-            dvs.installed();
+            let install = FileInstall {
+                change: FileChange {
+                    added: handles,
+                    ..FileChange::default()
+                },
+                dvs,
+                flushed_seq: Some(last_seq),
+                record_last_seq: true,
+                publish_flushed_seq: true,
+                ..FileInstall::default()
+            };
+            if !self.install_file_change(table, &changing, install)? {
+                return Err(Error::TableNotFound(table.name.clone()));
+            }
             Metrics::add(&self.metrics.rows_written, rows);
             Metrics::inc(&self.metrics.write_batches);
             Metrics::inc(&self.metrics.ingests);

@@ -17,12 +17,14 @@
 //!   publishes `visible_seq`. Memtable switches and WAL rotation happen only while holding
 //!   leadership, so no write is ever half in an old memtable and half in a new one.
 //! * `manifest` (Mutex) serialises structural changes: every flush install, table creation and
-//!   drop appends one manifest edit and swaps in a new version while holding it.
+//!   drop appends one manifest edit and swaps in a new version while holding it. A change of a
+//!   table's files goes through `install` (one edit, one swap, under the table's change lock).
 //! * `catalog` (RwLock) maps `(namespace, name)` and ids to tables; held only to look up or
 //!   insert.
 //! * `snapshots` (Mutex) holds the live snapshot sequence numbers, read by flushes.
 //!
-//! Lock order: `commit` leadership, then `manifest`, then `catalog`, then a table's `sv`.
+//! Lock order: `commit` leadership, then a table's change lock (`VersionControl`), then
+//! `manifest`, then `catalog`, then a table's `sv`.
 //!
 //! ## Namespaces and staging tables
 //!
@@ -49,6 +51,7 @@ mod compact;
 mod dvs;
 mod flush;
 mod ingest;
+mod install;
 mod open;
 mod write;
 
@@ -71,7 +74,7 @@ use crate::snapshot::Snapshot;
 use crate::sst::now_ms;
 use crate::table::{Table, TableInner, TableStats, table_stats};
 use crate::types::{SeqNo, TableId};
-use crate::version::{FileContext, SuperVersion, Version};
+use crate::version::{FileContext, SuperVersion, Version, VersionControl};
 use crate::wal::Wal;
 
 pub(crate) use background::Background;
@@ -683,16 +686,14 @@ impl DbInner {
             name: def.name.clone(),
             schema,
             options: RwLock::new(def.options.clone()),
-            sv: RwLock::new(Arc::new(SuperVersion {
+            versions: VersionControl::new(SuperVersion::new(
                 active,
-                immutables: Vec::new(),
-                version: Arc::new(Version::with_dvs(handles, dvs, dvs_maintained)),
-            })),
+                Arc::new(Version::with_dvs(handles, dvs, dvs_maintained)),
+            )),
             dropped: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             compaction_queued: AtomicBool::new(false),
-            install_lock: Mutex::new(()),
             compaction_lock: Mutex::new(()),
             compaction_stats: Mutex::new(Vec::new()),
             counters: Default::default(),
@@ -851,13 +852,9 @@ impl DbInner {
                 .min(self.memtable_bytes.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
-        table.install(|sv| SuperVersion {
-            active: Arc::new(crate::version::MemtableSlot::new(
-                sv.active.memtable.kind().create(),
-            )),
-            immutables: Vec::new(),
-            version: Arc::new(Version::default()),
-        });
+        table.reset_versions(Arc::new(crate::version::MemtableSlot::new(
+            sv.active.memtable.kind().create(),
+        )));
     }
 
     /// Deletes WAL segments whose entries are all in SSTs.

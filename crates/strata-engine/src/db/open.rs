@@ -352,11 +352,7 @@ fn replay_into_vectors(inner: &Arc<DbInner>, wal_dir: &Path, segments: &[u64]) -
         ))
     };
     for table in &tables {
-        table.install(|sv| crate::version::SuperVersion {
-            active: vector(),
-            immutables: sv.immutables.clone(),
-            version: Arc::clone(&sv.version),
-        });
+        table.replace_active_memtable(vector());
     }
     let replayed = replay_wal(inner, wal_dir, segments);
     inner.replaying.store(false, Ordering::Release);
@@ -364,11 +360,7 @@ fn replay_into_vectors(inner: &Arc<DbInner>, wal_dir: &Path, segments: &[u64]) -
     for table in &tables {
         if table.super_version().active.memtable.is_empty() {
             let fresh = table.new_memtable();
-            table.install(|sv| crate::version::SuperVersion {
-                active: fresh,
-                immutables: sv.immutables.clone(),
-                version: Arc::clone(&sv.version),
-            });
+            table.replace_active_memtable(fresh);
         } else {
             inner.switch_memtable(table)?;
         }

@@ -280,16 +280,7 @@ impl DbInner {
         } else {
             table.new_memtable()
         };
-        table.install(|sv| {
-            let mut immutables = Vec::with_capacity(sv.immutables.len() + 1);
-            immutables.push(Arc::clone(&sv.active));
-            immutables.extend(sv.immutables.iter().cloned());
-            SuperVersion {
-                active: fresh,
-                immutables,
-                version: Arc::clone(&sv.version),
-            }
-        });
+        table.switch_active_memtable(fresh);
         self.schedule_flush(table);
         Ok(())
     }
@@ -307,7 +298,7 @@ impl DbInner {
             for table in tables {
                 let options = table.options.read();
                 let max = options.max_immutable_memtables;
-                let queued = table.sv.read().immutables.len();
+                let queued = table.versions.read().immutables.len();
                 stall |= queued >= max;
                 slow |= queued >= (max / 2).max(1);
                 let compaction = &options.compaction;
