@@ -49,7 +49,9 @@
 //! (where the temporary database and Parquet files go, default `target`),
 //! `STRATA_BENCH_EXPLAIN` (`missed`, the default: plans of the queries that miss a target;
 //! `all`; `none`), `STRATA_BENCH_ROW_GROUP_ROWS` and `STRATA_BENCH_PAGE_BYTES` (the Strata
-//! tables' `sst_row_group_rows` and `sst_page_size_bytes`, default the engine's).
+//! tables' `sst_row_group_rows` and `sst_page_size_bytes`, default the engine's),
+//! `STRATA_BENCH_B_RUNS` (the overlapping level-0 runs of case (b), default 4; 1 gives one
+//! run of disjoint files under the same memtable of changes, the variant (b')).
 //!
 //! Case (d), a live table under a writer (`benches/sql/live.rs`): `STRATA_BENCH_LIVE=1`
 //! (writer pace `STRATA_BENCH_LIVE_RATE` rows/s, default 20,000).
@@ -579,11 +581,12 @@ fn build_b(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<(T
         ..db.options().table_defaults.clone()
     };
     let table = db.create_table_with("events_b", Arc::clone(schema), &["id"], options)?;
-    for stripe in 0..B_STRIPES {
+    let stripes = env_u64("STRATA_BENCH_B_RUNS", B_STRIPES as u64)?.max(1) as usize;
+    for stripe in 0..stripes {
         let part = batches
             .iter()
             .enumerate()
-            .filter(move |(i, _)| i % B_STRIPES == stripe)
+            .filter(move |(i, _)| i % stripes == stripe)
             .map(|(_, b)| Ok(b.clone()));
         table.ingest(part, &IngestOptions::default())?;
     }
