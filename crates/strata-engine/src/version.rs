@@ -837,4 +837,101 @@ mod tests {
         ];
         assert_eq!(ids(&two, 100), vec![2, 4, 7]);
     }
+
+    fn slot_with(seq: SeqNo) -> Arc<MemtableSlot> {
+        let slot = Arc::new(MemtableSlot::new(
+            crate::memtable::MemtableKind::Sorted.create(),
+        ));
+        if seq > 0 {
+            slot.memtable
+                .insert(&[1], seq, crate::types::OpKind::Put, b"v");
+            slot.note_inserted(seq, seq);
+        }
+        slot
+    }
+
+    #[test]
+    fn version_control_switches_flushes_and_publishes_in_one_swap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let context = context(dir.path());
+        let control = VersionControl::new(SuperVersion::new(
+            slot_with(0),
+            Arc::new(Version::default()),
+        ));
+        // Recovery replaces the empty active memtable.
+        let first = slot_with(3);
+        control.replace_active(Arc::clone(&first));
+        first.mark_switched(3);
+        let second = slot_with(0);
+        control.switch_memtable(Arc::clone(&second));
+        second
+            .memtable
+            .insert(&[2], 5, crate::types::OpKind::Put, b"w");
+        second.note_inserted(5, 5);
+        second.mark_switched(5);
+        control.switch_memtable(slot_with(0));
+        let sv = control.current();
+        let immutables: Vec<SeqNo> = sv.immutables.iter().map(|m| m.switched_at()).collect();
+        assert_eq!(immutables, vec![5, 3], "immutable memtables newest first");
+        // Flushing the oldest: its file arrives and it leaves in the same swap, and what is
+        // published is published under the sv lock, seeing the super version it replaces.
+        let pinned = control.current();
+        let guard = control.lock_changes();
+        let change = FileChange {
+            added: vec![file(&context, 7, 0, (1, 1), (3, 3))],
+            ..FileChange::default()
+        };
+        let mut seen_before = None;
+        let version = control.install(&guard, &change, Some(&first), |current| {
+            seen_before = Some(current.immutables.len());
+        });
+        drop(guard);
+        assert_eq!(seen_before, Some(2));
+        assert_eq!(version.files().count(), 1);
+        let sv = control.current();
+        assert!(Arc::ptr_eq(&sv.version, &version));
+        assert_eq!(sv.immutables.len(), 1);
+        assert!(Arc::ptr_eq(&sv.immutables[0], &second));
+        // A reader pinned before keeps what it pinned.
+        assert_eq!(pinned.immutables.len(), 2);
+        assert_eq!(pinned.version.files().count(), 0);
+        // A moved file: removed and added with the same id.
+        let guard = control.lock_changes();
+        let moved = FileChange {
+            added: vec![file(&context, 7, 1, (1, 1), (3, 3))],
+            removed: vec![7],
+            ..FileChange::default()
+        };
+        let version = control.install(&guard, &moved, None, |_| {});
+        assert_eq!(guard.version().level(1).len(), 1);
+        drop(guard);
+        assert_eq!(version.level(0).len(), 0);
+        // A dropped table lets go of everything.
+        control.reset(slot_with(0));
+        let sv = control.current();
+        assert!(sv.immutables.is_empty() && sv.version.files().count() == 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "the flushed memtable is the oldest immutable one")]
+    fn flushing_a_memtable_other_than_the_oldest_is_caught() {
+        let control = VersionControl::new(SuperVersion::new(
+            slot_with(0),
+            Arc::new(Version::default()),
+        ));
+        let old = slot_with(1);
+        control.replace_active(Arc::clone(&old));
+        old.mark_switched(1);
+        let newer = slot_with(0);
+        control.switch_memtable(Arc::clone(&newer));
+        newer
+            .memtable
+            .insert(&[2], 2, crate::types::OpKind::Put, b"w");
+        newer.note_inserted(2, 2);
+        newer.mark_switched(2);
+        control.switch_memtable(slot_with(0));
+        let guard = control.lock_changes();
+        control.install(&guard, &FileChange::default(), Some(&newer), |_| {});
+    }
 }
