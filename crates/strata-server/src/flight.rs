@@ -248,7 +248,11 @@ impl StrataFlightSql {
 async fn parameter_rows(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Vec<ParamValues>, Status> {
-    let stream = request.into_inner().map_err(FlightError::from);
+    // A message with only the descriptor (as a bare ExecuteUpdate sends) carries no data.
+    let stream = request
+        .into_inner()
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
+        .map_err(FlightError::from);
     let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
         .try_collect()
         .await

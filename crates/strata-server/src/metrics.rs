@@ -14,6 +14,8 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 
+use crate::exec::InFlight;
+
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
@@ -54,9 +56,10 @@ impl ServerMetrics {
     }
 }
 
-/// `strata_server_metrics()`: the server's counters as `(name, value)` rows.
+/// `strata_server_metrics()`: the server's counters as `(name, value)` rows, and the number
+/// of statements running (`statements_in_flight`, the reading one not included).
 #[derive(Debug)]
-pub struct ServerMetricsFunction(pub Arc<ServerMetrics>);
+pub struct ServerMetricsFunction(pub Arc<ServerMetrics>, pub Arc<InFlight>);
 
 impl TableFunctionImpl for ServerMetricsFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
@@ -65,7 +68,8 @@ impl TableFunctionImpl for ServerMetricsFunction {
                 "strata_server_metrics() takes no arguments".into(),
             ));
         }
-        let rows = self.0.snapshot();
+        let mut rows = self.0.snapshot();
+        rows.push(("statements_in_flight", self.1.count() as u64));
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("value", DataType::UInt64, false),

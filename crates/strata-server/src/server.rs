@@ -51,10 +51,6 @@ impl Server {
     /// Serves `session` as `config` says, on the current tokio runtime.
     pub async fn start(config: ServeConfig, session: StrataSession) -> Result<Server, String> {
         let metrics = Arc::new(ServerMetrics::default());
-        session.register_udtf(
-            "strata_server_metrics",
-            Arc::new(ServerMetricsFunction(Arc::clone(&metrics))),
-        );
         let catalog_name = session
             .copied_config()
             .options()
@@ -77,6 +73,13 @@ impl Server {
             config.statement_timeout,
             cancel_rx,
         ));
+        statements.session().register_udtf(
+            "strata_server_metrics",
+            Arc::new(ServerMetricsFunction(
+                Arc::clone(statements.metrics()),
+                Arc::clone(statements.in_flight()),
+            )),
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let mut flight_addr = None;
