@@ -751,7 +751,10 @@ mod tests {
     }
 
     /// Files: a few L0 files anywhere, and disjoint files on levels 1 and 2.
-    fn arb_files() -> impl Strategy<Value = Vec<(u32, (u8, u8), (SeqNo, SeqNo))>> {
+    /// A file: level, key span, sequence span.
+    type FileSpec = (u32, (u8, u8), (SeqNo, SeqNo));
+
+    fn arb_files() -> impl Strategy<Value = Vec<FileSpec>> {
         let l0 =
             prop::collection::vec((0u8..40, 0u8..8, 1u64..50, 0u64..10), 0..5).prop_map(|files| {
                 files

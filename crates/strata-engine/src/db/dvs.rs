@@ -102,6 +102,15 @@ impl DvUpdate {
     }
 }
 
+/// A file's DV as a pass grows it: the file, its positions so far, its recorded DV, and
+/// whether the pass changed it.
+type GrowingDv = (
+    Arc<SstHandle>,
+    RoaringBitmap,
+    Option<Arc<DeletionVector>>,
+    bool,
+);
+
 /// Sorted, distinct encoded keys of (a key range of) one file.
 struct KeySet {
     keys: Vec<Vec<u8>>,
@@ -310,12 +319,7 @@ impl DbInner {
     ) -> Result<()> {
         let schema = &table.schema;
         // DVs as they grow: existing files first, then the added ones (oldest first).
-        let mut files: Vec<(
-            Arc<SstHandle>,
-            RoaringBitmap,
-            Option<Arc<DeletionVector>>,
-            bool,
-        )> = version
+        let mut files: Vec<GrowingDv> = version
             .files()
             .map(|f| {
                 let dv = version.dv(f.meta().id).cloned();

@@ -600,8 +600,11 @@ fn through_the_iterator_an_error_is_the_last_item() {
     assert!(rows <= 10, "no row past the failure");
 }
 
+/// Runs (rows and batch sizes) and snapshot sequence numbers.
+type RunsAndSnapshots = (Vec<(Vec<Row>, Vec<usize>)>, Vec<SeqNo>);
+
 /// Random runs: `(key, op is delete, run)` per version, sequence numbers distinct.
-fn arb_runs() -> impl Strategy<Value = (Vec<(Vec<Row>, Vec<usize>)>, Vec<SeqNo>)> {
+fn arb_runs() -> impl Strategy<Value = RunsAndSnapshots> {
     (
         1usize..5,
         prop::collection::vec((0u8..12, any::<bool>(), 0usize..4, any::<i32>()), 0..60),
