@@ -731,3 +731,75 @@ fn python_adbc_flight_sql_and_psycopg_clients() {
     let (status, rest) = server.terminate();
     assert!(status.success(), "{rest}");
 }
+
+#[test]
+fn tls_on_both_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = start(
+        &dir.path().join("db"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // psql insists on TLS and gets it.
+    let (ok, out, err) = psql(
+        &server,
+        &["-c", "SELECT 6 * 7 AS answer"],
+        &[("PGSSLMODE", "require")],
+    );
+    assert!(ok && out.contains("42"), "{out}{err}");
+    rt().block_on(async {
+        let pem = std::fs::read(&cert).unwrap();
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name("localhost");
+        let channel = tonic::transport::Channel::from_shared(format!("https://{}", server.flight))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+        assert_eq!(
+            int64s(&flight_query(&mut c, "SELECT 43").await.unwrap(), 0),
+            vec![43]
+        );
+        // Plain text to the TLS listener gets nowhere.
+        let mut plain = flight_client_result(&server).await;
+        if let Ok(p) = plain.as_mut() {
+            assert!(flight_query(p, "SELECT 1").await.is_err());
+        }
+    });
+    let (status, rest) = server.terminate();
+    assert!(status.success(), "{rest}");
+}

@@ -190,6 +190,17 @@ pub async fn flight_client(server: &ServerProc) -> FlightSqlServiceClient<Channe
     FlightSqlServiceClient::new(channel)
 }
 
+/// A plain-text Flight SQL client of `server`, or the connection error.
+pub async fn flight_client_result(
+    server: &ServerProc,
+) -> Result<FlightSqlServiceClient<Channel>, tonic::transport::Error> {
+    let channel = Channel::from_shared(format!("http://{}", server.flight))
+        .unwrap()
+        .connect()
+        .await?;
+    Ok(FlightSqlServiceClient::new(channel))
+}
+
 /// Runs a query over Flight SQL and returns its batches.
 pub async fn flight_query(
     client: &mut FlightSqlServiceClient<Channel>,
