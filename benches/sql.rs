@@ -43,6 +43,11 @@
 //! STRATA_BENCH_QUERIES=Q2,Q7 STRATA_BENCH_INGEST_RUNS=0 cargo bench --bench sql  # a subset
 //! ```
 //!
+//! Bulk SQL statements: `STRATA_BENCH_BULK_ROWS=10000000,100000000 cargo bench --bench sql`
+//! runs only `INSERT INTO big SELECT ... FROM generate_series(1, N)` and `CREATE TABLE big2
+//! (...) AS SELECT` of the same rows for each N, each on a fresh database, timed until the
+//! statement returns, with the peak RSS while it ran (written to `sql-bulk.md`).
+//!
 //! Environment: `STRATA_BENCH_ROWS` (default 1,000,000), `STRATA_BENCH_REPEATS` (timed runs
 //! per query, default 5), `STRATA_BENCH_INGEST_RUNS` (default 3; 0 skips the ingest figures),
 //! `STRATA_BENCH_QUERIES` (comma-separated subset of Q1-Q8, default all), `STRATA_BENCH_DIR`
@@ -757,6 +762,146 @@ fn insert_select(
 }
 
 // ---------------------------------------------------------------------------------------
+// Bulk SQL statements (STRATA_BENCH_BULK_ROWS)
+// ---------------------------------------------------------------------------------------
+
+/// `name` of `/proc/self/status` in bytes (Linux; `None` elsewhere).
+fn proc_status_bytes(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak resident set size (`VmHWM`) to the current one (Linux 4.0+).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.0}", b as f64 / 1e6))
+}
+
+/// The bulk statements of issue 19, each timed until it returns (durably: a bulk load syncs
+/// its files and its manifest edit before the statement returns), with the process's peak
+/// resident set size while it ran: `INSERT INTO big SELECT ... FROM generate_series(1, N)`
+/// into an empty keyed table, then `CREATE TABLE big2 (...) AS SELECT` of the same rows, for
+/// each N of `sizes` (comma-separated). Compaction is off, so nothing but the statement runs.
+fn bulk_statements(sizes: &str) -> BoxResult<bool> {
+    let sizes: Vec<u64> = sizes
+        .split(',')
+        .map(|n| n.trim().replace('_', "").parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("STRATA_BENCH_BULK_ROWS: {e}"))?;
+    let base = std::env::var("STRATA_BENCH_DIR").unwrap_or_else(|_| "target".into());
+    std::fs::create_dir_all(&base)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut log = String::new();
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let line = format!($($arg)*);
+            println!("{line}");
+            log.push_str(&line);
+            log.push('\n');
+        }};
+    }
+    let mut ok = true;
+    say!("## Bulk SQL statements (each on a fresh database, timed until it returns)\n");
+    say!("| statement | rows | s | rows/s | peak RSS MB | RSS before MB | SST MB | files |");
+    say!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let select = format!(
+            "SELECT value, value % 100, value * 0.25, 'note ' || value FROM generate_series(1, {n})"
+        );
+        let statements = [
+            (
+                "INSERT INTO big SELECT ...",
+                "CREATE TABLE big (id BIGINT PRIMARY KEY, k BIGINT, x DOUBLE, note VARCHAR)"
+                    .to_string(),
+                format!("INSERT INTO big {select}"),
+                "big",
+            ),
+            (
+                "CREATE TABLE big2 (...) AS SELECT ...",
+                String::new(),
+                format!(
+                    "CREATE TABLE big2 (id BIGINT PRIMARY KEY, k BIGINT, x DOUBLE, note VARCHAR) \
+                     AS {select}"
+                ),
+                "big2",
+            ),
+        ];
+        for (label, setup, sql, table) in statements {
+            let dir = tempfile::tempdir_in(&base)?;
+            // Compaction off: the statement is timed alone, not with the compaction of the
+            // files an earlier statement of the run loaded (which `close` would wait for).
+            let mut options = Options::default();
+            options.table_defaults.compaction.strategy = StrategyKind::None;
+            let session = strata_datafusion::open(dir.path().join("db"), options)?;
+            if !setup.is_empty() {
+                rt.block_on(async { session.sql(&setup).await?.collect().await })?;
+            }
+            let before = proc_status_bytes("VmRSS:");
+            let peak_known = reset_peak_rss();
+            let start = Instant::now();
+            let result = rt.block_on(async { session.sql(&sql).await?.collect().await });
+            let seconds = start.elapsed().as_secs_f64();
+            let peak = if peak_known {
+                proc_status_bytes("VmHWM:")
+            } else {
+                None
+            };
+            if let Err(e) = result {
+                ok = false;
+                say!(
+                    "| {label} | {n} | - | error: {} | - | - | - | - |",
+                    e.to_string().replace('|', "/")
+                );
+                continue;
+            }
+            let t = session.db().table(table)?;
+            let stats = t.stats();
+            let count = rt.block_on(async {
+                session
+                    .sql(&format!("SELECT count(*) FROM {table}"))
+                    .await?
+                    .collect()
+                    .await
+            })?;
+            let counted = count
+                .first()
+                .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
+                .map(|a| a.value(0) as u64);
+            if counted != Some(n) {
+                ok = false;
+                say!("| {label} | {n} | - | WRONG COUNT {counted:?} | - | - | - | - |");
+                continue;
+            }
+            say!(
+                "| {label} | {n} | {seconds:.2} | {:.0} | {} | {} | {:.0} | {} |",
+                n as f64 / seconds,
+                mb(peak),
+                mb(before),
+                stats.sst_bytes as f64 / 1e6,
+                stats.files_per_level.iter().sum::<usize>()
+            );
+            drop(t);
+            session.close()?;
+        }
+    }
+    say!(
+        "\nPeak RSS: the process's VmHWM, reset (/proc/self/clear_refs) just before the \
+         statement; RSS before: VmRSS then."
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("sql-bulk.md"), log)?;
+    Ok(ok)
+}
+
+// ---------------------------------------------------------------------------------------
 // The run
 // ---------------------------------------------------------------------------------------
 
@@ -838,6 +983,9 @@ fn main() {
 /// Runs everything; returns false when a correctness check failed.
 fn run() -> BoxResult<bool> {
     self_check()?;
+    if let Ok(sizes) = std::env::var("STRATA_BENCH_BULK_ROWS") {
+        return bulk_statements(&sizes);
+    }
     let rows = env_u64("STRATA_BENCH_ROWS", 1_000_000)?;
     if rows == 0 {
         return Err("STRATA_BENCH_ROWS must be at least 1".into());
