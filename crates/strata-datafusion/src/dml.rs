@@ -68,7 +68,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -88,8 +88,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use strata_engine::{
-    IngestOptions, KeyRange, Mutation, OP_COLUMN, ROWID_COLUMN, ReadView, ScanOptions, Table,
-    WriteOptions,
+    IngestOptions, KeyRange, Mutation, ROWID_COLUMN, ReadView, ScanOptions, Table, WriteOptions,
 };
 
 use crate::keys::{self, ScanRange};
@@ -666,35 +665,16 @@ fn find_rows_with(
         Ok(())
     };
     if table.primary_key().is_empty() {
-        // Hidden row ids are only visible to a version scan: keep the newest version of
-        // each row id and drop deleted ones.
+        // The newest live version of each row, with its hidden row id (the key to delete it by).
         let scan = view
-            .scan(KeyRange::all(), ScanOptions::default().with_versions())
+            .scan(KeyRange::all(), ScanOptions::default().with_row_ids())
             .map_err(engine_error)?;
-        let mut previous: Option<u64> = None;
         let n = user.fields().len();
         for batch in scan {
             let batch = batch.map_err(engine_error)?;
-            let schema = batch.schema();
-            let rowid = batch
-                .column(schema.index_of(ROWID_COLUMN)?)
-                .as_primitive::<UInt64Type>();
-            let op = batch
-                .column(schema.index_of(OP_COLUMN)?)
-                .as_primitive::<arrow::datatypes::UInt8Type>();
-            let keep: arrow::array::BooleanArray = (0..batch.num_rows())
-                .map(|i| {
-                    let id = rowid.value(i);
-                    let newest = previous != Some(id);
-                    previous = Some(id);
-                    Some(newest && op.value(i) == 0)
-                })
-                .collect();
-            let live = filter_record_batch(&batch, &keep)?;
-            let columns: Vec<ArrayRef> = live.columns()[..n].to_vec();
-            let rows = RecordBatch::try_new(Arc::clone(&user), columns)?;
-            let ids = Arc::clone(live.column(schema.index_of(ROWID_COLUMN)?));
-            accept(rows, Some(ids))?;
+            debug_assert_eq!(batch.schema().field(n).name(), ROWID_COLUMN);
+            let rows = RecordBatch::try_new(Arc::clone(&user), batch.columns()[..n].to_vec())?;
+            accept(rows, Some(Arc::clone(batch.column(n))))?;
         }
         return Ok(found);
     }

@@ -251,6 +251,81 @@ fn append_only_tables_get_hidden_row_ids_that_survive_restart() {
 }
 
 #[test]
+fn row_id_scans_return_the_newest_live_row_of_each_row_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+    let table = db.create_table("log", schema.clone(), &[]).unwrap();
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![10, 20, 30]))]).unwrap();
+    table.insert(&batch).unwrap();
+    table.flush().unwrap();
+    let scan = |options: ScanOptions| -> Vec<(i64, u64)> {
+        let mut out = Vec::new();
+        for b in table.scan(KeyRange::all(), options).unwrap() {
+            let b = b.unwrap();
+            assert_eq!(b.schema().field(b.num_columns() - 1).name(), "_rowid");
+            let x = b.column(0).as_primitive::<Int64Type>();
+            let ids = b
+                .column(b.num_columns() - 1)
+                .as_primitive::<arrow::datatypes::UInt64Type>();
+            out.extend((0..b.num_rows()).map(|i| (x.value(i), ids.value(i))));
+        }
+        out
+    };
+    let rows = scan(ScanOptions::default().with_row_ids());
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![10, 20, 30]
+    );
+    // Delete the first row (in the memtable, over the flushed file) and replace the second
+    // by its row id: the scan returns each row id once, its newest version, and no tombstone.
+    let rowid_schema = Arc::new(Schema::new(vec![Field::new(
+        "_rowid",
+        DataType::UInt64,
+        false,
+    )]));
+    let dead = RecordBatch::try_new(
+        rowid_schema,
+        vec![Arc::new(UInt64Array::from(vec![rows[0].1, rows[1].1]))],
+    )
+    .unwrap();
+    let again =
+        RecordBatch::try_new(batch.schema(), vec![Arc::new(Int64Array::from(vec![21]))]).unwrap();
+    table
+        .write(
+            &[Mutation::Delete(&dead), Mutation::Upsert(&again)],
+            WriteOptions::default(),
+        )
+        .unwrap();
+    let after = scan(
+        ScanOptions::default()
+            .with_row_ids()
+            .with_projection(vec![0]),
+    );
+    let values: Vec<i64> = after.iter().map(|r| r.0).collect();
+    assert_eq!(values, vec![30, 21]);
+    assert_eq!(after[0].1, rows[2].1, "an untouched row keeps its row id");
+    assert!(after.windows(2).all(|w| w[0].1 < w[1].1), "row id order");
+    // Version scans are unchanged by the option (they return _rowid, _seq and _op anyway).
+    let versions: usize = table
+        .scan(
+            KeyRange::all(),
+            ScanOptions::default().with_versions().with_row_ids(),
+        )
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(versions, 6);
+    // A keyed table has no row id to return.
+    let keyed = db.create_table("keyed", users_schema(), &["id"]).unwrap();
+    assert!(matches!(
+        keyed.scan(KeyRange::all(), ScanOptions::default().with_row_ids()),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn version_scans_show_every_version_with_seq_and_op() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), small_options()).unwrap();

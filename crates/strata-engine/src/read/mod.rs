@@ -233,6 +233,10 @@ pub struct ScanOptions {
     /// Return every stored version with its `_seq` and `_op` (tombstones included) instead of
     /// the newest visible row per key.
     pub versions: bool,
+    /// On a table without a primary key, return the hidden `_rowid` column after the user
+    /// columns of each newest live row (no effect on a version scan, which returns it anyway;
+    /// an error on a table with a primary key).
+    pub row_ids: bool,
     /// Stop after this many rows.
     pub limit: Option<usize>,
     /// Rows per output batch.
@@ -247,6 +251,7 @@ impl Default for ScanOptions {
         ScanOptions {
             projection: None,
             versions: false,
+            row_ids: false,
             limit: None,
             batch_rows: 8192,
             exclude_files: Vec::new(),
@@ -264,6 +269,12 @@ impl ScanOptions {
     /// Returns every version with `_seq` and `_op`.
     pub fn with_versions(mut self) -> Self {
         self.versions = true;
+        self
+    }
+
+    /// Returns the hidden `_rowid` after the user columns (tables without a primary key).
+    pub fn with_row_ids(mut self) -> Self {
+        self.row_ids = true;
         self
     }
 
@@ -299,7 +310,22 @@ impl ScanColumns {
             }
             None => (0..user_columns).collect(),
         };
+        if options.row_ids && !schema.has_hidden_rowid() {
+            return Err(Error::InvalidArgument(
+                "row ids were asked of a table with a primary key (only tables without one \
+                 have a hidden _rowid)"
+                    .into(),
+            ));
+        }
         let mut wanted: Vec<usize> = projection.clone();
+        if options.row_ids && !options.versions {
+            debug_assert_eq!(
+                schema.key_indices().len(),
+                1,
+                "one hidden _rowid key column"
+            );
+            wanted.extend(schema.key_indices());
+        }
         if options.versions {
             if schema.has_hidden_rowid() {
                 wanted.extend(schema.key_indices());
