@@ -371,47 +371,20 @@ impl StatementSnapshot {
     }
 }
 
-/// The number of rows a scan of `view` returns, from file metadata (see the module docs):
-/// exact only when `restricted` is false (no key range, residual filter or limit), the
-/// memtables hold nothing visible, no file of the view is known to be corrupt (so the query
-/// runs and reports it), and the visible files are clean, wholly visible and pairwise disjoint
-/// in key range; otherwise an estimate (rows of the visible files minus their tombstones, plus
-/// the memtable entries).
+/// The number of rows a scan of `view` returns, from the engine's count
+/// ([`ReadView::row_count`], see the module docs): exact only when `restricted` is false (no
+/// key range, residual filter or limit), no file of the view is known to be corrupt (so the
+/// query runs and reports it) and the engine's count is exact (the memtables hold nothing
+/// visible, the visible files are clean, wholly visible and pairwise disjoint in key range);
+/// otherwise the engine's estimate.
 pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
-    let read_seq = view.read_seq();
-    let mut files: Vec<_> = view
-        .files_by_level()
-        .into_iter()
-        .flatten()
-        .filter(|f| f.min_seq <= read_seq)
-        .collect();
-    let file_rows: u64 = files
-        .iter()
-        .map(|f| f.rows.saturating_sub(f.tombstones))
-        .sum();
-    let memtables_empty = view.memtables_empty();
-    let memtable_entries: u64 = if memtables_empty {
-        0
+    let count = view.row_count();
+    let rows = usize::try_from(count.rows).unwrap_or(usize::MAX);
+    if count.exact && !restricted && !view.has_known_corrupt_file() {
+        Precision::Exact(rows)
     } else {
-        view.memtables()
-            .iter()
-            .map(|(entries, _, _)| *entries as u64)
-            .sum()
-    };
-    let estimate =
-        usize::try_from(file_rows.saturating_add(memtable_entries)).unwrap_or(usize::MAX);
-    if restricted
-        || !memtables_empty
-        || view.has_known_corrupt_file()
-        || files.iter().any(|f| !f.is_clean() || f.max_seq > read_seq)
-    {
-        return Precision::Inexact(estimate);
+        Precision::Inexact(rows)
     }
-    files.sort_by(|a, b| a.min_key.cmp(&b.min_key));
-    if files.windows(2).any(|w| w[0].max_key >= w[1].min_key) {
-        return Precision::Inexact(estimate);
-    }
-    Precision::Exact(estimate)
 }
 
 /// The number of rows a base scan returns (see the module docs, "Statistics"): exact, the
@@ -645,24 +618,15 @@ impl StrataScanExec {
             .clone()
             .unwrap_or_else(|| vec![ScanRange::Range(KeyRange::all())]);
         // Statement-level metrics (recorded once, under partition 0).
-        let files: Vec<_> = spec.view.files_by_level().into_iter().flatten().collect();
-        let read_seq = spec.view.read_seq();
-        let scanned: Vec<_> = files
-            .iter()
-            .filter(|f| {
-                f.min_seq <= read_seq
-                    && base
-                        .iter()
-                        .any(|r| r.to_key_range().overlaps(&f.min_key, &f.max_key))
-            })
-            .collect();
+        let files_total: usize = spec.view.files_by_level().iter().map(Vec::len).sum();
+        let key_ranges: Vec<KeyRange> = base.iter().map(ScanRange::to_key_range).collect();
+        let scanned = spec.view.files_overlapping(&key_ranges);
         let counter = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, 0);
-        counter("files_total").add(files.len());
+        counter("files_total").add(files_total);
         counter("files_scanned").add(scanned.len());
-        counter("files_pruned").add(files.len() - scanned.len());
+        counter("files_pruned").add(files_total - scanned.len());
         counter("tombstones_in_scanned_files")
             .add(scanned.iter().map(|f| f.tombstones as usize).sum());
-        let key_ranges: Vec<KeyRange> = base.iter().map(ScanRange::to_key_range).collect();
         let (row_groups, row_groups_read) = spec
             .view
             .row_groups_for(&key_ranges)
@@ -722,7 +686,7 @@ impl StrataScanExec {
                         }
                     }
                     ScanRange::Range(r) => {
-                        let piece = intersect(r, &slice);
+                        let piece = r.intersect(&slice);
                         if !piece.is_empty() {
                             part.push(ScanRange::Range(piece));
                         }
@@ -732,35 +696,6 @@ impl StrataScanExec {
         }
         Ok(parts)
     }
-}
-
-/// The intersection of two key ranges.
-fn intersect(a: &KeyRange, b: &KeyRange) -> KeyRange {
-    let lower = match (&a.lower, &b.lower) {
-        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x.clone(),
-        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.max(y).clone()),
-        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.max(y).clone()),
-        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
-            if i > e {
-                Bound::Included(i.clone())
-            } else {
-                Bound::Excluded(e.clone())
-            }
-        }
-    };
-    let upper = match (&a.upper, &b.upper) {
-        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x.clone(),
-        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.min(y).clone()),
-        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y).clone()),
-        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
-            if i < e {
-                Bound::Included(i.clone())
-            } else {
-                Bound::Excluded(e.clone())
-            }
-        }
-    };
-    KeyRange::new(lower, upper)
 }
 
 impl DisplayAs for StrataScanExec {

@@ -98,5 +98,5 @@ pub use read::{BaseFile, BaseScan, KeyRange, Overlay, ScanIter, ScanOptions};
 pub use schema::{OP_COLUMN, ROWID_COLUMN, SEQ_COLUMN, TableSchema};
 pub use snapshot::Snapshot;
 pub use sst::SstMeta;
-pub use table::{Mutation, ReadView, Table, TableStats, WriteOptions};
+pub use table::{Mutation, ReadView, RowCount, Table, TableStats, WriteOptions};
 pub use types::{FileId, OpKind, SeqNo, TableId};

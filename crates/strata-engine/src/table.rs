@@ -525,6 +525,15 @@ pub(crate) fn table_stats(table: &TableInner) -> TableStats {
     }
 }
 
+/// The number of rows a scan of a whole [`ReadView`] returns ([`ReadView::row_count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCount {
+    /// The rows, exact or estimated.
+    pub rows: u64,
+    /// True when `rows` is exactly the number of live rows the view holds.
+    pub exact: bool,
+}
+
 /// A table pinned for reading: its memtables and files (a super version) and a sequence
 /// number. Every read through one view sees the same data.
 #[derive(Clone)]
@@ -594,6 +603,41 @@ impl ReadView {
         self.sv
             .memtables()
             .all(|m| m.min_seq().is_none_or(|s| s > self.read_seq))
+    }
+
+    /// The number of rows a scan of every key returns, from file and memtable metadata: exact
+    /// when the memtables hold nothing visible at the read sequence and the visible files are
+    /// clean ([`SstMeta::is_clean`]: no tombstones, one version per key), wholly visible (no
+    /// row newer than the read sequence) and pairwise disjoint in key range; otherwise an
+    /// estimate (rows of the visible files minus their tombstones, plus the memtable entries).
+    pub fn row_count(&self) -> RowCount {
+        let all = [KeyRange::all()];
+        let mut files: Vec<&SstMeta> = self
+            .sv
+            .version
+            .files_overlapping(&all, self.read_seq)
+            .map(|f| f.meta())
+            .collect();
+        let file_rows: u64 = files
+            .iter()
+            .map(|f| f.rows.saturating_sub(f.tombstones))
+            .sum();
+        let memtables_empty = self.memtables_empty();
+        let memtable_entries: u64 = if memtables_empty {
+            0
+        } else {
+            self.sv.memtables().map(|m| m.memtable.len() as u64).sum()
+        };
+        let rows = file_rows.saturating_add(memtable_entries);
+        let exact = memtables_empty
+            && files
+                .iter()
+                .all(|f| f.is_clean() && f.max_seq <= self.read_seq)
+            && {
+                files.sort_by(|a, b| a.min_key.cmp(&b.min_key));
+                files.windows(2).all(|w| w[0].max_key < w[1].min_key)
+            };
+        RowCount { rows, exact }
     }
 
     /// Plans a scan of the keys in `ranges` (`None`: every key) as base files with deletion

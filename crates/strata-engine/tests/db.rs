@@ -326,6 +326,49 @@ fn row_id_scans_return_the_newest_live_row_of_each_row_id() {
 }
 
 #[test]
+fn view_row_counts_are_exact_only_for_clean_disjoint_wholly_visible_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    let table = db.create_table("t", users_schema(), &["id"]).unwrap();
+    let count = |view: &strata_engine::ReadView| {
+        let c = view.row_count();
+        (c.rows, c.exact)
+    };
+    assert_eq!(count(&table.view().unwrap()), (0, true), "an empty table");
+    table
+        .insert(&users(&[1, 2, 3], &[None, None, None], &[None, None, None]))
+        .unwrap();
+    assert_eq!(
+        count(&table.view().unwrap()),
+        (3, false),
+        "rows in the memtable"
+    );
+    table.flush().unwrap();
+    assert_eq!(count(&table.view().unwrap()), (3, true), "one clean file");
+    let before = db.snapshot();
+    table
+        .insert(&users(&[2, 4], &[Some("b"), None], &[None, None]))
+        .unwrap();
+    table.flush().unwrap();
+    assert_eq!(
+        count(&table.view().unwrap()),
+        (5, false),
+        "two overlapping files: an estimate counting the replaced row twice"
+    );
+    assert_eq!(
+        count(&table.view_at(&before).unwrap()),
+        (3, true),
+        "the newer file holds nothing visible to the older snapshot"
+    );
+    drop(before);
+    table.compact().unwrap();
+    assert_eq!(count(&table.view().unwrap()), (4, true), "one run again");
+    table.delete_keys(&[vec![1i64.into()]]).unwrap();
+    table.flush().unwrap();
+    assert_eq!(count(&table.view().unwrap()), (4, false), "a tombstone");
+}
+
+#[test]
 fn version_scans_show_every_version_with_seq_and_op() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), small_options()).unwrap();
