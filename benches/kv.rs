@@ -187,7 +187,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Strata => "strata",
-            Kind::StrataNoDv => "strata, no DVs",
+            Kind::StrataNoDv => "strata (no DVs)",
             #[cfg(feature = "peers")]
             Kind::RocksDb => "rocksdb",
             #[cfg(feature = "peers")]
@@ -880,7 +880,7 @@ fn setups() -> Vec<(&'static str, Kind, Style)> {
     let mut all = vec![
         ("strata leveled", Kind::Strata, Style::Leveled),
         ("strata size-tiered", Kind::Strata, Style::Tiered),
-        ("strata leveled, no DVs", Kind::StrataNoDv, Style::Leveled),
+        ("strata leveled (no DVs)", Kind::StrataNoDv, Style::Leveled),
         (
             "strata size-tiered, no DVs",
             Kind::StrataNoDv,
