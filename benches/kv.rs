@@ -882,7 +882,7 @@ fn setups() -> Vec<(&'static str, Kind, Style)> {
         ("strata size-tiered", Kind::Strata, Style::Tiered),
         ("strata leveled (no DVs)", Kind::StrataNoDv, Style::Leveled),
         (
-            "strata size-tiered, no DVs",
+            "strata size-tiered (no DVs)",
             Kind::StrataNoDv,
             Style::Tiered,
         ),
