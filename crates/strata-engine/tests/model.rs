@@ -138,7 +138,10 @@ fn typed_batch(rows: &[(i64, u16)]) -> RecordBatch {
                 .as_any_mut()
                 .downcast_mut::<Int32Builder>()
                 .unwrap();
-            item.append_option((!(v + j).is_multiple_of(3)).then_some(i32::from(j) * i32::from(v)));
+            item.append_option(
+                (!(u32::from(v) + u32::from(j)).is_multiple_of(3))
+                    .then_some(i32::from(j) * i32::from(v)),
+            );
         }
         list.append(!v.is_multiple_of(13));
         st.field_builder::<StringBuilder>(1)
