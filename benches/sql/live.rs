@@ -129,7 +129,7 @@ pub fn run_live(
                 for _ in 0..LIVE_BATCH_ROWS {
                     draw += 1;
                     let id = (splitmix64(draw ^ 0xD1D1_D1D1_D1D1_D1D1) % rows) as i64;
-                    if draw % LIVE_DELETE_EVERY == 0 {
+                    if draw.is_multiple_of(LIVE_DELETE_EVERY) {
                         deletes.push(id);
                     } else {
                         upserts.push(rewritten(event(id as u64), round));

@@ -700,6 +700,7 @@ fn load_16_clients_then_sigterm_and_reopen() {
 
 #[test]
 fn python_adbc_flight_sql_and_psycopg_clients() {
+    ensure_clients();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let venv = std::env::var("STRATA_TEST_VENV")
         .map(std::path::PathBuf::from)
@@ -707,7 +708,7 @@ fn python_adbc_flight_sql_and_psycopg_clients() {
     let python = venv.join("bin/python");
     assert!(
         python.exists(),
-        "{} is missing: run scripts/server-test-venv.sh (as .ci/run does)",
+        "{} is missing after scripts/server-test-venv.sh ran",
         python.display()
     );
     let dir = tempfile::tempdir().unwrap();

@@ -33,7 +33,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Int64Array, RecordBatch,
+    UInt32Array,
+};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Int64Type};
 use roaring::RoaringBitmap;
@@ -85,8 +88,9 @@ pub struct Overlay {
 enum Probe {
     /// No key can hide a base row.
     Empty,
-    /// A single `Int64` key column: the values.
-    Int64(HashSet<i64>),
+    /// A single `Int64` key column: the values, ascending and distinct (probed by a merge
+    /// walk, [`keep_sorted`]).
+    Int64(Vec<i64>),
     /// Any key: encoded keys.
     Encoded(HashSet<Vec<u8>>),
 }
@@ -126,10 +130,7 @@ impl Overlay {
                 let column = key_columns[0]
                     .as_primitive_opt::<Int64Type>()
                     .ok_or_else(|| Error::internal("overlay probe expects an Int64 key column"))?;
-                Ok(column
-                    .iter()
-                    .map(|v| Some(v.is_none_or(|v| !values.contains(&v))))
-                    .collect())
+                Ok(keep_sorted(values, column))
             }
             Probe::Encoded(keys) => {
                 let encoded = schema.key_codec().encode_columns(key_columns)?;
@@ -138,6 +139,42 @@ impl Overlay {
                     .collect())
             }
         }
+    }
+}
+
+/// The keep mask of `column` against the ascending, distinct `keys`: a merge walk, since base
+/// batches come in key order within a file (a cursor into `keys` only moves forward, and is
+/// found again by binary search at the batch's first value or wherever the values go down),
+/// so a batch costs its rows plus the overlay keys within its range, not a hash per row.
+/// NULL (never a key) is kept.
+fn keep_sorted(keys: &[i64], column: &Int64Array) -> BooleanArray {
+    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    let values = column.values();
+    let mut keep = BooleanBufferBuilder::new(values.len());
+    let mut cursor = values
+        .first()
+        .map_or(0, |v| keys.partition_point(|k| k < v));
+    let mut previous = values.first().copied().unwrap_or(i64::MIN);
+    for &value in values.iter() {
+        if value < previous {
+            cursor = keys.partition_point(|k| *k < value);
+        }
+        while cursor < keys.len() && keys[cursor] < value {
+            cursor += 1;
+        }
+        keep.append(cursor == keys.len() || keys[cursor] != value);
+        previous = value;
+    }
+    let mask = BooleanArray::new(keep.finish(), None);
+    match column.nulls() {
+        // A NULL slot's value is arbitrary: keep it.
+        Some(nulls) if nulls.null_count() > 0 => {
+            let kept: Vec<bool> = (0..column.len())
+                .map(|i| column.is_null(i) || mask.value(i))
+                .collect();
+            BooleanArray::from(kept)
+        }
+        _ => mask,
     }
 }
 
@@ -238,14 +275,10 @@ pub(crate) fn plan_base_scan(
         let decoded = schema
             .key_codec()
             .decode(probe_keys.iter().map(Vec::as_slice))?;
-        Probe::Int64(
-            decoded[0]
-                .as_primitive::<Int64Type>()
-                .values()
-                .iter()
-                .copied()
-                .collect(),
-        )
+        let mut values: Vec<i64> = decoded[0].as_primitive::<Int64Type>().values().to_vec();
+        values.sort_unstable();
+        values.dedup();
+        Probe::Int64(values)
     } else {
         Probe::Encoded(probe_keys.into_iter().collect())
     };
@@ -268,3 +301,33 @@ pub(crate) fn plan_base_scan(
 
 /// Rows per batch of the overlay merge.
 const OVERLAY_BATCH_ROWS: usize = 8192;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The merge walk keeps exactly the values a set lookup keeps, in sorted, unsorted and
+        /// partly sorted batches, with NULLs.
+        #[test]
+        fn keep_sorted_is_set_membership(
+            keys in proptest::collection::btree_set(-50i64..50, 0..30),
+            mut values in proptest::collection::vec(proptest::option::of(-60i64..60), 0..80),
+            sort in any::<bool>(),
+        ) {
+            if sort {
+                values.sort();
+            }
+            let keys: Vec<i64> = keys.into_iter().collect();
+            let column = Int64Array::from(values.clone());
+            let mask = keep_sorted(&keys, &column);
+            let want: Vec<bool> = values
+                .iter()
+                .map(|v| v.is_none_or(|v| keys.binary_search(&v).is_err()))
+                .collect();
+            let got: Vec<bool> = (0..mask.len()).map(|i| mask.value(i)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

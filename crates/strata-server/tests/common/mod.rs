@@ -218,7 +218,36 @@ pub async fn flight_query(
 }
 
 /// Runs `psql` with `args` against `server`; returns (success, stdout, stderr).
+/// Installs the clients these tests drive (psql, and a Python environment with the ADBC Flight
+/// SQL driver, psycopg 3 and pyarrow) with the project's own script, once per test process:
+/// the script is idempotent and installs from the package registries, so `cargo test
+/// --workspace` runs these tests on a fresh machine too.
+pub fn ensure_clients() {
+    static SETUP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let setup = SETUP.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Command::new("bash")
+            .arg(root.join("scripts/server-test-venv.sh"))
+            .current_dir(&root)
+            .output()
+            .map_err(|e| format!("running scripts/server-test-venv.sh: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/server-test-venv.sh failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(error) = setup {
+        panic!("{error}");
+    }
+}
+
 pub fn psql(server: &ServerProc, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    ensure_clients();
     let mut cmd = Command::new("psql");
     cmd.args([
         "-X",
