@@ -16,6 +16,8 @@
 //! last complete WAL record it left: the open must fail with a corruption error naming the
 //! segment and the record, and leave the file alone; only a record cut short is a torn tail.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -23,8 +25,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
-use arrow::compute::filter_record_batch;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use strata_engine::{
     CompactionOptions, Db, Options, StrategyKind, SyncMode, TableOptions, WriteBatch,
 };
@@ -226,42 +226,10 @@ fn crash_recovery_keeps_every_acknowledged_write() {
         // was in the middle of) describe the same rows as the merge.
         let merged: Vec<(Vec<u8>, Vec<u8>)> = kv.scan(..).unwrap().map(Result::unwrap).collect();
         let view = kv.table().view().unwrap();
-        let plan = view
-            .base_scan(None)
+        let batches = common::base_scan::base_rows(&view)
             .unwrap()
             .unwrap_or_else(|| panic!("cycle {cycle}: no base scan after reopen"));
-        let mut base: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for file in &plan.files {
-            let path = view.verified_sst_path(file.meta.id).unwrap();
-            let selection: Vec<RowSelector> = file
-                .selection(0, file.meta.rows)
-                .into_iter()
-                .map(|(live, n)| {
-                    if live {
-                        RowSelector::select(n as usize)
-                    } else {
-                        RowSelector::skip(n as usize)
-                    }
-                })
-                .collect();
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-                    .unwrap()
-                    .with_row_selection(RowSelection::from(selection))
-                    .build()
-                    .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap().project(&[0, 1]).unwrap();
-                let keep = plan
-                    .overlay
-                    .keep_mask(view.table_schema(), &[batch.column(0).clone()])
-                    .unwrap();
-                base.extend(binary_pairs(&filter_record_batch(&batch, &keep).unwrap()));
-            }
-        }
-        if let Some(rows) = plan.overlay.rows() {
-            base.extend(binary_pairs(rows));
-        }
+        let mut base: Vec<(Vec<u8>, Vec<u8>)> = batches.iter().flat_map(binary_pairs).collect();
         base.sort();
         assert_eq!(base.len(), merged.len(), "cycle {cycle}: base rows");
         assert!(

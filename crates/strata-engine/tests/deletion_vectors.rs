@@ -9,13 +9,13 @@
 //! path is available whenever the view reads at the latest sequence (so the model really runs
 //! through it), and that a snapshot pinned before later flushes keeps seeing its own data.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
-use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use proptest::prelude::*;
 use strata_engine::{
     CompactionOptions, Db, IngestOptions, KeyValue, Options, ReadView, StrategyKind, Table,
@@ -69,11 +69,11 @@ fn rows(pairs: &[(i64, String)]) -> RecordBatch {
 /// The table's rows as the base scan of `view` gives them, key -> value; fails on a key
 /// returned twice.
 fn read_base(view: &ReadView) -> Result<Option<Model>, String> {
-    let Some(plan) = view.base_scan(None).map_err(|e| e.to_string())? else {
+    let Some(batches) = common::base_scan::base_rows(view)? else {
         return Ok(None);
     };
     let mut got = Model::new();
-    let mut add = |batch: &RecordBatch| -> Result<(), String> {
+    for batch in &batches {
         let ids = batch.column(0).as_primitive::<Int64Type>();
         let values = batch.column(1).as_string::<i32>();
         for row in 0..batch.num_rows() {
@@ -82,39 +82,6 @@ fn read_base(view: &ReadView) -> Result<Option<Model>, String> {
                 return Err(format!("key {} returned twice", ids.value(row)));
             }
         }
-        Ok(())
-    };
-    for file in &plan.files {
-        let path = view
-            .verified_sst_path(file.meta.id)
-            .map_err(|e| e.to_string())?;
-        let selection: Vec<RowSelector> = file
-            .selection(0, file.meta.rows)
-            .into_iter()
-            .map(|(live, n)| {
-                if live {
-                    RowSelector::select(n as usize)
-                } else {
-                    RowSelector::skip(n as usize)
-                }
-            })
-            .collect();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-            .unwrap()
-            .with_row_selection(RowSelection::from(selection))
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap().project(&[0, 1]).unwrap();
-            let keep = plan
-                .overlay
-                .keep_mask(view.table_schema(), &[Arc::clone(batch.column(0))])
-                .map_err(|e| e.to_string())?;
-            add(&filter_record_batch(&batch, &keep).unwrap())?;
-        }
-    }
-    if let Some(overlay) = plan.overlay.rows() {
-        add(overlay)?;
     }
     Ok(Some(got))
 }

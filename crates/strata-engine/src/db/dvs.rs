@@ -396,26 +396,7 @@ impl DbInner {
         let result = (|| -> Result<()> {
             for output in outputs {
                 let meta = output.meta();
-                let mut sets = Vec::new();
-                for newer in version.files().filter(|f| {
-                    !inputs.contains(&f.meta().id)
-                        && f.meta().overlaps(meta)
-                        && is_newer(f.meta(), meta)
-                }) {
-                    sets.push(KeySet::load(
-                        newer,
-                        &table.schema,
-                        &meta.min_key,
-                        &meta.max_key,
-                    )?);
-                }
-                if sets.is_empty() && meta.is_clean() {
-                    continue; // nothing newer and nothing of its own to delete
-                }
-                let sets: Vec<&KeySet> = sets.iter().collect();
-                let mut positions = RoaringBitmap::new();
-                let read = mark(output, &table.schema, &sets, true, &mut positions)?;
-                Metrics::add(&self.metrics.dv_rows_read, read);
+                let positions = self.positions_against_newer(table, version, output, inputs)?;
                 if !positions.is_empty() {
                     Metrics::add(&self.metrics.dv_rows_marked, positions.len());
                     self.write_dv(table, meta.id, positions, None, &mut update)?;
@@ -481,6 +462,37 @@ impl DbInner {
         Ok(())
     }
 
+    /// The DV of `file` from scratch: its own tombstones and older versions, and its rows whose
+    /// key a file of `version` newer than it holds (files in `skip` left out). Reads nothing
+    /// for a clean file no newer file overlaps.
+    fn positions_against_newer(
+        &self,
+        table: &TableInner,
+        version: &Version,
+        file: &SstHandle,
+        skip: &[FileId],
+    ) -> Result<RoaringBitmap> {
+        let meta = file.meta();
+        let mut sets = Vec::new();
+        for newer in version.files().filter(|f| {
+            !skip.contains(&f.meta().id) && f.meta().overlaps(meta) && is_newer(f.meta(), meta)
+        }) {
+            sets.push(KeySet::load(
+                newer,
+                &table.schema,
+                &meta.min_key,
+                &meta.max_key,
+            )?);
+        }
+        let mut positions = RoaringBitmap::new();
+        if !sets.is_empty() || !meta.is_clean() {
+            let sets: Vec<&KeySet> = sets.iter().collect();
+            let read = mark(file, &table.schema, &sets, true, &mut positions)?;
+            Metrics::add(&self.metrics.dv_rows_read, read);
+        }
+        Ok(positions)
+    }
+
     /// Every DV of `version` from scratch, for a table whose DVs are not maintained.
     fn rebuild_dvs(&self, table: &TableInner, version: &Version) -> Result<DvUpdate> {
         let started = Instant::now();
@@ -491,24 +503,7 @@ impl DbInner {
         let result = (|| -> Result<()> {
             for file in version.files() {
                 let meta = file.meta();
-                let mut sets = Vec::new();
-                for newer in version
-                    .files()
-                    .filter(|f| f.meta().overlaps(meta) && is_newer(f.meta(), meta))
-                {
-                    sets.push(KeySet::load(
-                        newer,
-                        &table.schema,
-                        &meta.min_key,
-                        &meta.max_key,
-                    )?);
-                }
-                let sets: Vec<&KeySet> = sets.iter().collect();
-                let mut positions = RoaringBitmap::new();
-                if !sets.is_empty() || !meta.is_clean() {
-                    let read = mark(file, &table.schema, &sets, true, &mut positions)?;
-                    Metrics::add(&self.metrics.dv_rows_read, read);
-                }
+                let positions = self.positions_against_newer(table, version, file, &[])?;
                 if let Some(old) = version.dv(meta.id) {
                     update.replaced.push(Arc::clone(old));
                 }
