@@ -111,19 +111,6 @@ fn count_batch(count: u64) -> Result<RecordBatch> {
     )?)
 }
 
-/// Memory of a batch as held (slices count only their own rows).
-fn batch_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum()
-}
-
 /// Tracks the memory a statement holds against the engine's write batch limit.
 struct Budget {
     used: usize,
@@ -137,7 +124,7 @@ impl Budget {
     }
 
     fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.used += batch_bytes(batch);
+        self.used += strata_engine::batch_bytes(batch);
         if self.used > self.max {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "{} touches more than one atomic write batch can hold ({} bytes, the \
@@ -469,7 +456,7 @@ impl RowWriter {
             if batch.num_rows() == 0 {
                 continue;
             }
-            held_bytes += batch_bytes(&batch);
+            held_bytes += strata_engine::batch_bytes(&batch);
             held.push(batch);
             if held_bytes > self.bulk_bytes {
                 return self.bulk(held, Some(data)).await;

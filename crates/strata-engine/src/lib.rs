@@ -86,7 +86,7 @@ pub use codec::KeyValue;
 pub use compaction::{CompactionOptions, FilePick, StrategyKind};
 pub use db::{
     BulkLoad, CompactionReport, DEFAULT_NAMESPACE, Db, IngestOptions, LevelCompactionStats,
-    LevelReport, TableInfo, TableSpec, display_name, kv_schema,
+    LevelReport, TableInfo, TableSpec, batch_bytes, display_name, kv_schema,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultInjector, IoOp};

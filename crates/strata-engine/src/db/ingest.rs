@@ -110,8 +110,9 @@ impl LoadGate {
     }
 }
 
-/// Memory of a batch as held (slices count only their own rows).
-fn batch_bytes(batch: &RecordBatch) -> usize {
+/// Memory of a batch as held (slices count only their own rows): what a bulk load's chunk
+/// counts, and what a layer above counts against the same kind of budget.
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
         .iter()

@@ -81,7 +81,7 @@ pub(crate) use background::Background;
 pub(crate) use compact::level_entry;
 pub(crate) use compact::levels_of;
 pub use compact::{CompactionReport, LevelCompactionStats, LevelReport};
-pub use ingest::{BulkLoad, IngestOptions};
+pub use ingest::{BulkLoad, IngestOptions, batch_bytes};
 pub(crate) use write::CommitQueue;
 
 /// Longest table name, in bytes.
