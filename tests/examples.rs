@@ -1,7 +1,7 @@
-//! Runs every example in `examples/` so none rots: one `cargo build --examples` (a no-op
-//! when `cargo test` has already built them), then each example binary as a subprocess with
-//! its own temporary directory as `TMPDIR`, small data, and a check of its exit status, of a
-//! line of its output, and that it cleaned up its temporary files.
+//! Runs every example in `examples/` so none rots: one `cargo build --workspace --examples`
+//! (a no-op when `cargo test --workspace` has already built them), then each example binary
+//! as a subprocess with its own temporary directory as `TMPDIR`, small data, and a check of
+//! its exit status, of a line of its output, and that it cleaned up its temporary files.
 //!
 //! Run: `cargo test --test examples`.
 
@@ -24,11 +24,41 @@ fn examples_dir() -> &'static PathBuf {
             .parent()
             .expect("the profile directory has a parent")
             .to_path_buf();
+        // `--workspace`: the same packages as the README's `cargo test --workspace`, so the
+        // same feature unification and the binaries that command already built are fresh.
+        // Building only this package would resolve other features and rebuild every
+        // dependency a second time into the same target directory.
         let mut build = Command::new(env!("CARGO"));
         build
-            .args(["build", "--quiet", "--examples", "--manifest-path"])
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--examples",
+                "--manifest-path",
+            ])
             .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .env("CARGO_TARGET_DIR", &target_dir);
+        // The variables cargo sets for this test process describe this package; build scripts
+        // (ring's, the `cc` crate's) watch some of them with `rerun-if-env-changed`, so
+        // passing them on would rerun those scripts and rebuild everything above them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => {}
             Some("release") => {
