@@ -301,6 +301,12 @@ impl Db {
         self.inner.shutdown()
     }
 
+    /// [`Db::close`] through a shared handle (a `Db` that sessions and query results hold in
+    /// an `Arc`): every later call through any handle returns [`Error::Closed`]. Idempotent.
+    pub fn close_shared(&self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
