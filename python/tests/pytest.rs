@@ -1,17 +1,17 @@
 //! Runs the Python package's pytest suite (`python/tests/test_*.py`) against the extension
-//! module this very `cargo test` build produced, so `cargo test --workspace` tests the
+//! module built from this checkout, so `cargo test --workspace` tests the
 //! package on a machine with only Rust and `python3` (with `venv`) installed.
 //!
 //! How, without a second build of anything: the first test builds this package's `cdylib`
 //! (`<target>/<profile>/libstrata_python.so`) with the features `cargo test --workspace`
-//! resolved, so only that library is linked (see [`extension`]). Each test copies the Python sources (`python/strata/*.py`) and
-//! that library, renamed `_strata.abi3.so`, into a temporary package directory and runs
-//! `python -m pytest` on one test file with that directory first on `PYTHONPATH`, in the venv
-//! `scripts/python-test-venv.sh` sets up (pinned pytest, pyarrow, pandas, polars,
-//! datafusion-python, maturin; made once per target directory, reused after).
+//! resolved, so only that library is linked (see [`extension`]). Each test copies the Python
+//! sources (`python/strata/*.py`) into a temporary package directory, links the library there
+//! as `_strata.abi3.so` and runs `python -m pytest` on one test file with that directory first
+//! on `PYTHONPATH`, in the venv `scripts/python-test-venv.sh` sets up (pinned pytest, pyarrow,
+//! pandas, polars, datafusion-python, maturin; made once per target directory, reused after).
 //!
-//! Run: `cargo test -p strata-python --test pytest` (its nested build uses `--workspace`,
-//! so after `cargo test --workspace` it builds nothing but this crate's library).
+//! Run: `cargo test --workspace --test pytest` (`--workspace`, not `-p strata-python`: the
+//! features of the whole workspace, so nothing is built a second time).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -120,6 +120,10 @@ fn package_dir() -> tempfile::TempDir {
             std::fs::copy(&path, pkg.join(path.file_name().unwrap())).expect("copy source");
         }
     }
+    // A link, not a copy: the debug library is a few hundred MB and the tests run in parallel.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(extension(), pkg.join("_strata.abi3.so")).expect("link");
+    #[cfg(not(unix))]
     std::fs::copy(extension(), pkg.join("_strata.abi3.so")).expect("copy the extension");
     root
 }
