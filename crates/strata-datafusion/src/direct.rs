@@ -16,6 +16,9 @@
 //!   needs, with the scan's value filters as a pruning predicate (row groups, pages and bloom
 //!   filters it proves cannot match are skipped) and the file's DV, intersected with the
 //!   partition's slice of the file, as a `ParquetRowSelection`.
+//! * When the engine resolved the overlay against the base files (their key cache), the base
+//!   rows it hides are already among the files' deleted rows: no anti-join runs, no key
+//!   column is read for it, and the row count is exact.
 //! * When some overlay key can hide a base row ([`Overlay::hides_nothing`] is false), the key
 //!   columns are read too (even when not projected) and every base batch is filtered by
 //!   [`Overlay::keep_mask`] **before** the scan's residual filter: a tombstone or newer
@@ -251,7 +254,12 @@ impl BasePlan {
         Ok(BasePlan {
             partitions: groups,
             files: scan.files.len(),
-            rows_deleted: scan.files.iter().map(|f| f.meta.rows - f.live_rows()).sum(),
+            rows_deleted: scan
+                .files
+                .iter()
+                .map(|f| f.meta.rows - f.live_rows())
+                .sum::<u64>()
+                - scan.overlay.hidden_base_rows(),
             disjoint: scan.disjoint,
             source,
             read_columns: read.read_columns.to_vec(),
@@ -269,7 +277,8 @@ impl BasePlan {
         self.files
     }
 
-    /// Rows of the base files their deletion vectors delete.
+    /// Rows of the base files their deletion vectors delete (not counting the rows the
+    /// resolved overlay hides, [`Overlay::hidden_base_rows`]).
     pub fn rows_deleted(&self) -> u64 {
         self.rows_deleted
     }

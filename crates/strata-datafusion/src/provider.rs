@@ -51,9 +51,11 @@
 //! corrupt in this process (a file known to be corrupt fails every query, `count(*)` too),
 //! and
 //!
-//! * on the base path ([`base_row_count`]): the overlay holds no key; the count is the sum
-//!   of the base files' live rows (rows minus deletion-vector positions), so `count(*)` is
-//!   answered from metadata after a flush even with overlapping files;
+//! * on the base path ([`base_row_count`]): no anti-join follows (the overlay holds no key,
+//!   or the engine resolved it against the base files' keys); the count is the sum of the
+//!   base files' live rows (rows minus deletion-vector positions and the rows the overlay
+//!   hides) and the overlay's live rows, so `count(*)` is answered from metadata after a
+//!   flush even with overlapping files, and under writes;
 //! * on the merge path ([`scan_row_count`]): the memtables hold nothing visible, every
 //!   visible file is clean (no tombstones, one version per key,
 //!   [`strata_engine::SstMeta::is_clean`]) and wholly visible, and no two overlap.
@@ -63,7 +65,9 @@
 //! ## EXPLAIN
 //!
 //! `EXPLAIN` shows the path: `path=merge`, or `path=base (files=, disjoint=,
-//! rows_deleted_by_dvs=, overlay_keys=, overlay_rows=, anti_join=)`. Metrics of `EXPLAIN
+//! rows_deleted_by_dvs=, overlay_keys=, overlay_rows=, [rows_hidden_by_overlay=,]
+//! anti_join=)`, `rows_hidden_by_overlay` when the engine resolved the overlay at plan time
+//! (no anti-join runs). Metrics of `EXPLAIN
 //! ANALYZE`: `files_total`, `files_scanned`, `files_pruned` (by key range and sequence),
 //! `row_groups_total` / `row_groups_scanned` / `row_groups_pruned` (row groups of the
 //! scanned files, and the ones the SST key index skips for the key ranges), `point_lookups`,
@@ -73,7 +77,8 @@
 //! `output_rows`; on the base path also `files_read_directly`, `bytes_read_directly` (bytes
 //! the Parquet reader fetched, after its pruning), `rows_deleted_by_dvs` (rows of the base
 //! files their deletion vectors delete), `overlay_keys`, `overlay_tombstones`,
-//! `overlay_rows`, `rows_hidden_by_overlay` (base rows the anti-join dropped), and the
+//! `overlay_rows`, `rows_hidden_by_overlay` (base rows the overlay hides: resolved at plan
+//! time, or dropped by the anti-join), and the
 //! Parquet reader's own pruning counts under DataFusion's names
 //! (`row_groups_pruned_statistics`, `row_groups_pruned_bloom_filter`,
 //! `page_index_pages_pruned`, `page_index_rows_pruned`, `files_ranges_pruned_statistics`).
@@ -387,17 +392,20 @@ pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
     }
 }
 
-/// The number of rows a base scan returns (see the module docs, "Statistics"): exact, the
-/// sum of the base files' live rows, only when `restricted` is false (no key range, residual
-/// filter or limit), the overlay holds no key and no file of the view is known to be corrupt;
-/// otherwise an estimate (live base rows plus the overlay's live rows).
+/// The number of rows a base scan returns (see the module docs, "Statistics"): the base
+/// files' live rows plus the overlay's live rows; exact only when `restricted` is false (no
+/// key range, residual filter or limit), the overlay hides no base row the files' deleted
+/// rows do not already leave out (it holds no key, or the engine resolved it) and no file of
+/// the view is known to be corrupt; otherwise an estimate.
 pub fn base_row_count(view: &ReadView, scan: &BaseScan, restricted: bool) -> Precision<usize> {
-    let live = scan.base_live_rows();
-    if !restricted && scan.overlay.keys() == 0 && !view.has_known_corrupt_file() {
-        return Precision::Exact(usize::try_from(live).unwrap_or(usize::MAX));
-    }
     let overlay_rows = scan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
-    Precision::Inexact(usize::try_from(live.saturating_add(overlay_rows)).unwrap_or(usize::MAX))
+    let rows =
+        usize::try_from(scan.base_live_rows().saturating_add(overlay_rows)).unwrap_or(usize::MAX);
+    if !restricted && scan.overlay.hides_nothing() && !view.has_known_corrupt_file() {
+        Precision::Exact(rows)
+    } else {
+        Precision::Inexact(rows)
+    }
 }
 
 /// The key-order sort expressions of a scan output: the longest prefix of the primary key
@@ -600,6 +608,15 @@ impl StrataScanExec {
         self.spec.direct.as_ref().map(|plan| plan.overlay().keys())
     }
 
+    /// True when the scan filters its base rows against the overlay's keys (an anti-join:
+    /// on the base path with an overlay the engine could not resolve).
+    pub fn runs_anti_join(&self) -> bool {
+        self.spec
+            .direct
+            .as_ref()
+            .is_some_and(|plan| plan.anti_join())
+    }
+
     /// The read view the scan reads.
     pub fn view(&self) -> &ReadView {
         &self.spec.view
@@ -644,6 +661,7 @@ impl StrataScanExec {
             counter("overlay_keys").add(overlay.keys());
             counter("overlay_tombstones").add(overlay.tombstones());
             counter("overlay_rows").add(overlay.rows().map_or(0, RecordBatch::num_rows));
+            counter("rows_hidden_by_overlay").add(overlay.hidden_base_rows() as usize);
             // The partitions' pieces were planned with the scan.
             return Ok(Vec::new());
         }
@@ -733,14 +751,17 @@ impl DisplayAs for StrataScanExec {
                         write!(
                             f,
                             ", path=base (files={}, disjoint={}, rows_deleted_by_dvs={}, \
-                             overlay_keys={}, overlay_rows={}, anti_join={})",
+                             overlay_keys={}, overlay_rows={}, ",
                             plan.files(),
                             plan.disjoint(),
                             plan.rows_deleted(),
                             overlay.keys(),
                             overlay.rows().map_or(0, RecordBatch::num_rows),
-                            plan.anti_join()
                         )?;
+                        if !plan.anti_join() && overlay.keys() > 0 {
+                            write!(f, "rows_hidden_by_overlay={}, ", overlay.hidden_base_rows())?;
+                        }
+                        write!(f, "anti_join={})", plan.anti_join())?;
                     }
                     None => write!(f, ", path=merge")?,
                 }

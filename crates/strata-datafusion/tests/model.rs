@@ -199,8 +199,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn options() -> Options {
+/// The database options of a case; without a key cache the overlay is never resolved at plan
+/// time and every overlay query runs the anti-join.
+fn options(key_cache: bool) -> Options {
     Options {
+        key_cache_bytes: if key_cache {
+            Options::default().key_cache_bytes
+        } else {
+            0
+        },
         table_defaults: TableOptions {
             compaction: CompactionOptions {
                 l0_compaction_trigger: 3,
@@ -273,6 +280,7 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&StrataScanExec> {
 static QUERIES: AtomicUsize = AtomicUsize::new(0);
 static DIRECT_QUERIES: AtomicUsize = AtomicUsize::new(0);
 static OVERLAY_QUERIES: AtomicUsize = AtomicUsize::new(0);
+static ANTI_JOIN_QUERIES: AtomicUsize = AtomicUsize::new(0);
 
 async fn exec(s: &StrataSession, sql: &str) -> Vec<RecordBatch> {
     match s.sql(sql).await {
@@ -317,6 +325,9 @@ async fn check_query(
         DIRECT_QUERIES.fetch_add(1, Ordering::Relaxed);
         if scan.overlay_keys().is_some_and(|keys| keys > 0) {
             OVERLAY_QUERIES.fetch_add(1, Ordering::Relaxed);
+            if scan.runs_anti_join() {
+                ANTI_JOIN_QUERIES.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     Ok(())
@@ -354,9 +365,13 @@ async fn delete(session: &StrataSession, model: &mut BTreeMap<i32, usize>, a: i3
     model.retain(|k, _| !(a..=b).contains(k));
 }
 
-async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseError> {
+async fn run_case(
+    ops: Vec<Op>,
+    key_cache: bool,
+    values: &[Option<f64>],
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut session = strata_datafusion::open(dir.path(), options()).unwrap();
+    let mut session = strata_datafusion::open(dir.path(), options(key_cache)).unwrap();
     exec(
         &session,
         "CREATE TABLE t (id INT PRIMARY KEY, v DOUBLE, r REAL, n BIGINT)",
@@ -378,7 +393,7 @@ async fn run_case(ops: Vec<Op>, values: &[Option<f64>]) -> Result<(), TestCaseEr
             }
             Op::Reopen => {
                 session.close().unwrap();
-                session = strata_datafusion::open(dir.path(), options()).unwrap();
+                session = strata_datafusion::open(dir.path(), options(key_cache)).unwrap();
             }
             Op::Query(filter) => check_query(&session, &model, values, &filter, step).await?,
             Op::Overlay(rows, (a, b), filters) => {
@@ -420,15 +435,21 @@ fn value_filters_agree_with_a_plain_table_on_every_read_path() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = proptest::collection::vec(op(), 1..OPS_PER_CASE);
-    let result = runner.run(&strategy, |ops| runtime.block_on(run_case(ops, &values)));
+    let strategy = (
+        proptest::collection::vec(op(), 1..OPS_PER_CASE),
+        any::<bool>(),
+    );
+    let result = runner.run(&strategy, |(ops, key_cache)| {
+        runtime.block_on(run_case(ops, key_cache, &values))
+    });
     if let Err(error) = result {
         panic!("{error}");
     }
-    let (queries, direct, overlay) = (
+    let (queries, direct, overlay, anti_join) = (
         QUERIES.load(Ordering::Relaxed),
         DIRECT_QUERIES.load(Ordering::Relaxed),
         OVERLAY_QUERIES.load(Ordering::Relaxed),
+        ANTI_JOIN_QUERIES.load(Ordering::Relaxed),
     );
     // The base path, and the base path under a non-empty overlay (writes after a
     // compaction), must be part of what was tested.
@@ -439,5 +460,11 @@ fn value_filters_agree_with_a_plain_table_on_every_read_path() {
     assert!(
         overlay * 20 >= queries,
         "{overlay} of {queries} queries read files directly under an overlay"
+    );
+    // Both ways of hiding base rows under the overlay: resolved at plan time (key cache) and
+    // the anti-join (no key cache).
+    assert!(
+        anti_join > 0 && anti_join < overlay,
+        "{anti_join} of {overlay} overlay queries ran the anti-join"
     );
 }

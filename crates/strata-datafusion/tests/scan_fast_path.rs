@@ -169,9 +169,43 @@ async fn disjoint_flushes_are_summed_exactly() {
     assert_eq!(count(&s, "SELECT count(*) FROM t").await, 25);
 }
 
+/// A session whose database has no key cache: the overlay is never resolved at plan time.
+fn session_without_key_cache() -> StrataSession {
+    StrataSession::memory_with(strata_engine::Options {
+        key_cache_bytes: 0,
+        ..strata_engine::Options::default()
+    })
+    .unwrap()
+}
+
 #[tokio::test]
-async fn deletes_and_upserts_are_never_counted_from_statistics() {
+async fn deletes_and_upserts_in_the_memtable_are_counted_exactly_once_resolved() {
     let s = StrataSession::memory().unwrap();
+    uncompacted_table(&s).await;
+    insert_keys(&s, 1, 10, 1).await;
+    flush(&s, "t");
+    // A tombstone, a newer version and a new key in the memtable: the plan finds the base
+    // rows they hide through the key cache, so the count is exact and comes from statistics.
+    run(&s, "DELETE FROM t WHERE id = 3").await.unwrap();
+    run(&s, "UPDATE t SET v = 5 WHERE id = 4").await.unwrap();
+    run(&s, "INSERT INTO t VALUES (11, 1)").await.unwrap();
+    assert!(exact_is_true(scan_rows(&s, "SELECT * FROM t").await, 10));
+    assert!(count_from_statistics(&s, "t").await);
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 10);
+    assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 14);
+    assert_eq!(count(&s, "SELECT count(*) FROM t WHERE v = 1").await, 9);
+    let plan = physical_plan(&s, "SELECT v FROM t").await;
+    let scan = find_scan(&plan).unwrap();
+    assert!(scan.reads_files_directly() && !scan.runs_anti_join());
+    // Deleting a key only the memtable holds leaves the base alone.
+    run(&s, "DELETE FROM t WHERE id = 11").await.unwrap();
+    assert!(exact_is_true(scan_rows(&s, "SELECT * FROM t").await, 9));
+    assert_eq!(count(&s, "SELECT count(*) FROM t").await, 9);
+}
+
+#[tokio::test]
+async fn deletes_and_upserts_are_not_counted_from_statistics_without_the_key_cache() {
+    let s = session_without_key_cache();
     uncompacted_table(&s).await;
     insert_keys(&s, 1, 10, 1).await;
     flush(&s, "t");
@@ -180,6 +214,8 @@ async fn deletes_and_upserts_are_never_counted_from_statistics() {
     run(&s, "DELETE FROM t WHERE id = 3").await.unwrap();
     assert!(!count_from_statistics(&s, "t").await);
     assert_eq!(count(&s, "SELECT count(*) FROM t").await, 9);
+    let plan = physical_plan(&s, "SELECT v FROM t").await;
+    assert!(find_scan(&plan).unwrap().runs_anti_join());
     // The tombstone flushed into a file of its own (not clean, and overlapping): exact only
     // through deletion vectors (the tombstone's own row and the row it deletes).
     flush(&s, "t");
@@ -276,7 +312,16 @@ async fn column_i64(s: &StrataSession, sql: &str, column: usize) -> Vec<i64> {
 
 #[tokio::test]
 async fn base_files_are_read_directly_under_the_overlay() {
-    let s = StrataSession::memory().unwrap();
+    base_files_under_the_overlay(StrataSession::memory().unwrap(), false).await;
+}
+
+#[tokio::test]
+async fn base_files_are_read_directly_under_the_overlay_with_the_anti_join() {
+    base_files_under_the_overlay(session_without_key_cache(), true).await;
+}
+
+/// The base path under an overlay, resolved at plan time or (`anti_join`) not.
+async fn base_files_under_the_overlay(s: StrataSession, anti_join: bool) {
     uncompacted_table(&s).await;
     insert_keys(&s, 1, 10, 1).await;
     // Memtable rows only: merged (there is no base file).
@@ -324,6 +369,8 @@ async fn base_files_are_read_directly_under_the_overlay() {
     run(&s, "UPDATE t SET v = 9 WHERE id = 5").await.unwrap();
     run(&s, "DELETE FROM t WHERE id = 11").await.unwrap();
     assert!(reads_directly(&s, "SELECT * FROM t").await);
+    let plan = physical_plan(&s, "SELECT * FROM t").await;
+    assert_eq!(find_scan(&plan).unwrap().runs_anti_join(), anti_join);
     assert_eq!(count(&s, "SELECT sum(v) FROM t").await, 10 + 20 - 1 + 9 - 2);
     let plan = physical_plan(&s, "SELECT v FROM t WHERE v < 5").await;
     let batches = collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();

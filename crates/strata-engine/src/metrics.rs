@@ -70,6 +70,13 @@ metrics! {
     block_cache_hits,
     /// Block-cache misses (blocks decoded from disk).
     block_cache_misses,
+    /// Key-cache hits (a file's keys found in memory).
+    key_cache_hits,
+    /// Key-cache misses (a file's key columns read).
+    key_cache_misses,
+    /// Base rows a scan plan found hidden by its memtable overlay (through the key cache,
+    /// so the scan needs no anti-join).
+    overlay_rows_resolved,
     /// Range scans started.
     scans,
     /// Rows returned by scans.

@@ -38,7 +38,7 @@ use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
 use crate::sst::{BloomProbe, SstMeta, bloom_probes};
 use crate::types::{OpKind, SeqNo, TableId};
-use crate::version::{MemtableSlot, SuperVersion, VersionControl};
+use crate::version::{MemtableSlot, SstHandle, SuperVersion, VersionControl};
 use crate::wal::BatchPayload;
 
 /// Per-table state shared by handles, the commit path and background work.
@@ -653,11 +653,14 @@ impl ReadView {
         }
         let all = [KeyRange::all()];
         let ranges = ranges.unwrap_or(&all);
-        let files: Vec<BaseFile> = version
+        let files: Vec<(BaseFile, Arc<SstHandle>)> = version
             .files_overlapping(ranges, self.read_seq)
-            .map(|f| BaseFile {
-                meta: f.meta().clone(),
-                deleted: version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
+            .map(|f| {
+                let file = BaseFile {
+                    meta: f.meta().clone(),
+                    deleted: version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
+                };
+                (file, Arc::clone(f))
             })
             .collect();
         if !version.dvs_maintained() {
@@ -671,7 +674,15 @@ impl ReadView {
             }
         }
         let memtables = self.sv.memtables().cloned().collect();
-        crate::read::plan::plan_base_scan(schema, files, memtables, ranges, self.read_seq)
+        let scan =
+            crate::read::plan::plan_base_scan(schema, files, memtables, ranges, self.read_seq)?;
+        if let Some(scan) = &scan {
+            Metrics::add(
+                &self.db.metrics.overlay_rows_resolved,
+                scan.overlay.hidden_base_rows(),
+            );
+        }
+        Ok(scan)
     }
 
     /// True when a file of this view was found corrupt in this process: answers that come

@@ -60,7 +60,7 @@ use crate::memtable::Memtable;
 use crate::metrics::Metrics;
 use crate::read::KeyRange;
 use crate::schema::TableSchema;
-use crate::sst::{BlockCache, SstMeta, SstReader, SstStore};
+use crate::sst::{BlockCache, FileKeys, KeyCache, SstMeta, SstReader, SstStore};
 use crate::types::{FileId, SeqNo};
 
 /// Shared services an SST handle needs to open and delete its file.
@@ -70,6 +70,8 @@ pub struct FileContext {
     pub store: SstStore,
     /// The decoded-block cache.
     pub cache: Arc<BlockCache>,
+    /// The key cache.
+    pub keys: Arc<KeyCache>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Verify checksums before first use.
@@ -113,6 +115,39 @@ impl SstHandle {
     /// The file's metadata.
     pub fn meta(&self) -> &SstMeta {
         &self.meta
+    }
+
+    /// The encoded key of every row of the file, in file order: from the key cache, or read
+    /// from the file's key columns (and cached when the cache admits them).
+    pub fn keys(&self) -> Result<Arc<FileKeys>> {
+        if let Some(keys) = self.context.keys.get(self.meta.id) {
+            Metrics::inc(&self.context.metrics.key_cache_hits);
+            return Ok(keys);
+        }
+        Metrics::inc(&self.context.metrics.key_cache_misses);
+        let keys = Arc::new(self.reader()?.read_keys()?);
+        self.context.keys.insert(self.meta.id, Arc::clone(&keys));
+        Ok(keys)
+    }
+
+    /// The file's keys if the key cache holds them.
+    pub fn cached_keys(&self) -> Option<Arc<FileKeys>> {
+        self.context.keys.get(self.meta.id)
+    }
+
+    /// True when the file's keys are in the key cache or small enough to be cached there
+    /// ([`KeyCache::admits`], from the file's row count and key lengths).
+    pub fn keys_cacheable(&self) -> bool {
+        if self.context.keys.get(self.meta.id).is_some() {
+            return true;
+        }
+        let (min, max) = (self.meta.min_key.len(), self.meta.max_key.len());
+        // Fixed-width keys are packed; others carry an 8-byte offset each.
+        let per_row = if min == max { min } else { min.max(max) + 8 };
+        let bytes = usize::try_from(self.meta.rows)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(per_row);
+        self.context.keys.admits(bytes)
     }
 
     /// The opened file (opened and verified on first use). An open that failed for an I/O
@@ -695,6 +730,7 @@ mod tests {
         Arc::new(FileContext {
             store: SstStore::new(dir, None).expect("store"),
             cache: Arc::new(BlockCache::new(1 << 20)),
+            keys: Arc::new(KeyCache::new(1 << 20)),
             metrics: Arc::new(Metrics::default()),
             verify: false,
         })

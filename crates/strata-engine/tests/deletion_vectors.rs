@@ -242,10 +242,22 @@ fn overlapping_flushes_carry_deletion_vectors_and_count_exactly() {
     assert!(!base.contains_key(&14));
 }
 
+/// With the key cache, the plan resolves the overlay: the base rows it hides join their
+/// files' deleted rows. Without it, the overlay keeps its keys as a probe (the anti-join).
 #[test]
 fn an_overlay_tombstone_or_newer_version_hides_the_base_row() {
+    for key_cache in [true, false] {
+        overlay_hides_base_rows(key_cache);
+    }
+}
+
+fn overlay_hides_base_rows(key_cache: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let mut options = options(StrategyKind::None);
+    if !key_cache {
+        options.key_cache_bytes = 0;
+    }
+    let db = Db::open(dir.path(), options).unwrap();
     let t = db.create_table("t", schema(), &["id"]).unwrap();
     t.insert(&rows(&[
         (1, "match".into()),
@@ -260,7 +272,13 @@ fn an_overlay_tombstone_or_newer_version_hides_the_base_row() {
     let view = t.view().unwrap();
     let plan = view.base_scan(None).unwrap().expect("base scan");
     assert_eq!((plan.overlay.keys(), plan.overlay.tombstones()), (3, 1));
-    assert!(!plan.overlay.hides_nothing());
+    // Keys 1 and 2 hide base rows; 4 lies beyond the file's keys.
+    assert_eq!(plan.overlay.hides_nothing(), key_cache);
+    assert_eq!(
+        plan.overlay.hidden_base_rows(),
+        if key_cache { 2 } else { 0 }
+    );
+    assert_eq!(plan.base_live_rows(), if key_cache { 1 } else { 3 });
     let base = read_base(&view).unwrap().unwrap();
     let want: Model = [(2, "changed"), (3, "x"), (4, "new")]
         .into_iter()

@@ -159,12 +159,21 @@ impl Server {
                 let _ = tokio::time::timeout(CANCEL_WAIT, in_flight.wait_idle()).await;
             }
             let mut result = Ok(());
-            if let Some(task) = pg_task {
-                // The accept loop closes its connections when it ends.
-                match tokio::time::timeout(CANCEL_WAIT, task).await {
+            if let Some(mut task) = pg_task {
+                // The accept loop closes its connections when it ends. A connection task that
+                // is slow to notice (a loaded machine, a result still being encoded for a
+                // client that left) is dropped: its statement has already finished or been
+                // cancelled above, so nothing it could still do needs to be waited for.
+                match tokio::time::timeout(CANCEL_WAIT, &mut task).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => result = Err(format!("PostgreSQL server: {e}")),
-                    Err(_) => result = Err("PostgreSQL connections did not close".into()),
+                    Err(_) => {
+                        tracing::warn!(
+                            "PostgreSQL connections still open after {CANCEL_WAIT:?}: dropping them"
+                        );
+                        task.abort();
+                        let _ = task.await;
+                    }
                 }
             }
             if let Some(mut task) = flight_task {

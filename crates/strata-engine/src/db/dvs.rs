@@ -222,6 +222,39 @@ fn mark(
     Ok(position)
 }
 
+/// Adds to `deleted` the positions of `file` whose key is in `newer`, returning the rows of
+/// `file` read: through the key cache when the file's keys are there or fit there (a
+/// galloping lookup of the newer keys, nothing read on a hit), else one pass over its key
+/// columns ([`mark`]).
+fn mark_newer_keys(
+    file: &SstHandle,
+    schema: &TableSchema,
+    newer: &KeySet,
+    deleted: &mut RoaringBitmap,
+) -> Result<u64> {
+    let meta = file.meta();
+    if !file.keys_cacheable() || meta.rows > u64::from(u32::MAX) {
+        return mark(file, schema, &[newer], false, deleted);
+    }
+    let read = if file.cached_keys().is_some() {
+        0
+    } else {
+        meta.rows
+    };
+    let keys = file.keys()?;
+    let lo = newer
+        .keys
+        .partition_point(|k| k.as_slice() < meta.min_key.as_slice());
+    let hi = newer
+        .keys
+        .partition_point(|k| k.as_slice() <= meta.max_key.as_slice());
+    keys.mark(
+        newer.keys[lo..hi.max(lo)].iter().map(Vec::as_slice),
+        deleted,
+    );
+    Ok(read)
+}
+
 /// The update of a change when no DV pass runs: the table's DVs are not maintained (nothing
 /// changes), or the table's options turned them off (they stop being maintained).
 fn skip_pass(table: &TableInner, version: &Version) -> Option<DvUpdate> {
@@ -342,7 +375,7 @@ impl DbInner {
                     None => keys.insert(KeySet::load(new, schema, &meta.min_key, &meta.max_key)?),
                 };
                 let before = positions.len();
-                let read = mark(file, schema, &[keys], false, positions)?;
+                let read = mark_newer_keys(file, schema, keys, positions)?;
                 Metrics::add(&self.metrics.dv_rows_read, read);
                 if positions.len() != before {
                     Metrics::add(&self.metrics.dv_rows_marked, positions.len() - before);

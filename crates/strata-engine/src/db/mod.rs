@@ -610,6 +610,7 @@ impl Db {
         snapshot.push("visible_seq", self.inner.visible_seq());
         snapshot.push("wal_segments", self.inner.wal.segment_ids().len() as u64);
         snapshot.push("block_cache_bytes", self.inner.files.cache.bytes());
+        snapshot.push("key_cache_bytes", self.inner.files.keys.bytes());
         snapshot.push(
             "live_snapshots",
             self.inner.snapshots.lock().values().sum::<usize>() as u64,

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{CURRENT, Manifest, ManifestState};
 use crate::metrics::Metrics;
 use crate::options::Options;
-use crate::sst::{BlockCache, SstStore, parse_sst_object_path};
+use crate::sst::{BlockCache, KeyCache, SstStore, parse_sst_object_path};
 use crate::version::FileContext;
 use crate::wal::{
     SegmentInfo, Wal, drop_empty_newest_segments, parse_segment_file_name, read_segment,
@@ -52,6 +52,7 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     let files = Arc::new(FileContext {
         store,
         cache: Arc::new(BlockCache::new(options.block_cache_bytes)),
+        keys: Arc::new(KeyCache::new(options.key_cache_bytes)),
         metrics: Arc::clone(&metrics),
         verify: options.verify_sst_checksums,
     });

@@ -9,9 +9,17 @@
 //!   view's files (one row per key, the newest, tombstones gone);
 //! * the **overlay**: what the memtables hold at the read sequence, merged (the newest version
 //!   of each key, tombstones included). It is newer than every base row, so a scan returns
-//!   the base rows whose key the overlay does not hold (an anti-join on the key: a tombstone or
-//!   a newer version in the overlay hides the base row even when the base row alone would
-//!   match a value filter) and the overlay's live rows.
+//!   the base rows whose key the overlay does not hold (a tombstone or a newer version in the
+//!   overlay hides the base row even when the base row alone would match a value filter) and
+//!   the overlay's live rows.
+//!
+//! The plan **resolves** the overlay against the base when it can: the overlay's keys are
+//! looked up in the base files' keys ([`crate::sst::key_cache`], a galloping merge of two
+//! sorted lists per file) and the base rows they hide are added to those files' deleted rows,
+//! for this scan only (the recorded DVs do not change). The scan then needs no anti-join:
+//! it reads no key column it does not project, and its row count is exact. When some file's
+//! keys are too large for the key cache, the plan keeps the overlay's keys as a probe instead
+//! and the scan filters every base row against it (the anti-join, [`Overlay::keep_mask`]).
 //!
 //! [`ReadView::base_scan`](crate::ReadView::base_scan) returns `None` when the view cannot be
 //! read this way; the caller then merges ([`crate::ReadView::scan`]):
@@ -20,15 +28,16 @@
 //!   would be needed but the table's DVs are not maintained;
 //! * some column is stored under another Parquet type than the user's (only the engine's
 //!   reader maps it back);
-//! * a table without a primary key whose overlay holds keys inside a base file's key range:
-//!   its hidden row id is not a user column, so the anti-join could not be computed from
-//!   user columns. (Fresh inserts take new, larger row ids, so an append-only table keeps
-//!   the base path.)
+//! * a table without a primary key whose overlay holds keys inside a base file's key range
+//!   that the plan could not resolve: its hidden row id is not a user column, so the
+//!   anti-join could not be computed from user columns. (Fresh inserts take new, larger row
+//!   ids, so an append-only table keeps the base path.)
 //!
 //! Invariants: base files are listed in ascending order of their smallest key; `disjoint` is
 //! true only when no two of them overlap (reading them in order is then reading in key order);
 //! the overlay's probe keys are only those inside the key range of some base file (a key
-//! outside every file cannot hide a base row).
+//! outside every file cannot hide a base row); a resolved overlay has no probe keys, and
+//! every base row whose key the overlay holds is among its file's deleted rows.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::sst::SstMeta;
 use crate::types::OpKind;
+use crate::version::SstHandle;
 
 /// One base file of a scan and its deleted rows.
 #[derive(Debug, Clone)]
@@ -81,6 +91,9 @@ pub struct Overlay {
     keys: usize,
     /// Tombstones in the overlay.
     tombstones: usize,
+    /// Base rows the plan found hidden by the overlay and added to their files' deleted rows
+    /// (a resolved overlay; 0 when the overlay hides nothing or was not resolved).
+    hidden: u64,
 }
 
 /// The set of overlay keys a base row is tested against.
@@ -114,6 +127,12 @@ impl Overlay {
     /// Number of tombstones held.
     pub fn tombstones(&self) -> usize {
         self.tombstones
+    }
+
+    /// Base rows the plan resolved as hidden by the overlay (added to their files' deleted
+    /// rows, so no anti-join runs for them).
+    pub fn hidden_base_rows(&self) -> u64 {
+        self.hidden
     }
 
     /// For base rows given by their user key columns (in primary-key order), `true` where
@@ -196,19 +215,19 @@ impl BaseScan {
     }
 }
 
-/// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV) and
-/// the memtables `memtables` at `read_seq`; `None` per the module docs.
+/// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV and
+/// its handle) and the memtables `memtables` at `read_seq`; `None` per the module docs.
 pub(crate) fn plan_base_scan(
     schema: &Arc<TableSchema>,
-    mut files: Vec<BaseFile>,
+    mut files: Vec<(BaseFile, Arc<SstHandle>)>,
     memtables: Vec<Arc<crate::version::MemtableSlot>>,
     ranges: &[KeyRange],
     read_seq: crate::types::SeqNo,
 ) -> Result<Option<BaseScan>> {
-    files.sort_by(|a, b| a.meta.min_key.cmp(&b.meta.min_key));
+    files.sort_by(|a, b| a.0.meta.min_key.cmp(&b.0.meta.min_key));
     let disjoint = files
         .windows(2)
-        .all(|w| w[0].meta.max_key < w[1].meta.min_key);
+        .all(|w| w[0].0.meta.max_key < w[1].0.meta.min_key);
     let storage_columns: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
     let mut puts: Vec<RecordBatch> = Vec::new();
     let mut probe_keys: Vec<Vec<u8>> = Vec::new();
@@ -216,7 +235,7 @@ pub(crate) fn plan_base_scan(
     let inside_base = |key: &[u8]| {
         files
             .iter()
-            .any(|f| f.meta.min_key.as_slice() <= key && key <= f.meta.max_key.as_slice())
+            .any(|(f, _)| f.meta.min_key.as_slice() <= key && key <= f.meta.max_key.as_slice())
     };
     let visible: Vec<_> = memtables
         .into_iter()
@@ -264,9 +283,20 @@ pub(crate) fn plan_base_scan(
             }
         }
     }
+    // Ranges are disjoint, but need not come in key order.
+    probe_keys.sort_unstable();
+    probe_keys.dedup();
+    let mut hidden = 0;
+    if !probe_keys.is_empty()
+        && let Some(resolved) = resolve_overlay(&mut files, &probe_keys)?
+    {
+        hidden = resolved;
+        probe_keys.clear();
+    }
     if schema.has_hidden_rowid() && !probe_keys.is_empty() {
         return Ok(None);
     }
+    let files: Vec<BaseFile> = files.into_iter().map(|(file, _)| file).collect();
     let probe = if probe_keys.is_empty() {
         Probe::Empty
     } else if let [key] = schema.key_indices()
@@ -295,8 +325,51 @@ pub(crate) fn plan_base_scan(
             probe,
             keys,
             tombstones,
+            hidden,
         },
     }))
+}
+
+/// Adds to each base file's deleted rows the rows whose key is one of `probe` (ascending,
+/// distinct overlay keys) and returns how many live rows that hid; `None` (nothing changed)
+/// when the keys of some file the probe reaches are too large for the key cache.
+fn resolve_overlay(
+    files: &mut [(BaseFile, Arc<SstHandle>)],
+    probe: &[Vec<u8>],
+) -> Result<Option<u64>> {
+    debug_assert!(probe.windows(2).all(|w| w[0] < w[1]));
+    // The probe keys within each file's key range.
+    let slices: Vec<(usize, usize)> = files
+        .iter()
+        .map(|(f, _)| {
+            let lo = probe.partition_point(|k| k.as_slice() < f.meta.min_key.as_slice());
+            let hi = probe.partition_point(|k| k.as_slice() <= f.meta.max_key.as_slice());
+            (lo, hi.max(lo))
+        })
+        .collect();
+    let reached = |i: usize| slices[i].0 < slices[i].1;
+    if !(0..files.len()).all(|i| !reached(i) || files[i].1.keys_cacheable()) {
+        return Ok(None);
+    }
+    let mut hidden = 0u64;
+    for (i, (file, handle)) in files.iter_mut().enumerate() {
+        if !reached(i) {
+            continue;
+        }
+        let keys = handle.keys()?;
+        let (lo, hi) = slices[i];
+        let mut rows = RoaringBitmap::new();
+        keys.mark(probe[lo..hi].iter().map(Vec::as_slice), &mut rows);
+        if rows.is_empty() {
+            continue;
+        }
+        let before = file.live_rows();
+        let mut deleted = file.deleted.as_deref().cloned().unwrap_or_default();
+        deleted |= rows;
+        file.deleted = Some(Arc::new(deleted));
+        hidden += before - file.live_rows();
+    }
+    Ok(Some(hidden))
 }
 
 /// Rows per batch of the overlay merge.

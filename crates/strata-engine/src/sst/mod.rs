@@ -63,6 +63,7 @@
 
 mod cache;
 pub mod file_types;
+pub mod key_cache;
 mod reader;
 mod store;
 mod writer;
@@ -71,6 +72,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{BlockCache, DecodedBlock};
+pub use key_cache::{FileKeys, KeyCache};
 pub use reader::{BloomProbe, KeyedBatch, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes};
 pub use store::SstStore;
 pub use writer::{SstWriter, UPLOAD_PART_BYTES};

@@ -579,6 +579,31 @@ impl SstReader {
         self.scan_with_batch_rows(lower, upper, columns, SCAN_BATCH_ROWS)
     }
 
+    /// The encoded key of every row, in file order: one pass over the key columns (for the
+    /// key cache, [`super::key_cache`]).
+    pub fn read_keys(self: &Arc<Self>) -> Result<super::FileKeys> {
+        let mut columns: Vec<usize> = self.schema.key_indices().to_vec();
+        columns.extend([self.schema.seq_index(), self.schema.op_index()]);
+        columns.sort_unstable();
+        columns.dedup();
+        let rows = usize::try_from(self.meta.rows)
+            .map_err(|_| Error::internal("an SST with more rows than memory can address"))?;
+        let width = self.meta.min_key.len().max(self.meta.max_key.len());
+        let mut keys = ByteRows::with_capacity(rows, rows.saturating_mul(width));
+        for batch in self.scan(Bound::Unbounded, Bound::Unbounded, columns)? {
+            for key in batch?.keys.iter() {
+                keys.push(key);
+            }
+        }
+        if keys.len() != rows {
+            return Err(self.corrupt(&format!(
+                "{} keys read, the manifest records {rows} rows",
+                keys.len()
+            )));
+        }
+        Ok(super::FileKeys::new(keys))
+    }
+
     /// Like [`SstReader::scan`], reading past the first blocks in batches of `batch_rows`
     /// (compaction lowers it to bound its memory).
     pub fn scan_with_batch_rows(

@@ -1,0 +1,289 @@
+//! The key cache: the encoded primary key of every row of an SST, in file order, kept in
+//! memory so the engine finds the rows holding given keys without reading the file again.
+//! Two readers use it: a scan plan resolving its memtable overlay against the base files
+//! (`read::plan`: the base rows a newer overlay version or tombstone hides become row
+//! positions, so the scan needs no anti-join) and a flush's deletion-vector pass (`db::dvs`:
+//! the rows of older files that the new file's keys supersede).
+//!
+//! Bounded by bytes (`Options::key_cache_bytes`), shared by all tables of a database,
+//! evicting with the CLOCK-Pro policy of `quick_cache`. A file's keys are loaded whole (one
+//! pass over its key columns) or not at all; a file whose keys alone would take more than a
+//! quarter of the capacity is never cached (the callers then read its key column as before).
+//!
+//! Invariants: a [`FileKeys`] holds exactly the file's rows, in file order (ascending key, the
+//! versions of a key adjacent); it never changes (SSTs are immutable) and is keyed by the
+//! file's id, which a database never reuses.
+
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
+use crate::codec::ByteRows;
+use crate::types::FileId;
+
+/// The encoded key of every row of one SST, in file order.
+#[derive(Debug)]
+pub struct FileKeys {
+    rows: KeyRows,
+}
+
+/// Key storage: keys of one width packed without offsets (an `Int64` key, any fixed-width
+/// key), or a general [`ByteRows`].
+#[derive(Debug)]
+enum KeyRows {
+    Fixed {
+        data: Vec<u8>,
+        width: usize,
+        len: usize,
+    },
+    Variable(ByteRows),
+}
+
+impl FileKeys {
+    /// Wraps the keys of a file (in file order), packing them when they share one width.
+    pub fn new(rows: ByteRows) -> Self {
+        let width = rows.iter().next().map_or(0, <[u8]>::len);
+        let rows = if width > 0 && rows.iter().all(|k| k.len() == width) {
+            let len = rows.len();
+            let mut data = Vec::with_capacity(len * width);
+            for key in rows.iter() {
+                data.extend_from_slice(key);
+            }
+            KeyRows::Fixed { data, width, len }
+        } else {
+            KeyRows::Variable(rows)
+        };
+        let keys = FileKeys { rows };
+        debug_assert!(
+            (1..keys.len()).all(|i| keys.get(i - 1) <= keys.get(i)),
+            "file keys must be in ascending order"
+        );
+        keys
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match &self.rows {
+            KeyRows::Fixed { len, .. } => *len,
+            KeyRows::Variable(rows) => rows.len(),
+        }
+    }
+
+    /// True when the file has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key of row `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> &[u8] {
+        match &self.rows {
+            KeyRows::Fixed { data, width, .. } => &data[i * width..(i + 1) * width],
+            KeyRows::Variable(rows) => rows.get(i),
+        }
+    }
+
+    /// Memory held.
+    pub fn bytes(&self) -> usize {
+        match &self.rows {
+            KeyRows::Fixed { data, .. } => data.capacity() + 64,
+            KeyRows::Variable(rows) => rows.data_len() + rows.len() * 8 + 64,
+        }
+    }
+
+    /// The first row at or after `from` whose key is not below `key` (`len()` if none):
+    /// a galloping search, so a caller walking ascending keys pays the log of each step.
+    fn seek(&self, from: usize, key: &[u8]) -> usize {
+        let len = self.len();
+        if from >= len || self.get(from) >= key {
+            return from.min(len);
+        }
+        // get(lo) < key; find hi with get(hi) >= key (or hi = len).
+        let (mut lo, mut step) = (from, 1usize);
+        let mut hi = loop {
+            let probe = lo.saturating_add(step);
+            if probe >= len {
+                break len;
+            }
+            if self.get(probe) >= key {
+                break probe;
+            }
+            lo = probe;
+            step = step.saturating_mul(2);
+        };
+        // Invariant: get(lo) < key, and hi == len or get(hi) >= key.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid) < key {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
+    }
+
+    /// Adds to `positions` every row whose key is one of `keys` (ascending, distinct) and
+    /// returns how many rows that was.
+    pub fn mark<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+        positions: &mut RoaringBitmap,
+    ) -> u64 {
+        let (mut cursor, mut marked) = (0usize, 0u64);
+        let mut previous: Option<&[u8]> = None;
+        for key in keys {
+            debug_assert!(
+                previous.is_none_or(|p| p < key),
+                "keys must be ascending and distinct"
+            );
+            previous = Some(key);
+            cursor = self.seek(cursor, key);
+            if cursor == self.len() {
+                break;
+            }
+            while cursor < self.len() && self.get(cursor) == key {
+                positions.insert(cursor as u32);
+                marked += 1;
+                cursor += 1;
+            }
+        }
+        marked
+    }
+}
+
+#[derive(Clone)]
+struct KeysWeighter;
+
+impl quick_cache::Weighter<FileId, Arc<FileKeys>> for KeysWeighter {
+    fn weight(&self, _file: &FileId, keys: &Arc<FileKeys>) -> u64 {
+        keys.bytes() as u64
+    }
+}
+
+/// A byte-bounded cache of [`FileKeys`], shared by all tables of a database.
+pub struct KeyCache {
+    cache: Option<quick_cache::sync::Cache<FileId, Arc<FileKeys>, KeysWeighter>>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("bytes", &self.bytes())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl KeyCache {
+    /// A cache holding at most `capacity_bytes` (0 disables it).
+    pub fn new(capacity_bytes: usize) -> Self {
+        let cache = (capacity_bytes > 0).then(|| {
+            // Estimate items from a file of ~1 MiB of keys.
+            let items = (capacity_bytes >> 20).max(16);
+            quick_cache::sync::Cache::with_weighter(items, capacity_bytes as u64, KeysWeighter)
+        });
+        KeyCache {
+            cache,
+            capacity: capacity_bytes,
+        }
+    }
+
+    /// The cached keys of `file`, if any.
+    pub fn get(&self, file: FileId) -> Option<Arc<FileKeys>> {
+        self.cache.as_ref()?.get(&file)
+    }
+
+    /// True when keys of about `bytes` bytes may be cached: at most a quarter of the
+    /// capacity, so one large file cannot evict every other.
+    pub fn admits(&self, bytes: usize) -> bool {
+        self.cache.is_some() && bytes <= self.capacity / 4
+    }
+
+    /// Caches the keys of `file` (when [`KeyCache::admits`] their size).
+    pub fn insert(&self, file: FileId, keys: Arc<FileKeys>) {
+        if let Some(cache) = &self.cache
+            && self.admits(keys.bytes())
+        {
+            cache.insert(file, keys);
+        }
+    }
+
+    /// Bytes currently cached.
+    pub fn bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.weight())
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rows(keys: &[Vec<u8>]) -> ByteRows {
+        let mut rows = ByteRows::with_capacity(keys.len(), 0);
+        for key in keys {
+            rows.push(key);
+        }
+        rows
+    }
+
+    proptest! {
+        /// `mark` finds exactly the rows a linear scan finds, for fixed-width and variable
+        /// keys, with repeated keys (several versions) in the file.
+        #[test]
+        fn mark_is_set_membership(
+            mut file in proptest::collection::vec(0u16..200, 0..300),
+            probe in proptest::collection::btree_set(0u16..220, 0..60),
+            fixed in any::<bool>(),
+        ) {
+            file.sort_unstable();
+            let encode = |v: u16| -> Vec<u8> {
+                if fixed {
+                    v.to_be_bytes().to_vec()
+                } else {
+                    // Variable width, still ordered: the value's decimal digits, zero-padded
+                    // to a length that grows with it.
+                    let digits = format!("{v:03}");
+                    let mut key = vec![digits.len() as u8];
+                    key.extend(digits.bytes());
+                    key
+                }
+            };
+            let keys = FileKeys::new(rows(&file.iter().map(|v| encode(*v)).collect::<Vec<_>>()));
+            prop_assert_eq!(keys.len(), file.len());
+            let probe_keys: Vec<Vec<u8>> = probe.iter().map(|v| encode(*v)).collect();
+            let mut got = RoaringBitmap::new();
+            let marked = keys.mark(probe_keys.iter().map(Vec::as_slice), &mut got);
+            let want: RoaringBitmap = file
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| probe.contains(v))
+                .map(|(i, _)| i as u32)
+                .collect();
+            prop_assert_eq!(marked, want.len());
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn large_files_are_not_admitted() {
+        let cache = KeyCache::new(4000);
+        let small = Arc::new(FileKeys::new(rows(&vec![vec![1u8; 8]; 10])));
+        let large = Arc::new(FileKeys::new(rows(&vec![vec![1u8; 8]; 1000])));
+        assert!(cache.admits(small.bytes()));
+        assert!(!cache.admits(large.bytes()));
+        cache.insert(1, small);
+        cache.insert(2, large);
+        assert!(cache.get(1).is_some());
+        assert!(cache.get(2).is_none());
+        let off = KeyCache::new(0);
+        assert!(!off.admits(1));
+    }
+}
