@@ -40,7 +40,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ffi_stream::ArrowArrayStreamReader;
@@ -56,7 +60,7 @@ use futures::StreamExt;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyList, PyString, PyTuple};
 use strata_datafusion::StrataSession;
 use strata_datafusion::provider::StrataTable;
 use strata_engine::{
@@ -606,6 +610,87 @@ impl BatchStream {
     }
 }
 
+/// Row 0 of `batch` as a dict, or `None` when a column has a type this does not convert.
+fn row_dict<'py>(py: Python<'py>, batch: &RecordBatch) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let dict = PyDict::new(py);
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let value: Bound<'py, PyAny> = if column.is_null(0) {
+            py.None().into_bound(py)
+        } else {
+            match column.data_type() {
+                DataType::Boolean => PyBool::new(py, column.as_boolean().value(0))
+                    .to_owned()
+                    .into_any(),
+                DataType::Int8 => column
+                    .as_primitive::<Int8Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::Int16 => column
+                    .as_primitive::<Int16Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::Int32 => column
+                    .as_primitive::<Int32Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::Int64 => column
+                    .as_primitive::<Int64Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::UInt8 => column
+                    .as_primitive::<UInt8Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::UInt16 => column
+                    .as_primitive::<UInt16Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::UInt32 => column
+                    .as_primitive::<UInt32Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::UInt64 => column
+                    .as_primitive::<UInt64Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::Float32 => f64::from(column.as_primitive::<Float32Type>().value(0))
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::Float64 => column
+                    .as_primitive::<Float64Type>()
+                    .value(0)
+                    .into_pyobject(py)?
+                    .into_any(),
+                DataType::Utf8 => PyString::new(py, column.as_string::<i32>().value(0)).into_any(),
+                DataType::LargeUtf8 => {
+                    PyString::new(py, column.as_string::<i64>().value(0)).into_any()
+                }
+                DataType::Utf8View => {
+                    PyString::new(py, column.as_string_view().value(0)).into_any()
+                }
+                DataType::Binary => PyBytes::new(py, column.as_binary::<i32>().value(0)).into_any(),
+                DataType::LargeBinary => {
+                    PyBytes::new(py, column.as_binary::<i64>().value(0)).into_any()
+                }
+                DataType::BinaryView => {
+                    PyBytes::new(py, column.as_binary_view().value(0)).into_any()
+                }
+                _ => return Ok(None),
+            }
+        };
+        dict.set_item(field.name(), value)?;
+    }
+    Ok(Some(dict))
+}
+
 /// Converts a Python key (a scalar, or a tuple for a composite key) to engine key values.
 fn key_values(key: &Bound<'_, PyAny>) -> PyResult<Vec<KeyValue>> {
     if let Ok(tuple) = key.cast::<PyTuple>() {
@@ -710,6 +795,26 @@ impl Table {
         detached(py, move || {
             table.delete_keys(&keys).map_err(|e| engine_err(&e))
         })
+    }
+
+    /// The newest row with `key` as a dict when every column is a boolean, integer, float,
+    /// string or binary column (built here, without pyarrow: the per-call cost of point
+    /// lookups), else as a one-row `pyarrow.RecordBatch`; `None` when there is no such row.
+    fn get_row<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let key = key_values(key)?;
+        let table = &self.table;
+        let row = detached(py, || table.get(&key).map_err(|e| engine_err(&e)))?;
+        let Some(batch) = row else {
+            return Ok(None);
+        };
+        match row_dict(py, &batch)? {
+            Some(dict) => Ok(Some(dict.into_any())),
+            None => batch.to_pyarrow(py).map(Some),
+        }
     }
 
     /// The newest row with `key` as a one-row `pyarrow.RecordBatch`, or `None`.

@@ -258,8 +258,10 @@ class Table:
 
     def get(self, key: Any) -> dict[str, Any] | None:
         """The row with ``key`` (a tuple for a composite key) as a dict, or None."""
-        row = self._table.get(key)
-        return None if row is None else row.to_pylist()[0]
+        row = self._table.get_row(key)
+        if row is None or isinstance(row, dict):
+            return row
+        return row.to_pylist()[0]  # a column type the native side leaves to pyarrow
 
     def scan(self, start: Any = None, end: Any = None,
              columns: list[str] | None = None) -> pa.RecordBatchReader:

@@ -228,3 +228,24 @@ def test_results_stay_readable_and_context_manager_closes(db_path):
     # The directory is free again: another handle opens it.
     with strata.open(db_path) as again:
         assert again.sql("SELECT count(*) AS n FROM t").to_arrow()["n"][0].as_py() == 2
+
+
+def test_get_converts_every_column_type(db):
+    import datetime as dt
+    schema = pa.schema([pa.field("id", pa.int32(), nullable=False), ("flag", pa.bool_()),
+                        ("small", pa.uint8()), ("ratio", pa.float32()), ("blob", pa.binary()),
+                        ("text", pa.large_string()), ("day", pa.date32())])
+    t = db.create_table("typed", schema, primary_key=["id"])
+    t.insert(pa.table({"id": [1, 2], "flag": [True, None], "small": [255, 0],
+                       "ratio": [0.5, 1.5], "blob": [b"\x00\x01", b""], "text": ["a", "b"],
+                       "day": [dt.date(2026, 1, 2), None]}, schema=schema))
+    # A date column: the row comes through pyarrow.
+    assert t.get(1) == {"id": 1, "flag": True, "small": 255, "ratio": 0.5, "blob": b"\x00\x01",
+                        "text": "a", "day": dt.date(2026, 1, 2)}
+    plain = db.create_table("plain", schema.remove(6), primary_key=["id"])
+    plain.insert(pa.table({"id": [2], "flag": [None], "small": [0], "ratio": [1.5],
+                           "blob": [b""], "text": ["b"]}, schema=schema.remove(6)))
+    # Only simple columns: the row is built natively, with the same values pyarrow gives.
+    row = plain.get(2)
+    assert row == {"id": 2, "flag": None, "small": 0, "ratio": 1.5, "blob": b"", "text": "b"}
+    assert row == plain.scan().read_all().to_pylist()[0]
