@@ -204,6 +204,11 @@ def test_key_value_facade(db):
     with kv.batch() as b:
         b.put("counter", "1")
     assert kv.get("counter") == b"1"
+    dropped = strata.WriteBatch().put("never", "written").delete("counter")
+    dropped.clear()
+    assert len(dropped) == 0
+    kv.write(dropped)
+    assert kv.get("never") is None and kv.get("counter") == b"1"
 
     assert [k for k, _ in kv.scan(prefix="user:")] == [f"user:{i:03}".encode() for i in range(5)]
     assert list(kv.scan(start="user:001", end="user:003")) == [

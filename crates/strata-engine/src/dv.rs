@@ -223,8 +223,7 @@ impl DeletionVector {
         meta: &DvMeta,
         rows: u64,
     ) -> Result<Arc<DeletionVector>> {
-        let path = context.store.local_path(&meta.object_path());
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = context.store.read_all(&meta.object_path())?;
         let positions = decode(meta, rows, &bytes)?;
         Ok(Arc::new(DeletionVector {
             meta: meta.clone(),

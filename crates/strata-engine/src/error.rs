@@ -122,6 +122,20 @@ pub enum Error {
     #[error("database is closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
 
+    /// Another writer took over the database on object storage (it opened it after this
+    /// handle did, or committed first): this handle can no longer commit, and stops writing.
+    #[error(
+        "fenced: another writer took over the database {path} (it committed {manifest} first); \
+         this handle can no longer write. Reopen the database to continue from the other \
+         writer's state"
+    )]
+    Fenced {
+        /// The database.
+        path: String,
+        /// The manifest object the other writer created.
+        manifest: String,
+    },
+
     /// An Arrow error while building or reading batches.
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -149,7 +163,7 @@ impl Error {
             | Error::Locked { .. }
             | Error::WriteStalled(_) => ErrorKind::Unavailable,
             Error::Corruption { .. } | Error::NotADatabase { .. } => ErrorKind::Corruption,
-            Error::Closed(_) => ErrorKind::Closed,
+            Error::Closed(_) | Error::Fenced { .. } => ErrorKind::Closed,
             Error::Internal(_) => ErrorKind::Internal,
             Error::Parquet { .. } => ErrorKind::Corruption,
             Error::DatabaseNotFound(_)

@@ -5,9 +5,17 @@
 //! renames and deletes) asks the database's [`FaultInjector`], when one is configured in
 //! [`crate::Options::faults`], whether it may proceed. Tests arm a rule such as "the third SST
 //! write and every later one fails with `StorageFull`" and disarm it to let the database recover.
+//!
+//! A rule either fails operations or delays them ([`FaultInjector::delay`]). On an object
+//! store ([`crate::storage`]) the injector is consulted for every HTTP request, below
+//! `object_store`'s retries: a failure is answered as a server error (`500`, or `503 SlowDown`
+//! for [`io::ErrorKind::QuotaExceeded`], throttling) and retried like a real one, so
+//! [`FaultInjector::fail_times`] with a count within the retry budget tests retries, and a
+//! sticky rule tests the error after them.
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -39,6 +47,21 @@ struct Rule {
     fired: u64,
     /// Only paths containing this text match (all paths when `None`).
     path_contains: Option<String>,
+    /// Most failures before matching operations pass again (no limit when `None`).
+    limit: Option<u64>,
+    /// Delay matching operations by this much instead of failing them.
+    delay: Option<Duration>,
+}
+
+/// What an operation must do, by the armed rule.
+#[derive(Debug)]
+pub enum FaultAction {
+    /// Go ahead.
+    Proceed,
+    /// Wait this long, then go ahead.
+    Delay(Duration),
+    /// Fail with this error.
+    Fail(io::Error),
 }
 
 /// A set of failure rules shared by all files of one database.
@@ -63,6 +86,8 @@ impl FaultInjector {
             sticky: true,
             fired: 0,
             path_contains: None,
+            limit: None,
+            delay: None,
         });
     }
 
@@ -77,6 +102,8 @@ impl FaultInjector {
             sticky: true,
             fired: 0,
             path_contains: Some(path_contains.to_string()),
+            limit: None,
+            delay: None,
         });
     }
 
@@ -89,6 +116,38 @@ impl FaultInjector {
             sticky: false,
             fired: 0,
             path_contains: None,
+            limit: None,
+            delay: None,
+        });
+    }
+
+    /// Fails the next `times` operations of the kinds in `ops` with an error of `kind`; later
+    /// ones proceed (a transient failure, such as throttling).
+    pub fn fail_times(&self, ops: &[IoOp], times: u64, kind: io::ErrorKind) {
+        *self.rule.lock() = Some(Rule {
+            ops: ops.to_vec(),
+            remaining_ok: 0,
+            kind,
+            sticky: true,
+            fired: 0,
+            path_contains: None,
+            limit: Some(times),
+            delay: None,
+        });
+    }
+
+    /// Delays every operation of the kinds in `ops` by `delay` (a slow disk or store), until
+    /// [`FaultInjector::disarm`].
+    pub fn delay(&self, ops: &[IoOp], delay: Duration) {
+        *self.rule.lock() = Some(Rule {
+            ops: ops.to_vec(),
+            remaining_ok: 0,
+            kind: io::ErrorKind::Other,
+            sticky: true,
+            fired: 0,
+            path_contains: None,
+            limit: None,
+            delay: Some(delay),
         });
     }
 
@@ -102,29 +161,46 @@ impl FaultInjector {
         self.rule.lock().as_ref().map_or(0, |r| r.fired)
     }
 
-    /// Returns an error if the armed rule says `op` on `path` must fail now.
+    /// Returns an error if the armed rule says `op` on `path` must fail now (after sleeping,
+    /// if it says to delay it).
     pub fn check(&self, op: IoOp, path: &Path) -> io::Result<()> {
+        match self.action(op, path) {
+            FaultAction::Proceed => Ok(()),
+            FaultAction::Delay(delay) => {
+                std::thread::sleep(delay);
+                Ok(())
+            }
+            FaultAction::Fail(error) => Err(error),
+        }
+    }
+
+    /// What the armed rule says `op` on `path` must do now.
+    pub fn action(&self, op: IoOp, path: &Path) -> FaultAction {
         let mut guard = self.rule.lock();
         let Some(rule) = guard.as_mut() else {
-            return Ok(());
+            return FaultAction::Proceed;
         };
         if !rule.ops.contains(&op) {
-            return Ok(());
+            return FaultAction::Proceed;
         }
         if let Some(needle) = &rule.path_contains
             && !path.to_string_lossy().contains(needle.as_str())
         {
-            return Ok(());
+            return FaultAction::Proceed;
         }
         if rule.remaining_ok > 0 {
             rule.remaining_ok -= 1;
-            return Ok(());
+            return FaultAction::Proceed;
         }
-        if !rule.sticky && rule.fired > 0 {
-            return Ok(());
+        if let Some(delay) = rule.delay {
+            rule.fired += 1;
+            return FaultAction::Delay(delay);
+        }
+        if (!rule.sticky && rule.fired > 0) || rule.limit.is_some_and(|l| rule.fired >= l) {
+            return FaultAction::Proceed;
         }
         rule.fired += 1;
-        Err(io::Error::new(
+        FaultAction::Fail(io::Error::new(
             rule.kind,
             format!("injected {:?} failure on {}", op, path.display()),
         ))
@@ -166,5 +242,20 @@ mod tests {
         let p = Path::new("x");
         assert!(f.check(IoOp::SstWrite, p).is_err());
         assert!(f.check(IoOp::SstWrite, p).is_ok());
+    }
+
+    #[test]
+    fn counted_rules_fail_that_many_and_delays_never_fail() {
+        let f = FaultInjector::new();
+        f.fail_times(&[IoOp::SstRead], 2, io::ErrorKind::QuotaExceeded);
+        let p = Path::new("x");
+        assert!(f.check(IoOp::SstRead, p).is_err());
+        assert!(f.check(IoOp::SstRead, p).is_err());
+        assert!(f.check(IoOp::SstRead, p).is_ok());
+        assert_eq!(f.failures(), 2);
+        f.delay(&[IoOp::SstRead], Duration::from_millis(1));
+        assert!(matches!(f.action(IoOp::SstRead, p), FaultAction::Delay(_)));
+        assert!(matches!(f.action(IoOp::SstWrite, p), FaultAction::Proceed));
+        assert!(f.check(IoOp::SstRead, p).is_ok());
     }
 }

@@ -57,7 +57,8 @@
 //!
 //! `codec` (key and row encodings), `wal`, `memtable`, `sst`, `manifest`, `version`
 //! (versions and super versions), `read` (runs and the merge), `table`, `db` (open, commit path,
-//! flush, background work), `kv`, `snapshot`, `options`, `metrics`, `fault`.
+//! flush, background work), `kv`, `snapshot`, `options`, `metrics`, `fault`, `storage` (where
+//! the objects live: a local directory or an object store).
 
 #![warn(missing_docs)]
 
@@ -77,6 +78,7 @@ pub mod read;
 pub mod schema;
 pub mod snapshot;
 pub mod sst;
+pub mod storage;
 pub mod table;
 pub mod types;
 pub mod version;
@@ -89,7 +91,7 @@ pub use db::{
     LevelReport, TableInfo, TableSpec, batch_bytes, display_name, kv_schema,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use fault::{FaultInjector, IoOp};
+pub use fault::{FaultAction, FaultInjector, IoOp};
 pub use kv::{KvScan, KvStore, WriteBatch};
 pub use memtable::{Memtable, MemtableKind};
 pub use metrics::{MetricsSnapshot, TableWriteStats};

@@ -41,10 +41,27 @@
 //!   engine builds them (at open). An edit that adds files to a table without listing it in
 //!   `maintain_dvs` leaves the table's DVs incomplete. Removing a file removes its DV.
 //!
+//! * `VersionEdit.writer_epoch` (number): the epoch of the writer that owns a database on
+//!   object storage from this edit on (see below).
+//!
 //! An edit applies in this order: namespaces created, tables created, options, files removed
 //! (with their DVs), files added, DVs dropped, DVs set, DV maintenance, flushed sequences,
 //! tables dropped, staging tables published, namespaces dropped. So one edit can drop a table and publish its staged replacement under the same
 //! name (an atomic `CREATE OR REPLACE`), or drop a namespace with its tables.
+//!
+//! ## On an object store
+//!
+//! An object store cannot append, so a database there ([`crate::storage`]) keeps no log: each
+//! commit creates the next object `MANIFEST-<n+1>` holding the whole new state, in the same
+//! format (the header, then one snapshot record), with a create-if-absent put; `CURRENT` is
+//! moved forward after it with a put conditional on its last seen version. Of two writers
+//! that read manifest `n`, one creates `n + 1` and the other gets [`Error::Fenced`] and
+//! changes nothing. Opening a database there is itself a commit, raising `writer_epoch` by
+//! one, so the newest writer wins: an older one is fenced at its next commit. File ids are
+//! partitioned by epoch (a writer of epoch `e` allocates from `e << 32` on), so two writers,
+//! one of them not yet fenced, never write an object of the same name. Since every commit
+//! writes the whole state, a commit costs one PUT of the manifest's size (plus one of
+//! `CURRENT`) instead of an append of one edit.
 //!
 //! ## Recovery policy and invariants
 //!
@@ -72,6 +89,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use serde::{Deserialize, Serialize};
 
 use crate::dv::DvMeta;
@@ -80,6 +99,7 @@ use crate::fault::{self, FaultInjector, IoOp};
 use crate::fsutil::{sync_dir, write_atomic};
 use crate::options::TableOptions;
 use crate::sst::{SstMeta, base64_decode, base64_encode};
+use crate::storage::{ObjectVersion, PutCondition, PutOutcome, Storage};
 use crate::types::{FileId, SeqNo, TableId};
 
 const MAGIC: &[u8; 8] = b"STRATAMF";
@@ -166,6 +186,10 @@ pub struct VersionEdit {
     pub next_table_id: Option<TableId>,
     /// Highest sequence number used so far.
     pub last_seq: Option<SeqNo>,
+    /// The epoch of the writer owning the database from this edit on (databases on object
+    /// storage; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_epoch: Option<u64>,
 }
 
 /// What the manifest says about one table.
@@ -196,6 +220,8 @@ pub struct ManifestState {
     pub next_table_id: TableId,
     /// Highest sequence number recorded.
     pub last_seq: SeqNo,
+    /// The epoch of the writer owning the database (0: none recorded).
+    pub writer_epoch: u64,
 }
 
 impl Default for ManifestState {
@@ -206,6 +232,7 @@ impl Default for ManifestState {
             next_file_id: 1,
             next_table_id: 1,
             last_seq: 0,
+            writer_epoch: 0,
         }
     }
 }
@@ -328,6 +355,11 @@ impl ManifestState {
         if let Some(n) = edit.last_seq {
             self.last_seq = self.last_seq.max(n);
         }
+        if let Some(epoch) = edit.writer_epoch {
+            self.writer_epoch = self.writer_epoch.max(epoch);
+            // Each writer's file ids start at its epoch's partition (see the module docs).
+            self.next_file_id = self.next_file_id.max(epoch << 32);
+        }
         Ok(())
     }
 
@@ -419,6 +451,7 @@ impl ManifestState {
             next_file_id: Some(self.next_file_id),
             next_table_id: Some(self.next_table_id),
             last_seq: Some(self.last_seq),
+            writer_epoch: (self.writer_epoch > 0).then_some(self.writer_epoch),
             ..VersionEdit::default()
         }
     }
@@ -468,17 +501,32 @@ fn frame(edit: &VersionEdit) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The open manifest log of a database.
+/// Where the manifest is kept.
+#[derive(Debug)]
+enum Log {
+    /// An append-only log file in a local directory.
+    Local { dir: PathBuf, file: File },
+    /// One object per commit on an object store; `current` is the version of `CURRENT` this
+    /// writer last wrote or read (`None`: not known to exist).
+    Remote {
+        storage: Storage,
+        current: Option<ObjectVersion>,
+    },
+}
+
+/// The open manifest of a database.
 #[derive(Debug)]
 pub struct Manifest {
-    dir: PathBuf,
+    log: Log,
     number: u64,
-    file: File,
     bytes: u64,
     state: ManifestState,
     rewrite_bytes: u64,
     faults: Option<Arc<FaultInjector>>,
 }
+
+/// Commits a writer retries at open when another writer committed in between.
+const OPEN_ATTEMPTS: usize = 3;
 
 impl Manifest {
     /// True when `dir` holds a `CURRENT` file.
@@ -496,9 +544,11 @@ impl Manifest {
         let (file, bytes) = write_log(dir, 1, &state, faults.as_deref())?;
         install_current(dir, 1, faults.as_deref())?;
         Ok(Manifest {
-            dir: dir.to_path_buf(),
+            log: Log::Local {
+                dir: dir.to_path_buf(),
+                file,
+            },
             number: 1,
-            file,
             bytes,
             state,
             rewrite_bytes,
@@ -515,14 +565,10 @@ impl Manifest {
         let current_path = dir.join(CURRENT);
         let current =
             std::fs::read_to_string(&current_path).map_err(|e| Error::io(&current_path, e))?;
-        let name = current.trim_end_matches('\n');
-        let number = parse_manifest_file_name(name)
-            .filter(|_| current.ends_with('\n'))
-            .ok_or_else(|| {
-                Error::corruption(&current_path, 0, format!("CURRENT holds {current:?}"))
-            })?;
+        let number = parse_current(&current, &current_path)?;
         let path = dir.join(manifest_file_name(number));
-        let (state, valid_bytes) = replay(&path)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let (state, valid_bytes) = replay(&path, &bytes)?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -534,14 +580,63 @@ impl Manifest {
             file.sync_all().map_err(|e| Error::io(&path, e))?;
         }
         Ok(Manifest {
-            dir: dir.to_path_buf(),
+            log: Log::Local {
+                dir: dir.to_path_buf(),
+                file,
+            },
             number,
-            file,
             bytes: valid_bytes,
             state,
             rewrite_bytes,
             faults,
         })
+    }
+
+    /// Opens the manifest of the database on object storage `storage` as its writer (or
+    /// creates it, when `create_if_missing`): reads the newest manifest and commits a new
+    /// writer epoch, which fences every earlier writer. `None` when there is no database and
+    /// `create_if_missing` is false.
+    pub fn open_remote(
+        storage: &Storage,
+        create_if_missing: bool,
+        faults: Option<Arc<FaultInjector>>,
+    ) -> Result<Option<Manifest>> {
+        debug_assert!(storage.is_remote());
+        let mut last_error = None;
+        for _ in 0..OPEN_ATTEMPTS {
+            let Some((number, state, current)) = read_remote(storage)? else {
+                if !create_if_missing {
+                    return Ok(None);
+                }
+                match create_remote(storage, faults.clone())? {
+                    Some(manifest) => return Ok(Some(manifest)),
+                    // Another process created it first: open theirs.
+                    None => continue,
+                }
+            };
+            let epoch = state.writer_epoch + 1;
+            let mut manifest = Manifest {
+                log: Log::Remote {
+                    storage: storage.clone(),
+                    current,
+                },
+                number,
+                bytes: 0,
+                state,
+                rewrite_bytes: u64::MAX,
+                faults: faults.clone(),
+            };
+            match manifest.apply(VersionEdit {
+                writer_epoch: Some(epoch),
+                ..VersionEdit::default()
+            }) {
+                Ok(()) => return Ok(Some(manifest)),
+                // Another writer committed between our read and our commit: read again.
+                Err(error @ Error::Fenced { .. }) => last_error = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::internal("manifest open attempts exhausted")))
     }
 
     /// The current state.
@@ -568,21 +663,30 @@ impl Manifest {
         id
     }
 
-    /// Makes `edit` durable and applies it. On error nothing changes.
+    /// Makes `edit` durable and applies it. On error nothing changes; on an object store,
+    /// [`Error::Fenced`] when another writer committed first.
     pub fn apply(&mut self, mut edit: VersionEdit) -> Result<()> {
         edit.next_file_id = Some(self.state.next_file_id);
         edit.next_table_id = Some(self.state.next_table_id);
         let mut next = self.state.clone();
         next.apply(&edit)?;
         next.check_invariants()?;
+        let (dir, file) = match &mut self.log {
+            Log::Local { dir, file } => (dir, file),
+            Log::Remote { .. } => {
+                self.commit_remote(&next)?;
+                self.state = next;
+                return Ok(());
+            }
+        };
         let record = frame(&edit)?;
-        let path = self.dir.join(manifest_file_name(self.number));
+        let path = dir.join(manifest_file_name(self.number));
         let written = fault::check(self.faults.as_deref(), IoOp::ManifestWrite, &path)
-            .and_then(|()| (&self.file).write_all(&record))
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| (&*file).write_all(&record))
+            .and_then(|()| file.sync_data());
         if let Err(error) = written {
             // Cut off whatever part of the record reached the file.
-            let _ = self.file.set_len(self.bytes);
+            let _ = file.set_len(self.bytes);
             return Err(Error::io(&path, error));
         }
         self.bytes += record.len() as u64;
@@ -595,14 +699,69 @@ impl Manifest {
         Ok(())
     }
 
-    /// Writes the state as a new log of one snapshot edit and points `CURRENT` at it.
-    pub fn rewrite(&mut self) -> Result<()> {
+    /// Creates the next manifest object holding `next`, then moves `CURRENT` to it.
+    fn commit_remote(&mut self, next: &ManifestState) -> Result<()> {
+        let Log::Remote { storage, current } = &mut self.log else {
+            return Err(Error::internal("remote commit of a local manifest"));
+        };
         let number = self.number + 1;
-        let (file, bytes) = write_log(&self.dir, number, &self.state, self.faults.as_deref())?;
-        install_current(&self.dir, number, self.faults.as_deref())?;
-        let old = self.dir.join(manifest_file_name(self.number));
+        let name = manifest_file_name(number);
+        let mut contents = file_header().to_vec();
+        contents.extend_from_slice(&frame(&next.snapshot_edit())?);
+        let size = contents.len() as u64;
+        match storage.put_if(&name, Bytes::from(contents), PutCondition::Create)? {
+            PutOutcome::Written(_) => {}
+            PutOutcome::Conflict => {
+                return Err(Error::Fenced {
+                    path: storage.root().display().to_string(),
+                    manifest: name,
+                });
+            }
+        }
         self.number = number;
-        self.file = file;
+        self.bytes = size;
+        // CURRENT only moves forward: the put is conditional on the version last seen.
+        let pointer = Bytes::from(format!("{name}\n"));
+        let condition = match current.take() {
+            Some(version) => PutCondition::Matches(version),
+            None => PutCondition::Create,
+        };
+        match storage.put_if(CURRENT, pointer, condition.clone()) {
+            Ok(PutOutcome::Written(version)) => *current = Some(version),
+            Ok(PutOutcome::Conflict) => {
+                // A newer writer moved it; this one is fenced at its next commit.
+                tracing::warn!(manifest = %name, "CURRENT was moved by another writer");
+            }
+            Err(error) => {
+                // The commit stands (open reads past a lagging CURRENT); retry next time.
+                if let PutCondition::Matches(version) = condition {
+                    *current = Some(version);
+                }
+                tracing::warn!(%error, manifest = %name, "could not move CURRENT forward");
+            }
+        }
+        // Keep the two manifests before this one for readers that just read CURRENT.
+        if number > 3 {
+            let old = manifest_file_name(number - 3);
+            if let Err(error) = storage.delete(&old) {
+                tracing::warn!(%error, manifest = %old, "could not delete an old manifest");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the state as a new log of one snapshot edit and points `CURRENT` at it (on an
+    /// object store every manifest already is one snapshot: nothing to do).
+    pub fn rewrite(&mut self) -> Result<()> {
+        let Log::Local { dir, file } = &mut self.log else {
+            return Ok(());
+        };
+        let number = self.number + 1;
+        let (new_file, bytes) = write_log(dir, number, &self.state, self.faults.as_deref())?;
+        install_current(dir, number, self.faults.as_deref())?;
+        let old = dir.join(manifest_file_name(self.number));
+        self.number = number;
+        *file = new_file;
         self.bytes = bytes;
         if let Err(error) = std::fs::remove_file(&old) {
             tracing::warn!(file = %old.display(), %error, "could not remove the old manifest");
@@ -610,9 +769,21 @@ impl Manifest {
         Ok(())
     }
 
-    /// Removes manifest logs other than the live one (left by a crash during a rewrite).
+    /// Removes manifest logs other than the live one (left by a crash during a rewrite); on
+    /// an object store, the manifests older than the two before the live one.
     pub fn remove_stale_logs(&self) -> Result<()> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let dir = match &self.log {
+            Log::Local { dir, .. } => dir,
+            Log::Remote { storage, .. } => {
+                for name in storage.list_root("MANIFEST-")? {
+                    if parse_manifest_file_name(&name).is_some_and(|n| n + 2 < self.number) {
+                        storage.delete(&name)?;
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -624,6 +795,92 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The manifest number `CURRENT` holds.
+fn parse_current(current: &str, path: &Path) -> Result<u64> {
+    let name = current.trim_end_matches('\n');
+    parse_manifest_file_name(name)
+        .filter(|_| current.ends_with('\n'))
+        .ok_or_else(|| Error::corruption(path, 0, format!("CURRENT holds {current:?}")))
+}
+
+/// Creates the manifest of a new database on an object store (writer epoch 1); `None` if
+/// another process created one first.
+fn create_remote(
+    storage: &Storage,
+    faults: Option<Arc<FaultInjector>>,
+) -> Result<Option<Manifest>> {
+    let mut state = ManifestState::default();
+    state.apply(&VersionEdit {
+        writer_epoch: Some(1),
+        ..VersionEdit::default()
+    })?;
+    let name = manifest_file_name(1);
+    let mut contents = file_header().to_vec();
+    contents.extend_from_slice(&frame(&state.snapshot_edit())?);
+    let size = contents.len() as u64;
+    if let PutOutcome::Conflict =
+        storage.put_if(&name, Bytes::from(contents), PutCondition::Create)?
+    {
+        return Ok(None);
+    }
+    let current = match storage.put_if(
+        CURRENT,
+        Bytes::from(format!("{name}\n")),
+        PutCondition::Create,
+    )? {
+        PutOutcome::Written(version) => Some(version),
+        PutOutcome::Conflict => None,
+    };
+    Ok(Some(Manifest {
+        log: Log::Remote {
+            storage: storage.clone(),
+            current,
+        },
+        number: 1,
+        bytes: size,
+        state,
+        rewrite_bytes: u64::MAX,
+        faults,
+    }))
+}
+
+/// The newest manifest of a database on an object store: the one `CURRENT` names, or a later
+/// one (CURRENT lags when a writer stopped between its two puts). `None` when there is no
+/// database.
+fn read_remote(storage: &Storage) -> Result<Option<(u64, ManifestState, Option<ObjectVersion>)>> {
+    let current_path = storage.local_path(CURRENT);
+    let (mut number, current) = match storage.get(CURRENT)? {
+        Some((bytes, version)) => {
+            let text = String::from_utf8_lossy(&bytes);
+            (parse_current(&text, &current_path)?, Some(version))
+        }
+        None if storage.size(&manifest_file_name(1))?.is_some() => (1, None),
+        None => return Ok(None),
+    };
+    while storage.size(&manifest_file_name(number + 1))?.is_some() {
+        number += 1;
+    }
+    let name = manifest_file_name(number);
+    let path = storage.local_path(&name);
+    let Some((bytes, _)) = storage.get(&name)? else {
+        return Err(Error::corruption(
+            &path,
+            0,
+            "the manifest CURRENT names does not exist",
+        ));
+    };
+    let (state, valid_bytes) = replay(&path, &bytes)?;
+    if valid_bytes != bytes.len() as u64 {
+        // A put is all or nothing: a manifest object never has a torn tail.
+        return Err(Error::corruption(
+            &path,
+            valid_bytes,
+            "manifest object ends in an incomplete record",
+        ));
+    }
+    Ok(Some((number, state, current)))
 }
 
 fn write_log(
@@ -663,9 +920,9 @@ fn install_current(dir: &Path, number: u64, faults: Option<&FaultInjector>) -> R
         .map_err(|e| Error::io(&path, e))
 }
 
-/// Replays a manifest log; returns the state and the length of the valid prefix.
-fn replay(path: &Path) -> Result<(ManifestState, u64)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// Replays a manifest log (the contents `bytes` of `path`); returns the state and the length
+/// of the valid prefix.
+fn replay(path: &Path, bytes: &[u8]) -> Result<(ManifestState, u64)> {
     let corrupt = |offset: usize, reason: &str| Error::corruption(path, offset as u64, reason);
     if bytes.len() < HEADER_LEN
         || &bytes[..8] != MAGIC
@@ -685,7 +942,7 @@ fn replay(path: &Path) -> Result<(ManifestState, u64)> {
     let mut pos = HEADER_LEN;
     let mut records = 0;
     // Where the run of zeros that ends the file starts.
-    let zeros_from = crate::wal::zero_filled_from(&bytes);
+    let zeros_from = crate::wal::zero_filled_from(bytes);
     while pos < bytes.len() {
         // The torn-tail rule of the module docs: `break` truncates the rest of the log.
         let rest = &bytes[pos..];

@@ -306,6 +306,12 @@ pub struct Options {
     pub table_defaults: TableOptions,
     /// Fault injection for tests (I/O errors on chosen operations). Default none.
     pub faults: Option<Arc<FaultInjector>>,
+    /// For a database on object storage (`s3://bucket/prefix`): the local directory holding
+    /// its WAL (under `wal/`) and its `LOCK` file, the *local-WAL mode* (see
+    /// [`crate::storage`]: writes not yet flushed exist on this disk only). Default `None`:
+    /// `$XDG_DATA_HOME/strata/<scheme>/<bucket>/<prefix>` (`~/.local/share/...` without
+    /// `XDG_DATA_HOME`). Not used by a local database, whose WAL is in its directory.
+    pub local_wal_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -326,6 +332,7 @@ impl Default for Options {
             manifest_rewrite_bytes: 4 * MIB as u64,
             table_defaults: TableOptions::default(),
             faults: None,
+            local_wal_dir: None,
         }
     }
 }

@@ -646,8 +646,12 @@ impl ReadView {
     pub fn base_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
         let schema = &self.table.schema;
         let version = &self.sv.version;
+        // Files on an object store are read through the engine (the base path reads local
+        // files by path).
         if !schema.sst_file_types_are_user_types()
-            || version.files().any(|f| f.meta().max_seq > self.read_seq)
+            || version
+                .files()
+                .any(|f| f.meta().max_seq > self.read_seq || f.is_remote())
         {
             return Ok(None);
         }

@@ -195,6 +195,11 @@ impl SstHandle {
     pub fn local_path(&self) -> std::path::PathBuf {
         self.context.store.local_path(&self.meta.object_path())
     }
+
+    /// True when the file is on an object store (it has no local path to be read by).
+    pub fn is_remote(&self) -> bool {
+        self.context.store.is_remote()
+    }
 }
 
 impl Drop for SstHandle {

@@ -1,5 +1,11 @@
 //! Opening a database: directory checks, the lock, the manifest, orphan cleanup, WAL replay.
 //!
+//! A database on object storage ([`crate::storage`]) has no directory to check: its `LOCK`
+//! and WAL are in the local WAL directory ([`Options::local_wal_dir`]), and opening its
+//! manifest commits a new writer epoch (fencing earlier writers) before anything else is
+//! written, so the orphan cleanup that follows cannot delete a file an earlier writer could
+//! still commit.
+//!
 //! Recovery replays every WAL segment in order into the memtables of the tables the manifest
 //! lists, skipping entries already in SSTs (at or below the table's flushed sequence) and
 //! entries of dropped tables. A memtable that fills up during replay is flushed on the spot,
@@ -9,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -22,6 +28,7 @@ use crate::manifest::{CURRENT, Manifest, ManifestState};
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::sst::{BlockCache, KeyCache, SstStore, parse_sst_object_path};
+use crate::storage::{Storage, is_url};
 use crate::version::FileContext;
 use crate::wal::{
     SegmentInfo, Wal, drop_empty_newest_segments, parse_segment_file_name, read_segment,
@@ -36,17 +43,31 @@ pub const LOCK_FILE: &str = "LOCK";
 
 pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     options.validate()?;
-    prepare_directory(path, &options)?;
-    let lock_file = acquire_lock(path)?;
     let faults = options.faults.clone();
-    let mut manifest = if Manifest::exists(path) {
-        Manifest::open(path, options.manifest_rewrite_bytes, faults.clone())?
+    let (lock_file, mut manifest, store, wal_dir) = if is_url(path) {
+        let store = Storage::for_path(path, faults.clone())?;
+        let local = match &options.local_wal_dir {
+            Some(dir) => dir.clone(),
+            None => default_local_wal_dir(&store)?,
+        };
+        std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+        let lock_file = acquire_lock(&local)?;
+        let manifest = Manifest::open_remote(&store, options.create_if_missing, faults.clone())?
+            .ok_or_else(|| Error::DatabaseNotFound(path.to_path_buf()))?;
+        (lock_file, manifest, store, local.join("wal"))
     } else {
-        Manifest::create(path, options.manifest_rewrite_bytes, faults.clone())?
+        prepare_directory(path, &options)?;
+        let lock_file = acquire_lock(path)?;
+        let manifest = if Manifest::exists(path) {
+            Manifest::open(path, options.manifest_rewrite_bytes, faults.clone())?
+        } else {
+            Manifest::create(path, options.manifest_rewrite_bytes, faults.clone())?
+        };
+        let store = SstStore::new(path, faults.clone())?;
+        (lock_file, manifest, store, path.join("wal"))
     };
     manifest.remove_stale_logs()?;
     drop_staging_tables(&mut manifest)?;
-    let store = SstStore::new(path, faults.clone())?;
     remove_orphans(&store, manifest.state())?;
     let metrics = Arc::new(Metrics::default());
     let files = Arc::new(FileContext {
@@ -56,7 +77,6 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         metrics: Arc::clone(&metrics),
         verify: options.verify_sst_checksums,
     });
-    let wal_dir = path.join("wal");
     std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
     let segments = list_segments(&wal_dir)?;
     let next_segment = segments.last().map_or(1, |id| id + 1);
@@ -73,7 +93,11 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     let last_seq = manifest.state().last_seq;
     let state = manifest.state().clone();
     let inner = Arc::new(DbInner {
-        path: path.to_path_buf(),
+        path: if is_url(path) {
+            files.store.root()
+        } else {
+            path.to_path_buf()
+        },
         options,
         lock_file: Mutex::new(Some(lock_file)),
         wal,
@@ -198,6 +222,26 @@ fn prepare_directory(path: &Path, options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The default local WAL directory of a database on object storage:
+/// `$XDG_DATA_HOME/strata/<scheme>/<bucket>/<prefix>` (`$HOME/.local/share` without
+/// `XDG_DATA_HOME`).
+fn default_local_wal_dir(store: &Storage) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .ok_or_else(|| {
+            Error::InvalidArgument(
+                "no HOME or XDG_DATA_HOME for the local WAL of a database on object storage; \
+                 set Options::local_wal_dir"
+                    .into(),
+            )
+        })?;
+    let url = store.root().display().to_string();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("s3", url.as_str()));
+    Ok(base.join("strata").join(scheme).join(rest))
+}
+
 fn acquire_lock(path: &Path) -> Result<File> {
     let lock_path = path.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -219,7 +263,7 @@ fn acquire_lock(path: &Path) -> Result<File> {
 /// Deletes SST and deletion-vector files the manifest does not name (a crash between writing
 /// a file and recording it, or after an edit stopped naming it) and anything else under `sst/`.
 fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
-    for object in store.list()? {
+    for object in store.list("sst")? {
         let live = parse_sst_object_path(&object).is_some_and(|(table, file)| {
             state
                 .tables
@@ -236,8 +280,11 @@ fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
             store.delete(&object)?;
         }
     }
-    // Directories of dropped tables.
-    if let Ok(entries) = std::fs::read_dir(store.root().join("sst")) {
+    // Directories of dropped tables (an object store has no directories).
+    let Some(root) = store.local_root() else {
+        return Ok(());
+    };
+    if let Ok(entries) = std::fs::read_dir(root.join("sst")) {
         for entry in entries.flatten() {
             let _ = std::fs::remove_dir(entry.path());
         }

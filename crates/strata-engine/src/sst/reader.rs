@@ -22,7 +22,7 @@ use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::PageIndexPolicy;
 
 use super::cache::{BlockCache, DecodedBlock};
-use super::store::{LocalFile, SstStore};
+use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
 use super::{KeyIndex, SstMeta, base64_decode, keys};
 use crate::codec::{ByteRows, KeyValue};
@@ -133,7 +133,7 @@ pub fn bloom_probes(schema: &TableSchema, key: &[u8]) -> Result<Vec<BloomProbe>>
 pub struct SstReader {
     meta: SstMeta,
     object_path: String,
-    file: LocalFile,
+    file: SstFile,
     metadata: ArrowReaderMetadata,
     index: KeyIndex,
     /// First row of each row group, then the total row count.
@@ -218,7 +218,7 @@ impl SstReader {
     fn from_parts(
         meta: &SstMeta,
         object_path: String,
-        file: LocalFile,
+        file: SstFile,
         metadata: ArrowReaderMetadata,
         schema: Arc<TableSchema>,
         cache: Arc<BlockCache>,

@@ -6,7 +6,8 @@
 //! bounded by `max_row_group_bytes`), so writing a file of any size takes bounded memory. The
 //! crc32c and size of the file are computed on the way out. The file appears under its final
 //! name only when `finish` completes the upload, and is synced before `finish` returns; a writer
-//! dropped before `finish` aborts the upload and leaves nothing behind.
+//! dropped before `finish` aborts the upload and leaves nothing behind. On an object store a
+//! part is at least the store's minimum part size ([`SstStore::min_part_bytes`], 5 MiB on S3).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub const UPLOAD_PART_BYTES_MIN: usize = 256 << 10;
 /// Where the bytes of an SST go: an `object_store` multipart upload, with the running checksum
 /// and size.
 struct UploadSink {
+    store: SstStore,
     upload: Option<Box<dyn MultipartUpload>>,
     buffer: Vec<u8>,
     part_bytes: usize,
@@ -57,7 +59,29 @@ impl UploadSink {
             .upload
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the upload was already finished"))?;
-        futures::executor::block_on(upload.put_part(part)).map_err(std::io::Error::other)
+        let sent = upload.put_part(part);
+        self.store
+            .block_on(sent)
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)
+    }
+
+    /// Completes the upload.
+    fn complete(&mut self) -> object_store::Result<()> {
+        let Some(mut upload) = self.upload.take() else {
+            return Err(object_store::Error::Generic {
+                store: "strata",
+                source: "the upload was already finished".into(),
+            });
+        };
+        let completed = self.store.block_on(async move { upload.complete().await });
+        match completed {
+            Ok(result) => result.map(|_| ()),
+            Err(error) => Err(object_store::Error::Generic {
+                store: "strata",
+                source: Box::new(error),
+            }),
+        }
     }
 }
 
@@ -81,7 +105,7 @@ impl Drop for UploadSink {
     fn drop(&mut self) {
         // Unfinished: remove the staged upload.
         if let Some(mut upload) = self.upload.take() {
-            let _ = futures::executor::block_on(upload.abort());
+            let _ = self.store.block_on(async move { upload.abort().await });
         }
     }
 }
@@ -215,21 +239,22 @@ impl SstWriter {
         }
         let object_path = sst_object_path(table_id, file_id);
         store.check(IoOp::SstWrite, &object_path)?;
-        let upload = futures::executor::block_on(
-            store
-                .object_store()
-                .put_multipart(&object_store::path::Path::from(object_path.as_str())),
-        )
-        .map_err(|e| Error::ObjectStore {
-            path: object_path.clone(),
-            message: e.to_string(),
-        })?;
+        let object_store = store.object_store();
+        let location = object_store::path::Path::from(object_path.as_str());
+        let upload = store
+            .block_on(async move { object_store.put_multipart(&location).await })?
+            .map_err(|e| Error::ObjectStore {
+                path: object_path.clone(),
+                message: e.to_string(),
+            })?;
         let sink = UploadSink {
+            store: store.clone(),
             upload: Some(upload),
             buffer: Vec::new(),
             part_bytes: options
                 .sst_row_group_bytes_max
-                .clamp(UPLOAD_PART_BYTES_MIN, UPLOAD_PART_BYTES),
+                .clamp(UPLOAD_PART_BYTES_MIN, UPLOAD_PART_BYTES)
+                .max(store.min_part_bytes()),
             crc: 0,
             len: 0,
         };
@@ -376,11 +401,7 @@ impl SstWriter {
             .map_err(|e| parquet_error(&object_path, e))?;
         sink.send_buffer()
             .map_err(|e| Error::io(self.store.local_path(&object_path), e))?;
-        let mut upload = sink
-            .upload
-            .take()
-            .ok_or_else(|| Error::internal("upload already finished"))?;
-        futures::executor::block_on(upload.complete()).map_err(|e| Error::ObjectStore {
+        sink.complete().map_err(|e| Error::ObjectStore {
             path: object_path.clone(),
             message: e.to_string(),
         })?;

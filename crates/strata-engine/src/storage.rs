@@ -1,0 +1,565 @@
+//! Where a database's objects live: a local directory, or a prefix of an object store
+//! (`s3://bucket/prefix`), and every read and write of the manifest, `CURRENT`, SST and
+//! deletion-vector objects.
+//!
+//! A database is named by a path; a path that starts with a URL scheme this module knows
+//! ([`is_url`]: `s3://`, `s3a://`) names a database on object storage. Credentials, region and
+//! endpoint come from the environment as `object_store`'s `AmazonS3Builder::from_env` reads
+//! them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
+//! `AWS_ALLOW_HTTP`, ...).
+//!
+//! ## Object layout
+//!
+//! The same names in both kinds of storage, relative to the directory or to the URL's prefix:
+//!
+//! ```text
+//! CURRENT                          name of the live manifest, then "\n"
+//! MANIFEST-<n:06>                  manifest (format: crate::manifest)
+//! sst/t<table:06>/<file:012>.parquet    SST (format: crate::sst)
+//! sst/t<table:06>/<id:012>.dv      deletion vector (format: crate::dv)
+//! wal/<segment>.log                WAL segments (always on a local disk; see below)
+//! LOCK                             the local lock file (local databases only)
+//! ```
+//!
+//! On a local disk the manifest is an append-only log and `CURRENT` is replaced by rename
+//! (see [`crate::manifest`]). An object store cannot append, so there every commit writes the
+//! whole new state as the next manifest object, `MANIFEST-<n+1>`, a complete format-1 log of
+//! one snapshot record, with a *create-if-absent* put (`If-None-Match: *`): of two writers that
+//! both read manifest `n`, exactly one creates `n + 1`; the other gets
+//! [`crate::Error::Fenced`]. `CURRENT` is then moved forward with a put conditional on the
+//! version this writer last saw (`If-Match: <etag>`), so it never moves backwards; it may lag
+//! (a crash between the two puts), and an open reads the manifest `CURRENT` names and then the
+//! following numbers while they exist. The open of a writer is itself a commit (it raises the
+//! manifest's writer epoch), so a newer writer fences every older one at the older one's next
+//! commit. The two manifests before the live one are kept (a reader that read `CURRENT` just
+//! before a commit still finds the one it names); older ones are deleted.
+//!
+//! The WAL stays on a local disk for a database on object storage (the *local-WAL mode*,
+//! [`crate::Options::local_wal_dir`]): writes are acknowledged when the local WAL has them
+//! (per [`crate::SyncMode`]), and reach the object store when their memtable is flushed. Until
+//! then they exist on that one disk only: if it is lost, or the database is opened from another
+//! machine (or another WAL directory), the writes not yet flushed are not there.
+//!
+//! ## Requests
+//!
+//! Requests to an object store run on a small I/O runtime owned by the storage (two threads),
+//! so they work from any thread, including the engine's own and a caller's async runtime; the
+//! engine waits for them synchronously, as it does for local file I/O. Each request is retried
+//! by `object_store` at most [`REMOTE_MAX_RETRIES`] times with exponential backoff (server
+//! errors, throttling, timeouts), within [`REMOTE_RETRY_TIMEOUT`]; then the error is returned.
+//! The fault injector ([`crate::fault`]) sits below those retries, in the HTTP client, so an
+//! injected failure or throttling response is retried exactly like a real one.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
+    SpawnedReqwestConnector,
+};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, UpdateVersion,
+};
+
+use crate::error::{Error, Result};
+use crate::fault::{self, FaultAction, FaultInjector, IoOp};
+use crate::fsutil::sync_dir;
+
+/// Retries of one object-store request before its error is returned.
+pub const REMOTE_MAX_RETRIES: usize = 4;
+/// Longest time from a request's first attempt after which it is not retried.
+pub const REMOTE_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Least bytes of a multipart-upload part an S3-compatible store accepts (but the last).
+pub const REMOTE_MIN_PART_BYTES: usize = 5 << 20;
+
+/// URL schemes naming a database on object storage.
+const SCHEMES: [&str; 2] = ["s3://", "s3a://"];
+
+/// True when `path` is an object-store URL (such as `s3://bucket/prefix`), not a directory.
+pub fn is_url(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|s| SCHEMES.iter().any(|scheme| s.starts_with(scheme)))
+}
+
+/// The version of an object a conditional put compares against (its e-tag and, where the
+/// store versions objects, its version id).
+pub type ObjectVersion = UpdateVersion;
+
+/// What a conditional put did.
+#[derive(Debug)]
+pub enum PutOutcome {
+    /// The object was written; its new version.
+    Written(ObjectVersion),
+    /// The condition failed: the object exists (create) or changed (update). Nothing written.
+    Conflict,
+}
+
+/// The condition of a conditional put.
+#[derive(Debug, Clone)]
+pub enum PutCondition {
+    /// Only if no object has the name (`If-None-Match: *`).
+    Create,
+    /// Only if the object is still at this version (`If-Match`).
+    Matches(ObjectVersion),
+}
+
+/// A tokio runtime for object-store requests, shut down without blocking when dropped (it may
+/// be dropped on an async runtime's thread, where a blocking shutdown panics).
+#[derive(Debug)]
+struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl IoRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("runtime present until dropped")
+            .handle()
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Place {
+    /// A local directory.
+    Local(PathBuf),
+    /// An object store (already scoped to the database's prefix) and its I/O runtime.
+    Remote { url: String, io: Arc<IoRuntime> },
+}
+
+/// The objects of one database (cheap to clone: shared handles).
+#[derive(Debug, Clone)]
+pub struct Storage {
+    place: Arc<Place>,
+    store: Arc<dyn ObjectStore>,
+    faults: Option<Arc<FaultInjector>>,
+}
+
+fn store_error(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::ObjectStore {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Storage {
+    /// The storage of the database in local directory `root` (created, with `sst/`, if
+    /// missing).
+    pub fn new(root: &Path, faults: Option<Arc<FaultInjector>>) -> Result<Self> {
+        std::fs::create_dir_all(root.join("sst")).map_err(|e| Error::io(root, e))?;
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| store_error(&root.display().to_string(), e))?;
+        Ok(Storage {
+            place: Arc::new(Place::Local(root.to_path_buf())),
+            store: Arc::new(store),
+            faults,
+        })
+    }
+
+    /// The storage of the database at object-store URL `url` (`s3://bucket/prefix`), with
+    /// credentials and endpoint from the environment.
+    pub fn open_url(url: &str, faults: Option<Arc<FaultInjector>>) -> Result<Self> {
+        let invalid = |m: &str| Error::InvalidArgument(format!("database URL {url}: {m}"));
+        let rest = SCHEMES
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
+            .ok_or_else(|| invalid("unsupported scheme (use s3://bucket/prefix)"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("no bucket name"));
+        }
+        let prefix = prefix.trim_matches('/');
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strata-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(url, e))?;
+        let io = Arc::new(IoRuntime(Some(runtime)));
+        let connector = FaultConnector {
+            inner: SpawnedReqwestConnector::new(io.handle().clone()),
+            faults: faults.clone(),
+        };
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_http_connector(connector)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: REMOTE_MAX_RETRIES,
+                retry_timeout: REMOTE_RETRY_TIMEOUT,
+            })
+            .build()
+            .map_err(|e| invalid(&e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        let display = match prefix {
+            "" => format!("s3://{bucket}"),
+            p => format!("s3://{bucket}/{p}"),
+        };
+        Ok(Storage {
+            place: Arc::new(Place::Remote { url: display, io }),
+            store,
+            faults,
+        })
+    }
+
+    /// The storage `path` names: an object-store URL ([`is_url`]) or a local directory.
+    pub fn for_path(path: &Path, faults: Option<Arc<FaultInjector>>) -> Result<Self> {
+        match path.to_str() {
+            Some(url) if is_url(path) => Storage::open_url(url, faults),
+            _ => Storage::new(path, faults),
+        }
+    }
+
+    /// True for a database on an object store.
+    pub fn is_remote(&self) -> bool {
+        matches!(*self.place, Place::Remote { .. })
+    }
+
+    /// The local directory of a local database.
+    pub fn local_root(&self) -> Option<&Path> {
+        match &*self.place {
+            Place::Local(root) => Some(root),
+            Place::Remote { .. } => None,
+        }
+    }
+
+    /// The database's directory, or its URL as a path (for messages and [`crate::Db::path`]).
+    pub fn root(&self) -> PathBuf {
+        match &*self.place {
+            Place::Local(root) => root.clone(),
+            Place::Remote { url, .. } => PathBuf::from(url),
+        }
+    }
+
+    /// The `object_store` holding the objects (its paths are relative to the database root).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The local path of an object of a local database; for a database on object storage,
+    /// its URL (good for messages only).
+    pub fn local_path(&self, object_path: &str) -> PathBuf {
+        self.root().join(object_path)
+    }
+
+    /// The fault injector.
+    pub(crate) fn faults(&self) -> Option<&Arc<FaultInjector>> {
+        self.faults.as_ref()
+    }
+
+    /// Least bytes of a part of a multipart upload (but the last).
+    pub fn min_part_bytes(&self) -> usize {
+        if self.is_remote() {
+            REMOTE_MIN_PART_BYTES
+        } else {
+            0
+        }
+    }
+
+    /// Runs `future` to completion from synchronous code: on the I/O runtime for an object
+    /// store (its HTTP client and retry timers need one), on this thread for a local one.
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
+        match &*self.place {
+            Place::Local(_) => Ok(futures::executor::block_on(future)),
+            Place::Remote { url, io } => futures::executor::block_on(io.handle().spawn(future))
+                .map_err(|e| Error::ObjectStore {
+                    path: url.clone(),
+                    message: format!("request task failed: {e}"),
+                }),
+        }
+    }
+
+    /// Fails if the fault injector says `op` on `object_path` must fail now (local storage
+    /// only: an object store's faults are injected in its HTTP client).
+    pub(crate) fn check(&self, op: IoOp, object_path: &str) -> Result<()> {
+        if self.is_remote() {
+            return Ok(());
+        }
+        let local = self.local_path(object_path);
+        fault::check(self.faults.as_deref(), op, &local).map_err(|e| Error::io(&local, e))
+    }
+
+    /// Syncs a file written through the object store, and its directory (nothing to do on an
+    /// object store: a completed put is durable).
+    pub fn sync_file(&self, object_path: &str) -> Result<()> {
+        if self.is_remote() {
+            return Ok(());
+        }
+        let local = self.local_path(object_path);
+        File::open(&local)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| local.parent().map_or(Ok(()), sync_dir))
+            .map_err(|e| Error::io(&local, e))
+    }
+
+    /// Writes a whole object durably.
+    pub fn put(&self, object_path: &str, bytes: Bytes) -> Result<()> {
+        self.check(IoOp::SstWrite, object_path)?;
+        let store = self.object_store();
+        let path = ObjectPath::from(object_path);
+        self.block_on(async move { store.put(&path, PutPayload::from(bytes)).await })?
+            .map_err(|e| store_error(object_path, e))?;
+        self.sync_file(object_path)
+    }
+
+    /// Writes a whole object if `condition` holds (object stores only: a local database
+    /// commits through its lock file and append-only manifest).
+    pub fn put_if(
+        &self,
+        object_path: &str,
+        bytes: Bytes,
+        condition: PutCondition,
+    ) -> Result<PutOutcome> {
+        debug_assert!(self.is_remote(), "conditional puts are for object stores");
+        let store = self.object_store();
+        let path = ObjectPath::from(object_path);
+        let mode = match condition {
+            PutCondition::Create => PutMode::Create,
+            PutCondition::Matches(version) => PutMode::Update(version),
+        };
+        let result = self.block_on(async move {
+            store
+                .put_opts(&path, PutPayload::from(bytes), PutOptions::from(mode))
+                .await
+        })?;
+        match result {
+            Ok(put) => Ok(PutOutcome::Written(ObjectVersion::from(put))),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::Conflict),
+            Err(e) => Err(store_error(object_path, e)),
+        }
+    }
+
+    /// Reads a whole object and its version; `None` if it does not exist.
+    pub fn get(&self, object_path: &str) -> Result<Option<(Bytes, ObjectVersion)>> {
+        let store = self.object_store();
+        let path = ObjectPath::from(object_path);
+        let result = self.block_on(async move {
+            let got = store.get(&path).await?;
+            let version = ObjectVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            Ok::<_, object_store::Error>((got.bytes().await?, version))
+        })?;
+        match result {
+            Ok(got) => Ok(Some(got)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(object_path, e)),
+        }
+    }
+
+    /// Reads a whole object (a local file with one read); a missing object is an I/O error
+    /// (`NotFound`) on its path.
+    pub fn read_all(&self, object_path: &str) -> Result<Bytes> {
+        let path = self.local_path(object_path);
+        if !self.is_remote() {
+            return std::fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| Error::io(&path, e));
+        }
+        self.get(object_path)?
+            .map(|(bytes, _)| bytes)
+            .ok_or_else(|| {
+                Error::io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
+                )
+            })
+    }
+
+    /// The size of an object; `None` if it does not exist.
+    pub fn size(&self, object_path: &str) -> Result<Option<u64>> {
+        let store = self.object_store();
+        let path = ObjectPath::from(object_path);
+        match self.block_on(async move { store.head(&path).await })? {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(object_path, e)),
+        }
+    }
+
+    /// Bytes `range` of an object.
+    pub fn get_range(&self, object_path: &str, range: Range<u64>) -> Result<Bytes> {
+        let store = self.object_store();
+        let path = ObjectPath::from(object_path);
+        self.block_on(async move { store.get_range(&path, range).await })?
+            .map_err(|e| store_error(object_path, e))
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub fn delete(&self, object_path: &str) -> Result<()> {
+        self.check(IoOp::Delete, object_path)?;
+        let store = self.object_store();
+        let path = ObjectPath::from(object_path);
+        match self.block_on(async move { store.delete(&path).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error(object_path, e)),
+        }
+    }
+
+    /// Paths of every object under `prefix` (a directory-like prefix such as `sst`).
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let store = self.object_store();
+        let path = ObjectPath::from(prefix);
+        let listed = self.block_on(async move {
+            store
+                .list(Some(&path))
+                .map(|item| item.map(|meta| meta.location.to_string()))
+                .collect::<Vec<_>>()
+                .await
+        })?;
+        listed
+            .into_iter()
+            .map(|item| item.map_err(|e| store_error(&format!("{prefix}/"), e)))
+            .collect()
+    }
+
+    /// Object paths of every object at the root whose name starts with `name_prefix` (such as
+    /// `MANIFEST-`), not descending into `sst/` or `wal/`.
+    pub fn list_root(&self, name_prefix: &str) -> Result<Vec<String>> {
+        let store = self.object_store();
+        let listed = self
+            .block_on(async move { store.list_with_delimiter(None).await })?
+            .map_err(|e| store_error("/", e))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .map(|meta| meta.location.to_string())
+            .filter(|name| name.starts_with(name_prefix))
+            .collect())
+    }
+}
+
+/// An HTTP connector that consults the fault injector before every request: a failure rule
+/// answers `500 InternalError` (or `503 SlowDown` for [`std::io::ErrorKind::QuotaExceeded`],
+/// the throttling answer), a delay rule waits first. Both are then retried by `object_store`
+/// like real answers.
+#[derive(Debug)]
+struct FaultConnector {
+    inner: SpawnedReqwestConnector,
+    faults: Option<Arc<FaultInjector>>,
+}
+
+impl HttpConnector for FaultConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = self.inner.connect(options)?;
+        match &self.faults {
+            None => Ok(inner),
+            Some(faults) => Ok(HttpClient::new(FaultService {
+                inner,
+                faults: Arc::clone(faults),
+            })),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FaultService {
+    inner: HttpClient,
+    faults: Arc<FaultInjector>,
+}
+
+/// The kind of engine operation an HTTP request to the store is part of.
+fn request_op(method: &http::Method, path: &str) -> IoOp {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    match *method {
+        http::Method::DELETE => IoOp::Delete,
+        http::Method::PUT | http::Method::POST
+            if name.starts_with("MANIFEST-") || name == "CURRENT" =>
+        {
+            IoOp::ManifestWrite
+        }
+        http::Method::PUT | http::Method::POST => IoOp::SstWrite,
+        _ => IoOp::SstRead,
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpService for FaultService {
+    async fn call(&self, req: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        let path = req.uri().path().to_string();
+        let op = request_op(req.method(), &path);
+        match self.faults.action(op, Path::new(&path)) {
+            FaultAction::Proceed => {}
+            FaultAction::Delay(delay) => tokio::time::sleep(delay).await,
+            FaultAction::Fail(error) => {
+                let (status, code) = if error.kind() == std::io::ErrorKind::QuotaExceeded {
+                    (503, "SlowDown")
+                } else {
+                    (500, "InternalError")
+                };
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+                     <Message>{error}</Message></Error>"
+                );
+                let response = http::Response::builder()
+                    .status(status)
+                    .body(HttpResponseBody::from(body))
+                    .map_err(|e| HttpError::new(object_store::client::HttpErrorKind::Unknown, e))?;
+                return Ok(response);
+            }
+        }
+        self.inner.execute(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_from_directories() {
+        assert!(is_url(Path::new("s3://bucket/prefix")));
+        assert!(is_url(Path::new("s3a://bucket")));
+        assert!(!is_url(Path::new("data/s3:")));
+        assert!(!is_url(Path::new("/tmp/db")));
+        assert!(Storage::open_url("s3:///x", None).is_err());
+    }
+
+    #[test]
+    fn requests_map_to_operations() {
+        use http::Method;
+        assert_eq!(
+            request_op(&Method::PUT, "/b/p/CURRENT"),
+            IoOp::ManifestWrite
+        );
+        assert_eq!(
+            request_op(&Method::PUT, "/b/p/MANIFEST-000002"),
+            IoOp::ManifestWrite
+        );
+        assert_eq!(
+            request_op(&Method::POST, "/b/p/sst/t000001/000000000003.parquet"),
+            IoOp::SstWrite
+        );
+        assert_eq!(request_op(&Method::GET, "/b/p/CURRENT"), IoOp::SstRead);
+        assert_eq!(request_op(&Method::DELETE, "/b/p/x"), IoOp::Delete);
+    }
+}
