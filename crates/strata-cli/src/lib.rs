@@ -103,7 +103,9 @@ fn run_inner(args: Args) -> Result<ExitCode, String> {
             .data_dir
             .clone()
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-        let existed = path.exists();
+        // A database on object storage (`s3://bucket/prefix`) is opened or created there.
+        let remote = strata_engine::storage::is_url(&path);
+        let existed = remote || path.exists();
         let session = strata_datafusion::open(&path, options).map_err(|e| {
             format!(
                 "cannot open the database in {}: {}",

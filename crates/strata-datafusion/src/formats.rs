@@ -10,6 +10,12 @@
 //! * the table function `read_orc('path')` over a local ORC file or a directory of `.orc`
 //!   files, for queries without a `CREATE EXTERNAL TABLE` first.
 //!
+//! [`ObjectStores`] is the session's object-store registry: besides local files, it answers an
+//! `s3://bucket/...` URL (`CREATE EXTERNAL TABLE ... LOCATION 's3://...'`, `COPY ... TO
+//! 's3://...'`, in every format) with an S3 store for the bucket, built on first use from the
+//! environment as datafusion-cli does (`AmazonS3Builder::from_env`: `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...).
+//!
 //! Avro is read by DataFusion itself (`STORED AS AVRO`; this crate enables its `avro`
 //! feature). Neither format can be written: `COPY ... STORED AS ORC` fails with DataFusion's
 //! "not implemented" error. Rust callers can also use `datafusion_orc`'s
@@ -28,8 +34,12 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::provider::DefaultTableFactory;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::prelude::SessionContext;
 pub use datafusion_orc::{OrcFormat, OrcReadOptions, SessionContextOrcExt};
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use url::Url;
 
 use crate::functions::string_arg;
 
@@ -49,6 +59,57 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     }
     ctx.register_udtf("read_orc", Arc::new(ReadOrcFunction));
     Ok(())
+}
+
+/// The object-store registry of a session: DataFusion's default one (local files, stores
+/// registered by hand), plus an S3 store per bucket for `s3://` and `s3a://` URLs, built from
+/// the environment the first time a URL of the bucket is used.
+#[derive(Debug, Default)]
+pub struct ObjectStores {
+    inner: DefaultObjectStoreRegistry,
+}
+
+impl ObjectStores {
+    /// A registry with only the local file system registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ObjectStoreRegistry for ObjectStores {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.inner.register_store(url, store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        self.inner.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.inner.get_store(url) {
+            return Ok(store);
+        }
+        match url.scheme() {
+            "s3" | "s3a" => {
+                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+                    DataFusionError::Plan(format!("{url}: an s3:// URL needs a bucket name"))
+                })?;
+                let store: Arc<dyn ObjectStore> = Arc::new(
+                    AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                );
+                self.inner.register_store(url, Arc::clone(&store));
+                Ok(store)
+            }
+            _ => self.inner.get_store(url),
+        }
+    }
 }
 
 /// A `FileFormatFactory` for ORC. ORC has no format options: a `format.*` option given in

@@ -30,6 +30,7 @@ use datafusion::common::{DFSchema, TableReference, exec_err, not_impl_err, plan_
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{
     CreateExternalTable, CreateMemoryTable, DdlStatement, LogicalPlan, LogicalPlanBuilder,
 };
@@ -116,8 +117,13 @@ impl StrataSession {
         let schema_name = config.options().catalog.default_schema.clone();
         let catalog = Arc::new(StrataCatalogProvider::new(Arc::clone(&db), &schema_name));
         let factory = Arc::new(StrataTableFactory::new(Arc::clone(&catalog)));
+        // s3:// locations of external tables and COPY targets (crate::formats::ObjectStores).
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(crate::formats::ObjectStores::new()))
+            .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(StrataQueryPlanner))
             .with_table_factory("STRATA".into(), Arc::clone(&factory) as _)

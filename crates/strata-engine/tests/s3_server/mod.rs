@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 pub fn server() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts");
-        let out = Command::new(scripts.join("s3-test-server.sh"))
+        // The workspace's scripts/, above the crate that includes this module.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("scripts/s3-test-server.sh"))
+            .find(|script| script.exists())
+            .expect("scripts/s3-test-server.sh above the crate");
+        let out = Command::new(script)
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/s3-test-server.sh");
