@@ -16,6 +16,11 @@
 //! Restart: a `statement ok` record whose SQL is `restart` closes the session and the
 //! database and opens the same directory again (see `sql-tests/README.md`).
 //!
+//! On object storage: with `STRATA_SLT_S3=1` each file runs against a database at
+//! `s3://<bucket>/db` (records labelled `S3` too) on a `moto` S3 server on loopback (started by the runner, as the
+//! engine's object-storage tests do; `scripts/s3-test-server.sh` installs it), with its WAL in
+//! the file's temporary directory.
+//!
 //! Every failing record is printed with its `file:line` and the expected/actual diff; the
 //! run ends with `sqllogictest: N passed, M failed` and exits non-zero when anything failed.
 
@@ -35,8 +40,27 @@ use sqllogictest::{Condition, DBOutput, Record, parse_file};
 use strata_datafusion::StrataSession;
 use strata_engine::Options;
 
+#[path = "../../strata-engine/tests/s3_server/mod.rs"]
+mod s3_server;
+
 /// Labels of this runner for `skipif` / `onlyif`.
 const LABELS: &[&str] = &["Strata", "Datafusion"];
+/// The extra label of a run on object storage.
+const S3_LABEL: &str = "S3";
+
+/// True when the files run against databases on object storage (`STRATA_SLT_S3`).
+fn on_s3() -> bool {
+    std::env::var_os("STRATA_SLT_S3").is_some()
+}
+
+/// The labels of this run.
+fn labels() -> Vec<&'static str> {
+    let mut labels = LABELS.to_vec();
+    if on_s3() {
+        labels.push(S3_LABEL);
+    }
+    labels
+}
 
 /// Failures printed per file before the rest are only counted.
 const ERRORS_PER_FILE_SHOWN: usize = 20;
@@ -48,14 +72,16 @@ const RESTART: &str = "restart";
 struct StrataDb {
     session: Option<StrataSession>,
     path: PathBuf,
+    options: Options,
 }
 
 impl StrataDb {
-    fn open(path: &Path) -> Result<Self, DFSqlLogicTestError> {
-        let session = strata_datafusion::open(path, Options::default())?;
+    fn open(path: &Path, options: Options) -> Result<Self, DFSqlLogicTestError> {
+        let session = strata_datafusion::open(path, options.clone())?;
         Ok(StrataDb {
             session: Some(session),
             path: path.to_path_buf(),
+            options,
         })
     }
 
@@ -67,7 +93,7 @@ impl StrataDb {
 
     fn restart(&mut self) -> Result<(), DFSqlLogicTestError> {
         self.close()?;
-        self.session = Some(strata_datafusion::open(&self.path, Options::default())?);
+        self.session = Some(strata_datafusion::open(&self.path, self.options.clone())?);
         Ok(())
     }
 }
@@ -126,8 +152,8 @@ impl sqllogictest::AsyncDB for StrataDb {
 /// True when `conditions` skip the record under [`LABELS`].
 fn skipped(conditions: &[Condition]) -> bool {
     conditions.iter().any(|c| match c {
-        Condition::OnlyIf { label } => !LABELS.contains(&label.as_str()),
-        Condition::SkipIf { label } => LABELS.contains(&label.as_str()),
+        Condition::OnlyIf { label } => !labels().contains(&label.as_str()),
+        Condition::SkipIf { label } => labels().contains(&label.as_str()),
     })
 }
 
@@ -140,15 +166,24 @@ struct FileResult {
 async fn run_file(path: &Path) -> Result<FileResult, String> {
     let records = parse_file::<DFColumnType>(path).map_err(|e| format!("{e}"))?;
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let db_path = dir.path().join("db");
+    let (db_path, options) = if on_s3() {
+        let bucket = s3_server::bucket("slt");
+        let options = Options {
+            local_wal_dir: Some(dir.path().join("wal")),
+            ..Options::default()
+        };
+        (PathBuf::from(format!("s3://{bucket}/db")), options)
+    } else {
+        (dir.path().join("db"), Options::default())
+    };
     let mut runner = sqllogictest::Runner::new({
         let db_path = db_path.clone();
         move || {
-            let db_path = db_path.clone();
-            async move { StrataDb::open(&db_path) }
+            let (db_path, options) = (db_path.clone(), options.clone());
+            async move { StrataDb::open(&db_path, options) }
         }
     });
-    for label in LABELS {
+    for label in labels() {
         runner.add_label(label);
     }
     runner.with_column_validator(sqllogictest::strict_column_validator);
@@ -195,7 +230,9 @@ fn slt_files(path: &Path, out: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn main() {
+/// Runs the files the arguments name (the test binary's entry point; `sqllogictest_s3` calls
+/// it too).
+pub fn main() {
     let default_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-tests");
     let mut roots: Vec<PathBuf> = Vec::new();
     let mut filters: Vec<String> = Vec::new();

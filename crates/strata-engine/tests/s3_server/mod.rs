@@ -42,11 +42,13 @@ pub fn server() -> &'static str {
              kill $m 2>/dev/null",
             std::process::id()
         );
-        Command::new("sh")
+        let mut watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .spawn()
             .expect("start moto_server");
+        // Reaped when it ends (after this process, in practice).
+        std::thread::spawn(move || watchdog.wait());
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto_server did not start");
