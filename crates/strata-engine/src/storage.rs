@@ -39,6 +39,11 @@
 //! (per [`crate::SyncMode`]), and reach the object store when their memtable is flushed. Until
 //! then they exist on that one disk only: if it is lost, or the database is opened from another
 //! machine (or another WAL directory), the writes not yet flushed are not there.
+//! A fenced writer learns it is fenced at its next commit (a flush, a compaction, DDL): the
+//! writes it acknowledged into its local WAL after the newer writer opened are not in the
+//! database the newer writer sees (they stay in the fenced writer's WAL directory, and its
+//! flush fails with [`crate::Error::Fenced`]). An object-store WAL, which would let the newer
+//! writer replay them and fence at write time, is not implemented.
 //!
 //! ## Requests
 //!
