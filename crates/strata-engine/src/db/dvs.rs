@@ -241,17 +241,8 @@ fn mark_newer_keys(
     } else {
         meta.rows
     };
-    let keys = file.keys()?;
-    let lo = newer
-        .keys
-        .partition_point(|k| k.as_slice() < meta.min_key.as_slice());
-    let hi = newer
-        .keys
-        .partition_point(|k| k.as_slice() <= meta.max_key.as_slice());
-    keys.mark(
-        newer.keys[lo..hi.max(lo)].iter().map(Vec::as_slice),
-        deleted,
-    );
+    let within = &newer.keys[meta.keys_within(&newer.keys)];
+    file.keys()?.mark(within.iter().map(Vec::as_slice), deleted);
     Ok(read)
 }
 

@@ -40,6 +40,7 @@
 //! every base row whose key the overlay holds is among its file's deleted rows.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -339,15 +340,11 @@ fn resolve_overlay(
 ) -> Result<Option<u64>> {
     debug_assert!(probe.windows(2).all(|w| w[0] < w[1]));
     // The probe keys within each file's key range.
-    let slices: Vec<(usize, usize)> = files
+    let slices: Vec<Range<usize>> = files
         .iter()
-        .map(|(f, _)| {
-            let lo = probe.partition_point(|k| k.as_slice() < f.meta.min_key.as_slice());
-            let hi = probe.partition_point(|k| k.as_slice() <= f.meta.max_key.as_slice());
-            (lo, hi.max(lo))
-        })
+        .map(|(f, _)| f.meta.keys_within(probe))
         .collect();
-    let reached = |i: usize| slices[i].0 < slices[i].1;
+    let reached = |i: usize| !slices[i].is_empty();
     if !(0..files.len()).all(|i| !reached(i) || files[i].1.keys_cacheable()) {
         return Ok(None);
     }
@@ -357,9 +354,11 @@ fn resolve_overlay(
             continue;
         }
         let keys = handle.keys()?;
-        let (lo, hi) = slices[i];
         let mut rows = RoaringBitmap::new();
-        keys.mark(probe[lo..hi].iter().map(Vec::as_slice), &mut rows);
+        keys.mark(
+            probe[slices[i].clone()].iter().map(Vec::as_slice),
+            &mut rows,
+        );
         if rows.is_empty() {
             continue;
         }

@@ -164,6 +164,14 @@ impl SstMeta {
         self.min_key <= other.max_key && other.min_key <= self.max_key
     }
 
+    /// The positions in `keys` (ascending encoded keys) of those within the file's key range.
+    pub fn keys_within(&self, keys: &[Vec<u8>]) -> std::ops::Range<usize> {
+        debug_assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+        let lo = keys.partition_point(|k| k.as_slice() < self.min_key.as_slice());
+        let hi = keys.partition_point(|k| k.as_slice() <= self.max_key.as_slice());
+        lo..hi.max(lo)
+    }
+
     /// The sorted run of the file (see `run_id`).
     pub fn run(&self) -> u64 {
         if self.run_id == 0 {
