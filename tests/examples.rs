@@ -1,7 +1,8 @@
 //! Runs every example in `examples/` so none rots: one `cargo build --workspace --examples`
-//! (a no-op when `cargo test --workspace` has already built them), then each example binary
-//! as a subprocess with its own temporary directory as `TMPDIR`, small data, and a check of
-//! its exit status, of a line of its output, and that it cleaned up its temporary files.
+//! (`tests/support/workspace_build.rs`; a no-op when `cargo test --workspace` has already
+//! built them), then each example binary as a subprocess with its own temporary directory as
+//! `TMPDIR`, small data, and a check of its exit status, of a line of its output, and that it
+//! cleaned up its temporary files.
 //!
 //! Run: `cargo test --test examples`.
 
@@ -9,69 +10,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+#[path = "support/workspace_build.rs"]
+mod workspace_build;
+
 /// The directory holding the example binaries, after building them once for every test.
 fn examples_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        // This test binary is `<target>/<profile dir>/deps/examples-<hash>`.
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("the test binary lives in <target>/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir
-            .parent()
-            .expect("the profile directory has a parent")
-            .to_path_buf();
-        // `--workspace`: the same packages as the README's `cargo test --workspace`, so the
-        // same feature unification and the binaries that command already built are fresh.
-        // Building only this package would resolve other features and rebuild every
-        // dependency a second time into the same target directory.
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "--workspace",
-                "--examples",
-                "--manifest-path",
-            ])
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target_dir);
-        // The variables cargo sets for this test process describe this package; build scripts
-        // (ring's, the `cc` crate's) watch some of them with `rerun-if-env-changed`, so
-        // passing them on would rerun those scripts and rebuild everything above them.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_")
-                || name.starts_with("CARGO_BIN_EXE_")
-                || matches!(
-                    name.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                build.env_remove(name.as_ref());
-            }
-        }
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-            None => panic!("no profile directory name in {}", profile_dir.display()),
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cargo build --examples failed: {status}");
-        profile_dir.join("examples")
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        workspace_build::build_workspace(&manifest, &["--examples"]);
+        workspace_build::profile_dir().join("examples")
     })
 }
 

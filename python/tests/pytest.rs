@@ -17,14 +17,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// `<target>/<profile>`, from this binary's path `<target>/<profile>/deps/pytest-<hash>`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in <target>/<profile>/deps")
-        .to_path_buf()
-}
+#[path = "../../tests/support/workspace_build.rs"]
+mod workspace_build;
+
+use workspace_build::profile_dir;
 
 fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -56,48 +52,15 @@ fn venv_python() -> &'static PathBuf {
 /// first call runs `cargo build --workspace --lib --examples` into the same target directory:
 /// `--workspace` and `--examples` give the feature resolution `cargo test --workspace` used
 /// (dev-dependencies included), so every dependency is fresh and only this crate's library is
-/// linked. As in `tests/examples.rs`, the `CARGO_*` variables cargo set for this test process
-/// are not passed on (build scripts watch some of them and would rerun).
+/// linked (`tests/support/workspace_build.rs`, shared with `tests/examples.rs`).
 fn extension() -> &'static PathBuf {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
+        workspace_build::build_workspace(
+            &python_dir().join("../Cargo.toml"),
+            &["--lib", "--examples"],
+        );
         let profile_dir = profile_dir();
-        let target_dir = profile_dir.parent().expect("profile directory parent");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "--workspace", "--lib", "--examples"])
-            .arg("--manifest-path")
-            .arg(python_dir().join("../Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_")
-                || name.starts_with("CARGO_BIN_EXE_")
-                || matches!(
-                    name.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                build.env_remove(name.as_ref());
-            }
-        }
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-            None => panic!("no profile directory name in {}", profile_dir.display()),
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cargo build --lib failed: {status}");
         let name = if cfg!(target_os = "macos") {
             "libstrata_python.dylib"
         } else {
