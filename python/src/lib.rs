@@ -40,10 +40,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -57,6 +57,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
 use futures::StreamExt;
+use pyo3::IntoPyObjectExt;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -610,6 +611,15 @@ impl BatchStream {
     }
 }
 
+/// Value 0 of a primitive `column` of type `T` as a Python object.
+fn scalar<'py, T>(py: Python<'py>, column: &ArrayRef) -> PyResult<Bound<'py, PyAny>>
+where
+    T: ArrowPrimitiveType,
+    T::Native: IntoPyObject<'py>,
+{
+    column.as_primitive::<T>().value(0).into_bound_py_any(py)
+}
+
 /// Row 0 of `batch` as a dict, or `None` when a column has a type this does not convert.
 fn row_dict<'py>(py: Python<'py>, batch: &RecordBatch) -> PyResult<Option<Bound<'py, PyDict>>> {
     let dict = PyDict::new(py);
@@ -621,54 +631,18 @@ fn row_dict<'py>(py: Python<'py>, batch: &RecordBatch) -> PyResult<Option<Bound<
                 DataType::Boolean => PyBool::new(py, column.as_boolean().value(0))
                     .to_owned()
                     .into_any(),
-                DataType::Int8 => column
-                    .as_primitive::<Int8Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::Int16 => column
-                    .as_primitive::<Int16Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::Int32 => column
-                    .as_primitive::<Int32Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::Int64 => column
-                    .as_primitive::<Int64Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::UInt8 => column
-                    .as_primitive::<UInt8Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::UInt16 => column
-                    .as_primitive::<UInt16Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::UInt32 => column
-                    .as_primitive::<UInt32Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
-                DataType::UInt64 => column
-                    .as_primitive::<UInt64Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
+                DataType::Int8 => scalar::<Int8Type>(py, column)?,
+                DataType::Int16 => scalar::<Int16Type>(py, column)?,
+                DataType::Int32 => scalar::<Int32Type>(py, column)?,
+                DataType::Int64 => scalar::<Int64Type>(py, column)?,
+                DataType::UInt8 => scalar::<UInt8Type>(py, column)?,
+                DataType::UInt16 => scalar::<UInt16Type>(py, column)?,
+                DataType::UInt32 => scalar::<UInt32Type>(py, column)?,
+                DataType::UInt64 => scalar::<UInt64Type>(py, column)?,
                 DataType::Float32 => f64::from(column.as_primitive::<Float32Type>().value(0))
                     .into_pyobject(py)?
                     .into_any(),
-                DataType::Float64 => column
-                    .as_primitive::<Float64Type>()
-                    .value(0)
-                    .into_pyobject(py)?
-                    .into_any(),
+                DataType::Float64 => scalar::<Float64Type>(py, column)?,
                 DataType::Utf8 => PyString::new(py, column.as_string::<i32>().value(0)).into_any(),
                 DataType::LargeUtf8 => {
                     PyString::new(py, column.as_string::<i64>().value(0)).into_any()
