@@ -52,7 +52,8 @@
 //! The sparse key index lists the first key of every block of `sst_index_block_rows` rows:
 //! `varint block_rows, varint blocks, then per block: varint key length, key bytes`. Block `b`
 //! starts at row `b * block_rows` of the file. Point lookups binary-search it, then read one
-//! block (a row selection inside one row group); the block cache keeps decoded blocks.
+//! block (a row selection inside one row group); the block cache keeps decoded blocks, and the
+//! key cache ([`key_cache`]) the key of every row of a file, for scan plans and DV passes.
 //!
 //! ## Integrity
 //!
