@@ -4,7 +4,7 @@
 //! files by level, all pinned together in a [`SuperVersion`]. Writes go through the database's
 //! commit path (WAL, then memtable); a read pins a super version and the latest sequence
 //! number together, under the `sv` read lock, so it sees a consistent prefix of the history
-//! (see [`TableInner::pin_latest`] for why that is enough); a read at a snapshot pins the
+//! (see `TableInner::pin_latest` for why that is enough); a read at a snapshot pins the
 //! current super version, which holds everything the snapshot's number covers.
 //!
 //! ## Locks

@@ -2,7 +2,7 @@
 //! bucket a sorted singly linked list (RocksDB's `HashLinkList`).
 //!
 //! * Structure: a fixed array of bucket heads (a power of two, default
-//!   [`DEFAULT_BUCKETS`](super::prefix::DEFAULT_BUCKETS)); each head starts a list of arena
+//!   [`super::prefix::DEFAULT_BUCKETS`]); each head starts a list of arena
 //!   [`node`](super::node)s with one `next` link, in internal-key order. Entries of colliding
 //!   prefixes share a list. A [`PrefixIndex`] (an arena skip list) holds the distinct prefixes
 //!   in order.

@@ -2,7 +2,7 @@
 //! a lock-free arena skip list (RocksDB's `HashSkipList`).
 //!
 //! * Structure: a fixed array of buckets (a power of two, default
-//!   [`DEFAULT_BUCKETS`](super::prefix::DEFAULT_BUCKETS)); bucket `hash(prefix) & mask` holds,
+//!   [`super::prefix::DEFAULT_BUCKETS`]); bucket `hash(prefix) & mask` holds,
 //!   in internal-key order, every entry whose key starts with that prefix (prefixes that collide
 //!   share a bucket, still ordered). Buckets are [`InlineSkipList`]s created on first use, all
 //!   allocating from one [`Arena`]. Beside them, a [`PrefixIndex`] (another arena skip list)

@@ -5,7 +5,7 @@
 //! it to an L0 SST. All variants implement one trait, [`Memtable`], and are chosen at runtime by
 //! name through [`MemtableKind`].
 //!
-//! ## Contract (checked by [`conformance`] for every variant)
+//! ## Contract (checked by `conformance` (the tests module) for every variant)
 //!
 //! * Entries are `(key, seq, op, value)`; the engine never inserts the same `(key, seq)` twice
 //!   and sequence number `0` is never used for a write (it is reserved as a search sentinel).

@@ -33,7 +33,7 @@ use crate::schema::TableSchema;
 use crate::types::{FileId, OpKind, SeqNo, TableId};
 
 /// Most bytes buffered before they are sent as one part of the upload (a part is also at
-/// most `sst_row_group_bytes_max`, and at least [`UPLOAD_PART_BYTES_MIN`]).
+/// most `sst_row_group_bytes_max`, and at least `UPLOAD_PART_BYTES_MIN`).
 pub const UPLOAD_PART_BYTES: usize = 8 << 20;
 /// Least bytes of an upload part.
 pub const UPLOAD_PART_BYTES_MIN: usize = 256 << 10;
