@@ -7,19 +7,25 @@
 use std::collections::HashMap;
 use std::ops::{Bound, Range};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, UInt8Type, UInt64Type};
+use bytes::Bytes;
 use parking_lot::Mutex;
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ParquetRecordBatchReaderBuilder, RowGroups, RowSelection, RowSelector,
 };
+use parquet::arrow::{FieldLevels, ProjectionMask, parquet_to_arrow_field_levels};
+use parquet::basic::{Encoding, PageType};
 use parquet::bloom_filter::Sbbf;
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::column::page::{PageIterator, PageReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, RowGroupMetaData};
+use parquet::file::page_index::offset_index::PageLocation;
+use parquet::file::reader::ChunkReader;
+use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::cache::{BlockCache, DecodedBlock};
 use super::store::{SstFile, SstStore};
@@ -141,9 +147,30 @@ pub struct SstReader {
     schema: Arc<TableSchema>,
     /// Parquet column of each key column (in key order) that has a bloom filter.
     bloom_columns: Vec<Option<usize>>,
-    blooms: Mutex<HashMap<usize, Arc<Vec<Option<Sbbf>>>>>,
+    /// The bloom filters of each row group's key columns, loaded by the first lookup that
+    /// probes the row group and pinned for the life of the reader.
+    blooms: Vec<OnceLock<Arc<Vec<Option<Sbbf>>>>>,
+    /// How a block is read page by page ([`SstReader::read_block_pages`]); `None` when some
+    /// column spans several Parquet leaf columns (nested types), whose blocks go through the
+    /// Parquet reader's row selection instead.
+    direct: Option<Vec<DirectColumn>>,
     cache: Arc<BlockCache>,
     metrics: Arc<Metrics>,
+}
+
+/// What a page-level block read needs to know about one SST column that is one Parquet leaf.
+struct DirectColumn {
+    /// The Parquet leaf column.
+    leaf: usize,
+    /// The Arrow decoding levels of a read of this column alone.
+    levels: FieldLevels,
+    /// Per row group: the data pages at the start of the column chunk that are dictionary
+    /// encoded (the Parquet writer falls back to plain encoding once and never returns), so a
+    /// read of later pages skips the dictionary page. `u32::MAX` when unknown (every page may
+    /// need it).
+    dictionary_pages: Vec<u32>,
+    /// Per row group: the raw dictionary page (header included), read once when first needed.
+    dictionaries: Vec<OnceLock<Bytes>>,
 }
 
 impl std::fmt::Debug for SstReader {
@@ -199,8 +226,11 @@ impl SstReader {
             Metrics::inc(&metrics.sst_files_verified);
         }
         catch(&object_path, || {
-            let options =
-                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            // Full page encoding statistics: a block read skips the dictionary page when the
+            // pages it reads are plain encoded.
+            let options = ArrowReaderOptions::new()
+                .with_page_index_policy(PageIndexPolicy::Required)
+                .with_encoding_stats_as_mask(false);
             let metadata = ArrowReaderMetadata::load(&file, options)
                 .map_err(|e| corrupt(file.len(), &format!("unreadable Parquet footer: {e}")))?;
             Self::from_parts(
@@ -285,6 +315,16 @@ impl SstReader {
                 bloom_supported(storage.field(*i).data_type()).then(|| schema.sst_leaf_column(*i))
             })
             .collect();
+        let parquet = metadata.metadata();
+        let row_groups = parquet.num_row_groups();
+        let direct = direct_columns(&metadata, storage.fields().len())
+            .map_err(|e| corrupt(format!("unreadable Parquet schema: {e}")))?;
+        if parquet
+            .offset_index()
+            .is_none_or(|index| index.len() != row_groups)
+        {
+            return Err(corrupt("the page index is missing".into()));
+        }
         Ok(SstReader {
             meta: meta.clone(),
             object_path,
@@ -294,10 +334,31 @@ impl SstReader {
             row_group_starts,
             schema,
             bloom_columns,
-            blooms: Mutex::new(HashMap::new()),
+            blooms: (0..row_groups).map(|_| OnceLock::new()).collect(),
+            direct,
             cache,
             metrics,
         })
+    }
+
+    /// True when blocks are read page by page ([`SstReader::read_block_pages`]).
+    #[cfg(test)]
+    pub(crate) fn reads_block_pages(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Per row group: the dictionary-encoded data pages of column `leaf` and all its data
+    /// pages.
+    #[cfg(test)]
+    pub(crate) fn dictionary_encoded_pages(&self, leaf: usize) -> Vec<(u32, u32)> {
+        let direct = self.direct.as_ref().expect("page-level reads");
+        let index = self.metadata.metadata().offset_index().expect("page index");
+        (0..self.row_groups())
+            .map(|rg| {
+                let pages = index[rg][leaf].page_locations().len() as u32;
+                (direct[leaf].dictionary_pages[rg], pages)
+            })
+            .collect()
     }
 
     /// The file's metadata.
@@ -347,10 +408,10 @@ impl SstReader {
         }
     }
 
-    /// Bloom filters of the key columns in row group `rg` (loaded once).
-    fn blooms_for(&self, rg: usize) -> Result<Arc<Vec<Option<Sbbf>>>> {
-        if let Some(found) = self.blooms.lock().get(&rg) {
-            return Ok(Arc::clone(found));
+    /// Bloom filters of the key columns in row group `rg` (loaded once, then pinned).
+    fn blooms_for(&self, rg: usize) -> Result<&Arc<Vec<Option<Sbbf>>>> {
+        if let Some(found) = self.blooms[rg].get() {
+            return Ok(found);
         }
         let row_group = self.metadata.metadata().row_group(rg);
         let mut filters = Vec::with_capacity(self.bloom_columns.len());
@@ -362,9 +423,8 @@ impl SstReader {
             };
             filters.push(filter);
         }
-        let filters = Arc::new(filters);
-        self.blooms.lock().insert(rg, Arc::clone(&filters));
-        Ok(filters)
+        // A racing lookup may have loaded them too: both loaded the same filters.
+        Ok(self.blooms[rg].get_or_init(|| Arc::new(filters)))
     }
 
     fn corrupt(&self, reason: &str) -> Error {
@@ -404,11 +464,16 @@ impl SstReader {
         let start = block as u64 * self.index.block_rows;
         let end = (start + self.index.block_rows).min(self.meta.rows);
         let columns: Vec<usize> = (0..self.schema.storage_schema().fields().len()).collect();
-        let batches: Vec<RecordBatch> = self
-            .read_rows(start, end, &columns, (end - start) as usize)?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
-        let batch = concat_batches(&self.schema.sst_schema(), &batches)?;
+        let batch = match self.read_block_pages(start, end)? {
+            Some(batch) => batch,
+            None => {
+                let batches: Vec<RecordBatch> = self
+                    .read_rows(start, end, &columns, (end - start) as usize)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
+                concat_batches(&self.schema.sst_schema(), &batches)?
+            }
+        };
         if batch.num_rows() as u64 != end - start {
             return Err(self.corrupt("block has the wrong number of rows"));
         }
@@ -417,6 +482,155 @@ impl SstReader {
         self.cache
             .insert(self.meta.id, block as u32, Arc::clone(&decoded));
         Ok(decoded)
+    }
+
+    /// Rows `[start, end)` of all columns read page by page: for each column, the pages
+    /// holding those rows (found in the offset index) are fetched with one positioned read
+    /// and decoded, plus the column's dictionary page when one of them is dictionary encoded.
+    /// Nothing else of the row group is read or decoded. `None` when the rows span two row
+    /// groups or a column spans several Parquet leaves (the caller reads them through the
+    /// Parquet reader's row selection).
+    fn read_block_pages(&self, start: u64, end: u64) -> Result<Option<RecordBatch>> {
+        debug_assert!(start < end && end <= self.meta.rows);
+        let Some(direct) = &self.direct else {
+            return Ok(None);
+        };
+        let rg = self.row_group_of(start);
+        if self.row_group_of(end - 1) != rg {
+            return Ok(None);
+        }
+        let rg_start = self.row_group_starts[rg];
+        let rg_rows = self.row_group_starts[rg + 1] - rg_start;
+        let (lo, hi) = (start - rg_start, end - rg_start);
+        let arrays = catch(&self.object_path, || {
+            direct
+                .iter()
+                .map(|column| self.read_column_pages(column, rg, lo, hi, rg_rows))
+                .collect::<Result<Vec<ArrayRef>>>()
+        })?;
+        let batch = RecordBatch::try_new(Arc::clone(self.schema.sst_file_schema()), arrays)
+            .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
+        let columns: Vec<usize> = (0..direct.len()).collect();
+        if columns
+            .iter()
+            .any(|c| self.schema.sst_file_type_differs(*c))
+        {
+            return self.schema.from_sst_file_batch(&columns, batch).map(Some);
+        }
+        Ok(Some(batch))
+    }
+
+    /// Rows `[lo, hi)` of row group `rg` (of `rg_rows` rows) of one column: see
+    /// [`SstReader::read_block_pages`].
+    fn read_column_pages(
+        &self,
+        column: &DirectColumn,
+        rg: usize,
+        lo: u64,
+        hi: u64,
+        rg_rows: u64,
+    ) -> Result<ArrayRef> {
+        let parquet = self.metadata.metadata();
+        let locations = parquet
+            .offset_index()
+            .and_then(|index| index.get(rg))
+            .and_then(|columns| columns.get(column.leaf))
+            .map(|index| index.page_locations().as_slice())
+            .filter(|locations| !locations.is_empty())
+            .ok_or_else(|| self.corrupt("a column chunk has no page locations"))?;
+        // The pages holding rows lo..hi: the last page starting at or before `lo`, through the
+        // last one starting before `hi`.
+        let first = locations
+            .partition_point(|p| p.first_row_index as u64 <= lo)
+            .checked_sub(1)
+            .ok_or_else(|| self.corrupt("the first page does not start at row 0"))?;
+        let last = locations.partition_point(|p| (p.first_row_index as u64) < hi) - 1;
+        debug_assert!(first <= last);
+        let first_row = locations[first].first_row_index as u64;
+        let rows_end = locations
+            .get(last + 1)
+            .map_or(rg_rows, |p| p.first_row_index as u64);
+        let chunk = parquet.row_group(rg).column(column.leaf);
+        let (chunk_start, _) = chunk.byte_range();
+        let data_start = locations[0].offset as u64;
+        let pages_start = locations[first].offset as u64;
+        let pages_end = locations[last].offset as u64 + locations[last].compressed_page_size as u64;
+        if data_start < chunk_start || pages_end <= pages_start || rows_end <= first_row {
+            return Err(self.corrupt("page locations outside their column chunk"));
+        }
+        let pages = self
+            .file
+            .get_bytes(pages_start, (pages_end - pages_start) as usize)
+            .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?;
+        // The page reader sees the dictionary page (when needed) where it is in the file and
+        // the selected pages right after it, as if they were the whole column chunk.
+        let needs_dictionary =
+            data_start > chunk_start && (first as u64) < u64::from(column.dictionary_pages[rg]);
+        let (pages_at, dictionary) = if needs_dictionary {
+            let dictionary = match column.dictionaries[rg].get() {
+                Some(found) => found.clone(),
+                None => {
+                    let read = self
+                        .file
+                        .get_bytes(chunk_start, (data_start - chunk_start) as usize)
+                        .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?;
+                    column.dictionaries[rg].get_or_init(|| read).clone()
+                }
+            };
+            (data_start, Some((chunk_start, dictionary)))
+        } else {
+            (chunk_start, None)
+        };
+        let shifted: Vec<PageLocation> = locations[first..=last]
+            .iter()
+            .map(|p| PageLocation {
+                offset: (p.offset as u64 - pages_start + pages_at) as i64,
+                compressed_page_size: p.compressed_page_size,
+                first_row_index: p.first_row_index - first_row as i64,
+            })
+            .collect();
+        let source = BlockPages {
+            dictionary,
+            pages_at,
+            pages,
+        };
+        let unreadable =
+            |e: parquet::errors::ParquetError| self.corrupt(&format!("unreadable pages: {e}"));
+        let page_reader = SerializedPageReader::new(
+            Arc::new(source),
+            chunk,
+            (rows_end - first_row) as usize,
+            Some(shifted),
+        )
+        .map_err(unreadable)?;
+        let row_groups = OneColumnChunk {
+            metadata: parquet,
+            row_group: rg,
+            leaf: column.leaf,
+            rows: (rows_end - first_row) as usize,
+            pages: Mutex::new(Some(Box::new(page_reader))),
+        };
+        let mut selectors = Vec::with_capacity(2);
+        if lo > first_row {
+            selectors.push(RowSelector::skip((lo - first_row) as usize));
+        }
+        selectors.push(RowSelector::select((hi - lo) as usize));
+        let mut reader = ParquetRecordBatchReader::try_new_with_row_groups(
+            &column.levels,
+            &row_groups,
+            (hi - lo) as usize,
+            Some(RowSelection::from(selectors)),
+        )
+        .map_err(unreadable)?;
+        let batch = reader
+            .next()
+            .transpose()
+            .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?
+            .ok_or_else(|| self.corrupt("pages hold fewer rows than their locations say"))?;
+        if batch.num_rows() as u64 != hi - lo || batch.num_columns() != 1 {
+            return Err(self.corrupt("pages hold fewer rows than their locations say"));
+        }
+        Ok(Arc::clone(batch.column(0)))
     }
 
     fn encode_keys(&self, batch: &RecordBatch, columns: &[usize]) -> Result<ByteRows> {
@@ -676,6 +890,152 @@ impl SstReader {
         })
     }
 }
+
+/// The SST columns as page-level block reads see them; `None` when some column is not a
+/// single, unrepeated Parquet leaf.
+fn direct_columns(
+    metadata: &ArrowReaderMetadata,
+    columns: usize,
+) -> parquet::errors::Result<Option<Vec<DirectColumn>>> {
+    let parquet = metadata.metadata();
+    let descr = parquet.file_metadata().schema_descr();
+    if descr.num_columns() != columns {
+        return Ok(None);
+    }
+    let hint = metadata.schema().fields();
+    let mut direct = Vec::with_capacity(columns);
+    for leaf in 0..columns {
+        if descr.get_column_root_idx(leaf) != leaf || descr.column(leaf).max_rep_level() != 0 {
+            return Ok(None);
+        }
+        let levels = parquet_to_arrow_field_levels(
+            descr,
+            ProjectionMask::leaves(descr, [leaf]),
+            Some(hint),
+        )?;
+        direct.push(DirectColumn {
+            leaf,
+            levels,
+            dictionary_pages: parquet
+                .row_groups()
+                .iter()
+                .map(|rg| dictionary_encoded_pages(rg, leaf))
+                .collect(),
+            dictionaries: parquet
+                .row_groups()
+                .iter()
+                .map(|_| OnceLock::new())
+                .collect(),
+        });
+    }
+    Ok(Some(direct))
+}
+
+/// The number of dictionary-encoded data pages of column `leaf` of a row group, from the page
+/// encoding statistics; `u32::MAX` when they are not recorded.
+fn dictionary_encoded_pages(row_group: &RowGroupMetaData, leaf: usize) -> u32 {
+    let Some(stats) = row_group.column(leaf).page_encoding_stats() else {
+        return u32::MAX;
+    };
+    stats
+        .iter()
+        .filter(|s| matches!(s.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2))
+        .filter(|s| {
+            matches!(
+                s.encoding,
+                Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY
+            )
+        })
+        .map(|s| u32::try_from(s.count).unwrap_or(0))
+        .sum()
+}
+
+/// The bytes of a page-level block read as a Parquet `ChunkReader`: the dictionary page at its
+/// place in the file (when needed), and the selected pages from `pages_at`.
+struct BlockPages {
+    dictionary: Option<(u64, Bytes)>,
+    pages_at: u64,
+    pages: Bytes,
+}
+
+impl parquet::file::reader::Length for BlockPages {
+    fn len(&self) -> u64 {
+        self.pages_at + self.pages.len() as u64
+    }
+}
+
+impl ChunkReader for BlockPages {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        let length = (self.pages_at + self.pages.len() as u64).saturating_sub(start);
+        Ok(self.get_bytes(start, length as usize)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let within = |at: u64, bytes: &Bytes| -> Option<Bytes> {
+            let from = usize::try_from(start.checked_sub(at)?).ok()?;
+            let to = from.checked_add(length)?;
+            (to <= bytes.len()).then(|| bytes.slice(from..to))
+        };
+        self.dictionary
+            .as_ref()
+            .and_then(|(at, bytes)| within(*at, bytes))
+            .or_else(|| within(self.pages_at, &self.pages))
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!(
+                    "read of {length} bytes at {start} outside the pages of a block"
+                ))
+            })
+    }
+}
+
+/// One column chunk's selected pages as the Parquet reader's `RowGroups`.
+struct OneColumnChunk<'a> {
+    metadata: &'a ParquetMetaData,
+    row_group: usize,
+    leaf: usize,
+    rows: usize,
+    pages: Mutex<Option<Box<dyn PageReader>>>,
+}
+
+impl RowGroups for OneColumnChunk<'_> {
+    fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    fn column_chunks(&self, i: usize) -> parquet::errors::Result<Box<dyn PageIterator>> {
+        let pages = (i == self.leaf).then(|| self.pages.lock().take()).flatten();
+        let pages = pages.ok_or_else(|| {
+            parquet::errors::ParquetError::General(format!(
+                "column {i} is not the one column chunk of a block read"
+            ))
+        })?;
+        Ok(Box::new(OnePageReader(Some(pages))))
+    }
+
+    fn row_groups(&self) -> Box<dyn Iterator<Item = &RowGroupMetaData> + '_> {
+        Box::new(std::iter::once(self.metadata.row_group(self.row_group)))
+    }
+
+    fn metadata(&self) -> &ParquetMetaData {
+        self.metadata
+    }
+}
+
+/// A `PageIterator` over one page reader.
+struct OnePageReader(Option<Box<dyn PageReader>>);
+
+impl Iterator for OnePageReader {
+    type Item = parquet::errors::Result<Box<dyn PageReader>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.take().map(Ok)
+    }
+}
+
+impl PageIterator for OnePageReader {}
 
 type BatchIter =
     Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;

@@ -79,11 +79,14 @@ struct Fixture {
 }
 
 fn fixture(n: i64) -> Fixture {
+    fixture_with(n, &small_options())
+}
+
+fn fixture_with(n: i64, options: &TableOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SstStore::new(dir.path(), None).unwrap();
     let schema = table_schema();
-    let mut writer =
-        SstWriter::new(&store, 7, 42, 42, &schema, &small_options(), 0, n as u64).unwrap();
+    let mut writer = SstWriter::new(&store, 7, 42, 42, &schema, options, 0, n as u64).unwrap();
     let (batch, keys) = rows(&schema, n);
     // Write in two pieces to check that order and stats carry across batches.
     let half = batch.num_rows() / 2;
@@ -524,5 +527,76 @@ fn edge_types_the_codec_accepts_are_storable() {
             .collect();
         let scanned = arrow::compute::concat_batches(&schema.sst_schema(), &scanned).unwrap();
         assert_eq!(scanned.column(1).to_data(), values.to_data(), "{dt}");
+    }
+}
+
+/// Every row read from the file by the `parquet` crate's own reader, in file order.
+fn parquet_rows(f: &Fixture) -> RecordBatch {
+    let path = f.store.local_path(&f.meta.object_path());
+    let file = std::fs::File::open(path).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1 << 16).unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// A lookup that misses the block cache reads the block's pages alone (offset index, byte
+/// range, decode) and returns exactly the row the file holds: every version of every key,
+/// through a reader whose cache is disabled and through one whose cache was dropped after
+/// it was filled. The fixture's pages are small (1 KiB), so blocks start inside pages, span
+/// several, and the `name` column falls back from dictionary to plain encoding.
+#[test]
+fn lookups_after_a_cache_drop_return_exactly_the_row() {
+    // Small row groups (the dictionary of `name` holds all of a row group), and large ones
+    // (it falls back to plain encoding, and reads of the later pages skip the dictionary).
+    let large_row_groups = TableOptions {
+        sst_row_group_rows: 1024,
+        ..small_options()
+    };
+    for (options, falls_back) in [(small_options(), false), (large_row_groups, true)] {
+        let f = fixture_with(300, &options);
+        let reader = open(&f, 0).unwrap();
+        let pages = reader.dictionary_encoded_pages(1);
+        assert!(pages.iter().all(|(dict, all)| dict <= all), "{pages:?}");
+        assert_eq!(
+            pages.iter().any(|(dict, all)| dict < all),
+            falls_back,
+            "{pages:?}"
+        );
+        lookups_return_exactly_the_row(&f);
+    }
+}
+
+fn lookups_return_exactly_the_row(f: &Fixture) {
+    let expected = parquet_rows(f);
+    let ids = expected.column(0).as_primitive::<Int64Type>();
+    let seqs = expected
+        .column(2)
+        .as_primitive::<arrow::datatypes::UInt64Type>();
+    let warm = open(f, 1 << 20).unwrap();
+    for k in (0..600).step_by(2) {
+        warm.get(&key(&f.schema, k), u64::MAX).unwrap().unwrap();
+    }
+    drop(warm);
+    for cache_bytes in [0, 1 << 20] {
+        let reader = open(f, cache_bytes).unwrap();
+        assert!(reader.reads_block_pages());
+        for row in 0..expected.num_rows() {
+            let id = ids.value(row);
+            let seq = seqs.value(row);
+            let (found_seq, op, found) = reader
+                .get(&key(&f.schema, id), seq)
+                .unwrap()
+                .unwrap_or_else(|| panic!("key {id} at {seq}"));
+            assert_eq!(found_seq, seq);
+            assert_eq!(
+                op.as_u8(),
+                expected
+                    .column(3)
+                    .as_primitive::<arrow::datatypes::UInt8Type>()
+                    .value(row)
+            );
+            assert_eq!(found, expected.slice(row, 1), "key {id} at {seq}");
+        }
     }
 }
