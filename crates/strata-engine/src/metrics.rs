@@ -77,6 +77,11 @@ metrics! {
     /// Base rows a scan plan found hidden by its memtable overlay (through the key cache,
     /// so the scan needs no anti-join).
     overlay_rows_resolved,
+    /// Base scans planned (overlay merged and resolved).
+    scan_plans_made,
+    /// Base scans that reused the plan of an earlier scan of the same unchanged table
+    /// state.
+    scan_plans_reused,
     /// Range scans started.
     scans,
     /// Rows returned by scans.

@@ -30,6 +30,7 @@ use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::options::TableOptions;
+use crate::read::plan_cache::PlanInputs;
 use crate::read::{
     BaseFile, BaseScan, Dedup, KeyRange, MergeIter, ScanColumns, ScanIter, ScanOptions,
     collect_runs,
@@ -68,6 +69,8 @@ pub(crate) struct TableInner {
     /// Next hidden row id (append-only tables).
     pub next_rowid: AtomicU64,
     pub created_at_ms: u64,
+    /// Plans of recent base scans, reused while the table is unchanged.
+    pub plan_cache: crate::read::plan_cache::PlanCache,
 }
 
 impl std::fmt::Debug for TableInner {
@@ -657,6 +660,14 @@ impl ReadView {
         }
         let all = [KeyRange::all()];
         let ranges = ranges.unwrap_or(&all);
+        let memtables: Vec<Arc<MemtableSlot>> = self.sv.memtables().cloned().collect();
+        let inputs = PlanInputs::new(version, &memtables, ranges, self.read_seq);
+        if let Some(inputs) = &inputs
+            && let Some(plan) = self.table.plan_cache.get(inputs)
+        {
+            Metrics::inc(&self.db.metrics.scan_plans_reused);
+            return Ok(plan);
+        }
         let files: Vec<(BaseFile, Arc<SstHandle>)> = version
             .files_overlapping(ranges, self.read_seq)
             .map(|f| {
@@ -677,14 +688,17 @@ impl ReadView {
                 return Ok(None);
             }
         }
-        let memtables = self.sv.memtables().cloned().collect();
         let scan =
             crate::read::plan::plan_base_scan(schema, files, memtables, ranges, self.read_seq)?;
+        Metrics::inc(&self.db.metrics.scan_plans_made);
         if let Some(scan) = &scan {
             Metrics::add(
                 &self.db.metrics.overlay_rows_resolved,
                 scan.overlay.hidden_base_rows(),
             );
+        }
+        if let Some(inputs) = inputs {
+            self.table.plan_cache.insert(inputs, &scan);
         }
         Ok(scan)
     }

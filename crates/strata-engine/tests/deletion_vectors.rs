@@ -415,3 +415,55 @@ fn a_view_pinned_before_a_dv_update_keeps_its_own_deletion_vectors() {
     assert_eq!(read_base(&pinned).unwrap().unwrap(), before);
     assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), now);
 }
+
+/// A base-scan plan is reused while the table's files and memtables are unchanged, and made
+/// afresh after a write, after a flush, and for a snapshot older than the memtables (whose
+/// plan is not kept, so it cannot answer for the latest view).
+#[test]
+fn a_scan_plan_is_reused_only_while_the_table_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    let mut model: Model = (0..100).map(|i| (i, format!("a{i}"))).collect();
+    let all: Vec<(i64, String)> = model.clone().into_iter().collect();
+    t.insert(&rows(&all)).unwrap();
+    t.flush().unwrap();
+    t.insert(&rows(&[(5, "b5".into())])).unwrap();
+    t.delete_keys(&[vec![KeyValue::from(7i64)]]).unwrap();
+    model.insert(5, "b5".into());
+    model.remove(&7);
+    let counters = |db: &Db| {
+        let m = db.metrics();
+        (
+            m.get("scan_plans_made").unwrap(),
+            m.get("scan_plans_reused").unwrap(),
+        )
+    };
+    let (made, reused) = counters(&db);
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(counters(&db), (made + 1, reused + 1), "the second scan reuses");
+
+    // A snapshot, then a write: the latest view plans again and sees the write.
+    let before_write = db.snapshot();
+    let past = model.clone();
+    t.insert(&rows(&[(5, "c5".into()), (500, "new".into())]))
+        .unwrap();
+    model.insert(5, "c5".into());
+    model.insert(500, "new".into());
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(counters(&db), (made + 2, reused + 1));
+    // The snapshot does not see the write (and its plan is not kept) ...
+    let at_snapshot = t.view_at(&before_write).unwrap();
+    assert_eq!(read_base(&at_snapshot).unwrap().unwrap(), past);
+    assert_eq!(read_base(&at_snapshot).unwrap().unwrap(), past);
+    assert_eq!(counters(&db), (made + 4, reused + 1));
+    // ... so the latest view still reuses its own.
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(counters(&db), (made + 4, reused + 2));
+
+    // A flush installs a new version: planned again, same rows.
+    t.flush().unwrap();
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(counters(&db), (made + 5, reused + 2));
+}

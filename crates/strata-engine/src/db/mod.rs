@@ -709,6 +709,7 @@ impl DbInner {
             flushed_seq: AtomicU64::new(flushed_seq),
             next_rowid: AtomicU64::new(0),
             created_at_ms: def.created_at_ms,
+            plan_cache: Default::default(),
         }))
     }
 

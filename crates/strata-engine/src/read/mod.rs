@@ -23,6 +23,7 @@
 
 pub mod merge;
 pub mod plan;
+pub(crate) mod plan_cache;
 mod runs;
 
 use std::ops::Bound;

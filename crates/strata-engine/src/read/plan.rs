@@ -82,12 +82,12 @@ impl BaseFile {
 }
 
 /// The overlay of a base scan (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Overlay {
     /// Live rows (user columns, key order) of the keys whose newest version is a put.
     rows: Option<RecordBatch>,
     /// Keys held by the overlay that lie inside some base file's key range.
-    probe: Probe,
+    probe: Arc<Probe>,
     /// Keys in the overlay (puts and tombstones).
     keys: usize,
     /// Tombstones in the overlay.
@@ -117,7 +117,7 @@ impl Overlay {
 
     /// True when no overlay key can hide a base row (no anti-join needed).
     pub fn hides_nothing(&self) -> bool {
-        matches!(self.probe, Probe::Empty)
+        matches!(*self.probe, Probe::Empty)
     }
 
     /// Number of keys held (puts and tombstones).
@@ -144,7 +144,7 @@ impl Overlay {
         key_columns: &[ArrayRef],
     ) -> Result<BooleanArray> {
         let rows = key_columns.first().map_or(0, |c| c.len());
-        match &self.probe {
+        match &*self.probe {
             Probe::Empty => Ok(BooleanArray::from(vec![true; rows])),
             Probe::Int64(values) => {
                 let column = key_columns[0]
@@ -199,7 +199,7 @@ fn keep_sorted(keys: &[i64], column: &Int64Array) -> BooleanArray {
 }
 
 /// A scan of a view as base files plus overlay (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BaseScan {
     /// The base files overlapping the scan's ranges, by smallest key.
     pub files: Vec<BaseFile>,
@@ -323,7 +323,7 @@ pub(crate) fn plan_base_scan(
         disjoint,
         overlay: Overlay {
             rows,
-            probe,
+            probe: Arc::new(probe),
             keys,
             tombstones,
             hidden,
