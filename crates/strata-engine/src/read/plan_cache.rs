@@ -98,15 +98,9 @@ impl PlanInputs {
     fn same_table_state(&self, current: &PlanInputs) -> bool {
         Weak::ptr_eq(&self.version, &current.version)
             && self.memtables.len() == current.memtables.len()
-            && self
-                .memtables
-                .iter()
-                .zip(&current.memtables)
-                .all(|(a, b)| {
-                    Weak::ptr_eq(&a.slot, &b.slot)
-                        && a.max_seq == b.max_seq
-                        && a.entries == b.entries
-                })
+            && self.memtables.iter().zip(&current.memtables).all(|(a, b)| {
+                Weak::ptr_eq(&a.slot, &b.slot) && a.max_seq == b.max_seq && a.entries == b.entries
+            })
     }
 }
 
@@ -140,7 +134,10 @@ impl PlanCache {
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|(made_from, _)| made_from.same_table_state(&inputs));
-        if entries.iter().any(|(made_from, _)| made_from.same_as(&inputs)) {
+        if entries
+            .iter()
+            .any(|(made_from, _)| made_from.same_as(&inputs))
+        {
             return;
         }
         if entries.len() == PLAN_CACHE_ENTRIES {
@@ -154,5 +151,56 @@ impl PlanCache {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.lock().map_or(0, |e| e.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memtable::MemtableKind;
+    use crate::types::OpKind;
+
+    fn range(lower: u8) -> Vec<KeyRange> {
+        vec![KeyRange::new(
+            std::ops::Bound::Included(vec![lower]),
+            std::ops::Bound::Unbounded,
+        )]
+    }
+
+    #[test]
+    fn entries_are_bounded_and_dropped_when_the_table_changes() {
+        let version = Arc::new(Version::default());
+        let slot = Arc::new(MemtableSlot::new(MemtableKind::default().create()));
+        slot.memtable.insert(b"k", 1, OpKind::Put, b"v");
+        slot.note_inserted(1, 1);
+        let memtables = [Arc::clone(&slot)];
+        let cache = PlanCache::default();
+        for lower in 0..(PLAN_CACHE_ENTRIES as u8 + 2) {
+            let inputs = PlanInputs::new(&version, &memtables, &range(lower), 1).unwrap();
+            assert!(cache.get(&inputs).is_none());
+            cache.insert(inputs.clone(), &None);
+            assert!(matches!(cache.get(&inputs), Some(None)));
+        }
+        assert_eq!(cache.len(), PLAN_CACHE_ENTRIES);
+        // The oldest ranges were evicted, the newest kept.
+        let oldest = PlanInputs::new(&version, &memtables, &range(0), 1).unwrap();
+        assert!(cache.get(&oldest).is_none());
+
+        // A snapshot older than the memtable's newest entry gets no inputs (is never cached).
+        assert!(PlanInputs::new(&version, &memtables, &range(0), 0).is_none());
+
+        // A write to the memtable: every entry is stale and dropped at the next lookup.
+        slot.memtable.insert(b"l", 2, OpKind::Put, b"w");
+        slot.note_inserted(2, 2);
+        let after = PlanInputs::new(&version, &memtables, &range(1), 2).unwrap();
+        assert!(cache.get(&after).is_none());
+        assert_eq!(cache.len(), 0);
+
+        // Another version (the same files, another allocation) is another table state.
+        cache.insert(after.clone(), &None);
+        let other = Arc::new(Version::default());
+        let moved = PlanInputs::new(&other, &memtables, &range(1), 2).unwrap();
+        assert!(cache.get(&moved).is_none());
+        assert_eq!(cache.len(), 0);
     }
 }
