@@ -74,7 +74,13 @@
 //! `runs_merged` (merge fan-in of the scanned key span; 0 on the base path),
 //! `rows_deduplicated` (older versions and tombstones the merge dropped),
 //! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
-//! `output_rows`; on the base path also `files_read_directly`, `bytes_read_directly` (bytes
+//! `output_rows`; on the merge path also the partitions' SST reads, under the engine's
+//! counter names (`strata_engine::metrics::track_reads`): `block_cache_hits` /
+//! `block_cache_misses` (point lookups' decoded blocks in memory), `disk_cache_hits` /
+//! `disk_cache_misses` (chunks of SST bytes on the local disk cache of a database on object
+//! storage), `object_gets` and `object_get_bytes` (requests to the object store and the bytes
+//! they fetched; 0 for a local database, and the base path reads only local files); on the
+//! base path also `files_read_directly`, `bytes_read_directly` (bytes
 //! the Parquet reader fetched, after its pruning), `rows_deleted_by_dvs` (rows of the base
 //! files their deletion vectors delete), `overlay_keys`, `overlay_tombstones`,
 //! `overlay_rows`, `rows_hidden_by_overlay` (base rows the overlay hides: resolved at plan
@@ -115,7 +121,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
     Statistics, StatisticsArgs,
 };
-use strata_engine::{BaseScan, Db, KeyRange, ReadView, ScanOptions, Snapshot, Table};
+use strata_engine::{
+    BaseScan, Db, KeyRange, ReadCounter, ReadStats, ReadView, ScanOptions, Snapshot, Table,
+    track_reads,
+};
 
 use crate::direct::{self, BasePlan, BaseRead};
 use crate::keys::{self, ScanRange};
@@ -873,13 +882,25 @@ impl ExecutionPlan for StrataScanExec {
             };
             return Ok(direct_stream(this, partition, finisher, base, context));
         }
+        // The SST reads of this partition (its thread's), under the engine's counter names.
+        let reads: Vec<(ReadCounter, Count)> = ReadCounter::ALL
+            .iter()
+            .map(|&counter| (counter, builder(counter.name())))
+            .collect();
         Ok(blocking_stream(Arc::clone(&spec.schema), move |emit| {
-            let parts = prepared.get_or_init(|| this.prepare());
-            let ranges = match parts {
-                Ok(parts) => parts.get(partition).cloned().unwrap_or_default(),
-                Err(message) => return Err(DataFusionError::Execution(message.clone())),
-            };
-            run_partition(&spec, &ranges, &mut finisher, emit)
+            let stats = Arc::new(ReadStats::default());
+            let result = track_reads(&stats, || {
+                let parts = prepared.get_or_init(|| this.prepare());
+                let ranges = match parts {
+                    Ok(parts) => parts.get(partition).cloned().unwrap_or_default(),
+                    Err(message) => return Err(DataFusionError::Execution(message.clone())),
+                };
+                run_partition(&spec, &ranges, &mut finisher, emit)
+            });
+            for (counter, count) in &reads {
+                count.add(stats.get(*counter) as usize);
+            }
+            result
         }))
     }
 }

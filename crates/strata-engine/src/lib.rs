@@ -58,13 +58,15 @@
 //! `codec` (key and row encodings), `wal`, `memtable`, `sst`, `manifest`, `version`
 //! (versions and super versions), `read` (runs and the merge), `table`, `db` (open, commit path,
 //! flush, background work), `kv`, `snapshot`, `options`, `metrics`, `fault`, `storage` (where
-//! the objects live: a local directory or an object store).
+//! the objects live: a local directory or an object store), `disk_cache` (SST byte ranges of a
+//! database on object storage, cached on local disk).
 
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod compaction;
 pub mod db;
+pub mod disk_cache;
 pub mod dv;
 pub mod error;
 pub mod fault;
@@ -94,7 +96,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultAction, FaultInjector, IoOp};
 pub use kv::{KvScan, KvStore, WriteBatch};
 pub use memtable::{Memtable, MemtableKind};
-pub use metrics::{MetricsSnapshot, TableWriteStats};
+pub use metrics::{MetricsSnapshot, ReadCounter, ReadStats, TableWriteStats, track_reads};
 pub use options::{Options, Profile, SstCompression, SyncMode, TableOptions};
 pub use read::{BaseFile, BaseScan, KeyRange, Overlay, ScanIter, ScanOptions};
 pub use schema::{OP_COLUMN, ROWID_COLUMN, SEQ_COLUMN, TableSchema};

@@ -1,6 +1,15 @@
 //! Engine metrics: monotonic counters updated with relaxed atomics on the hot paths, read as
 //! a consistent-enough [`MetricsSnapshot`] of `(name, value)` pairs.
+//!
+//! The reads of SST data (block-cache and disk-cache hits and misses, object-store GETs and
+//! the bytes they fetched) are also counted per operation: [`track_reads`] runs a closure with
+//! a [`ReadStats`] of its own installed on the thread, and every such read made on that
+//! thread while it runs is added to it as well as to the database's counters (a SQL scan
+//! partition shows them in `EXPLAIN ANALYZE`). Reads are synchronous on the caller's thread
+//! (an object-store request is waited for there), so a thread's reads are its operation's.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! metrics {
@@ -120,6 +129,113 @@ metrics! {
     dv_micros,
     /// Deletion-vector passes that failed (the table's scans merge until a rebuild).
     dv_failures,
+    /// Disk-cache hits: chunks of SST bytes read from the local disk cache (databases on
+    /// object storage, see `disk_cache`).
+    disk_cache_hits,
+    /// Disk-cache misses: chunks fetched from the object store (and then cached).
+    disk_cache_misses,
+    /// Disk-cache entries found corrupt or stale (checksum, length or object version
+    /// mismatch): dropped and fetched again, never returned.
+    disk_cache_invalid,
+    /// Disk-cache entries evicted to stay within `Options::disk_cache_bytes`.
+    disk_cache_evictions,
+    /// GET requests to the object store (whole objects and byte ranges).
+    object_gets,
+    /// Bytes those GET requests fetched.
+    object_get_bytes,
+}
+
+/// One kind of SST read counted both database-wide and per operation (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCounter {
+    /// A block found in the memory block cache.
+    BlockCacheHit,
+    /// A block decoded because the block cache did not hold it.
+    BlockCacheMiss,
+    /// A chunk read from the disk cache.
+    DiskCacheHit,
+    /// A chunk the disk cache did not hold (fetched).
+    DiskCacheMiss,
+    /// A GET request to the object store.
+    ObjectGet,
+    /// Bytes fetched by GET requests.
+    ObjectGetBytes,
+}
+
+impl ReadCounter {
+    /// Every read counter, in [`ReadStats::values`] order.
+    pub const ALL: [ReadCounter; 6] = [
+        ReadCounter::BlockCacheHit,
+        ReadCounter::BlockCacheMiss,
+        ReadCounter::DiskCacheHit,
+        ReadCounter::DiskCacheMiss,
+        ReadCounter::ObjectGet,
+        ReadCounter::ObjectGetBytes,
+    ];
+
+    /// The counter's name, the same as the database-wide counter's.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadCounter::BlockCacheHit => "block_cache_hits",
+            ReadCounter::BlockCacheMiss => "block_cache_misses",
+            ReadCounter::DiskCacheHit => "disk_cache_hits",
+            ReadCounter::DiskCacheMiss => "disk_cache_misses",
+            ReadCounter::ObjectGet => "object_gets",
+            ReadCounter::ObjectGetBytes => "object_get_bytes",
+        }
+    }
+}
+
+/// The SST reads of one operation (see [`track_reads`]).
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    counts: [AtomicU64; 6],
+}
+
+impl ReadStats {
+    /// The count of `counter`.
+    pub fn get(&self, counter: ReadCounter) -> u64 {
+        self.counts[counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every counter with its value, in [`ReadCounter::ALL`] order.
+    pub fn values(&self) -> Vec<(ReadCounter, u64)> {
+        ReadCounter::ALL.iter().map(|&c| (c, self.get(c))).collect()
+    }
+
+    fn add(&self, counter: ReadCounter, n: u64) {
+        self.counts[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// The stats of the operation running on this thread, if tracked.
+    static CURRENT_READS: RefCell<Option<Arc<ReadStats>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `stats` receiving the SST reads made on this thread meanwhile (nested calls
+/// count into the innermost stats; the previous ones are restored afterwards, even on panic).
+pub fn track_reads<T>(stats: &Arc<ReadStats>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Arc<ReadStats>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT_READS.with(|current| *current.borrow_mut() = previous);
+        }
+    }
+    let previous = CURRENT_READS.with(|current| current.borrow_mut().replace(Arc::clone(stats)));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// Adds `n` to `counter` of the operation tracked on this thread, if any (not to the
+/// database's counters: see [`Metrics::count_read`]).
+pub(crate) fn count_thread_read(counter: ReadCounter, n: u64) {
+    CURRENT_READS.with(|current| {
+        if let Some(stats) = current.borrow().as_ref() {
+            stats.add(counter, n);
+        }
+    });
 }
 
 impl Metrics {
@@ -133,6 +249,21 @@ impl Metrics {
     #[inline]
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a read counter, database-wide and for the operation tracked on this thread
+    /// ([`track_reads`]).
+    pub fn count_read(&self, counter: ReadCounter, n: u64) {
+        let total = match counter {
+            ReadCounter::BlockCacheHit => &self.block_cache_hits,
+            ReadCounter::BlockCacheMiss => &self.block_cache_misses,
+            ReadCounter::DiskCacheHit => &self.disk_cache_hits,
+            ReadCounter::DiskCacheMiss => &self.disk_cache_misses,
+            ReadCounter::ObjectGet => &self.object_gets,
+            ReadCounter::ObjectGetBytes => &self.object_get_bytes,
+        };
+        Metrics::add(total, n);
+        count_thread_read(counter, n);
     }
 }
 

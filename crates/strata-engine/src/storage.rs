@@ -54,6 +54,15 @@
 //! errors, throttling, timeouts), within [`REMOTE_RETRY_TIMEOUT`]; then the error is returned.
 //! The fault injector ([`crate::fault`]) sits below those retries, in the HTTP client, so an
 //! injected failure or throttling response is retried exactly like a real one.
+//!
+//! ## Reads and the disk cache
+//!
+//! SST bytes on an object store are read through [`Storage::read_range`]: from the
+//! database's disk cache ([`crate::disk_cache`], in the local WAL directory by default) when
+//! it holds them, else with a ranged GET whose chunks are then cached. Every GET (and the
+//! bytes it fetched) is counted in the database's metrics (`object_gets`,
+//! `object_get_bytes`) and for the operation tracked on the calling thread
+//! ([`crate::metrics::track_reads`]).
 
 use std::fs::File;
 use std::ops::Range;
@@ -76,9 +85,11 @@ use object_store::{
     RetryConfig, UpdateVersion,
 };
 
+use crate::disk_cache::{DiskCache, ObjectId};
 use crate::error::{Error, Result};
 use crate::fault::{self, FaultAction, FaultInjector, IoOp};
 use crate::fsutil::sync_dir;
+use crate::metrics::{Metrics, ReadCounter};
 
 /// Retries of one object-store request before its error is returned.
 pub const REMOTE_MAX_RETRIES: usize = 4;
@@ -154,6 +165,10 @@ pub struct Storage {
     place: Arc<Place>,
     store: Arc<dyn ObjectStore>,
     faults: Option<Arc<FaultInjector>>,
+    /// Where GETs and disk-cache hits are counted.
+    metrics: Arc<Metrics>,
+    /// The disk cache of SST byte ranges (object stores only; `None`: none).
+    disk_cache: Option<Arc<DiskCache>>,
 }
 
 fn store_error(path: &str, e: impl std::fmt::Display) -> Error {
@@ -174,6 +189,8 @@ impl Storage {
             place: Arc::new(Place::Local(root.to_path_buf())),
             store: Arc::new(store),
             faults,
+            metrics: Arc::default(),
+            disk_cache: None,
         })
     }
 
@@ -228,6 +245,8 @@ impl Storage {
             place: Arc::new(Place::Remote { url: display, io }),
             store,
             faults,
+            metrics: Arc::default(),
+            disk_cache: None,
         })
     }
 
@@ -237,6 +256,19 @@ impl Storage {
             Some(url) if is_url(path) => Storage::open_url(url, faults),
             _ => Storage::new(path, faults),
         }
+    }
+
+    /// This storage counting its reads in `metrics` and reading SST bytes through
+    /// `disk_cache` (ignored for a local database).
+    pub fn with_reads(mut self, metrics: Arc<Metrics>, disk_cache: Option<Arc<DiskCache>>) -> Self {
+        self.metrics = metrics;
+        self.disk_cache = disk_cache.filter(|_| self.is_remote());
+        self
+    }
+
+    /// The disk cache, if the database has one.
+    pub fn disk_cache(&self) -> Option<&Arc<DiskCache>> {
+        self.disk_cache.as_ref()
     }
 
     /// True for a database on an object store.
@@ -362,8 +394,19 @@ impl Storage {
         }
     }
 
+    /// Counts one GET that fetched `bytes`.
+    fn count_get(&self, bytes: usize) {
+        self.metrics.count_read(ReadCounter::ObjectGet, 1);
+        self.metrics
+            .count_read(ReadCounter::ObjectGetBytes, bytes as u64);
+    }
+
     /// Reads a whole object and its version; `None` if it does not exist.
     pub fn get(&self, object_path: &str) -> Result<Option<(Bytes, ObjectVersion)>> {
+        if self.is_remote() {
+            // Counted when sent (a missing object's GET is a request too); bytes below.
+            self.count_get(0);
+        }
         let store = self.object_store();
         let path = ObjectPath::from(object_path);
         let result = self.block_on(async move {
@@ -375,7 +418,13 @@ impl Storage {
             Ok::<_, object_store::Error>((got.bytes().await?, version))
         })?;
         match result {
-            Ok(got) => Ok(Some(got)),
+            Ok(got) => {
+                if self.is_remote() {
+                    self.metrics
+                        .count_read(ReadCounter::ObjectGetBytes, got.0.len() as u64);
+                }
+                Ok(Some(got))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(store_error(object_path, e)),
         }
@@ -402,21 +451,46 @@ impl Storage {
 
     /// The size of an object; `None` if it does not exist.
     pub fn size(&self, object_path: &str) -> Result<Option<u64>> {
+        Ok(self.head(object_path)?.map(|id| id.size))
+    }
+
+    /// The size and e-tag of an object; `None` if it does not exist.
+    pub fn head(&self, object_path: &str) -> Result<Option<ObjectId>> {
         let store = self.object_store();
         let path = ObjectPath::from(object_path);
         match self.block_on(async move { store.head(&path).await })? {
-            Ok(meta) => Ok(Some(meta.size)),
+            Ok(meta) => Ok(Some(ObjectId {
+                path: object_path.to_string(),
+                size: meta.size,
+                e_tag: meta.e_tag.unwrap_or_default(),
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(store_error(object_path, e)),
         }
     }
 
-    /// Bytes `range` of an object.
+    /// Bytes `range` of an object, with one GET (counted for an object store).
     pub fn get_range(&self, object_path: &str, range: Range<u64>) -> Result<Bytes> {
         let store = self.object_store();
         let path = ObjectPath::from(object_path);
-        self.block_on(async move { store.get_range(&path, range).await })?
-            .map_err(|e| store_error(object_path, e))
+        let bytes = self
+            .block_on(async move { store.get_range(&path, range).await })?
+            .map_err(|e| store_error(object_path, e))?;
+        if self.is_remote() {
+            self.count_get(bytes.len());
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes `range` of `object` (an immutable SST object of this version): through the disk
+    /// cache when the database has one, else with one GET.
+    pub fn read_range(&self, object: &ObjectId, range: Range<u64>) -> Result<Bytes> {
+        match &self.disk_cache {
+            Some(cache) => cache.read(object, range, &self.metrics, |fetch| {
+                self.get_range(&object.path, fetch)
+            }),
+            None => self.get_range(&object.path, range),
+        }
     }
 
     /// Deletes an object; a missing object is not an error.

@@ -11,7 +11,10 @@
 //!   exactly what was committed before and by the winner;
 //! * a writer process killed with SIGKILL: every acknowledged write is there after reopen;
 //! * faults injected below `object_store`'s retries (throttling, failing and slow requests):
-//!   retried within bounds, clear errors, nothing acknowledged lost, nothing half-committed.
+//!   retried within bounds, clear errors, nothing acknowledged lost, nothing half-committed;
+//! * the cache hierarchy: reads GET the SST bytes when cold and not when warm (memory caches
+//!   gone with a reopen, the disk cache kept); a corrupt disk-cache file is detected and its
+//!   bytes fetched again.
 
 mod s3_server;
 
@@ -25,7 +28,9 @@ use s3_server::{bucket, child_env};
 
 use bytes::Bytes;
 use strata_engine::storage::{PutCondition, PutOutcome, Storage};
-use strata_engine::{Db, Error, FaultInjector, IoOp, Options, SyncMode};
+use strata_engine::{
+    Db, Error, FaultInjector, IoOp, Options, ReadCounter, ReadStats, SyncMode, track_reads,
+};
 
 fn options(wal: &Path) -> Options {
     Options {
@@ -460,5 +465,133 @@ fn slow_requests_still_complete() {
     let other = tempfile::tempdir().unwrap();
     let db = Db::open(&url, self::options(other.path())).unwrap();
     assert_eq!(keys_of(&db), (0..100).collect::<Vec<_>>());
+    db.close().unwrap();
+}
+
+// ---- the cache hierarchy --------------------------------------------------------------------
+
+/// Scans table `kv` whole and looks up every 97th key of `0..n`, returning the reads this
+/// made on this thread (the values are checked).
+fn read_all(db: &Db, n: u64) -> Arc<ReadStats> {
+    let stats = Arc::new(ReadStats::default());
+    track_reads(&stats, || {
+        assert_eq!(keys_of(db), (0..n).collect::<Vec<_>>());
+        let kv = db.kv("kv").unwrap();
+        for i in (0..n).step_by(97) {
+            assert_eq!(kv.get(key(i)).unwrap(), Some(value(i)), "key {i}");
+        }
+    });
+    stats
+}
+
+/// Every chunk file of the disk cache in `dir`.
+fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(cache_files(&path));
+        } else if path.file_name().unwrap() != "LOCK" {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn reads_get_when_cold_and_hit_the_disk_cache_when_warm() {
+    let url = format!("s3://{}/cached", bucket("cache"));
+    let n = 20_000;
+    let writer = tempfile::tempdir().unwrap();
+    let db = Db::open(&url, options(writer.path())).unwrap();
+    let kv = db.kv("kv").unwrap();
+    for half in [0..n / 2, n / 2..n] {
+        let mut batch = strata_engine::WriteBatch::new();
+        for i in half {
+            batch.put(key(i), value(i));
+        }
+        kv.write(&batch).unwrap();
+        db.flush().unwrap();
+    }
+    db.close().unwrap();
+
+    // Cold: another local directory (another machine), an empty disk cache.
+    let local = tempfile::tempdir().unwrap();
+    let db = Db::open(&url, options(local.path())).unwrap();
+    let cold = read_all(&db, n);
+    assert!(cold.get(ReadCounter::ObjectGet) > 0, "{:?}", cold.values());
+    assert!(cold.get(ReadCounter::ObjectGetBytes) > 0);
+    assert!(cold.get(ReadCounter::DiskCacheMiss) > 0);
+    assert!(cold.get(ReadCounter::BlockCacheMiss) > 0);
+    let metrics = db.metrics();
+    assert!(metrics.get("disk_cache_bytes").unwrap() > 0);
+    assert_eq!(
+        metrics.get("disk_cache_misses"),
+        Some(cold.get(ReadCounter::DiskCacheMiss))
+    );
+    db.close().unwrap();
+    let cache_dir = local.path().join("cache");
+    let files = cache_files(&cache_dir);
+    assert!(
+        !files.is_empty(),
+        "nothing cached in {}",
+        cache_dir.display()
+    );
+
+    // Warm: the memory caches went with the closed database, the disk cache survived.
+    let db = Db::open(&url, options(local.path())).unwrap();
+    let warm = read_all(&db, n);
+    assert_eq!(warm.get(ReadCounter::ObjectGet), 0, "{:?}", warm.values());
+    assert_eq!(warm.get(ReadCounter::DiskCacheMiss), 0);
+    assert!(warm.get(ReadCounter::DiskCacheHit) > 0);
+    assert!(warm.get(ReadCounter::BlockCacheMiss) > 0);
+    assert_eq!(db.metrics().get("disk_cache_misses"), Some(0));
+    // Within one open, the memory block cache answers the second round of lookups.
+    let again = read_all(&db, n);
+    assert!(
+        again.get(ReadCounter::BlockCacheHit) > 0,
+        "{:?}",
+        again.values()
+    );
+    db.close().unwrap();
+
+    // A flipped byte in every cached file: each is detected, dropped and fetched again,
+    // and the values read are right.
+    for file in &files {
+        let mut bytes = std::fs::read(file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(file, bytes).unwrap();
+    }
+    let db = Db::open(&url, options(local.path())).unwrap();
+    let repaired = read_all(&db, n);
+    assert!(repaired.get(ReadCounter::ObjectGet) > 0);
+    assert_eq!(
+        db.metrics().get("disk_cache_invalid"),
+        Some(files.len() as u64),
+        "every corrupt file detected"
+    );
+    db.close().unwrap();
+    // Rewritten: warm again.
+    let db = Db::open(&url, options(local.path())).unwrap();
+    let warm = read_all(&db, n);
+    assert_eq!(warm.get(ReadCounter::ObjectGet), 0, "{:?}", warm.values());
+    assert_eq!(db.metrics().get("disk_cache_invalid"), Some(0));
+    db.close().unwrap();
+
+    // No disk cache: every read not in memory is a GET.
+    let bare = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        &url,
+        Options {
+            disk_cache_bytes: 0,
+            ..options(bare.path())
+        },
+    )
+    .unwrap();
+    let uncached = read_all(&db, n);
+    assert!(uncached.get(ReadCounter::ObjectGet) > 0);
+    assert_eq!(uncached.get(ReadCounter::DiskCacheHit), 0);
+    assert!(!bare.path().join("cache").exists());
     db.close().unwrap();
 }

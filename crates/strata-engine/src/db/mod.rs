@@ -612,6 +612,10 @@ impl Db {
         snapshot.push("block_cache_bytes", self.inner.files.cache.bytes());
         snapshot.push("key_cache_bytes", self.inner.files.keys.bytes());
         snapshot.push(
+            "disk_cache_bytes",
+            self.inner.files.store.disk_cache().map_or(0, |c| c.bytes()),
+        );
+        snapshot.push(
             "live_snapshots",
             self.inner.snapshots.lock().values().sum::<usize>() as u64,
         );

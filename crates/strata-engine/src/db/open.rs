@@ -23,6 +23,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::{Background, Catalog, CommitQueue, DbInner};
+use crate::disk_cache::DiskCache;
 use crate::error::{Error, Result};
 use crate::manifest::{CURRENT, Manifest, ManifestState};
 use crate::metrics::Metrics;
@@ -41,9 +42,14 @@ const ROOM_CHECK_ENTRIES: usize = 1024;
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// The disk cache's directory in the local WAL directory of a database on object storage,
+/// unless [`Options::disk_cache_dir`] names another.
+pub const DISK_CACHE_DIR: &str = "cache";
+
 pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     options.validate()?;
     let faults = options.faults.clone();
+    let metrics = Arc::new(Metrics::default());
     let (lock_file, mut manifest, store, wal_dir) = if is_url(path) {
         let store = Storage::for_path(path, faults.clone())?;
         let local = match &options.local_wal_dir {
@@ -52,6 +58,16 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         };
         std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
         let lock_file = acquire_lock(&local)?;
+        let disk_cache = if options.disk_cache_bytes > 0 {
+            let dir = match &options.disk_cache_dir {
+                Some(dir) => dir.clone(),
+                None => local.join(DISK_CACHE_DIR),
+            };
+            Some(Arc::new(DiskCache::open(&dir, options.disk_cache_bytes)?))
+        } else {
+            None
+        };
+        let store = store.with_reads(Arc::clone(&metrics), disk_cache);
         let manifest = Manifest::open_remote(&store, options.create_if_missing, faults.clone())?
             .ok_or_else(|| Error::DatabaseNotFound(path.to_path_buf()))?;
         (lock_file, manifest, store, local.join("wal"))
@@ -69,7 +85,6 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     manifest.remove_stale_logs()?;
     drop_staging_tables(&mut manifest)?;
     remove_orphans(&store, manifest.state())?;
-    let metrics = Arc::new(Metrics::default());
     let files = Arc::new(FileContext {
         store,
         cache: Arc::new(BlockCache::new(options.block_cache_bytes)),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 
 use crate::codec::ByteRows;
+use crate::metrics::{ReadCounter, count_thread_read};
 use crate::types::FileId;
 
 /// One decoded block: its rows (all SST columns) and their encoded keys.
@@ -62,9 +63,16 @@ impl BlockCache {
         BlockCache { cache }
     }
 
-    /// The cached block, if any.
+    /// The cached block, if any (a hit or miss is counted for the operation tracked on this
+    /// thread, [`crate::metrics::track_reads`]; the caller counts it database-wide).
     pub fn get(&self, file: FileId, block: u32) -> Option<Arc<DecodedBlock>> {
-        self.cache.as_ref()?.get(&(file, block))
+        let found = self.cache.as_ref().and_then(|c| c.get(&(file, block)));
+        let counter = match found {
+            Some(_) => ReadCounter::BlockCacheHit,
+            None => ReadCounter::BlockCacheMiss,
+        };
+        count_thread_read(counter, 1);
+        found
     }
 
     /// Caches a block.

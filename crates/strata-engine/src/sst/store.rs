@@ -3,8 +3,9 @@
 //!
 //! A local file is read with positioned reads (`pread`), because point lookups issue many small
 //! reads and the async object-store path costs a thread hand-off per read. A file on an object
-//! store is read with ranged GETs: one per `get_bytes` call, and one per
-//! [`REMOTE_READ_BUFFER_BYTES`] of a sequential read.
+//! store is read through [`Storage::read_range`]: from the disk cache when it holds the bytes
+//! ([`crate::disk_cache`]), else with ranged GETs: one per `get_bytes` call, and one per
+//! [`REMOTE_READ_BUFFER_BYTES`] of a sequential read (rounded out to the cache's chunks).
 
 use std::fs::File;
 use std::io::Read;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parquet::file::reader::{ChunkReader, Length};
 
+use crate::disk_cache::ObjectId;
 use crate::error::{Error, Result};
 use crate::fault::{self, FaultInjector, IoOp};
 pub use crate::storage::Storage as SstStore;
@@ -27,15 +29,16 @@ impl Storage {
     pub fn open(&self, object_path: &str) -> Result<SstFile> {
         let path = self.local_path(object_path);
         let (source, len) = if self.is_remote() {
-            let len = self.size(object_path)?.ok_or_else(|| {
+            let object = self.head(object_path)?.ok_or_else(|| {
                 Error::io(
                     &path,
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
                 )
             })?;
+            let len = object.size;
             let source = Source::Remote {
                 storage: self.clone(),
-                object: object_path.to_string(),
+                object,
             };
             (source, len)
         } else {
@@ -57,7 +60,7 @@ impl Storage {
 #[derive(Debug)]
 enum Source {
     Local(File),
-    Remote { storage: Storage, object: String },
+    Remote { storage: Storage, object: ObjectId },
 }
 
 #[derive(Debug)]
@@ -99,7 +102,7 @@ impl SstFile {
                     return Ok(0);
                 }
                 let bytes = storage
-                    .get_range(object, offset..end)
+                    .read_range(object, offset..end)
                     .map_err(std::io::Error::other)?;
                 let n = bytes.len().min(buf.len());
                 buf[..n].copy_from_slice(&bytes[..n]);
@@ -189,7 +192,7 @@ impl ChunkReader for SstFile {
         };
         if let Source::Remote { storage, object } = &self.inner.source {
             return storage
-                .get_range(object, start..end)
+                .read_range(object, start..end)
                 .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)));
         }
         let mut buf = vec![0u8; length];
