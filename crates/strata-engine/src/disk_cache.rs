@@ -281,7 +281,7 @@ impl DiskCache {
                 let to = (from + CHUNK_BYTES as usize).min(fetched.len());
                 let bytes = fetched.slice(from..to);
                 metrics.count_read(ReadCounter::DiskCacheMiss, 1);
-                self.store(object, chunk, &bytes)?;
+                self.store(object, chunk, &bytes, metrics)?;
                 *slot = Some(bytes);
             }
             i = end;
@@ -338,7 +338,13 @@ impl DiskCache {
     }
 
     /// Writes a chunk's file and adds it to the index, evicting older chunks to make room.
-    fn store(&self, object: &ObjectId, chunk: u64, payload: &[u8]) -> Result<()> {
+    fn store(
+        &self,
+        object: &ObjectId,
+        chunk: u64,
+        payload: &[u8],
+        metrics: &Metrics,
+    ) -> Result<()> {
         let file = encode(object, chunk, payload);
         let size = file.len() as u64;
         if size > self.capacity {
@@ -349,6 +355,7 @@ impl DiskCache {
             chunk,
         };
         let victims = self.state.lock().evict_for(size, self.capacity);
+        Metrics::add(&metrics.disk_cache_evictions, victims.len() as u64);
         self.delete_files(&victims);
         let path = self.chunk_path(&object.path, chunk);
         let n = self.temp_names.fetch_add(1, Ordering::Relaxed);
@@ -374,6 +381,7 @@ impl DiskCache {
         // Another thread may have inserted meanwhile.
         let victims = state.evict_for(0, self.capacity);
         drop(state);
+        Metrics::add(&metrics.disk_cache_evictions, victims.len() as u64);
         self.delete_files(&victims);
         Ok(())
     }
@@ -574,6 +582,7 @@ mod tests {
         read(&cache, &id, &data, 0..id.size, &metrics);
         assert_eq!(cache.len(), 3);
         assert!(cache.bytes() <= cache.capacity());
+        assert_eq!(metrics.disk_cache_evictions.load(Ordering::Relaxed), 7);
         // The last chunks read are the ones kept; the first ones were evicted.
         assert_eq!(
             read(&cache, &id, &data, 9 * CHUNK_BYTES..id.size, &metrics),
