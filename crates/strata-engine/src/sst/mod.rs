@@ -31,8 +31,13 @@
 //!   dictionary would outgrow that is written plain.
 //! * Statistics at page level and the page index (column and offset indexes) are written;
 //!   every key column of a type with an unambiguous Parquet physical value (integers,
-//!   strings, binary, dates) has a Parquet bloom filter (stored at the end of the file) sized
-//!   for the file's rows at `bloom_filter_fpp`.
+//!   strings, binary, dates) has a Parquet bloom filter per row group (stored at the end of
+//!   the file) sized for the row group's rows (at most `sst_row_group_rows`, fewer when the
+//!   file is smaller) at `bloom_filter_fpp`. Files written before sized each for the file's
+//!   rows; readers accept both.
+//! * The pages (dictionary and data pages, each with its header) are everything between the
+//!   leading magic and the end of the last row group; bloom filters, column and offset indexes
+//!   and the footer follow.
 //! * Footer key-value metadata (all values are UTF-8 strings; keys base64 of the Strata key
 //!   encoding):
 //!
@@ -48,23 +53,33 @@
 //! | `strata.older_versions` | rows that are not the newest version of their key |
 //! | `strata.created_at_ms` | Unix time of writing, milliseconds |
 //! | `strata.key_index` | sparse key index, base64 (below) |
+//! | `strata.page_crc32c` | crc32c of every page, header included, as little-endian u32s, base64: row group by row group, column chunk by column chunk, each chunk's dictionary page (if any) before its data pages ([`page_crc`]); absent in files written before it |
 //!
 //! The sparse key index lists the first key of every block of `sst_index_block_rows` rows:
 //! `varint block_rows, varint blocks, then per block: varint key length, key bytes`. Block `b`
 //! starts at row `b * block_rows` of the file. Point lookups binary-search it, then read one
-//! block (a row selection inside one row group); the block cache keeps decoded blocks, and the
-//! key cache ([`key_cache`]) the key of every row of a file, for scan plans and DV passes.
+//! block; the block cache keeps decoded blocks, and the key cache ([`key_cache`]) the key of
+//! every row of a file, for scan plans and DV passes. A block missing from the block cache is
+//! read page by page: for each column, the offset index gives the pages holding the block's
+//! rows (a binary search on their first rows), one positioned read fetches them, and only they
+//! are decoded, with the chunk's dictionary page when one of them is dictionary encoded (the
+//! page encoding statistics tell; a dictionary page is read once per open file and kept). A
+//! block that spans two row groups, or a table with nested columns, is read through the
+//! Parquet reader's row selection instead.
 //!
 //! ## Integrity
 //!
 //! Parquet itself carries no checksum that the Rust writer fills in. Strata keeps the file's
 //! size and crc32c in the manifest (itself checksummed) and verifies both before the first use
 //! of a file in a process (`Options::verify_sst_checksums`), so damaged bytes are reported as
-//! [`crate::Error::Corruption`] naming the file, never returned as data.
+//! [`crate::Error::Corruption`] naming the file, never returned as data. Page-level block
+//! reads also check every page they read against `strata.page_crc32c`, so a page damaged after
+//! the file was opened (or in a file opened without verification) is corruption too.
 
 mod cache;
 pub mod file_types;
 pub mod key_cache;
+mod page_crc;
 mod reader;
 mod store;
 mod writer;
@@ -112,6 +127,8 @@ pub mod keys {
     pub const CREATED_AT_MS: &str = "strata.created_at_ms";
     /// Sparse key index.
     pub const KEY_INDEX: &str = "strata.key_index";
+    /// crc32c of every page.
+    pub const PAGE_CRC32C: &str = "strata.page_crc32c";
 }
 
 /// What the manifest knows about one SST file (a copy of its footer metadata plus size and

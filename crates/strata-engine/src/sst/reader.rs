@@ -30,7 +30,7 @@ use parquet::file::serialized_reader::SerializedPageReader;
 use super::cache::{BlockCache, DecodedBlock};
 use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
-use super::{KeyIndex, SstMeta, base64_decode, keys};
+use super::{KeyIndex, SstMeta, base64_decode, keys, page_crc};
 use crate::codec::{ByteRows, KeyValue};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -154,6 +154,9 @@ pub struct SstReader {
     /// column spans several Parquet leaf columns (nested types), whose blocks go through the
     /// Parquet reader's row selection instead.
     direct: Option<Vec<DirectColumn>>,
+    /// The crc32c of every page (`strata.page_crc32c`, see [`super::page_crc`]); `None` for
+    /// files written before pages had checksums.
+    page_crcs: Option<Vec<u32>>,
     cache: Arc<BlockCache>,
     metrics: Arc<Metrics>,
 }
@@ -169,8 +172,12 @@ struct DirectColumn {
     /// read of later pages skips the dictionary page. `u32::MAX` when unknown (every page may
     /// need it).
     dictionary_pages: Vec<u32>,
-    /// Per row group: the raw dictionary page (header included), read once when first needed.
+    /// Per row group: the raw dictionary page (header included), read once when first needed
+    /// (and checked then).
     dictionaries: Vec<OnceLock<Bytes>>,
+    /// Per row group: the position in the page checksums of the column chunk's first data
+    /// page (its dictionary page, if any, is the one before).
+    first_page_crc: Vec<usize>,
 }
 
 impl std::fmt::Debug for SstReader {
@@ -317,14 +324,46 @@ impl SstReader {
             .collect();
         let parquet = metadata.metadata();
         let row_groups = parquet.num_row_groups();
-        let direct = direct_columns(&metadata, storage.fields().len())
-            .map_err(|e| corrupt(format!("unreadable Parquet schema: {e}")))?;
-        if parquet
+        let leaves = parquet.file_metadata().schema_descr().num_columns();
+        let offset_index = parquet
             .offset_index()
-            .is_none_or(|index| index.len() != row_groups)
-        {
-            return Err(corrupt("the page index is missing".into()));
+            .filter(|index| {
+                index.len() == row_groups
+                    && index.iter().all(|rg| {
+                        rg.len() == leaves && rg.iter().all(|c| !c.page_locations().is_empty())
+                    })
+            })
+            .ok_or_else(|| corrupt("the page index is missing".into()))?;
+        // Where each column chunk's data pages start in the list of page checksums.
+        let mut first_page_crc = Vec::with_capacity(row_groups);
+        let mut pages = 0usize;
+        for (rg, columns) in offset_index.iter().enumerate() {
+            let mut firsts = Vec::with_capacity(leaves);
+            for (leaf, column) in columns.iter().enumerate() {
+                let chunk_start = parquet.row_group(rg).column(leaf).byte_range().0;
+                if column.page_locations()[0].offset as u64 > chunk_start {
+                    pages += 1;
+                }
+                firsts.push(pages);
+                pages += column.page_locations().len();
+            }
+            first_page_crc.push(firsts);
         }
+        let page_crcs = match kv.get(keys::PAGE_CRC32C) {
+            None => None,
+            Some(value) => Some(
+                base64_decode(value)
+                    .and_then(|bytes| page_crc::decode(&bytes))
+                    .filter(|crcs| crcs.len() == pages)
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "malformed strata.page_crc32c (the file has {pages} pages)"
+                        ))
+                    })?,
+            ),
+        };
+        let direct = direct_columns(&metadata, storage.fields().len(), &first_page_crc)
+            .map_err(|e| corrupt(format!("unreadable Parquet schema: {e}")))?;
         Ok(SstReader {
             meta: meta.clone(),
             object_path,
@@ -336,6 +375,7 @@ impl SstReader {
             bloom_columns,
             blooms: (0..row_groups).map(|_| OnceLock::new()).collect(),
             direct,
+            page_crcs,
             cache,
             metrics,
         })
@@ -562,6 +602,20 @@ impl SstReader {
             .file
             .get_bytes(pages_start, (pages_end - pages_start) as usize)
             .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?;
+        if let Some(crcs) = &self.page_crcs {
+            let first_crc = column.first_page_crc[rg] + first;
+            for (page, expected) in locations[first..=last].iter().zip(&crcs[first_crc..]) {
+                let at = (page.offset as u64).checked_sub(pages_start);
+                let bytes = at.and_then(|at| {
+                    let at = at as usize;
+                    pages.get(at..at.checked_add(page.compressed_page_size as usize)?)
+                });
+                let Some(bytes) = bytes else {
+                    return Err(self.corrupt("page locations out of order"));
+                };
+                self.check_page(bytes, *expected, page.offset as u64)?;
+            }
+        }
         // The page reader sees the dictionary page (when needed) where it is in the file and
         // the selected pages right after it, as if they were the whole column chunk.
         let needs_dictionary =
@@ -574,6 +628,10 @@ impl SstReader {
                         .file
                         .get_bytes(chunk_start, (data_start - chunk_start) as usize)
                         .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?;
+                    if let Some(crcs) = &self.page_crcs {
+                        let expected = crcs[column.first_page_crc[rg] - 1];
+                        self.check_page(&read, expected, chunk_start)?;
+                    }
                     column.dictionaries[rg].get_or_init(|| read).clone()
                 }
             };
@@ -631,6 +689,18 @@ impl SstReader {
             return Err(self.corrupt("pages hold fewer rows than their locations say"));
         }
         Ok(Arc::clone(batch.column(0)))
+    }
+
+    /// Checks the page at byte `offset` against its checksum.
+    fn check_page(&self, bytes: &[u8], expected: u32, offset: u64) -> Result<()> {
+        if crc32c::crc32c(bytes) == expected {
+            return Ok(());
+        }
+        Err(Error::corruption(
+            self.file.path(),
+            offset,
+            "page checksum (crc32c) mismatch",
+        ))
     }
 
     fn encode_keys(&self, batch: &RecordBatch, columns: &[usize]) -> Result<ByteRows> {
@@ -896,6 +966,7 @@ impl SstReader {
 fn direct_columns(
     metadata: &ArrowReaderMetadata,
     columns: usize,
+    first_page_crc: &[Vec<usize>],
 ) -> parquet::errors::Result<Option<Vec<DirectColumn>>> {
     let parquet = metadata.metadata();
     let descr = parquet.file_metadata().schema_descr();
@@ -926,6 +997,7 @@ fn direct_columns(
                 .iter()
                 .map(|_| OnceLock::new())
                 .collect(),
+            first_page_crc: first_page_crc.iter().map(|rg| rg[leaf]).collect(),
         });
     }
     Ok(Some(direct))

@@ -22,6 +22,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{BloomFilterPosition, EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::page_crc::{self, PageChecksums};
 use super::store::SstStore;
 use super::{KeyIndex, SST_FORMAT_VERSION, SstMeta, base64_encode, keys, now_ms, sst_object_path};
 use crate::codec::ByteRows;
@@ -47,6 +48,8 @@ struct UploadSink {
     part_bytes: usize,
     crc: u32,
     len: u64,
+    /// The checksum of every page, from the bytes as they pass.
+    pages: PageChecksums,
 }
 
 impl UploadSink {
@@ -88,6 +91,7 @@ impl UploadSink {
 impl Write for UploadSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.crc = crc32c::crc32c_append(self.crc, data);
+        self.pages.feed(data);
         self.len += data.len() as u64;
         self.buffer.extend_from_slice(data);
         if self.buffer.len() >= self.part_bytes {
@@ -234,7 +238,10 @@ impl SstWriter {
                 builder = builder
                     .set_column_bloom_filter_enabled(column.clone(), true)
                     .set_column_bloom_filter_fpp(column.clone(), options.bloom_filter_fpp)
-                    .set_column_bloom_filter_max_ndv(column, expected_rows.max(1));
+                    .set_column_bloom_filter_max_ndv(
+                        column,
+                        expected_rows.min(row_group_rows).max(1),
+                    );
             }
         }
         let object_path = sst_object_path(table_id, file_id);
@@ -257,6 +264,7 @@ impl SstWriter {
                 .max(store.min_part_bytes()),
             crc: 0,
             len: 0,
+            pages: PageChecksums::default(),
         };
         let writer = ArrowWriter::try_new(
             sink,
@@ -376,6 +384,21 @@ impl SstWriter {
             block_rows: self.block_rows,
             first_keys: std::mem::take(&mut self.first_keys),
         };
+        // The last row group, then everything buffered: the pages end here, and their
+        // checksums are known before the footer is written.
+        self.writer
+            .flush()
+            .map_err(|e| parquet_error(&object_path, e))?;
+        self.writer
+            .sync()
+            .map_err(|e| Error::io(self.store.local_path(&object_path), e))?;
+        let pages_end = self.writer.bytes_written() as u64;
+        let page_crcs = self
+            .writer
+            .inner_mut()
+            .pages
+            .finish(pages_end)
+            .map_err(|e| Error::internal(format!("{object_path}: {e}")))?;
         let metadata = [
             (keys::FORMAT_VERSION, SST_FORMAT_VERSION.to_string()),
             (keys::KEY_FORMAT_VERSION, KEY_FORMAT_VERSION.to_string()),
@@ -390,6 +413,10 @@ impl SstWriter {
             (keys::OLDER_VERSIONS, self.older_versions.to_string()),
             (keys::CREATED_AT_MS, created_at_ms.to_string()),
             (keys::KEY_INDEX, base64_encode(&index.encode())),
+            (
+                keys::PAGE_CRC32C,
+                base64_encode(&page_crc::encode(&page_crcs)),
+            ),
         ];
         for (key, value) in metadata {
             self.writer
