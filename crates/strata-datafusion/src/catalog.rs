@@ -122,6 +122,10 @@ pub struct StrataConfig {
     /// (`SET strata.bulk_load_bytes = '16777216'`; default [`DEFAULT_BULK_LOAD_BYTES`], never
     /// more than the database's `write_batch_bytes_max`; see [`crate::dml`]).
     pub bulk_load_bytes: Option<usize>,
+    /// Not a table option: the datafusion-distributed workers queries run on
+    /// (`SET strata.workers = 'host1:port,host2:port'`; empty: queries run in this process;
+    /// see `crate::distributed`).
+    pub workers: Option<String>,
 }
 
 /// The default of `strata.bulk_load_bytes`: 64 MiB.
@@ -134,6 +138,27 @@ pub fn bulk_load_bytes(options: &datafusion::config::ConfigOptions) -> usize {
         .get::<StrataConfig>()
         .and_then(|c| c.bulk_load_bytes)
         .unwrap_or(DEFAULT_BULK_LOAD_BYTES)
+}
+
+/// The worker URLs of a `strata.workers` value: `host:port` entries (or `http://host:port`,
+/// `https://host:port`) separated by commas; an entry without a scheme gets `http://`.
+pub fn parse_workers(value: &str) -> Result<Vec<String>> {
+    let mut urls = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let url = if entry.contains("://") {
+            entry.to_string()
+        } else {
+            format!("http://{entry}")
+        };
+        let parsed = url::Url::parse(&url).map_err(|e| {
+            DataFusionError::Configuration(format!("strata.workers: bad worker '{entry}': {e}"))
+        })?;
+        if parsed.host_str().is_none_or(str::is_empty) || parsed.port_or_known_default().is_none() {
+            return config_err!("strata.workers: '{entry}' is not host:port");
+        }
+        urls.push(url);
+    }
+    Ok(urls)
 }
 
 /// The option names accepted by `SET strata.*` and `OPTIONS (...)`.
@@ -245,6 +270,16 @@ impl ExtensionOptions for StrataConfig {
             };
             return Ok(());
         }
+        if key.trim().eq_ignore_ascii_case("workers") {
+            let value = value.trim();
+            self.workers = if value.is_empty() || value.eq_ignore_ascii_case("default") {
+                None
+            } else {
+                parse_workers(value)?;
+                Some(value.to_string())
+            };
+            return Ok(());
+        }
         self.set_option(key, value)
     }
 
@@ -274,6 +309,11 @@ impl ExtensionOptions for StrataConfig {
                 key: "strata.bulk_load_bytes".into(),
                 value: self.bulk_load_bytes.map(|b| b.to_string()),
                 description: "Bytes of rows an INSERT or CREATE TABLE AS holds before it switches from one WAL batch to a bulk load into SSTs (default 67108864)",
+            },
+            ConfigEntry {
+                key: "strata.workers".into(),
+                value: self.workers.clone(),
+                description: "datafusion-distributed workers (host:port, comma-separated) that run this session's queries; empty: queries run in this process",
             },
         ]
     }

@@ -175,7 +175,7 @@ pub struct BaseRead<'a> {
 
 /// The position in a file of `n` rows (DV runs `runs`) of its live row number `live`
 /// (`rows` when `live` is the number of live rows).
-fn position_of_live(runs: &[(bool, u64)], rows: u64, live: u64) -> u64 {
+pub(crate) fn position_of_live(runs: &[(bool, u64)], rows: u64, live: u64) -> u64 {
     let (mut position, mut seen) = (0u64, 0u64);
     for (is_live, len) in runs {
         if *is_live {

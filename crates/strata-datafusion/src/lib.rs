@@ -20,12 +20,16 @@
 //! plan), `direct` (Parquet reads of scans whose files need no merge), `keys` (primary-key predicates to key ranges), `dml` (INSERT/DELETE/UPDATE/TRUNCATE
 //! as atomic write batches), `planner` (the guard in front of DataFusion's planner for DML),
 //! `versions` (`strata_versions('t')`), `functions` (table functions over the engine's state
-//! and sample data), `formats` (file formats beyond DataFusion's defaults, such as ORC).
+//! and sample data), `formats` (file formats beyond DataFusion's defaults, such as ORC), `distributed` (queries
+//! on datafusion-distributed workers: the scan's codec, the task split, the worker; feature
+//! `distributed`).
 
 #![warn(missing_docs)]
 
 pub mod catalog;
 pub mod direct;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod dml;
 pub mod formats;
 pub mod functions;

@@ -246,13 +246,30 @@ impl StrataTable {
                 .map_err(engine_error)?
                 .filter(|scan| !scan.files.is_empty())
         };
+        // With workers configured, the plan other processes can read (crate::distributed).
+        #[cfg(feature = "distributed")]
+        let shipped = if all_points || !crate::distributed::workers_configured(state) {
+            None
+        } else {
+            let key_ranges: Option<Vec<KeyRange>> = ranges
+                .as_ref()
+                .map(|r| r.iter().map(ScanRange::to_key_range).collect());
+            view.shipped_scan(key_ranges.as_deref())
+                .map_err(engine_error)?
+                .filter(|s| !s.scan.files.is_empty() && s.scan.overlay.hides_nothing())
+        };
+        #[cfg(not(feature = "distributed"))]
+        let shipped: Option<strata_engine::ShippedScan> = None;
         // Filters reported exact are enforced by the ranges on the merge path; should the
         // ranges not have been built (a value the key codec refused), or should the scan read
         // base files whole, every filter is evaluated by the scan.
         let residual: Vec<Expr> = filters
             .iter()
             .filter(|f| {
-                ranges.is_none() || base.is_some() || !keys::is_exact_key_filter(table_schema, f)
+                ranges.is_none()
+                    || base.is_some()
+                    || shipped.is_some()
+                    || !keys::is_exact_key_filter(table_schema, f)
             })
             .map(|f| strip_qualifiers(f.clone()))
             .collect::<Result<_>>()?;
@@ -294,6 +311,24 @@ impl StrataTable {
         };
         let restricted = ranges.is_some() || residual.is_some() || limit.is_some();
         let batch_rows = state.config().batch_size().max(1);
+        let shipped = match shipped {
+            Some(scan) => {
+                let pruning = direct::pruning_filters(&pruning_filters, &user);
+                let predicate = match conjunction(pruning) {
+                    Some(predicate) => {
+                        let df_schema = DFSchema::try_from(user.as_ref().clone())?;
+                        Some(state.create_physical_expr(predicate, &df_schema)?)
+                    }
+                    None => None,
+                };
+                Some(ShippedSpec {
+                    location: view.database_location(),
+                    scan: Arc::new(scan),
+                    predicate,
+                })
+            }
+            None => None,
+        };
         let (direct, mut row_count) = match base {
             Some(scan) => {
                 let row_count = base_row_count(&view, &scan, restricted);
@@ -352,6 +387,7 @@ impl StrataTable {
             ordering,
             row_count,
             direct,
+            shipped,
         }))
     }
 }
@@ -553,6 +589,47 @@ pub struct ScanSpec {
     /// Set when the partitions read base files and overlay instead of merging (module docs,
     /// "The base path").
     direct: Option<BasePlan>,
+    /// Set when the session has workers and the scan can be read by them
+    /// (crate::distributed).
+    shipped: Option<ShippedSpec>,
+}
+
+/// The plan of a scan that other processes can read (see [`crate::distributed`]).
+#[derive(Debug, Clone)]
+pub struct ShippedSpec {
+    /// The database's directory or URL.
+    pub location: String,
+    /// Base files, deleted rows, overlay.
+    pub scan: Arc<strata_engine::ShippedScan>,
+    /// The filters Parquet statistics may prune by, over the user schema.
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// What a scan shipped to other processes needs of a [`StrataScanExec`].
+#[derive(Debug, Clone)]
+pub struct ScanParts {
+    /// The table's display name.
+    pub table_name: String,
+    /// The table's user schema.
+    pub user: SchemaRef,
+    /// User columns read; the first `projection_len` are the output.
+    pub read_columns: Vec<usize>,
+    /// Number of output columns.
+    pub projection_len: usize,
+    /// The output schema.
+    pub schema: SchemaRef,
+    /// The residual filter over the read columns.
+    pub residual: Option<Arc<dyn PhysicalExpr>>,
+    /// Rows each partition outputs at most.
+    pub limit: Option<usize>,
+    /// Partitions of the scan.
+    pub partitions: usize,
+    /// Rows per batch.
+    pub batch_rows: usize,
+    /// The read sequence.
+    pub read_seq: u64,
+    /// The shipped plan.
+    pub shipped: ShippedSpec,
 }
 
 /// The scan of one Strata table at one pinned read view (see the module docs).
@@ -624,6 +701,27 @@ impl StrataScanExec {
             .direct
             .as_ref()
             .is_some_and(|plan| plan.anti_join())
+    }
+
+    /// What a scan shipped to other processes needs, when the scan has a shipped plan (the
+    /// session has workers and the engine could plan the scan as base files plus a resolved
+    /// overlay).
+    pub fn scan_parts(&self) -> Option<ScanParts> {
+        let spec = &self.spec;
+        let shipped = spec.shipped.clone()?;
+        Some(ScanParts {
+            table_name: spec.table_name.clone(),
+            user: spec.view.table_schema().user_schema().clone(),
+            read_columns: spec.read_columns.clone(),
+            projection_len: spec.projection_len,
+            schema: Arc::clone(&spec.schema),
+            residual: spec.residual.clone(),
+            limit: spec.limit,
+            partitions: spec.partitions,
+            batch_rows: spec.batch_rows,
+            read_seq: spec.view.read_seq(),
+            shipped,
+        })
     }
 
     /// The read view the scan reads.

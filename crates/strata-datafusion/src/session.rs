@@ -157,6 +157,24 @@ impl StrataSession {
         &self.ctx
     }
 
+    /// Sets the datafusion-distributed workers this session's queries run on (`host:port`
+    /// entries, see `crate::distributed`); an empty list runs them in this process again.
+    /// The same as `SET strata.workers = 'host1:port,host2:port'`.
+    pub fn set_workers(&self, workers: &[&str]) -> Result<()> {
+        let value = workers.join(",");
+        crate::catalog::parse_workers(&value)?;
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let options = state.config_mut().options_mut();
+        match options.extensions.get_mut::<StrataConfig>() {
+            Some(config) => {
+                config.workers = (!value.is_empty()).then_some(value);
+                Ok(())
+            }
+            None => exec_err!("the session has no strata settings"),
+        }
+    }
+
     /// The session's catalog (the default one): the database's schemas.
     pub fn catalog(&self) -> &Arc<StrataCatalogProvider> {
         &self.catalog
@@ -229,6 +247,9 @@ impl StrataSession {
                 state
                     .config_mut()
                     .set_extension(Arc::new(StatementSnapshot::new(&self.db)));
+                // With `strata.workers` set, the query may run on workers.
+                #[cfg(feature = "distributed")]
+                let state = crate::distributed::statement_state(state)?;
                 Ok(DataFrame::new(state, plan))
             }
         }

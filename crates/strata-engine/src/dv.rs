@@ -253,7 +253,8 @@ impl Drop for DeletionVector {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
             let path = self.meta.object_path();
-            if let Err(error) = self.context.store.delete(&path) {
+            // A query lease (crate::lease) may hold the deletion back.
+            if let Err(error) = crate::lease::delete_unless_leased(&self.context.store, &path) {
                 // Left behind; removed as an orphan at the next open.
                 tracing::warn!(file = %path, %error, "could not delete an obsolete deletion vector");
             }

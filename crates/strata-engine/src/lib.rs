@@ -59,7 +59,8 @@
 //! (versions and super versions), `read` (runs and the merge), `table`, `db` (open, commit path,
 //! flush, background work), `kv`, `snapshot`, `options`, `metrics`, `fault`, `storage` (where
 //! the objects live: a local directory or an object store), `disk_cache` (SST byte ranges of a
-//! database on object storage, cached on local disk).
+//! database on object storage, cached on local disk), `lease` (files a query running in other
+//! processes reads, kept from deletion).
 
 #![warn(missing_docs)]
 
@@ -72,6 +73,7 @@ pub mod error;
 pub mod fault;
 pub(crate) mod fsutil;
 pub mod kv;
+pub mod lease;
 pub mod manifest;
 pub mod memtable;
 pub mod metrics;
@@ -102,5 +104,5 @@ pub use read::{BaseFile, BaseScan, KeyRange, Overlay, ScanIter, ScanOptions};
 pub use schema::{OP_COLUMN, ROWID_COLUMN, SEQ_COLUMN, TableSchema};
 pub use snapshot::Snapshot;
 pub use sst::SstMeta;
-pub use table::{Mutation, ReadView, RowCount, Table, TableStats, WriteOptions};
+pub use table::{Mutation, ReadView, RowCount, ShippedScan, Table, TableStats, WriteOptions};
 pub use types::{FileId, OpKind, SeqNo, TableId};

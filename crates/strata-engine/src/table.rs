@@ -921,3 +921,6 @@ impl FoundRow {
 pub(crate) fn binary_value(column: &ArrayRef, row: usize) -> Vec<u8> {
     column.as_binary::<i32>().value(row).to_vec()
 }
+
+mod shipped;
+pub use shipped::ShippedScan;

@@ -206,8 +206,10 @@ impl Drop for SstHandle {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
             let path = self.meta.object_path();
-            match self.context.store.delete(&path) {
-                Ok(()) => Metrics::inc(&self.context.metrics.sst_files_deleted),
+            // A query lease (crate::lease) may hold the deletion back.
+            match crate::lease::delete_unless_leased(&self.context.store, &path) {
+                Ok(true) => Metrics::inc(&self.context.metrics.sst_files_deleted),
+                Ok(false) => {}
                 // Left behind; removed as an orphan at the next open.
                 Err(error) => tracing::warn!(file = %path, %error, "could not delete obsolete SST"),
             }

@@ -276,9 +276,14 @@ fn acquire_lock(path: &Path) -> Result<File> {
 }
 
 /// Deletes SST and deletion-vector files the manifest does not name (a crash between writing
-/// a file and recording it, or after an edit stopped naming it) and anything else under `sst/`.
+/// a file and recording it, or after an edit stopped naming it) and anything else under `sst/`,
+/// except the files a live query lease names ([`crate::lease`]).
 fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
+    let leased = crate::lease::leased_objects(store)?;
     for object in store.list("sst")? {
+        if leased.contains(&object) {
+            continue;
+        }
         let live = parse_sst_object_path(&object).is_some_and(|(table, file)| {
             state
                 .tables

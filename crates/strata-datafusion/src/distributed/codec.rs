@@ -1,0 +1,307 @@
+//! The physical extension codec of Strata's shipped scan ([`StrataCodec`]).
+//!
+//! The bytes of a [`ShippedScanExec`] (protobuf, [`ScanProto`]): the database's location, the
+//! table's name, its user schema (an Arrow IPC stream with no batch), the read columns and
+//! how many of them are output, the residual filter and the pruning predicate
+//! (datafusion-proto physical expressions over the read columns and the user schema), the
+//! limit, rows per batch, the read sequence, the task's number and the number of tasks, then
+//! per partition the pieces it reads (object path, size, crc32c, and the row selection as
+//! signed run lengths: `+n` selects `n` rows, `-n` skips `n`), and the overlay's live rows as
+//! an Arrow IPC stream (task 0 only). Everything a worker needs is in the bytes: decoding opens
+//! no manifest and takes no lock.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
+use datafusion_proto::physical_plan::{
+    DefaultPhysicalExtensionCodec, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalExprNode;
+use prost::Message;
+
+use super::exec::{Piece, ShippedScan, ShippedScanExec};
+
+/// A shipped scan on the wire (see the module docs).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScanProto {
+    #[prost(string, tag = "1")]
+    location: String,
+    #[prost(string, tag = "2")]
+    table_name: String,
+    #[prost(bytes = "vec", tag = "3")]
+    user_schema: Vec<u8>,
+    #[prost(uint32, repeated, tag = "4")]
+    read_columns: Vec<u32>,
+    #[prost(uint32, tag = "5")]
+    projection_len: u32,
+    #[prost(message, optional, tag = "6")]
+    residual: Option<PhysicalExprNode>,
+    #[prost(message, optional, tag = "7")]
+    predicate: Option<PhysicalExprNode>,
+    #[prost(uint64, optional, tag = "8")]
+    limit: Option<u64>,
+    #[prost(uint64, tag = "9")]
+    batch_rows: u64,
+    #[prost(uint64, tag = "10")]
+    read_seq: u64,
+    #[prost(uint32, tag = "11")]
+    task: u32,
+    #[prost(uint32, tag = "12")]
+    tasks: u32,
+    #[prost(message, repeated, tag = "13")]
+    partitions: Vec<PartitionProto>,
+    #[prost(bytes = "vec", optional, tag = "14")]
+    overlay: Option<Vec<u8>>,
+    #[prost(uint64, tag = "15")]
+    overlay_rows_total: u64,
+}
+
+/// The pieces of one partition.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PartitionProto {
+    #[prost(message, repeated, tag = "1")]
+    pieces: Vec<PieceProto>,
+}
+
+/// One piece: a file and its row selection.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PieceProto {
+    #[prost(string, tag = "1")]
+    object: String,
+    #[prost(uint64, tag = "2")]
+    size: u64,
+    #[prost(uint32, tag = "3")]
+    crc32c: u32,
+    #[prost(bool, tag = "4")]
+    selected: bool,
+    #[prost(sint64, repeated, tag = "5")]
+    runs: Vec<i64>,
+}
+
+/// Encodes and decodes [`ShippedScanExec`] (register it on the coordinator and on every
+/// worker). A worker's codec may be bound to one database: a plan naming another is refused.
+#[derive(Debug, Clone, Default)]
+pub struct StrataCodec {
+    database: Option<String>,
+}
+
+impl StrataCodec {
+    /// A codec that decodes scans of any database.
+    pub fn new() -> Self {
+        StrataCodec::default()
+    }
+
+    /// A codec that decodes only scans of the database at `location` (as
+    /// [`super::database_location`] spells it).
+    pub fn for_database(location: String) -> Self {
+        StrataCodec {
+            database: Some(location),
+        }
+    }
+}
+
+fn proto_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("Strata scan codec: {what}: {e}"))
+}
+
+fn schema_ipc(schema: &Schema) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, schema)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn batch_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn read_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
+}
+
+fn encode_expr(expr: &Option<Arc<dyn PhysicalExpr>>) -> Result<Option<PhysicalExprNode>> {
+    expr.as_ref()
+        .map(|e| serialize_physical_expr(e, &DefaultPhysicalExtensionCodec {}))
+        .transpose()
+}
+
+fn decode_expr(
+    node: &Option<PhysicalExprNode>,
+    ctx: &TaskContext,
+    schema: &Schema,
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    node.as_ref()
+        .map(|n| parse_physical_expr(n, ctx, schema, &DefaultPhysicalExtensionCodec {}))
+        .transpose()
+}
+
+/// The protobuf of a shipped scan.
+pub fn encode_scan(scan: &ShippedScan) -> Result<ScanProto> {
+    let partitions = scan
+        .partitions
+        .iter()
+        .map(|pieces| PartitionProto {
+            pieces: pieces
+                .iter()
+                .map(|p| PieceProto {
+                    object: p.object.clone(),
+                    size: p.size,
+                    crc32c: p.crc32c,
+                    selected: p.selection.is_some(),
+                    runs: p
+                        .selection
+                        .iter()
+                        .flatten()
+                        .map(|(live, len)| if *live { *len as i64 } else { -(*len as i64) })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(ScanProto {
+        location: scan.location.clone(),
+        table_name: scan.table_name.clone(),
+        user_schema: schema_ipc(&scan.user)?,
+        read_columns: scan.read_columns.iter().map(|c| *c as u32).collect(),
+        projection_len: scan.projection_len as u32,
+        residual: encode_expr(&scan.residual)?,
+        predicate: encode_expr(&scan.predicate)?,
+        limit: scan.limit.map(|l| l as u64),
+        batch_rows: scan.batch_rows as u64,
+        read_seq: scan.read_seq,
+        task: scan.task as u32,
+        tasks: scan.tasks as u32,
+        partitions,
+        overlay: scan.overlay.as_ref().map(batch_ipc).transpose()?,
+        overlay_rows_total: scan.overlay_rows_total as u64,
+    })
+}
+
+/// The shipped scan of a protobuf.
+pub fn decode_scan(proto: &ScanProto, ctx: &TaskContext) -> Result<ShippedScan> {
+    let (user, _) = read_ipc(&proto.user_schema)?;
+    let read_columns: Vec<usize> = proto.read_columns.iter().map(|c| *c as usize).collect();
+    let projection_len = proto.projection_len as usize;
+    if projection_len > read_columns.len() || read_columns.iter().any(|c| *c >= user.fields().len())
+    {
+        return Err(proto_error(
+            "decode",
+            "read columns out of the table's schema",
+        ));
+    }
+    let read_schema = user.project(&read_columns)?;
+    let overlay = match &proto.overlay {
+        Some(bytes) => {
+            let (schema, batches) = read_ipc(bytes)?;
+            Some(arrow::compute::concat_batches(&schema, &batches)?)
+        }
+        None => None,
+    };
+    let partitions = proto
+        .partitions
+        .iter()
+        .map(|p| {
+            p.pieces
+                .iter()
+                .map(|piece| Piece {
+                    object: piece.object.clone(),
+                    size: piece.size,
+                    crc32c: piece.crc32c,
+                    selection: piece.selected.then(|| {
+                        piece
+                            .runs
+                            .iter()
+                            .map(|r| (*r > 0, r.unsigned_abs()))
+                            .collect()
+                    }),
+                })
+                .collect()
+        })
+        .collect();
+    Ok(ShippedScan {
+        location: proto.location.clone(),
+        table_name: proto.table_name.clone(),
+        residual: decode_expr(&proto.residual, ctx, &read_schema)?,
+        predicate: decode_expr(&proto.predicate, ctx, &user)?,
+        user,
+        read_columns,
+        projection_len,
+        limit: proto.limit.map(|l| l as usize),
+        batch_rows: (proto.batch_rows as usize).max(1),
+        read_seq: proto.read_seq,
+        task: proto.task as usize,
+        tasks: proto.tasks as usize,
+        partitions,
+        overlay,
+        overlay_rows_total: proto.overlay_rows_total as usize,
+    })
+}
+
+impl PhysicalExtensionCodec for StrataCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !inputs.is_empty() {
+            return Err(proto_error("decode", "a Strata scan has no inputs"));
+        }
+        let proto = ScanProto::decode(buf).map_err(|e| proto_error("decode", e))?;
+        if let Some(database) = &self.database
+            && *database != proto.location
+        {
+            return Err(DataFusionError::Plan(format!(
+                "this Strata worker serves the database at {database}, not {} (start a \
+                 worker for that database, or without a database argument)",
+                proto.location
+            )));
+        }
+        let scan = decode_scan(&proto, ctx)?;
+        Ok(Arc::new(ShippedScanExec::new(scan, None)?))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let scan = if let Some(exec) = node.downcast_ref::<ShippedScanExec>() {
+            exec.scan().clone()
+        } else if let Some(parts) = node
+            .downcast_ref::<crate::provider::StrataScanExec>()
+            .and_then(|s| s.scan_parts())
+        {
+            // A scan the planner left whole: one task reads everything.
+            super::split(&parts, 1)?.swap_remove(0)
+        } else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{} cannot run on a Strata worker",
+                node.name()
+            )));
+        };
+        encode_scan(&scan)?
+            .encode(buf)
+            .map_err(|e| proto_error("encode", e))
+    }
+}

@@ -1,0 +1,207 @@
+//! Leases: the SST objects a running query in another process reads, kept from deletion.
+//!
+//! A query whose scans run on other processes (datafusion-distributed workers reading the
+//! SSTs straight from the database's storage) holds no pinned version in those processes, so
+//! the writer's compaction could delete an input file while a worker still reads it. Before
+//! such a query ships its plan, the coordinator writes a **lease**: an object
+//! `leases/<name>.json` on the database's storage naming the objects the plan reads and the
+//! time the lease ends. Every deletion of an obsolete SST or deletion-vector object
+//! ([`delete_unless_leased`]: the drop of an obsolete file handle, the orphan cleanup at open)
+//! first reads the live leases and skips the objects they name; a skipped object is retried at
+//! the next deletion in the process and, failing that, removed as an orphan at the next open
+//! after its lease has ended. The coordinator deletes its lease when the query's plan is
+//! dropped ([`Lease`]'s `Drop`); a coordinator that dies leaves a lease that protects its files
+//! until it expires ([`DEFAULT_LEASE_TTL`]).
+//!
+//! Format of a lease object (JSON): `{"expires_at_ms": <Unix ms>, "objects": ["sst/...", ...]}`.
+//!
+//! Invariants: an object named by a lease whose `expires_at_ms` is in the future is never
+//! deleted by [`delete_unless_leased`]; a lease that cannot be read or parsed protects
+//! nothing it cannot name, but a failure to *list* the leases deletes nothing (the deletion is
+//! deferred). Leases compare wall clocks of different machines: the TTL must exceed the clock
+//! skew between them by far (minutes, not seconds).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// Where leases live, relative to the database root.
+pub const LEASE_DIR: &str = "leases";
+
+/// How long a lease protects its objects unless released first: longer than any query is
+/// expected to run, short enough that a crashed coordinator's files are reclaimed the same day.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// The content of a lease object.
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseRecord {
+    expires_at_ms: u64,
+    objects: Vec<String>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A lease held by this process; deleted when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    storage: Storage,
+    object: String,
+    objects: usize,
+}
+
+impl Lease {
+    /// Writes a lease over `objects` (object paths relative to the database root) that ends
+    /// after `ttl`.
+    pub fn acquire(storage: &Storage, objects: Vec<String>, ttl: Duration) -> Result<Lease> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let object = format!(
+            "{LEASE_DIR}/{}-{}-{}.json",
+            now_ms(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let record = LeaseRecord {
+            expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
+            objects,
+        };
+        let count = record.objects.len();
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| Error::internal(format!("lease encoding: {e}")))?;
+        storage.put(&object, Bytes::from(bytes))?;
+        Ok(Lease {
+            storage: storage.clone(),
+            object,
+            objects: count,
+        })
+    }
+
+    /// The lease's object path.
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// Number of objects the lease protects.
+    pub fn objects(&self) -> usize {
+        self.objects
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Err(error) = self.storage.delete(&self.object) {
+            // It protects its objects until it expires.
+            tracing::warn!(lease = %self.object, %error, "could not delete a lease");
+        }
+    }
+}
+
+/// The objects named by the leases of `storage` that have not ended.
+pub fn leased_objects(storage: &Storage) -> Result<HashSet<String>> {
+    let now = now_ms();
+    let mut leased = HashSet::new();
+    for object in storage.list(LEASE_DIR)? {
+        let Ok(Some((bytes, _))) = storage.get(&object) else {
+            continue;
+        };
+        match serde_json::from_slice::<LeaseRecord>(&bytes) {
+            Ok(record) if record.expires_at_ms > now => leased.extend(record.objects),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(lease = %object, %error, "unreadable lease ignored"),
+        }
+    }
+    Ok(leased)
+}
+
+/// Deletions held back by a lease, retried at the next deletion in this process.
+static DEFERRED: Mutex<Vec<(Storage, String)>> = Mutex::new(Vec::new());
+
+/// Deletes `object` unless a live lease names it (see the module docs); returns whether it
+/// was deleted. A held-back object is retried by later calls in this process (and is removed
+/// as an orphan at the next open otherwise).
+pub fn delete_unless_leased(storage: &Storage, object: &str) -> Result<bool> {
+    let leased = match leased_objects(storage) {
+        Ok(leased) => leased,
+        Err(error) => {
+            DEFERRED.lock().push((storage.clone(), object.to_string()));
+            return Err(error);
+        }
+    };
+    // Earlier held-back deletions of the same storage whose leases have ended.
+    let retry: Vec<String> = {
+        let mut deferred = DEFERRED.lock();
+        let (same, other): (Vec<_>, Vec<_>) = deferred
+            .drain(..)
+            .partition(|(s, o)| s.root() == storage.root() && !leased.contains(o));
+        *deferred = other;
+        same.into_iter().map(|(_, o)| o).collect()
+    };
+    for old in retry {
+        if let Err(error) = storage.delete(&old) {
+            tracing::warn!(file = %old, %error, "could not delete a file after its lease");
+        }
+    }
+    if leased.contains(object) {
+        tracing::info!(file = %object, "deletion deferred: a query lease names the file");
+        DEFERRED.lock().push((storage.clone(), object.to_string()));
+        return Ok(false);
+    }
+    storage.delete(object)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leased_object_survives_deletion_until_the_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path(), None).unwrap();
+        for name in ["sst/a.parquet", "sst/b.parquet"] {
+            storage.put(name, Bytes::from_static(b"x")).unwrap();
+        }
+        let lease = Lease::acquire(
+            &storage,
+            vec!["sst/a.parquet".into()],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        assert_eq!(lease.objects(), 1);
+        assert!(!delete_unless_leased(&storage, "sst/a.parquet").unwrap());
+        assert!(delete_unless_leased(&storage, "sst/b.parquet").unwrap());
+        assert!(storage.size("sst/a.parquet").unwrap().is_some());
+        assert!(storage.size("sst/b.parquet").unwrap().is_none());
+        drop(lease);
+        assert!(storage.list(LEASE_DIR).unwrap().is_empty());
+        // The held-back deletion runs at the next deletion of the process.
+        storage
+            .put("sst/c.parquet", Bytes::from_static(b"x"))
+            .unwrap();
+        assert!(delete_unless_leased(&storage, "sst/c.parquet").unwrap());
+        assert!(storage.size("sst/a.parquet").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_expired_lease_protects_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path(), None).unwrap();
+        storage
+            .put("sst/a.parquet", Bytes::from_static(b"x"))
+            .unwrap();
+        let _lease =
+            Lease::acquire(&storage, vec!["sst/a.parquet".into()], Duration::ZERO).unwrap();
+        assert!(leased_objects(&storage).unwrap().is_empty());
+        assert!(delete_unless_leased(&storage, "sst/a.parquet").unwrap());
+    }
+}
