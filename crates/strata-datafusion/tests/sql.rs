@@ -1567,3 +1567,97 @@ async fn an_insert_larger_than_a_write_batch_is_a_bulk_load() {
         149_999 // every id but 0 (its last row is 300000) and -5
     );
 }
+
+#[path = "../../strata-engine/tests/s3_server/mod.rs"]
+mod s3_server;
+
+/// Runs `sql` and returns its plan, with its metrics filled.
+async fn executed(s: &StrataSession, sql: &str) -> Arc<dyn ExecutionPlan> {
+    let plan = physical_plan(s, sql).await;
+    collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
+    plan
+}
+
+/// On a database on S3 (a `moto` server on loopback), a scan's reads show in `EXPLAIN
+/// ANALYZE` and in `strata_metrics()`: GETs when nothing is cached; after a reopen (memory
+/// caches empty) disk-cache hits and no GET; in the same open, block-cache hits for a point
+/// lookup.
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_on_s3_show_gets_and_cache_hits() {
+    let url = format!("s3://{}/db", s3_server::bucket("explain"));
+    let local = tempfile::tempdir().unwrap();
+    let open = |drop_disk_cache: bool| {
+        let cache = local.path().join("cache");
+        if drop_disk_cache && cache.exists() {
+            std::fs::remove_dir_all(&cache).unwrap();
+        }
+        strata_datafusion::open(
+            &url,
+            Options {
+                local_wal_dir: Some(local.path().to_path_buf()),
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    let s = open(true);
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO t SELECT value, 'v' || value FROM generate_series(1, 5000)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    s.close().unwrap();
+    let scan = "SELECT count(*) FROM t WHERE v <> 'x'";
+    let point = "SELECT v FROM t WHERE id = 42";
+
+    // Cold: no disk cache.
+    let s = open(true);
+    let plan = executed(&s, scan).await;
+    assert!(scan_metric(&plan, "object_gets").unwrap() > 0);
+    assert!(scan_metric(&plan, "object_get_bytes").unwrap() > 0);
+    assert!(scan_metric(&plan, "disk_cache_misses").unwrap() > 0);
+    let gets = count(
+        &s,
+        "SELECT CAST(value AS BIGINT) FROM strata_metrics() \
+         WHERE table_name IS NULL AND name = 'object_gets'",
+    )
+    .await;
+    assert!(gets as usize >= scan_metric(&plan, "object_gets").unwrap());
+    s.close().unwrap();
+
+    // Disk: reopened, the memory caches are empty, the disk cache answers: a point lookup
+    // misses the block cache, then hits it.
+    let s = open(false);
+    let plan = executed(&s, point).await;
+    assert_eq!(scan_metric(&plan, "block_cache_misses"), Some(1));
+    assert_eq!(scan_metric(&plan, "block_cache_hits"), Some(0));
+    assert_eq!(scan_metric(&plan, "object_gets"), Some(0));
+    assert!(scan_metric(&plan, "disk_cache_hits").unwrap() > 0);
+    let plan = executed(&s, point).await;
+    assert_eq!(scan_metric(&plan, "block_cache_hits"), Some(1));
+    assert_eq!(scan_metric(&plan, "block_cache_misses"), Some(0));
+    let plan = executed(&s, scan).await;
+    assert_eq!(scan_metric(&plan, "object_gets"), Some(0));
+    assert_eq!(scan_metric(&plan, "disk_cache_misses"), Some(0));
+    assert!(scan_metric(&plan, "disk_cache_hits").unwrap() > 0);
+    let explained = run(&s, &format!("EXPLAIN ANALYZE {scan}")).await.unwrap();
+    let explained = datafusion::arrow::util::pretty::pretty_format_batches(&explained)
+        .unwrap()
+        .to_string();
+    for name in ["object_gets=0", "disk_cache_hits=", "block_cache_misses="] {
+        assert!(explained.contains(name), "{name} missing from {explained}");
+    }
+    let hits = count(
+        &s,
+        "SELECT CAST(value AS BIGINT) FROM strata_metrics() \
+         WHERE table_name IS NULL AND name = 'disk_cache_hits'",
+    )
+    .await;
+    assert!(hits > 0);
+    s.close().unwrap();
+}

@@ -47,14 +47,15 @@
 //! walked to rebuild the index (least recently modified files oldest), temporary files of an
 //! earlier process are deleted, and the cache is trimmed to a capacity that may have shrunk.
 //! The directory belongs to one open database: it holds a `LOCK` file locked while the cache
-//! is open.
+//! is open, released by [`DiskCache::close`] (the database's close), after which this cache
+//! reads from the store without caching.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -160,7 +161,9 @@ pub struct DiskCache {
     capacity: u64,
     state: Mutex<State>,
     temp_names: AtomicU64,
-    _lock: File,
+    /// The locked `LOCK` file, until closed.
+    lock: Mutex<Option<File>>,
+    closed: AtomicBool,
 }
 
 impl DiskCache {
@@ -197,11 +200,21 @@ impl DiskCache {
             capacity,
             state: Mutex::new(state),
             temp_names: AtomicU64::new(0),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
+            closed: AtomicBool::new(false),
         };
         let victims = cache.state.lock().evict_for(0, capacity);
         cache.delete_files(&victims);
         Ok(cache)
+    }
+
+    /// Releases the directory (its lock) for another open; later reads go to the store
+    /// uncached. Idempotent.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(file) = self.lock.lock().take() {
+            let _ = file.unlock();
+        }
     }
 
     /// The cache's directory.
@@ -247,6 +260,9 @@ impl DiskCache {
         debug_assert!(range.start <= range.end && range.end <= object.size);
         if range.is_empty() {
             return Ok(Bytes::new());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return fetch(range);
         }
         let first = range.start / CHUNK_BYTES;
         let last = (range.end - 1) / CHUNK_BYTES;
@@ -535,11 +551,16 @@ mod tests {
         assert_eq!(read(&cache, &id, &data, 0..id.size, &metrics), 0);
         assert_eq!(metrics.disk_cache_misses.load(Ordering::Relaxed), 4);
         assert_eq!(metrics.disk_cache_hits.load(Ordering::Relaxed), 2 + 1 + 4);
-        // A second open of the same directory is refused while the first holds it.
+        // A second open of the same directory is refused while the first holds it; once
+        // closed, the first reads uncached and the directory opens again.
         assert!(matches!(
             DiskCache::open(dir.path(), 1 << 30),
             Err(Error::Locked { .. })
         ));
+        cache.close();
+        assert_eq!(read(&cache, &id, &data, 0..10, &metrics), 1);
+        let again = DiskCache::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(again.len(), 4);
     }
 
     #[test]

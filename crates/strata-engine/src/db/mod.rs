@@ -908,6 +908,9 @@ impl DbInner {
         if let Some(file) = self.lock_file.lock().take() {
             let _ = file.unlock();
         }
+        if let Some(cache) = self.files.store.disk_cache() {
+            cache.close();
+        }
         synced
     }
 }
