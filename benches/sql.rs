@@ -61,6 +61,10 @@
 //! Case (d), a live table under a writer (`benches/sql/live.rs`): `STRATA_BENCH_LIVE=1`
 //! (writer pace `STRATA_BENCH_LIVE_RATE` rows/s, default 20,000).
 //!
+//! Object storage (`benches/sql/s3.rs`): `STRATA_BENCH_S3=1` runs only Q1-Q8 and
+//! `readrandom` on a database on a `moto` S3 server on loopback against local disk, cold and
+//! warm cache, with GET requests and bytes (`target/bench-results/sql-s3.md`).
+//!
 //! Prints markdown and writes it to `target/bench-results/sql.md`, with EXPLAIN ANALYZE of
 //! (a), (b) and (c) for each query that misses a target. Exits with status 1 when a correctness
 //! check fails.
@@ -87,6 +91,10 @@ use strata_engine::{
 
 #[path = "sql/live.rs"]
 mod live;
+
+// The object-storage mode (STRATA_BENCH_S3=1): see benches/sql/s3.rs.
+#[path = "sql/s3.rs"]
+mod s3;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type BoxResult<T> = Result<T, BoxError>;
@@ -1010,6 +1018,10 @@ fn run() -> BoxResult<bool> {
     let explain = std::env::var("STRATA_BENCH_EXPLAIN").unwrap_or_else(|_| "missed".into());
     let base = std::env::var("STRATA_BENCH_DIR").unwrap_or_else(|_| "target".into());
     std::fs::create_dir_all(&base)?;
+    if env_u64("STRATA_BENCH_S3", 0)? > 0 {
+        // The object-storage mode runs alone (benches/sql/s3.rs).
+        return s3::run_s3(rows, repeats, &only, &base);
+    }
     let dir = tempfile::tempdir_in(&base)?;
     let params = Params::scaled(rows);
     let schema = events_schema();
