@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long)]
     pub continue_on_error: bool,
 
+    /// Run queries on these datafusion-distributed workers (`strata worker`), comma-separated
+    /// `host:port`; the same as `SET strata.workers = '...'`.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub workers: Option<String>,
+
     /// Inputs from `-c` and `-f`, in command-line order (filled by [`Args::parse_from_env`]).
     #[arg(skip)]
     pub inputs: Vec<Input>,
@@ -74,6 +79,20 @@ pub struct Args {
 pub enum Command {
     /// Serve a database over Arrow Flight SQL and the PostgreSQL wire protocol.
     Serve(strata_server::ServeArgs),
+    /// Run a worker that executes parts of queries for coordinators started with `--workers`.
+    Worker(WorkerArgs),
+}
+
+/// `strata worker --listen ADDR [DATABASE]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Address to listen on (`host:port`; port 0 picks a free one, printed at start).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The database (directory or s3:// URL) whose queries this worker runs; without it,
+    /// any database a coordinator names (the worker opens it read-only: no lock).
+    #[arg(value_name = "DATABASE")]
+    pub database: Option<String>,
 }
 
 /// One `-c` or `-f` argument.

@@ -5,6 +5,11 @@
 //! `strata serve [DATA_DIR|URL] --flight ADDR --pg ADDR` serves a database over Arrow Flight
 //! SQL and the PostgreSQL wire protocol instead (the `strata-server` crate).
 //!
+//! `strata worker --listen ADDR [DATA_DIR|URL]` runs a datafusion-distributed worker for
+//! coordinators started with `strata --workers host1:port,host2:port ...` (see
+//! `strata_datafusion::distributed`); it prints `strata worker listening on <addr>` once it
+//! accepts connections and stops on SIGTERM or Ctrl-C.
+//!
 //! `strata [DATA_DIR]` opens (creating on first use) a database directory, `--memory` a
 //! throw-away one; `-c SQL` and `-f FILE` run statements and exit, a script piped to standard
 //! input runs the same way, and otherwise an interactive session starts (rustyline: history,
@@ -51,7 +56,54 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    if let Some(args::Command::Worker(worker)) = &args.command {
+        return match run_worker(worker) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("Error: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     run(args)
+}
+
+/// `strata worker`: serves datafusion-distributed's worker service until SIGTERM or Ctrl-C.
+fn run_worker(worker: &args::WorkerArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-worker")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&worker.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", worker.listen))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| format!("cannot listen on {}: {e}", worker.listen))?;
+        println!("strata worker listening on {address}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let stop = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        strata_datafusion::distributed::serve_worker(listener, worker.database.as_deref(), stop)
+            .await
+            .map_err(|e| exec::error_line(&e))
+    })
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default: warnings).
@@ -123,6 +175,12 @@ fn run_inner(args: Args) -> Result<ExitCode, String> {
         }
         (session, None, what)
     };
+    if let Some(workers) = &args.workers {
+        let workers: Vec<&str> = workers.split(',').map(str::trim).collect();
+        session
+            .set_workers(&workers)
+            .map_err(|e| format!("--workers: {}", exec::error_line(&e)))?;
+    }
     let settings = Settings {
         format: args.format,
         maxrows: args.maxrows.unwrap_or(if std::io::stdout().is_terminal() {

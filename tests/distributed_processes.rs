@@ -1,0 +1,190 @@
+//! Three processes on 127.0.0.1: two `strata worker --listen 127.0.0.1:0 DIR` processes and
+//! this test as the coordinator (a session with `strata.workers`, as `strata --workers` makes).
+//! The answers are the local ones; compaction during a query deletes nothing the query reads
+//! (the query's lease); a worker killed before its tasks run fails the query with an error,
+//! never a hang; `strata --workers` runs a query through the shell.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use futures::StreamExt;
+use strata_datafusion::StrataSession;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// A `strata worker` process, killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    address: String,
+}
+
+impl WorkerProcess {
+    fn start(database: &std::path::Path) -> Self {
+        let mut child = Command::new(STRATA)
+            .args(["worker", "--listen", "127.0.0.1:0"])
+            .arg(database)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start strata worker");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("strata worker listening on ")
+            .unwrap_or_else(|| panic!("unexpected worker output: {line}"))
+            .to_string();
+        WorkerProcess { child, address }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run(s: &StrataSession, sql: &str) {
+    s.sql(sql).await.unwrap().collect().await.unwrap();
+}
+
+async fn answer(s: &StrataSession, sql: &str) -> String {
+    let batches = s.sql(sql).await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+const QUERIES: &[&str] = &[
+    "SELECT kind, sum(amount), count(*) FROM events GROUP BY kind ORDER BY kind",
+    "SELECT count(DISTINCT user_id) FROM events WHERE amount > 100",
+    "SELECT user_id, max(amount) FROM events GROUP BY user_id ORDER BY user_id LIMIT 5",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinator_and_two_worker_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let s = strata_datafusion::open(&db, strata_engine::Options::default()).unwrap();
+    run(&s, "SET strata.compaction = 'none'").await;
+    run(
+        &s,
+        "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id BIGINT, kind VARCHAR, amount DOUBLE)",
+    )
+    .await;
+    for (lo, hi, v) in [(1, 30_000, 1), (10_000, 40_000, 3), (35_000, 60_000, 7)] {
+        run(
+            &s,
+            &format!(
+                "INSERT INTO events SELECT value, value % 89, 'k' || (value % 5), \
+                 CAST((value * {v}) % 1000 AS DOUBLE) FROM generate_series({lo}, {hi})"
+            ),
+        )
+        .await;
+        run(&s, "SELECT * FROM strata_flush('events')").await;
+    }
+    run(&s, "DELETE FROM events WHERE id % 13 = 0").await;
+    run(&s, "SELECT * FROM strata_flush('events')").await;
+    run(
+        &s,
+        "INSERT INTO events VALUES (5, 5, 'k9', 999), (70000, 1, 'k0', 1)",
+    )
+    .await;
+    let local: Vec<String> = futures::future::join_all(QUERIES.iter().map(|q| answer(&s, q))).await;
+
+    let workers = [WorkerProcess::start(&db), WorkerProcess::start(&db)];
+    let addresses: Vec<&str> = workers.iter().map(|w| w.address.as_str()).collect();
+    s.set_workers(&addresses).unwrap();
+    for (sql, want) in QUERIES.iter().zip(&local) {
+        assert_eq!(&answer(&s, sql).await, want, "{sql}");
+    }
+
+    // Compaction while a distributed query runs: its files are leased and stay readable.
+    let leases = db.join("leases");
+    let frame = s
+        .sql("SELECT id, amount FROM events WHERE amount >= 0")
+        .await
+        .unwrap();
+    let mut stream = frame.execute_stream().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(
+        std::fs::read_dir(&leases).unwrap().count() > 0,
+        "a lease while the query runs"
+    );
+    s.set_workers(&[]).unwrap();
+    run(&s, "SELECT * FROM strata_compact('events')").await;
+    let mut rows = first.num_rows();
+    while let Some(batch) = stream.next().await {
+        rows += batch.unwrap().num_rows();
+    }
+    drop(stream);
+    let want = answer(&s, "SELECT count(*) FROM events WHERE amount >= 0").await;
+    assert!(
+        want.contains(&format!("| {rows} ")),
+        "{rows} rows, want {want}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&leases).unwrap().count(),
+        0,
+        "the lease is released with the query"
+    );
+    s.set_workers(&addresses).unwrap();
+    for (sql, want) in QUERIES.iter().zip(&local) {
+        assert_eq!(&answer(&s, sql).await, want, "{sql} after compaction");
+    }
+    // A second file, so the scan runs as two tasks again.
+    run(
+        &s,
+        "INSERT INTO events SELECT value, value % 89, 'k1', 2 FROM generate_series(80000, 90000)",
+    )
+    .await;
+    run(&s, "SELECT * FROM strata_flush('events')").await;
+    let plan = answer(&s, &format!("EXPLAIN {}", QUERIES[0])).await;
+    assert!(plan.contains("StrataShippedScanExec"), "{plan}");
+
+    // A worker gone: the query fails with an error, in bounded time.
+    let [first_worker, mut second_worker] = workers;
+    drop(first_worker);
+    second_worker.child.kill().unwrap();
+    second_worker.child.wait().unwrap();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        s.sql(QUERIES[0]).await?.collect().await
+    })
+    .await
+    .expect("a query on dead workers must not hang");
+    let error = outcome
+        .expect_err("a query on dead workers fails")
+        .to_string();
+    assert!(
+        error.contains(&second_worker.address) || error.to_lowercase().contains("connect"),
+        "the error names the worker or the connection: {error}"
+    );
+    drop(second_worker);
+    s.set_workers(&[]).unwrap();
+    assert!(answer(&s, QUERIES[0]).await.contains("| k1 "));
+    drop(s);
+
+    // The shell as coordinator: `strata --workers ... DIR -c SQL`.
+    let worker = WorkerProcess::start(&db);
+    let out = Command::new(STRATA)
+        .arg("--workers")
+        .arg(&worker.address)
+        .arg(&db)
+        .args([
+            "--format",
+            "csv",
+            "-q",
+            "-c",
+            "SELECT count(*) FROM events WHERE amount > 500",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.lines().count() >= 2, "{shown}");
+}
