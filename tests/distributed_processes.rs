@@ -1,8 +1,13 @@
-//! Three processes on 127.0.0.1: two `strata worker --listen 127.0.0.1:0 DIR` processes and
-//! this test as the coordinator (a session with `strata.workers`, as `strata --workers` makes).
+//! Three processes on 127.0.0.1: two `strata worker --listen 127.0.0.1:0 DB` processes and
+//! this test as the coordinator (a session with `strata.workers`, as `strata --workers` makes),
+//! over a local directory and over the loopback S3 server (`moto`, see
+//! `crates/strata-engine/tests/s3_server`).
 //! The answers are the local ones; compaction during a query deletes nothing the query reads
 //! (the query's lease); a worker killed before its tasks run fails the query with an error,
 //! never a hang; `strata --workers` runs a query through the shell.
+
+#[path = "../crates/strata-engine/tests/s3_server/mod.rs"]
+mod s3_server;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +25,12 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn start(database: &std::path::Path) -> Self {
-        let mut child = Command::new(STRATA)
+    fn start(database: &str, remote: bool) -> Self {
+        let mut command = Command::new(STRATA);
+        if remote {
+            s3_server::child_env(&mut command);
+        }
+        let mut child = command
             .args(["worker", "--listen", "127.0.0.1:0"])
             .arg(database)
             .stdout(Stdio::piped())
@@ -62,11 +71,40 @@ const QUERIES: &[&str] = &[
     "SELECT user_id, max(amount) FROM events GROUP BY user_id ORDER BY user_id LIMIT 5",
 ];
 
+/// The leases on the database's storage.
+fn leases(db: &str) -> usize {
+    strata_engine::storage::Storage::for_path(std::path::Path::new(db), None)
+        .unwrap()
+        .list(strata_engine::lease::LEASE_DIR)
+        .unwrap()
+        .len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinator_and_two_worker_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db");
-    let s = strata_datafusion::open(&db, strata_engine::Options::default()).unwrap();
+    let db = dir.path().join("db").display().to_string();
+    three_processes(&db, false, strata_engine::Options::default(), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinator_and_two_worker_processes_on_s3() {
+    let db = format!("s3://{}/db", s3_server::bucket("distributed"));
+    let home = tempfile::tempdir().unwrap();
+    let options = strata_engine::Options {
+        local_wal_dir: Some(home.path().join("wal")),
+        ..strata_engine::Options::default()
+    };
+    three_processes(&db, true, options, home.path()).await;
+}
+
+async fn three_processes(
+    db: &str,
+    remote: bool,
+    options: strata_engine::Options,
+    home: &std::path::Path,
+) {
+    let s = strata_datafusion::open(db, options).unwrap();
     run(&s, "SET strata.compaction = 'none'").await;
     run(
         &s,
@@ -93,7 +131,10 @@ async fn coordinator_and_two_worker_processes() {
     .await;
     let local: Vec<String> = futures::future::join_all(QUERIES.iter().map(|q| answer(&s, q))).await;
 
-    let workers = [WorkerProcess::start(&db), WorkerProcess::start(&db)];
+    let workers = [
+        WorkerProcess::start(db, remote),
+        WorkerProcess::start(db, remote),
+    ];
     let addresses: Vec<&str> = workers.iter().map(|w| w.address.as_str()).collect();
     s.set_workers(&addresses).unwrap();
     for (sql, want) in QUERIES.iter().zip(&local) {
@@ -101,17 +142,13 @@ async fn coordinator_and_two_worker_processes() {
     }
 
     // Compaction while a distributed query runs: its files are leased and stay readable.
-    let leases = db.join("leases");
     let frame = s
         .sql("SELECT id, amount FROM events WHERE amount >= 0")
         .await
         .unwrap();
     let mut stream = frame.execute_stream().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
-    assert!(
-        std::fs::read_dir(&leases).unwrap().count() > 0,
-        "a lease while the query runs"
-    );
+    assert!(leases(db) > 0, "a lease while the query runs");
     s.set_workers(&[]).unwrap();
     run(&s, "SELECT * FROM strata_compact('events')").await;
     let mut rows = first.num_rows();
@@ -124,11 +161,7 @@ async fn coordinator_and_two_worker_processes() {
         want.contains(&format!("| {rows} ")),
         "{rows} rows, want {want}"
     );
-    assert_eq!(
-        std::fs::read_dir(&leases).unwrap().count(),
-        0,
-        "the lease is released with the query"
-    );
+    assert_eq!(leases(db), 0, "the lease is released with the query");
     s.set_workers(&addresses).unwrap();
     for (sql, want) in QUERIES.iter().zip(&local) {
         assert_eq!(&answer(&s, sql).await, want, "{sql} after compaction");
@@ -166,11 +199,16 @@ async fn coordinator_and_two_worker_processes() {
     drop(s);
 
     // The shell as coordinator: `strata --workers ... DIR -c SQL`.
-    let worker = WorkerProcess::start(&db);
-    let out = Command::new(STRATA)
+    let worker = WorkerProcess::start(db, remote);
+    let mut shell = Command::new(STRATA);
+    if remote {
+        s3_server::child_env(&mut shell);
+    }
+    let out = shell
+        .env("XDG_DATA_HOME", home.join("shell"))
         .arg("--workers")
         .arg(&worker.address)
-        .arg(&db)
+        .arg(db)
         .args([
             "--format",
             "csv",
