@@ -82,6 +82,12 @@ fn run_worker(worker: &args::WorkerArgs) -> Result<(), String> {
         let address = listener
             .local_addr()
             .map_err(|e| format!("cannot listen on {}: {e}", worker.listen))?;
+        if !address.ip().is_loopback() && worker.database.is_none() {
+            eprintln!(
+                "Warning: this worker runs plans naming any database its credentials reach and \
+                 has no authentication; give it its DATABASE and keep it on a private network"
+            );
+        }
         println!("strata worker listening on {address}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
