@@ -281,6 +281,8 @@ static QUERIES: AtomicUsize = AtomicUsize::new(0);
 static DIRECT_QUERIES: AtomicUsize = AtomicUsize::new(0);
 static OVERLAY_QUERIES: AtomicUsize = AtomicUsize::new(0);
 static ANTI_JOIN_QUERIES: AtomicUsize = AtomicUsize::new(0);
+/// Scan plans brought up to date with the writes since an earlier query's plan.
+static UPDATED_PLANS: AtomicUsize = AtomicUsize::new(0);
 
 async fn exec(s: &StrataSession, sql: &str) -> Vec<RecordBatch> {
     match s.sql(sql).await {
@@ -392,6 +394,7 @@ async fn run_case(
                 }
             }
             Op::Reopen => {
+                count_updated_plans(&session);
                 session.close().unwrap();
                 session = strata_datafusion::open(dir.path(), options(key_cache)).unwrap();
             }
@@ -408,8 +411,18 @@ async fn run_case(
             }
         }
     }
+    count_updated_plans(&session);
     session.close().unwrap();
     Ok(())
+}
+
+fn count_updated_plans(session: &StrataSession) {
+    let updated = session
+        .db()
+        .metrics()
+        .get("scan_plans_updated")
+        .unwrap_or(0);
+    UPDATED_PLANS.fetch_add(updated as usize, Ordering::Relaxed);
 }
 
 #[test]
@@ -467,4 +480,7 @@ fn value_filters_agree_with_a_plain_table_on_every_read_path() {
         anti_join > 0 && anti_join < overlay,
         "{anti_join} of {overlay} overlay queries ran the anti-join"
     );
+    // Plans brought up to date with later writes (read::plan_cache) were checked too.
+    let updated = UPDATED_PLANS.load(Ordering::Relaxed);
+    assert!(updated > 0, "no scan plan was brought up to date");
 }

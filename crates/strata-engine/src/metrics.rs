@@ -91,6 +91,8 @@ metrics! {
     /// Base scans that reused the plan of an earlier scan of the same unchanged table
     /// state.
     scan_plans_reused,
+    /// Base scans that brought an earlier scan's plan up to date with the keys written since.
+    scan_plans_updated,
     /// Range scans started.
     scans,
     /// Rows returned by scans.

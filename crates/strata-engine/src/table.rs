@@ -30,7 +30,7 @@ use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::options::TableOptions;
-use crate::read::plan_cache::PlanInputs;
+use crate::read::plan_cache::CachedPlan;
 use crate::read::{
     BaseFile, BaseScan, Dedup, KeyRange, MergeIter, ScanColumns, ScanIter, ScanOptions,
     collect_runs,
@@ -597,7 +597,7 @@ impl ReadView {
         self.sv
             .memtables()
             .enumerate()
-            .map(|(i, m)| (m.memtable.len(), m.memtable.memory_bytes(), i > 0))
+            .map(|(i, m)| (m.memtable.len(), m.memory_bytes(), i > 0))
             .collect()
     }
 
@@ -661,12 +661,53 @@ impl ReadView {
         let all = [KeyRange::all()];
         let ranges = ranges.unwrap_or(&all);
         let memtables: Vec<Arc<MemtableSlot>> = self.sv.memtables().cloned().collect();
-        let inputs = PlanInputs::new(version, &memtables, ranges, self.read_seq);
-        if let Some(inputs) = &inputs
-            && let Some(plan) = self.table.plan_cache.get(inputs)
-        {
-            Metrics::inc(&self.db.metrics.scan_plans_reused);
-            return Ok(plan);
+        let cache = &self.table.plan_cache;
+        if let Some(mut cached) = cache.take(version, &memtables, ranges, self.read_seq) {
+            // The keys written since the plan, within the ranges.
+            let changes: Vec<_> = memtables
+                .iter()
+                .map(|m| m.changes_since(cached.consumed(m), self.read_seq))
+                .collect();
+            let mut changed: Vec<&[u8]> = changes
+                .iter()
+                .flat_map(|c| c.keys.iter())
+                .filter(|k| ranges.iter().any(|r| r.contains(k)))
+                .collect();
+            changed.sort_unstable();
+            changed.dedup();
+            let positions: Vec<usize> = changes.iter().map(|c| c.end).collect();
+            let updated = if changed.is_empty() {
+                Metrics::inc(&self.db.metrics.scan_plans_reused);
+                true
+            } else if let (Some(plan), Some(index)) = (&mut cached.plan, &mut cached.index) {
+                let handles: Vec<Arc<SstHandle>> = version.files().cloned().collect();
+                let before = plan.overlay.hidden_base_rows();
+                let done = crate::read::plan::update_base_scan(
+                    schema,
+                    plan,
+                    index,
+                    &handles,
+                    &memtables,
+                    &changed,
+                    self.read_seq,
+                )?;
+                if done {
+                    Metrics::inc(&self.db.metrics.scan_plans_updated);
+                    Metrics::add(
+                        &self.db.metrics.overlay_rows_resolved,
+                        plan.overlay.hidden_base_rows() - before,
+                    );
+                }
+                done
+            } else {
+                false
+            };
+            if updated {
+                cached.advance(&memtables, &positions, self.read_seq);
+                let plan = cached.plan.clone();
+                cache.put(cached);
+                return Ok(plan);
+            }
         }
         let files: Vec<(BaseFile, Arc<SstHandle>)> = version
             .files_overlapping(ranges, self.read_seq)
@@ -688,18 +729,32 @@ impl ReadView {
                 return Ok(None);
             }
         }
-        let scan =
-            crate::read::plan::plan_base_scan(schema, files, memtables, ranges, self.read_seq)?;
+        let planned = crate::read::plan::plan_indexed_base_scan(
+            schema,
+            files,
+            memtables.clone(),
+            ranges,
+            self.read_seq,
+        )?;
         Metrics::inc(&self.db.metrics.scan_plans_made);
+        let (scan, index) = match planned {
+            Some((scan, index)) => (Some(scan), index),
+            None => (None, None),
+        };
         if let Some(scan) = &scan {
             Metrics::add(
                 &self.db.metrics.overlay_rows_resolved,
                 scan.overlay.hidden_base_rows(),
             );
         }
-        if let Some(inputs) = inputs {
-            self.table.plan_cache.insert(inputs, &scan);
-        }
+        cache.put(CachedPlan::new(
+            version,
+            &memtables,
+            ranges,
+            self.read_seq,
+            scan.clone(),
+            index,
+        ));
         Ok(scan)
     }
 

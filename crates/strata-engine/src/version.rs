@@ -54,6 +54,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+use crate::codec::ByteRows;
 use crate::dv::DeletionVector;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
@@ -61,7 +62,7 @@ use crate::metrics::Metrics;
 use crate::read::KeyRange;
 use crate::schema::TableSchema;
 use crate::sst::{BlockCache, FileKeys, KeyCache, SstMeta, SstReader, SstStore};
-use crate::types::{FileId, SeqNo};
+use crate::types::{FileId, OpKind, SeqNo};
 
 /// Shared services an SST handle needs to open and delete its file.
 #[derive(Debug)]
@@ -416,6 +417,9 @@ impl Version {
     }
 }
 
+/// Bytes of a change-log entry besides its key (sequence number and offset).
+pub const CHANGE_LOG_BYTES_PER_ENTRY: usize = 16;
+
 /// One memtable of a table with the bookkeeping the engine needs around it.
 #[derive(Debug)]
 pub struct MemtableSlot {
@@ -428,6 +432,26 @@ pub struct MemtableSlot {
     /// For an immutable memtable: every write of the table with a sequence number up to this
     /// is in this memtable or an older source.
     switched_at: AtomicU64,
+    /// The keys inserted, in insertion order (which is sequence order: one commit leader
+    /// inserts at a time, in sequence order), so a scan plan made earlier can be brought up
+    /// to date with only the keys written since ([`crate::read::plan_cache`]).
+    changes: Mutex<ChangeLog>,
+}
+
+/// The keys inserted into a memtable and their sequence numbers, in insertion order.
+#[derive(Debug, Default)]
+struct ChangeLog {
+    keys: ByteRows,
+    seqs: Vec<SeqNo>,
+}
+
+/// Keys a memtable took, read from its change log ([`MemtableSlot::changes_since`]).
+#[derive(Debug, Default)]
+pub struct MemtableChanges {
+    /// The keys (repeated when written more than once), in sequence order.
+    pub keys: ByteRows,
+    /// Position in the change log after the last key returned.
+    pub end: usize,
 }
 
 impl MemtableSlot {
@@ -438,6 +462,7 @@ impl MemtableSlot {
             min_seq: AtomicU64::new(u64::MAX),
             max_seq: AtomicU64::new(0),
             switched_at: AtomicU64::new(0),
+            changes: Mutex::new(ChangeLog::default()),
         }
     }
 
@@ -445,6 +470,50 @@ impl MemtableSlot {
     pub fn note_inserted(&self, first: SeqNo, last: SeqNo) {
         self.min_seq.fetch_min(first, Ordering::AcqRel);
         self.max_seq.fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// Inserts one version of `key` into the memtable and records it (its sequence number
+    /// and its key in the change log). Returns the bytes of memory this took.
+    pub fn insert(&self, key: &[u8], seq: SeqNo, op: OpKind, value: &[u8]) -> usize {
+        let before = self.memtable.memory_bytes();
+        self.memtable.insert(key, seq, op, value);
+        let grown = self.memtable.memory_bytes().saturating_sub(before);
+        let mut changes = self.changes.lock();
+        debug_assert!(
+            changes.seqs.last().is_none_or(|last| *last < seq),
+            "memtable inserts come in sequence order"
+        );
+        changes.keys.push(key);
+        changes.seqs.push(seq);
+        drop(changes);
+        self.note_inserted(seq, seq);
+        grown + key.len() + CHANGE_LOG_BYTES_PER_ENTRY
+    }
+
+    /// The keys inserted at change-log positions `start..` with sequence numbers up to
+    /// `read_seq`.
+    pub fn changes_since(&self, start: usize, read_seq: SeqNo) -> MemtableChanges {
+        let changes = self.changes.lock();
+        let start = start.min(changes.seqs.len());
+        let end = start + changes.seqs[start..].partition_point(|s| *s <= read_seq);
+        let mut keys = ByteRows::with_capacity(end - start, (end - start) * 16);
+        for i in start..end {
+            keys.push(changes.keys.get(i));
+        }
+        MemtableChanges { keys, end }
+    }
+
+    /// Number of change-log entries with sequence numbers up to `read_seq`.
+    pub fn change_log_position(&self, read_seq: SeqNo) -> usize {
+        self.changes.lock().seqs.partition_point(|s| *s <= read_seq)
+    }
+
+    /// Memory of the memtable and its change log.
+    pub fn memory_bytes(&self) -> usize {
+        let changes = self.changes.lock();
+        self.memtable.memory_bytes()
+            + changes.keys.data_len()
+            + changes.seqs.len() * CHANGE_LOG_BYTES_PER_ENTRY
     }
 
     /// Smallest inserted sequence number, if any.
@@ -489,13 +558,13 @@ impl SuperVersion {
         SuperVersionBuilder::new(active).version(version).build()
     }
 
-    /// Memory of all memtables.
+    /// Memory of all memtables (with their change logs).
     pub fn memtable_bytes(&self) -> usize {
-        self.active.memtable.memory_bytes()
+        self.active.memory_bytes()
             + self
                 .immutables
                 .iter()
-                .map(|m| m.memtable.memory_bytes())
+                .map(|m| m.memory_bytes())
                 .sum::<usize>()
     }
 

@@ -416,11 +416,11 @@ fn a_view_pinned_before_a_dv_update_keeps_its_own_deletion_vectors() {
     assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), now);
 }
 
-/// A base-scan plan is reused while the table's files and memtables are unchanged, and made
-/// afresh after a write, after a flush, and for a snapshot older than the memtables (whose
-/// plan is not kept, so it cannot answer for the latest view).
+/// A base-scan plan is reused while the table is unchanged, brought up to date with the keys
+/// written since (new keys, newer versions, deletes), and made afresh
+/// after a flush and for a snapshot older than the kept plan (whose plan does not replace it).
 #[test]
-fn a_scan_plan_is_reused_only_while_the_table_is_unchanged() {
+fn a_scan_plan_is_reused_and_brought_up_to_date_until_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
     let t = db.create_table("t", schema(), &["id"]).unwrap();
@@ -434,36 +434,54 @@ fn a_scan_plan_is_reused_only_while_the_table_is_unchanged() {
     model.remove(&7);
     let counters = |db: &Db| {
         let m = db.metrics();
-        (
+        [
             m.get("scan_plans_made").unwrap(),
             m.get("scan_plans_reused").unwrap(),
-        )
+            m.get("scan_plans_updated").unwrap(),
+        ]
     };
-    let (made, reused) = counters(&db);
-    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
-    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
-    assert_eq!(counters(&db), (made + 1, reused + 1), "the second scan reuses");
+    let [made, reused, updated] = counters(&db);
+    let check = |model: &Model| {
+        let view = t.view().unwrap();
+        let plan = view.base_scan(None).unwrap().expect("base scan");
+        let tombstones = plan.overlay.tombstones();
+        let live = plan.base_live_rows() + plan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
+        assert_eq!(live, model.len() as u64, "exact count from the plan");
+        assert_eq!(read_base(&view).unwrap().unwrap(), *model);
+        tombstones
+    };
+    assert_eq!(check(&model), 1);
+    assert_eq!(counters(&db), [made + 1, reused + 1, updated]);
 
-    // A snapshot, then a write: the latest view plans again and sees the write.
+    // A snapshot, then writes: the latest view brings the plan up to date.
     let before_write = db.snapshot();
     let past = model.clone();
-    t.insert(&rows(&[(5, "c5".into()), (500, "new".into())]))
+    t.insert(&rows(&[
+        (5, "c5".into()),
+        (500, "new".into()),
+        (7, "back".into()),
+    ]))
+    .unwrap();
+    t.delete_keys(&[vec![KeyValue::from(9i64)], vec![KeyValue::from(501i64)]])
         .unwrap();
-    model.insert(5, "c5".into());
-    model.insert(500, "new".into());
-    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
-    assert_eq!(counters(&db), (made + 2, reused + 1));
-    // The snapshot does not see the write (and its plan is not kept) ...
+    for (k, v) in [(5, "c5"), (500, "new"), (7, "back")] {
+        model.insert(k, v.to_string());
+    }
+    model.remove(&9);
+    // Tombstones now: 9 and 501 (7 was put back).
+    assert_eq!(check(&model), 2);
+    assert_eq!(counters(&db), [made + 1, reused + 2, updated + 1]);
+    // The snapshot plans afresh, and does not see the writes ...
     let at_snapshot = t.view_at(&before_write).unwrap();
     assert_eq!(read_base(&at_snapshot).unwrap().unwrap(), past);
-    assert_eq!(read_base(&at_snapshot).unwrap().unwrap(), past);
-    assert_eq!(counters(&db), (made + 4, reused + 1));
-    // ... so the latest view still reuses its own.
-    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
-    assert_eq!(counters(&db), (made + 4, reused + 2));
+    assert_eq!(counters(&db), [made + 2, reused + 2, updated + 1]);
+    // ... nor replace the newer plan.
+    assert_eq!(check(&model), 2);
+    assert_eq!(counters(&db), [made + 2, reused + 4, updated + 1]);
 
-    // A flush installs a new version: planned again, same rows.
+    // A flush installs a new version: planned afresh, same rows.
     t.flush().unwrap();
-    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
-    assert_eq!(counters(&db), (made + 5, reused + 2));
+    let [made_now, ..] = counters(&db);
+    assert_eq!(check(&model), 0);
+    assert_eq!(counters(&db)[0], made_now + 1);
 }

@@ -163,7 +163,7 @@ impl DbInner {
                 return Err(error);
             }
         }
-        let memory = slot.memtable.memory_bytes();
+        let memory = slot.memory_bytes();
         let _ = self
             .memtable_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {

@@ -199,11 +199,7 @@ impl DbInner {
             if recovering && seq <= table.flushed_seq.load(Ordering::Acquire) {
                 continue;
             }
-            let memtable = &sv.active.memtable;
-            let before = memtable.memory_bytes();
-            memtable.insert(entry.key, seq, entry.op, entry.value);
-            grown += memtable.memory_bytes() - before;
-            sv.active.note_inserted(seq, seq);
+            grown += sv.active.insert(entry.key, seq, entry.op, entry.value);
             if !recovering {
                 rows += 1;
                 user_bytes += (entry.key.len() + entry.value.len()) as u64;
@@ -225,7 +221,7 @@ impl DbInner {
         touched.dedup();
         for id in touched {
             if let Some(table) = self.table_by_id(id) {
-                let full = table.super_version().active.memtable.memory_bytes()
+                let full = table.super_version().active.memory_bytes()
                     >= table.options.read().memtable_size_bytes;
                 if full {
                     self.switch_memtable(&table)?;
@@ -238,7 +234,7 @@ impl DbInner {
                 .read()
                 .by_id
                 .values()
-                .max_by_key(|t| t.super_version().active.memtable.memory_bytes())
+                .max_by_key(|t| t.super_version().active.memory_bytes())
                 .cloned();
             if let Some(table) = largest {
                 self.switch_memtable(&table)?;

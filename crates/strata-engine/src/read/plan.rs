@@ -21,6 +21,10 @@
 //! keys are too large for the key cache, the plan keeps the overlay's keys as a probe instead
 //! and the scan filters every base row against it (the anti-join, [`Overlay::keep_mask`]).
 //!
+//! A plan is kept per table and brought up to date with later writes rather than made again
+//! ([`update_base_scan`], [`super::plan_cache`]): the changed keys' overlay rows are replaced
+//! or dropped, and the keys new to the overlay resolved against the base files.
+//!
 //! [`ReadView::base_scan`](crate::ReadView::base_scan) returns `None` when the view cannot be
 //! read this way; the caller then merges ([`crate::ReadView::scan`]):
 //!
@@ -39,7 +43,7 @@
 //! outside every file cannot hide a base row); a resolved overlay has no probe keys, and
 //! every base row whose key the overlay holds is among its file's deleted rows.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -56,8 +60,8 @@ use crate::dv::selection_runs;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::sst::SstMeta;
-use crate::types::OpKind;
-use crate::version::SstHandle;
+use crate::types::{OpKind, SeqNo};
+use crate::version::{MemtableSlot, SstHandle};
 
 /// One base file of a scan and its deleted rows.
 #[derive(Debug, Clone)]
@@ -220,11 +224,32 @@ impl BaseScan {
 /// its handle) and the memtables `memtables` at `read_seq`; `None` per the module docs.
 pub(crate) fn plan_base_scan(
     schema: &Arc<TableSchema>,
-    mut files: Vec<(BaseFile, Arc<SstHandle>)>,
-    memtables: Vec<Arc<crate::version::MemtableSlot>>,
+    files: Vec<(BaseFile, Arc<SstHandle>)>,
+    memtables: Vec<Arc<MemtableSlot>>,
     ranges: &[KeyRange],
-    read_seq: crate::types::SeqNo,
+    read_seq: SeqNo,
 ) -> Result<Option<BaseScan>> {
+    Ok(plan_indexed_base_scan(schema, files, memtables, ranges, read_seq)?.map(|(scan, _)| scan))
+}
+
+/// Every key of a plan's overlay and whether its newest version is a put (the overlay's rows
+/// are the puts, in key order), so the plan can be brought up to date ([`update_base_scan`]).
+/// `None` for a plan that cannot be updated (its overlay is probed by an anti-join, or the
+/// table has a hidden row id).
+pub(crate) type OverlayIndex = Option<BTreeMap<Vec<u8>, bool>>;
+
+/// [`plan_base_scan`], with the plan's [`OverlayIndex`].
+pub(crate) fn plan_indexed_base_scan(
+    schema: &Arc<TableSchema>,
+    mut files: Vec<(BaseFile, Arc<SstHandle>)>,
+    memtables: Vec<Arc<MemtableSlot>>,
+    ranges: &[KeyRange],
+    read_seq: SeqNo,
+) -> Result<Option<(BaseScan, OverlayIndex)>> {
+    // In key order, so the overlay's rows come in key order.
+    let mut ranges = ranges.to_vec();
+    ranges.sort_by(|a, b| range_start_cmp(a, b));
+    let mut index = BTreeMap::new();
     files.sort_by(|a, b| a.0.meta.min_key.cmp(&b.0.meta.min_key));
     let disjoint = files
         .windows(2)
@@ -243,7 +268,7 @@ pub(crate) fn plan_base_scan(
         .filter(|m| m.min_seq().is_some_and(|s| s <= read_seq))
         .collect();
     if !visible.is_empty() {
-        for range in ranges {
+        for range in &ranges {
             let runs = visible
                 .iter()
                 .map(|slot| {
@@ -270,9 +295,12 @@ pub(crate) fn plan_base_scan(
                     if inside_base(key) {
                         probe_keys.push(key.to_vec());
                     }
-                    match batch.op(row) {
-                        OpKind::Put => live.push(row as u32),
-                        OpKind::Delete => tombstones += 1,
+                    let put = batch.op(row) == OpKind::Put;
+                    index.insert(key.to_vec(), put);
+                    if put {
+                        live.push(row as u32);
+                    } else {
+                        tombstones += 1;
                     }
                 }
                 if !live.is_empty() {
@@ -297,6 +325,7 @@ pub(crate) fn plan_base_scan(
     if schema.has_hidden_rowid() && !probe_keys.is_empty() {
         return Ok(None);
     }
+    let index = (probe_keys.is_empty() && !schema.has_hidden_rowid()).then_some(index);
     let files: Vec<BaseFile> = files.into_iter().map(|(file, _)| file).collect();
     let probe = if probe_keys.is_empty() {
         Probe::Empty
@@ -318,17 +347,166 @@ pub(crate) fn plan_base_scan(
         1 => puts.pop(),
         _ => Some(concat_batches(&puts[0].schema(), &puts)?),
     };
-    Ok(Some(BaseScan {
-        files,
-        disjoint,
-        overlay: Overlay {
-            rows,
-            probe: Arc::new(probe),
-            keys,
-            tombstones,
-            hidden,
+    debug_assert!(index.as_ref().is_none_or(|i| i.len() == keys));
+    Ok(Some((
+        BaseScan {
+            files,
+            disjoint,
+            overlay: Overlay {
+                rows,
+                probe: Arc::new(probe),
+                keys,
+                tombstones,
+                hidden,
+            },
         },
-    }))
+        index,
+    )))
+}
+
+/// Orders ranges by where they start (disjoint ranges: by key).
+fn range_start_cmp(a: &KeyRange, b: &KeyRange) -> std::cmp::Ordering {
+    use std::ops::Bound::*;
+    match (&a.lower, &b.lower) {
+        (Unbounded, Unbounded) => std::cmp::Ordering::Equal,
+        (Unbounded, _) => std::cmp::Ordering::Less,
+        (_, Unbounded) => std::cmp::Ordering::Greater,
+        (Included(x) | Excluded(x), Included(y) | Excluded(y)) => x.cmp(y),
+    }
+}
+
+/// Brings `scan`, planned over the same files with the overlay `index`, up to date with the
+/// keys `changed` (ascending, distinct, inside `ranges`) written since, whose newest versions
+/// are looked up in `memtables` (newest first) at `read_seq`: their overlay rows replaced or
+/// removed, tombstones counted, and the base rows of keys new to the overlay resolved through
+/// the key cache. Returns `false` (leaving `scan` and `index` unusable) when the update cannot
+/// be made (a reached file's keys are not in the key cache): the caller plans afresh.
+pub(crate) fn update_base_scan(
+    schema: &TableSchema,
+    scan: &mut BaseScan,
+    index: &mut BTreeMap<Vec<u8>, bool>,
+    handles: &[Arc<SstHandle>],
+    memtables: &[Arc<MemtableSlot>],
+    changed: &[&[u8]],
+    read_seq: SeqNo,
+) -> Result<bool> {
+    debug_assert!(changed.windows(2).all(|w| w[0] < w[1]));
+    debug_assert!(scan.overlay.hides_nothing());
+    if changed.is_empty() {
+        return Ok(true);
+    }
+    // The newest visible version of each changed key.
+    let mut newest: Vec<Option<bool>> = Vec::with_capacity(changed.len());
+    let (mut put_keys, mut put_values, mut put_seqs) = (Vec::new(), Vec::new(), Vec::new());
+    for key in changed {
+        let found = memtables
+            .iter()
+            .filter(|m| m.min_seq().is_some_and(|s| s <= read_seq))
+            .find_map(|m| m.memtable.get(key, read_seq));
+        let Some(entry) = found else {
+            // Written at or before `read_seq` but not found: not a state to update.
+            return Ok(false);
+        };
+        newest.push(Some(entry.op == OpKind::Put));
+        if entry.op == OpKind::Put {
+            put_keys.push(*key);
+            put_values.push(entry.value);
+            put_seqs.push(entry.seq);
+        }
+    }
+    // Keys new to the overlay that may hide base rows.
+    let mut reached: Vec<Vec<u8>> = Vec::new();
+    for (key, now) in changed.iter().zip(&newest) {
+        if now.is_some()
+            && !index.contains_key(*key)
+            && scan
+                .files
+                .iter()
+                .any(|f| f.meta.min_key.as_slice() <= *key && *key <= f.meta.max_key.as_slice())
+        {
+            reached.push(key.to_vec());
+        }
+    }
+    let mut pairs: Vec<(BaseFile, Arc<SstHandle>)> = Vec::new();
+    if !reached.is_empty() {
+        for file in &scan.files {
+            let handle = handles
+                .iter()
+                .find(|h| h.meta().id == file.meta.id)
+                .ok_or_else(|| Error::internal("a planned base file is not in the version"))?;
+            pairs.push((file.clone(), Arc::clone(handle)));
+        }
+        let Some(hidden) = resolve_overlay(&mut pairs, &reached)? else {
+            return Ok(false);
+        };
+        scan.overlay.hidden += hidden;
+        scan.files = pairs.into_iter().map(|(file, _)| file).collect();
+    }
+    // The overlay's rows: old rows whose key did not change, and the new puts, in key order.
+    let user: Vec<usize> = (0..schema.user_schema().fields().len()).collect();
+    let storage: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
+    let ops = vec![OpKind::Put; put_keys.len()];
+    let new_rows = schema
+        .decode_entries(
+            put_keys.iter().copied(),
+            put_values.iter().map(Vec::as_slice),
+            &put_seqs,
+            &ops,
+            &storage,
+        )?
+        .project(&user)?;
+    let old_rows = match scan.overlay.rows.take() {
+        Some(rows) => rows,
+        None => RecordBatch::new_empty(new_rows.schema()),
+    };
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(old_rows.num_rows() + put_keys.len());
+    let mut old_puts = index
+        .iter()
+        .filter(|(_, put)| **put)
+        .map(|(k, _)| k)
+        .peekable();
+    let (mut old_row, mut new_row) = (0usize, 0usize);
+    for (key, now) in changed.iter().zip(&newest) {
+        while let Some(old) = old_puts.next_if(|old| old.as_slice() < *key) {
+            debug_assert!(old.as_slice() < *key);
+            order.push((0, old_row));
+            old_row += 1;
+        }
+        if old_puts.next_if(|old| old.as_slice() == *key).is_some() {
+            old_row += 1;
+        }
+        if *now == Some(true) {
+            order.push((1, new_row));
+            new_row += 1;
+        }
+    }
+    for _ in old_puts {
+        order.push((0, old_row));
+        old_row += 1;
+    }
+    debug_assert_eq!(old_row, old_rows.num_rows());
+    debug_assert_eq!(new_row, new_rows.num_rows());
+    let rows = arrow::compute::interleave_record_batch(&[&old_rows, &new_rows], &order)?;
+    scan.overlay.rows = (rows.num_rows() > 0).then_some(rows);
+    // The counts and the index.
+    for (key, now) in changed.iter().zip(&newest) {
+        let before = match now {
+            Some(put) => index.insert(key.to_vec(), *put),
+            None => index.remove(*key),
+        };
+        if before == Some(false) {
+            scan.overlay.tombstones -= 1;
+        }
+        if *now == Some(false) {
+            scan.overlay.tombstones += 1;
+        }
+    }
+    scan.overlay.keys = index.len();
+    debug_assert_eq!(
+        scan.overlay.rows.as_ref().map_or(0, RecordBatch::num_rows),
+        index.values().filter(|put| **put).count()
+    );
+    Ok(true)
 }
 
 /// Adds to each base file's deleted rows the rows whose key is one of `probe` (ascending,
