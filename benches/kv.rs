@@ -25,7 +25,7 @@
 //! own counters, and readrandom / seekrandom before and after a full compaction.
 //!
 //! Environment: `STRATA_BENCH_N` (default 1,000,000), `STRATA_BENCH_ONLY` (comma-separated
-//! workloads), `STRATA_BENCH_SETUPS` (comma-separated overwrite set-ups, e.g. `strata leveled`), `STRATA_BENCH_DIR` (where the databases go; default `target`),
+//! workloads), `STRATA_BENCH_ENGINES` (comma-separated engine names, e.g. `strata,rocksdb`), `STRATA_BENCH_SETUPS` (comma-separated overwrite set-ups, e.g. `strata leveled`), `STRATA_BENCH_DIR` (where the databases go; default `target`),
 //! `STRATA_BENCH_RESULTS` (where the tables go; default `benches/results`),
 //! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
 //! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
@@ -267,8 +267,8 @@ mod strata {
         kv: KvStore,
     }
 
-    /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS` and
-    /// `STRATA_BENCH_PAGE_BYTES` (for studies of the layout; unset = the defaults).
+    /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES` and
+    /// `STRATA_BENCH_INDEX_BLOCK_ROWS` (for studies of the layout; unset = the defaults).
     fn sst_layout(mut options: TableOptions) -> TableOptions {
         let var = |name: &str| {
             std::env::var(name).ok().map(|v| {
@@ -281,6 +281,9 @@ mod strata {
         }
         if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
             options.sst_page_size_bytes = bytes;
+        }
+        if let Some(rows) = var("STRATA_BENCH_INDEX_BLOCK_ROWS") {
+            options.sst_index_block_rows = rows;
         }
         options
     }
@@ -989,9 +992,19 @@ fn main() {
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let only = |w: &str| only_list.as_ref().is_none_or(|l| l.iter().any(|x| x == w));
+    // `STRATA_BENCH_ENGINES`: comma-separated engine names to run (default all).
+    let engines: Option<Vec<String>> = std::env::var("STRATA_BENCH_ENGINES")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let order = fisher_yates(n);
     let mut all = Vec::new();
     for kind in Kind::all() {
+        if engines
+            .as_ref()
+            .is_some_and(|e| !e.iter().any(|x| x == kind.name()))
+        {
+            continue;
+        }
         eprintln!("== {} (N = {n})", kind.name());
         all.extend(run_engine(kind, n, &only, &order));
     }

@@ -193,14 +193,15 @@ pub struct TableOptions {
     /// Immutable memtables waiting for flush at which writers stall; at half of it they are
     /// slowed down. Default 4.
     pub max_immutable_memtables: usize,
-    /// Maximum rows per Parquet row group. A point lookup walks the page locations of its
-    /// row group up to its block, so smaller row groups make lookups cheaper (and row group
-    /// pruning finer); DataFusion scans them nearly as fast (`benches/README.md`, "SST layout").
-    /// Default 65,536.
+    /// Maximum rows per Parquet row group. Smaller row groups make row group pruning finer;
+    /// DataFusion scans them nearly as fast (`benches/README.md`, "SST layout"). A point
+    /// lookup finds its block's pages by a binary search of the offset index, whatever the
+    /// row group's size. Default 65,536.
     pub sst_row_group_rows: usize,
     /// Target size of a Parquet data page (and the largest dictionary page: a column whose
     /// dictionary outgrows it falls back to plain encoding). A point lookup that misses the
-    /// block cache decompresses the pages of its block in every column, so smaller pages make
+    /// block cache reads and decompresses the pages holding its block's rows in every column
+    /// (and a dictionary page when one of them is dictionary encoded), so smaller pages make
     /// lookups cheaper; larger ones may compress better. Default 8 KiB.
     pub sst_page_size_bytes: usize,
     /// Rows per entry of the SST's sparse key index (see `sst`); also the unit of the block
