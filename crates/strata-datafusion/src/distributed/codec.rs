@@ -4,10 +4,11 @@
 //! table's name, its user schema (an Arrow IPC stream with no batch), the read columns and
 //! how many of them are output, the residual filter and the pruning predicate
 //! (datafusion-proto physical expressions over the read columns and the user schema), the
-//! limit, rows per batch, the read sequence, the task's number and the number of tasks, then
-//! per partition the pieces it reads (object path, size, crc32c, and the row selection as
-//! signed run lengths: `+n` selects `n` rows, `-n` skips `n`), and the overlay's live rows as
-//! an Arrow IPC stream (task 0 only). Everything a worker needs is in the bytes: decoding opens
+//! limit, rows per batch, the read sequence, the task's number and the number of tasks, the
+//! task's files (object path, size, crc32c, rows, and the positions of the rows that are not
+//! live as a Roaring bitmap in its portable serialization, as deletion vectors are stored), per
+//! partition the row ranges of those files it reads, and the overlay's live rows as an Arrow
+//! IPC stream (task 0 only). Everything a worker needs is in the bytes: decoding opens
 //! no manifest and takes no lock.
 
 use std::io::Cursor;
@@ -28,7 +29,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::PhysicalExprNode;
 use prost::Message;
 
-use super::exec::{Piece, ShippedScan, ShippedScanExec};
+use super::exec::{Piece, ShippedFile, ShippedScan, ShippedScanExec};
 
 /// A shipped scan on the wire (see the module docs).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -63,6 +64,23 @@ pub struct ScanProto {
     overlay: Option<Vec<u8>>,
     #[prost(uint64, tag = "15")]
     overlay_rows_total: u64,
+    #[prost(message, repeated, tag = "16")]
+    files: Vec<FileProto>,
+}
+
+/// One file of the task.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileProto {
+    #[prost(string, tag = "1")]
+    object: String,
+    #[prost(uint64, tag = "2")]
+    size: u64,
+    #[prost(uint32, tag = "3")]
+    crc32c: u32,
+    #[prost(uint64, tag = "4")]
+    rows: u64,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    deleted: Option<Vec<u8>>,
 }
 
 /// The pieces of one partition.
@@ -72,19 +90,15 @@ pub struct PartitionProto {
     pieces: Vec<PieceProto>,
 }
 
-/// One piece: a file and its row selection.
+/// One piece: rows `start..end` of a file of the task.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PieceProto {
-    #[prost(string, tag = "1")]
-    object: String,
+    #[prost(uint32, tag = "1")]
+    file: u32,
     #[prost(uint64, tag = "2")]
-    size: u64,
-    #[prost(uint32, tag = "3")]
-    crc32c: u32,
-    #[prost(bool, tag = "4")]
-    selected: bool,
-    #[prost(sint64, repeated, tag = "5")]
-    runs: Vec<i64>,
+    start: u64,
+    #[prost(uint64, tag = "3")]
+    end: u64,
 }
 
 /// Encodes and decodes [`ShippedScanExec`] (register it on the coordinator and on every
@@ -162,20 +176,36 @@ pub fn encode_scan(scan: &ShippedScan) -> Result<ScanProto> {
             pieces: pieces
                 .iter()
                 .map(|p| PieceProto {
-                    object: p.object.clone(),
-                    size: p.size,
-                    crc32c: p.crc32c,
-                    selected: p.selection.is_some(),
-                    runs: p
-                        .selection
-                        .iter()
-                        .flatten()
-                        .map(|(live, len)| if *live { *len as i64 } else { -(*len as i64) })
-                        .collect(),
+                    file: p.file as u32,
+                    start: p.start,
+                    end: p.end,
                 })
                 .collect(),
         })
         .collect();
+    let files = scan
+        .files
+        .iter()
+        .map(|f| {
+            let deleted = match &f.deleted {
+                Some(bitmap) => {
+                    let mut bytes = Vec::with_capacity(bitmap.serialized_size());
+                    bitmap
+                        .serialize_into(&mut bytes)
+                        .map_err(|e| proto_error("encode deleted rows", e))?;
+                    Some(bytes)
+                }
+                None => None,
+            };
+            Ok(FileProto {
+                object: f.object.clone(),
+                size: f.size,
+                crc32c: f.crc32c,
+                rows: f.rows,
+                deleted,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(ScanProto {
         location: scan.location.clone(),
         table_name: scan.table_name.clone(),
@@ -192,6 +222,7 @@ pub fn encode_scan(scan: &ShippedScan) -> Result<ScanProto> {
         partitions,
         overlay: scan.overlay.as_ref().map(batch_ipc).transpose()?,
         overlay_rows_total: scan.overlay_rows_total as u64,
+        files,
     })
 }
 
@@ -215,27 +246,47 @@ pub fn decode_scan(proto: &ScanProto, ctx: &TaskContext) -> Result<ShippedScan> 
         }
         None => None,
     };
-    let partitions = proto
+    let files = proto
+        .files
+        .iter()
+        .map(|f| {
+            let deleted = match &f.deleted {
+                Some(bytes) => Some(Arc::new(
+                    roaring::RoaringBitmap::deserialize_from(bytes.as_slice())
+                        .map_err(|e| proto_error("decode deleted rows", e))?,
+                )),
+                None => None,
+            };
+            Ok(ShippedFile {
+                object: f.object.clone(),
+                size: f.size,
+                crc32c: f.crc32c,
+                rows: f.rows,
+                deleted,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let partitions: Vec<Vec<Piece>> = proto
         .partitions
         .iter()
         .map(|p| {
             p.pieces
                 .iter()
                 .map(|piece| Piece {
-                    object: piece.object.clone(),
-                    size: piece.size,
-                    crc32c: piece.crc32c,
-                    selection: piece.selected.then(|| {
-                        piece
-                            .runs
-                            .iter()
-                            .map(|r| (*r > 0, r.unsigned_abs()))
-                            .collect()
-                    }),
+                    file: piece.file as usize,
+                    start: piece.start,
+                    end: piece.end,
                 })
                 .collect()
         })
         .collect();
+    if partitions
+        .iter()
+        .flatten()
+        .any(|p| p.file >= files.len() || p.start > p.end || p.end > files[p.file].rows)
+    {
+        return Err(proto_error("decode", "a piece outside the task's files"));
+    }
     Ok(ShippedScan {
         location: proto.location.clone(),
         table_name: proto.table_name.clone(),
@@ -249,6 +300,7 @@ pub fn decode_scan(proto: &ScanProto, ctx: &TaskContext) -> Result<ShippedScan> 
         read_seq: proto.read_seq,
         task: proto.task as usize,
         tasks: proto.tasks as usize,
+        files,
         partitions,
         overlay,
         overlay_rows_total: proto.overlay_rows_total as usize,

@@ -1,9 +1,10 @@
 //! [`ShippedScanExec`]: one task's share of a Strata scan, as a worker runs it.
 //!
 //! A shipped scan holds everything its rows depend on, fixed at planning on the coordinator:
-//! the database's location, the SST objects of the task (with size and crc32c from the
-//! manifest), each as a row selection that leaves out its deleted rows (the file's deletion
-//! vector plus the base rows the memtable overlay hides, resolved at plan time), the overlay's
+//! the database's location, the SST objects of the task (with size, crc32c and row count from
+//! the manifest) and each file's deleted rows (its deletion vector plus the base rows the
+//! memtable overlay hides, resolved at plan time: a Roaring bitmap), the row ranges of the
+//! files each partition reads (a range minus the deleted rows is a Parquet row selection), the overlay's
 //! live rows (task 0 only), the read columns, the filters and the limit. Executing it opens
 //! the database's storage ([`storage_for`]: a directory or an object-store prefix, no lock,
 //! no manifest read), verifies each file once per process (size and crc32c, as the local base
@@ -46,17 +47,30 @@ use strata_engine::storage::Storage;
 
 use crate::session::engine_error;
 
-/// Rows of one SST a partition reads.
+/// One SST a task reads.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Piece {
+pub struct ShippedFile {
     /// Object path relative to the database root.
     pub object: String,
     /// Size in bytes (from the manifest).
     pub size: u64,
     /// crc32c of the whole file (from the manifest).
     pub crc32c: u32,
-    /// `(live, length)` runs covering the whole file (`None`: every row).
-    pub selection: Option<Vec<(bool, u64)>>,
+    /// Rows of the file.
+    pub rows: u64,
+    /// Positions of the rows that are not live (`None`: every row is live).
+    pub deleted: Option<Arc<roaring::RoaringBitmap>>,
+}
+
+/// Rows `start..end` of one of the task's files (minus its deleted rows), read by a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Index into [`ShippedScan::files`].
+    pub file: usize,
+    /// First row position.
+    pub start: u64,
+    /// Row position after the last.
+    pub end: u64,
 }
 
 /// What a [`ShippedScanExec`] reads (see the module docs).
@@ -86,6 +100,8 @@ pub struct ShippedScan {
     pub task: usize,
     /// Number of tasks of the scan.
     pub tasks: usize,
+    /// The files of the task.
+    pub files: Vec<ShippedFile>,
     /// The pieces of each partition.
     pub partitions: Vec<Vec<Piece>>,
     /// The overlay's live rows (columns `read_columns`), output by partition 0 (task 0 only).
@@ -104,13 +120,8 @@ impl ShippedScan {
     }
 
     /// Number of files this task reads.
-    pub fn files(&self) -> usize {
-        self.partitions
-            .iter()
-            .flatten()
-            .map(|p| p.object.as_str())
-            .collect::<HashSet<_>>()
-            .len()
+    pub fn file_count(&self) -> usize {
+        self.files.len()
     }
 }
 
@@ -176,7 +187,7 @@ impl DisplayAs for ShippedScanExec {
                     scan.table_name,
                     scan.task,
                     scan.tasks,
-                    scan.files(),
+                    scan.file_count(),
                     names.join(", ")
                 )?;
                 if let Some(residual) = &scan.residual {
@@ -347,11 +358,22 @@ async fn open_reader(
         return Ok(None);
     }
     let location = scan.location.clone();
-    let to_verify = pieces.clone();
+    let to_verify: Vec<ShippedFile> = pieces
+        .iter()
+        .map(|p| {
+            scan.files.get(p.file).cloned().ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "piece of file {} out of the task's files",
+                    p.file
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let files_read = to_verify.clone();
     let storage = tokio::task::spawn_blocking(move || -> Result<Storage> {
         let storage = storage_for(&location)?;
-        for piece in &to_verify {
-            verify(&storage, &location, piece)?;
+        for file in &to_verify {
+            verify(&storage, &location, file)?;
         }
         Ok(storage)
     })
@@ -362,10 +384,25 @@ async fn open_reader(
         .runtime_env()
         .register_object_store(url.as_ref(), storage.object_store());
     let mut files = Vec::with_capacity(pieces.len());
-    for piece in &pieces {
-        let mut file = PartitionedFile::new(piece.object.clone(), piece.size);
-        file.object_meta.location = object_store::path::Path::from(piece.object.as_str());
-        files.push(match &piece.selection {
+    for (piece, shipped) in pieces.iter().zip(&files_read) {
+        if piece.start > piece.end || piece.end > shipped.rows {
+            return Err(DataFusionError::Internal(format!(
+                "rows {}..{} of {}, which has {} rows",
+                piece.start, piece.end, shipped.object, shipped.rows
+            )));
+        }
+        let mut file = PartitionedFile::new(shipped.object.clone(), shipped.size);
+        file.object_meta.location = object_store::path::Path::from(shipped.object.as_str());
+        let whole = piece.start == 0 && piece.end == shipped.rows && shipped.deleted.is_none();
+        let selection = (!whole).then(|| {
+            strata_engine::dv::selection_runs(
+                shipped.rows,
+                piece.start,
+                piece.end,
+                shipped.deleted.as_deref(),
+            )
+        });
+        files.push(match &selection {
             None => file,
             Some(runs) => {
                 let selectors: Vec<RowSelector> = runs
@@ -436,8 +473,8 @@ pub fn storage_for(location: &str) -> Result<Storage> {
     Ok(storage)
 }
 
-/// Verifies a piece's file against the size and crc32c of the manifest, once per process.
-fn verify(storage: &Storage, location: &str, piece: &Piece) -> Result<()> {
+/// Verifies a file against the size and crc32c of the manifest, once per process.
+fn verify(storage: &Storage, location: &str, piece: &ShippedFile) -> Result<()> {
     static VERIFIED: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
     let verified = VERIFIED.get_or_init(|| Mutex::new(HashSet::new()));
     let key = (location.to_string(), piece.object.clone());

@@ -12,7 +12,8 @@
 //! **What a shipped scan carries** ([`exec`], [`codec`]): a pinned snapshot, fixed when the
 //! query is planned: the SST objects the scan reads (paths on the database's storage, size and
 //! crc32c from the manifest), each file's deleted rows (its deletion vector plus the base rows
-//! the memtable overlay hides) as a row selection, the read sequence, and the **overlay
+//! the memtable overlay hides) as a Roaring bitmap, the row range of each file every partition
+//! reads (made a Parquet row selection on the worker), the read sequence, and the **overlay
 //! itself**: the memtables' live rows at the read sequence travel in the plan of task 0.
 //! Writes not yet flushed are thus read by distributed queries exactly as by local ones (the
 //! overlay is bounded by the memtable budget, small next to the table); `EXPLAIN` shows
@@ -60,7 +61,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use strata_engine::lease::{DEFAULT_LEASE_TTL, Lease};
 
 pub use codec::StrataCodec;
-pub use exec::{Piece, ShippedScan, ShippedScanExec};
+pub use exec::{Piece, ShippedFile, ShippedScan, ShippedScanExec};
 
 use crate::catalog::{StrataConfig, parse_workers};
 use crate::provider::{ScanParts, StrataScanExec};
@@ -301,7 +302,17 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
             |p: usize| -> u64 { (u128::from(task_total) * p as u128 / partitions as u128) as u64 };
         let mut pieces: Vec<Vec<Piece>> = vec![Vec::new(); partitions];
         let mut first_live = 0u64;
-        for f in files {
+        let shipped_files: Vec<ShippedFile> = files
+            .iter()
+            .map(|f| ShippedFile {
+                object: f.meta.object_path(),
+                size: f.meta.size_bytes,
+                crc32c: f.meta.crc32c,
+                rows: f.meta.rows,
+                deleted: f.deleted.clone(),
+            })
+            .collect();
+        for (index, f) in files.into_iter().enumerate() {
             let live = f.live_rows();
             let whole = f.selection(0, f.meta.rows);
             for (p, group) in pieces.iter_mut().enumerate() {
@@ -314,16 +325,10 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
                 }
                 let start = crate::direct::position_of_live(&whole, f.meta.rows, lo - first_live);
                 let end = crate::direct::position_of_live(&whole, f.meta.rows, hi - first_live);
-                let selection = if start == 0 && end == f.meta.rows && f.deleted.is_none() {
-                    None
-                } else {
-                    Some(f.selection(start, end))
-                };
                 group.push(Piece {
-                    object: f.meta.object_path(),
-                    size: f.meta.size_bytes,
-                    crc32c: f.meta.crc32c,
-                    selection,
+                    file: index,
+                    start,
+                    end,
                 });
             }
             first_live += live;
@@ -342,6 +347,7 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
             read_seq: parts.read_seq,
             task,
             tasks,
+            files: shipped_files,
             partitions: pieces,
             overlay: if task == 0 { overlay.clone() } else { None },
             overlay_rows_total,
