@@ -136,6 +136,13 @@ async fn queries_on_two_workers_answer_as_local() {
     for (sql, want) in QUERIES.iter().zip(&local) {
         assert_eq!(&answer(&s, sql).await, want, "{sql}");
     }
+    // EXPLAIN ANALYZE runs the distributed plan.
+    let analyzed = answer(
+        &s,
+        "EXPLAIN ANALYZE SELECT kind, sum(amount) FROM events GROUP BY kind",
+    )
+    .await;
+    assert!(analyzed.contains("StrataShippedScanExec"), "{analyzed}");
     // The point lookup stays local; the aggregate runs on the workers.
     assert!(
         !explain(&s, QUERIES[3])

@@ -357,3 +357,121 @@ impl PhysicalExtensionCodec for StrataCodec {
             .map_err(|e| proto_error("encode", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::physical_expr::expressions::{Column, Literal, binary};
+    use datafusion::prelude::SessionContext;
+    use datafusion::scalar::ScalarValue;
+
+    fn scan() -> ShippedScan {
+        let user = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let residual = binary(
+            Arc::new(Column::new("v", 1)),
+            datafusion::logical_expr::Operator::Gt,
+            Arc::new(Literal::new(ScalarValue::Int64(Some(3)))),
+            &user,
+        )
+        .unwrap();
+        let overlay = RecordBatch::try_new(
+            Arc::clone(&user),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(Int64Array::from(vec![Some(4), None])),
+            ],
+        )
+        .unwrap();
+        let deleted: roaring::RoaringBitmap = [3u32, 4, 9].into_iter().collect();
+        ShippedScan {
+            location: "s3://bucket/db".into(),
+            table_name: "t".into(),
+            user: Arc::clone(&user),
+            read_columns: vec![0, 1],
+            projection_len: 1,
+            residual: Some(Arc::clone(&residual)),
+            predicate: Some(residual),
+            limit: Some(10),
+            batch_rows: 8192,
+            read_seq: 42,
+            task: 0,
+            tasks: 2,
+            files: vec![ShippedFile {
+                object: "sst/t000001/00000000000000000007.parquet".into(),
+                size: 1234,
+                crc32c: 0xdead_beef,
+                rows: 10,
+                deleted: Some(Arc::new(deleted)),
+            }],
+            partitions: vec![
+                vec![Piece {
+                    file: 0,
+                    start: 0,
+                    end: 5,
+                }],
+                vec![Piece {
+                    file: 0,
+                    start: 5,
+                    end: 10,
+                }],
+            ],
+            overlay: Some(overlay),
+            overlay_rows_total: 2,
+        }
+    }
+
+    #[test]
+    fn a_shipped_scan_survives_its_bytes() {
+        let ctx = SessionContext::new().task_ctx();
+        let original = scan();
+        let bytes = encode_scan(&original).unwrap().encode_to_vec();
+        let decoded = decode_scan(&ScanProto::decode(bytes.as_slice()).unwrap(), &ctx).unwrap();
+        assert_eq!(decoded.location, original.location);
+        assert_eq!(decoded.user, original.user);
+        assert_eq!(decoded.read_columns, original.read_columns);
+        assert_eq!(decoded.projection_len, 1);
+        assert_eq!(decoded.files, original.files);
+        assert_eq!(decoded.partitions, original.partitions);
+        assert_eq!(decoded.overlay, original.overlay);
+        assert_eq!(
+            (decoded.limit, decoded.read_seq, decoded.task, decoded.tasks),
+            (Some(10), 42, 0, 2)
+        );
+        assert_eq!(
+            decoded.residual.unwrap().to_string(),
+            original.residual.unwrap().to_string()
+        );
+    }
+
+    #[test]
+    fn a_piece_outside_its_file_is_refused() {
+        let ctx = SessionContext::new().task_ctx();
+        let mut bad = scan();
+        bad.partitions[1][0].end = 11;
+        let bytes = encode_scan(&bad).unwrap().encode_to_vec();
+        let error = decode_scan(&ScanProto::decode(bytes.as_slice()).unwrap(), &ctx).unwrap_err();
+        assert!(error.to_string().contains("outside"), "{error}");
+        // A worker bound to one database refuses a plan naming another.
+        let codec = StrataCodec::for_database("s3://other/db".into());
+        let bytes = encode_scan(&scan()).unwrap().encode_to_vec();
+        let error = codec
+            .try_decode(
+                &bytes,
+                &[],
+                &ctx,
+                &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
+            )
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("serves the database at s3://other/db"),
+            "{error}"
+        );
+    }
+}
