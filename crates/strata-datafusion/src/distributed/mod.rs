@@ -24,7 +24,10 @@
 //! **The task split** ([`split`]): the base files, in key order, are cut into as many groups
 //! of whole files as there are tasks, by live rows (disjoint files make disjoint key ranges);
 //! inside a task the live rows are cut into the scan's partitions. Every live base row is read
-//! by exactly one task, and the overlay's rows are output once, by task 0.
+//! by exactly one task, and the overlay's rows are output once, by task 0. When the local scan
+//! declares the key order (disjoint files, no overlay row), every partition of every task is in
+//! key order too (contiguous files, contiguous slices), so a sort-preserving merge planned on
+//! that order stays right.
 //!
 //! **Workers** ([`serve_worker`], `strata worker --listen ADDR [DATABASE]`): a
 //! datafusion-distributed `Worker` whose sessions decode Strata scans with [`StrataCodec`].
