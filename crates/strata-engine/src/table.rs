@@ -647,14 +647,21 @@ impl ReadView {
     /// vectors plus the memtable overlay, or `None` when the view must be read by the merge
     /// (see [`crate::read::plan`]).
     pub fn base_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
-        let schema = &self.table.schema;
-        let version = &self.sv.version;
         // Files on an object store are read through the engine (the base path reads local
         // files by path).
+        if self.sv.version.files().any(|f| f.is_remote()) {
+            return Ok(None);
+        }
+        self.plan_scan(ranges)
+    }
+
+    /// The plan of [`Self::base_scan`] whatever storage the files are on (see
+    /// [`crate::read::plan`] and [`crate::read::plan_cache`]).
+    pub(crate) fn plan_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
+        let schema = &self.table.schema;
+        let version = &self.sv.version;
         if !schema.sst_file_types_are_user_types()
-            || version
-                .files()
-                .any(|f| f.meta().max_seq > self.read_seq || f.is_remote())
+            || version.files().any(|f| f.meta().max_seq > self.read_seq)
         {
             return Ok(None);
         }
@@ -729,7 +736,7 @@ impl ReadView {
                 return Ok(None);
             }
         }
-        let planned = crate::read::plan::plan_indexed_base_scan(
+        let planned = crate::read::plan::plan_base_scan(
             schema,
             files,
             memtables.clone(),

@@ -220,26 +220,16 @@ impl BaseScan {
     }
 }
 
-/// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV and
-/// its handle) and the memtables `memtables` at `read_seq`; `None` per the module docs.
-pub(crate) fn plan_base_scan(
-    schema: &Arc<TableSchema>,
-    files: Vec<(BaseFile, Arc<SstHandle>)>,
-    memtables: Vec<Arc<MemtableSlot>>,
-    ranges: &[KeyRange],
-    read_seq: SeqNo,
-) -> Result<Option<BaseScan>> {
-    Ok(plan_indexed_base_scan(schema, files, memtables, ranges, read_seq)?.map(|(scan, _)| scan))
-}
-
 /// Every key of a plan's overlay and whether its newest version is a put (the overlay's rows
 /// are the puts, in key order), so the plan can be brought up to date ([`update_base_scan`]).
 /// `None` for a plan that cannot be updated (its overlay is probed by an anti-join, or the
 /// table has a hidden row id).
 pub(crate) type OverlayIndex = Option<BTreeMap<Vec<u8>, bool>>;
 
-/// [`plan_base_scan`], with the plan's [`OverlayIndex`].
-pub(crate) fn plan_indexed_base_scan(
+/// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV and
+/// its handle) and the memtables `memtables` at `read_seq`, with the plan's [`OverlayIndex`];
+/// `None` per the module docs.
+pub(crate) fn plan_base_scan(
     schema: &Arc<TableSchema>,
     mut files: Vec<(BaseFile, Arc<SstHandle>)>,
     memtables: Vec<Arc<MemtableSlot>>,

@@ -13,15 +13,11 @@
 //! a [`crate::lease::Lease`] over [`ShippedScan::objects`] keeps other processes' deletions
 //! from them.
 
-use std::sync::Arc;
-
 use super::ReadView;
 use crate::error::Result;
-use crate::read::{BaseFile, BaseScan, KeyRange};
-use crate::sst::SstMeta;
+use crate::read::{BaseScan, KeyRange};
 use crate::storage::Storage;
 use crate::types::TableId;
-use crate::version::SstHandle;
 
 /// A scan planned for readers in other processes (see the module docs).
 #[derive(Debug)]
@@ -49,38 +45,7 @@ impl ReadView {
     /// a snapshot older than a flush, DVs not maintained, a type stored under another
     /// Parquet type, an unresolvable keyless overlay).
     pub fn shipped_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<ShippedScan>> {
-        let schema = &self.table.schema;
-        let version = &self.sv.version;
-        if !schema.sst_file_types_are_user_types()
-            || version.files().any(|f| f.meta().max_seq > self.read_seq)
-        {
-            return Ok(None);
-        }
-        let all = [KeyRange::all()];
-        let ranges = ranges.unwrap_or(&all);
-        let files: Vec<(BaseFile, Arc<SstHandle>)> = version
-            .files_overlapping(ranges, self.read_seq)
-            .map(|f| {
-                let file = BaseFile {
-                    meta: f.meta().clone(),
-                    deleted: version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
-                };
-                (file, Arc::clone(f))
-            })
-            .collect();
-        if !version.dvs_maintained() {
-            let mut metas: Vec<&SstMeta> = version.files().map(|f| f.meta()).collect();
-            metas.sort_by(|a, b| a.min_key.cmp(&b.min_key));
-            let need_none = metas.iter().all(|m| m.is_clean())
-                && metas.windows(2).all(|w| w[0].max_key < w[1].min_key);
-            if !need_none {
-                return Ok(None);
-            }
-        }
-        let memtables = self.sv.memtables().cloned().collect();
-        let scan =
-            crate::read::plan::plan_base_scan(schema, files, memtables, ranges, self.read_seq)?;
-        Ok(scan.map(|scan| ShippedScan {
+        Ok(self.plan_scan(ranges)?.map(|scan| ShippedScan {
             table_id: self.table.id,
             scan,
         }))
