@@ -47,11 +47,11 @@
 //!
 //! The two costs, measured (`benches/README.md`, "Object storage"; `STRATA_BENCH_S3=1 cargo
 //! bench --bench sql`): a write acknowledged by the local WAL with `SyncMode::Always` costs one
-//! `fdatasync`, 1.5 ms median (4.7 ms p90) on the benchmark machine's disk (both figures are
-//! I/O-bound; they come from a dev-profile build of the benchmark); a WAL on the store
-//! would pay one PUT per group-commit window, 3.1 ms median (4.2 ms p90) for 4 KiB to `moto` on
-//! loopback, a lower bound of what a real S3 PUT costs (tens of milliseconds over a network),
-//! and every write of the window would wait for it. The local WAL is therefore the default and
+//! `fdatasync`, 1.5–4.0 ms median in two runs on the benchmark machine's disk (I/O-bound
+//! figures, from a dev-profile build of the benchmark); a WAL on the store would pay one PUT
+//! per group-commit window, 3.1–5.5 ms median for 4 KiB to `moto` on loopback in the same runs,
+//! a lower bound of what a real S3 PUT costs (tens of milliseconds over a network), and every
+//! write of the window would wait for it. The local WAL is therefore the default and
 //! only mode; its price is the durability window described above.
 //!
 //! ## Requests
