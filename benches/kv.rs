@@ -25,7 +25,8 @@
 //! own counters, and readrandom / seekrandom before and after a full compaction.
 //!
 //! Environment: `STRATA_BENCH_N` (default 1,000,000), `STRATA_BENCH_ONLY` (comma-separated
-//! workloads), `STRATA_BENCH_ENGINES` (comma-separated engine names, e.g. `strata,rocksdb`), `STRATA_BENCH_SETUPS` (comma-separated overwrite set-ups, e.g. `strata leveled`), `STRATA_BENCH_DIR` (where the databases go; default `target`),
+//! workloads), `STRATA_BENCH_ENGINES` (comma-separated engine names, e.g. `strata,rocksdb`),
+//! `STRATA_BENCH_READS` (gets of readrandom; default N/2), `STRATA_BENCH_SETUPS` (comma-separated overwrite set-ups, e.g. `strata leveled`), `STRATA_BENCH_DIR` (where the databases go; default `target`),
 //! `STRATA_BENCH_RESULTS` (where the tables go; default `benches/results`),
 //! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
 //! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
@@ -711,16 +712,21 @@ fn fill_random(engine: &dyn Engine, order: &[u64]) {
     }
 }
 
-/// N/2 gets of present keys drawn from `Rng(2)`; every one must be found.
+/// N/2 gets (or `STRATA_BENCH_READS`) of present keys drawn from `Rng(2)`; every one must be
+/// found.
 fn read_random(engine: &dyn Engine, name: &'static str, n: u64) -> Measurement {
     let mut rng = Rng::new(2);
-    timed("readrandom", name, n / 2, || {
+    let reads = std::env::var("STRATA_BENCH_READS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n / 2);
+    timed("readrandom", name, reads, || {
         let mut found = 0u64;
-        for _ in 0..n / 2 {
+        for _ in 0..reads {
             let j = rng.below(n);
             found += u64::from(engine.get(&key(2 * j)).is_some());
         }
-        assert_eq!(found, n / 2, "{name}: readrandom missed keys");
+        assert_eq!(found, reads, "{name}: readrandom missed keys");
         String::new()
     })
 }
