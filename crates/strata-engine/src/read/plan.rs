@@ -238,7 +238,7 @@ pub(crate) fn plan_base_scan(
 ) -> Result<Option<(BaseScan, OverlayIndex)>> {
     // In key order, so the overlay's rows come in key order.
     let mut ranges = ranges.to_vec();
-    ranges.sort_by(|a, b| range_start_cmp(a, b));
+    ranges.sort_by(range_start_cmp);
     let mut index = BTreeMap::new();
     files.sort_by(|a, b| a.0.meta.min_key.cmp(&b.0.meta.min_key));
     let disjoint = files
