@@ -440,8 +440,8 @@ fn replay_into_vectors(inner: &Arc<DbInner>, wal_dir: &Path, segments: &[u64]) -
 fn make_room_during_replay(inner: &Arc<DbInner>) -> Result<()> {
     let tables: Vec<_> = inner.catalog.read().by_id.values().cloned().collect();
     for table in tables {
-        let full = table.super_version().active.memory_bytes()
-            >= table.options.read().memtable_size_bytes;
+        let full =
+            table.super_version().active.memory_bytes() >= table.options.read().memtable_size_bytes;
         let over_budget =
             inner.memtable_bytes.load(Ordering::Relaxed) >= inner.options.write_buffer_budget_bytes;
         if full || (over_budget && !table.super_version().active.memtable.is_empty()) {
