@@ -64,6 +64,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cached_store;
 pub mod codec;
 pub mod compaction;
 pub mod db;

@@ -230,6 +230,12 @@ pub fn track_reads<T>(stats: &Arc<ReadStats>, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The stats of the operation tracked on this thread ([`track_reads`]), if any: to track
+/// the operation's reads made for it on another thread.
+pub fn current_reads() -> Option<Arc<ReadStats>> {
+    CURRENT_READS.with(|current| current.borrow().clone())
+}
+
 /// Adds `n` to `counter` of the operation tracked on this thread, if any (not to the
 /// database's counters: see [`Metrics::count_read`]).
 pub(crate) fn count_thread_read(counter: ReadCounter, n: u64) {

@@ -72,6 +72,11 @@
 //! bytes it fetched) is counted in the database's metrics (`object_gets`,
 //! `object_get_bytes`) and for the operation tracked on the calling thread
 //! ([`crate::metrics::track_reads`]).
+//!
+//! Readers outside the engine read SST objects through [`Storage::read_store`], an
+//! `object_store` adapter over [`Storage::read_range`] ([`crate::cached_store`]): SQL scans
+//! of a database on object storage take the base path (DataFusion's Parquet reader) through
+//! it, with the same disk cache and counters as the engine's own reads.
 
 use std::fs::File;
 use std::ops::Range;
@@ -304,6 +309,14 @@ impl Storage {
     /// The `object_store` holding the objects (its paths are relative to the database root).
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.store)
+    }
+
+    /// A read-only `object_store` over this storage whose reads go through
+    /// [`Self::read_range`] (the disk cache and the GET counters; see
+    /// [`crate::cached_store`]), for readers outside the engine such as DataFusion's Parquet
+    /// reader.
+    pub fn read_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(crate::cached_store::CachedStore::new(self.clone()))
     }
 
     /// The local path of an object of a local database; for a database on object storage,

@@ -647,11 +647,6 @@ impl ReadView {
     /// vectors plus the memtable overlay, or `None` when the view must be read by the merge
     /// (see [`crate::read::plan`]).
     pub fn base_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
-        // Files on an object store are read through the engine (the base path reads local
-        // files by path).
-        if self.sv.version.files().any(|f| f.is_remote()) {
-            return Ok(None);
-        }
         self.plan_scan(ranges)
     }
 
@@ -784,6 +779,24 @@ impl ReadView {
             })?;
         handle.reader()?;
         Ok(handle.local_path())
+    }
+
+    /// Object path (relative to the database root: see [`crate::storage`]) and size of an SST
+    /// file of this view, after verifying its checksum (once per process), so other readers
+    /// (DataFusion's Parquet reader, through [`Self::storage`]'s
+    /// [`crate::storage::Storage::read_store`]) can read it, on a local disk or an object
+    /// store.
+    pub fn verified_sst_object(&self, file: u64) -> Result<(String, u64)> {
+        let handle = self
+            .sv
+            .version
+            .files()
+            .find(|f| f.meta().id == file)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("file {file} is not part of this view"))
+            })?;
+        handle.reader()?;
+        Ok((handle.meta().object_path(), handle.meta().size_bytes))
     }
 
     /// The newest visible row with primary key `key`.

@@ -595,3 +595,101 @@ fn reads_get_when_cold_and_hit_the_disk_cache_when_warm() {
     assert!(!bare.path().join("cache").exists());
     db.close().unwrap();
 }
+
+/// The read-only `object_store` over a database's storage (`Storage::read_store`, which
+/// DataFusion's Parquet reader uses): ranged reads (bounded, offset, suffix, head) return the
+/// object's bytes, the first read GETs and fills the disk cache, a second read is a disk-cache
+/// hit with no GET; writes and listings are refused.
+#[test]
+fn the_read_store_reads_through_the_disk_cache() {
+    use object_store::path::Path as ObjectPath;
+    use object_store::{GetOptions, GetRange, ObjectStoreExt, PutPayload};
+    use strata_engine::disk_cache::DiskCache;
+    use strata_engine::metrics::Metrics;
+
+    let url = format!("s3://{}/store", bucket("readstore"));
+    let object: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let path = "sst/t000001/00000000000000000001.parquet";
+    Storage::open_url(&url, None)
+        .unwrap()
+        .put(path, Bytes::from(object.clone()))
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let open = || {
+        let cache = Arc::new(DiskCache::open(&local.path().join("cache"), 64 << 20).unwrap());
+        Storage::open_url(&url, None)
+            .unwrap()
+            .with_reads(Arc::new(Metrics::default()), Some(cache))
+            .read_store()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let location = ObjectPath::from(path);
+    let read = |store: &Arc<dyn object_store::ObjectStore>, range: GetRange| {
+        let stats = Arc::new(ReadStats::default());
+        let options = GetOptions {
+            range: Some(range),
+            ..GetOptions::default()
+        };
+        let got = track_reads(&stats, || {
+            runtime.block_on(async {
+                let got = store.get_opts(&location, options).await.unwrap();
+                let range = got.range.clone();
+                assert_eq!(got.meta.size, object.len() as u64);
+                (range, got.bytes().await.unwrap())
+            })
+        });
+        (got, stats)
+    };
+
+    let store = open();
+    let ((range, bytes), cold) = read(&store, GetRange::Bounded(1000..70_000));
+    assert_eq!(range, 1000..70_000);
+    assert_eq!(&bytes[..], &object[1000..70_000]);
+    assert!(cold.get(ReadCounter::ObjectGet) > 0);
+    assert!(cold.get(ReadCounter::DiskCacheMiss) > 0);
+    // The same bytes again, from another store over a reopened storage: the disk cache.
+    drop(store);
+    let store = open();
+    let ((_, bytes), warm) = read(&store, GetRange::Bounded(1000..70_000));
+    assert_eq!(&bytes[..], &object[1000..70_000]);
+    assert_eq!(warm.get(ReadCounter::ObjectGet), 0);
+    assert!(warm.get(ReadCounter::DiskCacheHit) > 0);
+    let ((range, bytes), _) = read(&store, GetRange::Offset(299_000));
+    assert_eq!(range, 299_000..300_000);
+    assert_eq!(&bytes[..], &object[299_000..]);
+    let ((range, bytes), _) = read(&store, GetRange::Suffix(10));
+    assert_eq!(range, 299_990..300_000);
+    assert_eq!(&bytes[..], &object[299_990..]);
+    assert!(
+        runtime
+            .block_on(store.get_range(&location, 300_000..300_001))
+            .is_err()
+    );
+    let ranges = runtime
+        .block_on(store.get_ranges(&location, &[0..10, 5..20]))
+        .unwrap();
+    assert_eq!(&ranges[0][..], &object[0..10]);
+    assert_eq!(&ranges[1][..], &object[5..20]);
+    let head = runtime.block_on(store.head(&location)).unwrap();
+    assert_eq!(head.size, object.len() as u64);
+    let whole = runtime
+        .block_on(async { store.get(&location).await.unwrap().bytes().await })
+        .unwrap();
+    assert_eq!(&whole[..], &object[..]);
+
+    let refused = runtime.block_on(store.put(&location, PutPayload::from_static(b"x")));
+    assert!(matches!(
+        refused,
+        Err(object_store::Error::NotSupported { .. })
+    ));
+    let refused = runtime.block_on(store.list_with_delimiter(None));
+    assert!(matches!(
+        refused,
+        Err(object_store::Error::NotSupported { .. })
+    ));
+    let refused = runtime.block_on(store.delete(&location));
+    assert!(matches!(
+        refused,
+        Err(object_store::Error::NotSupported { .. })
+    ));
+}
