@@ -36,7 +36,11 @@
 //!   anywhere in its type is never part of the pruning predicate ([`pruning_filters`]); it
 //!   still runs, exactly, as the residual filter.
 //! - Every file's size and crc32c are verified against the manifest
-//!   ([`ReadView::verified_sst_path`]) before the Parquet reader opens it.
+//!   ([`ReadView::verified_sst_object`]) before the Parquet reader opens it.
+//! - A local database's files are read by path; the files of a database on object storage
+//!   through its read store (`strata_engine::storage::Storage::read_store`: ranged reads from
+//!   the disk cache, else GETs, counted in the database's and the query's read counters),
+//!   registered in the task's runtime under [`store_url`].
 //! - The live rows of the base files (files by smallest key, rows in file order) are cut into
 //!   `partitions` contiguous slices of about equal live-row counts; partition `i` reads slice
 //!   `i`, so every live base row is read by exactly one partition. When the files are
@@ -47,7 +51,6 @@
 //! - The reader's own limit is set only when neither a residual filter nor the anti-join
 //!   follows (both may drop rows after it).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
@@ -336,51 +339,77 @@ impl BasePlan {
         Ok((filter_record_batch(&batch, &keep)?, hidden))
     }
 
-    /// Verifies the files of `partition` against the manifest and returns their local paths
-    /// (blocking: the first verification of a file in the process reads it whole).
-    pub fn verify(&self, view: &ReadView, partition: usize) -> Result<Vec<PathBuf>> {
-        let Some(pieces) = self.partitions.get(partition) else {
-            return Ok(Vec::new());
+    /// Verifies the files of `partition` against the manifest and returns where the Parquet
+    /// reader reads them (blocking: the first verification of a file in the process reads it
+    /// whole).
+    pub fn verify(&self, view: &ReadView, partition: usize) -> Result<VerifiedFiles> {
+        let storage = view.storage();
+        let remote = storage.is_remote();
+        let mut verified = VerifiedFiles {
+            url: ObjectStoreUrl::local_filesystem(),
+            store: None,
+            locations: Vec::new(),
         };
-        pieces
-            .iter()
-            .map(|piece| view.verified_sst_path(piece.file).map_err(engine_error))
-            .collect()
+        let Some(pieces) = self.partitions.get(partition) else {
+            return Ok(verified);
+        };
+        if remote && !pieces.is_empty() {
+            verified.url = store_url(&view.database_location())?;
+            verified.store = Some(storage.read_store());
+        }
+        for piece in pieces {
+            let (object, _) = view.verified_sst_object(piece.file).map_err(engine_error)?;
+            let location = if remote {
+                object_store::path::Path::from(object.as_str())
+            } else {
+                // A database opened by a relative path has relative SST paths; the object
+                // store needs them absolute (resolved against the working directory, as every
+                // other file access of the engine is).
+                let path = storage.local_path(&object);
+                std::path::absolute(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|absolute| {
+                        object_store::path::Path::from_absolute_path(absolute)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| {
+                        DataFusionError::Execution(format!("SST path {}: {e}", path.display()))
+                    })?
+            };
+            verified.locations.push(location);
+        }
+        Ok(verified)
     }
 
-    /// The base batches of `partition` (user columns `read_columns`), reading the files at
-    /// `paths` (from [`Self::verify`] for the same partition), and the reader's plan (its
-    /// metrics, such as `bytes_scanned`, are complete once the stream ends).
+    /// The base batches of `partition` (user columns `read_columns`), reading the files
+    /// `verified` (from [`Self::verify`] for the same partition), and the reader's plan (its
+    /// metrics, such as `bytes_scanned`, are complete once the stream ends). The files of a
+    /// database on object storage are read through its read store
+    /// (`strata_engine::storage::Storage::read_store`: the disk cache), registered in the
+    /// task's runtime under [`store_url`].
     pub fn execute(
         &self,
         partition: usize,
-        paths: &[PathBuf],
+        verified: &VerifiedFiles,
         context: Arc<TaskContext>,
     ) -> Result<(Arc<DataSourceExec>, SendableRecordBatchStream)> {
         let pieces = self.partitions.get(partition).cloned().unwrap_or_default();
-        if paths.len() != pieces.len() {
+        if verified.locations.len() != pieces.len() {
             return Err(DataFusionError::Internal(format!(
-                "{} SST paths verified for the {} files of partition {partition}",
-                paths.len(),
+                "{} SST files verified for the {} files of partition {partition}",
+                verified.locations.len(),
                 pieces.len()
             )));
         }
+        if let Some(store) = &verified.store {
+            context
+                .runtime_env()
+                .register_object_store(verified.url.as_ref(), Arc::clone(store));
+        }
         let mut files = Vec::with_capacity(pieces.len());
-        for (piece, path) in pieces.iter().zip(paths) {
-            // A database opened by a relative path has relative SST paths; the object store
-            // needs them absolute (resolved against the working directory, as every other
-            // file access of the engine is).
-            let location = std::path::absolute(path)
-                .map_err(|e| e.to_string())
-                .and_then(|absolute| {
-                    object_store::path::Path::from_absolute_path(absolute)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| {
-                    DataFusionError::Execution(format!("SST path {}: {e}", path.display()))
-                })?;
+        for (piece, location) in pieces.iter().zip(&verified.locations) {
             let mut file = PartitionedFile::new(location.to_string(), piece.size);
-            file.object_meta.location = location;
+            file.object_meta.location = location.clone();
             files.push(match &piece.selection {
                 None => file,
                 Some(runs) => {
@@ -398,19 +427,45 @@ impl BasePlan {
                 }
             });
         }
-        let config = FileScanConfigBuilder::new(
-            ObjectStoreUrl::local_filesystem(),
-            Arc::new(self.source.clone()),
-        )
-        .with_file_group(FileGroup::new(files))
-        .with_projection_indices(Some(self.read_columns.clone()))?
-        .with_batch_size(Some(self.batch_rows))
-        .with_limit(self.limit)
-        .build();
+        let config =
+            FileScanConfigBuilder::new(verified.url.clone(), Arc::new(self.source.clone()))
+                .with_file_group(FileGroup::new(files))
+                .with_projection_indices(Some(self.read_columns.clone()))?
+                .with_batch_size(Some(self.batch_rows))
+                .with_limit(self.limit)
+                .build();
         let exec = DataSourceExec::from_data_source(config);
         let stream = exec.execute(0, context)?;
         Ok((exec, stream))
     }
+}
+
+/// The verified files of one partition and where the Parquet reader reads them.
+#[derive(Debug)]
+pub struct VerifiedFiles {
+    /// The object store URL the files are read under (the local file system, or
+    /// [`store_url`] of the database).
+    url: ObjectStoreUrl,
+    /// The store to register under `url` (`None`: the local file system, always there).
+    store: Option<Arc<dyn object_store::ObjectStore>>,
+    /// Each file's location in that store, in piece order.
+    locations: Vec<object_store::path::Path>,
+}
+
+impl VerifiedFiles {
+    /// True when the partition reads no file.
+    pub fn is_empty(&self) -> bool {
+        self.locations.is_empty()
+    }
+}
+
+/// The object-store URL a database's storage is registered under in a runtime (its location:
+/// a directory or an object-store URL).
+pub fn store_url(location: &str) -> Result<ObjectStoreUrl> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    location.hash(&mut hasher);
+    ObjectStoreUrl::parse(format!("strata-db://{:016x}", hasher.finish()))
 }
 
 /// The piece of file `f` holding its live rows at positions `start..end`.

@@ -74,12 +74,13 @@
 //! `runs_merged` (merge fan-in of the scanned key span; 0 on the base path),
 //! `rows_deduplicated` (older versions and tombstones the merge dropped),
 //! `tombstones_in_scanned_files`, `rows_filtered` (removed by the residual filter),
-//! `output_rows`; on the merge path also the partitions' SST reads, under the engine's
-//! counter names (`strata_engine::metrics::track_reads`): `block_cache_hits` /
+//! `output_rows`; also the partitions' SST reads (on the base path those of its
+//! verification and of the Parquet reader, through the database's read store), under the
+//! engine's counter names (`strata_engine::metrics::track_reads`): `block_cache_hits` /
 //! `block_cache_misses` (point lookups' decoded blocks in memory), `disk_cache_hits` /
 //! `disk_cache_misses` (chunks of SST bytes on the local disk cache of a database on object
 //! storage), `object_gets` and `object_get_bytes` (requests to the object store and the bytes
-//! they fetched; 0 for a local database, and the base path reads only local files); on the
+//! they fetched; 0 for a local database); on the
 //! base path also `files_read_directly`, `bytes_read_directly` (bytes
 //! the Parquet reader fetched, after its pruning), `rows_deleted_by_dvs` (rows of the base
 //! files their deletion vectors delete), `overlay_keys`, `overlay_tombstones`,
@@ -973,18 +974,21 @@ impl ExecutionPlan for StrataScanExec {
             rows_filtered: builder("rows_filtered"),
         };
         let mut finisher = Finisher::new(Arc::clone(&spec), counters);
-        if spec.direct.is_some() {
-            let base = BaseCounters {
-                bytes_read: builder("bytes_read_directly"),
-                rows_hidden: builder("rows_hidden_by_overlay"),
-            };
-            return Ok(direct_stream(this, partition, finisher, base, context));
-        }
-        // The SST reads of this partition (its thread's), under the engine's counter names.
+        // The SST reads of this partition (its thread's, and for the base path its Parquet
+        // reader's), under the engine's counter names.
         let reads: Vec<(ReadCounter, Count)> = ReadCounter::ALL
             .iter()
             .map(|&counter| (counter, builder(counter.name())))
             .collect();
+        if spec.direct.is_some() {
+            let base = BaseCounters {
+                bytes_read: builder("bytes_read_directly"),
+                rows_hidden: builder("rows_hidden_by_overlay"),
+                reads,
+                stats: Arc::new(ReadStats::default()),
+            };
+            return Ok(direct_stream(this, partition, finisher, base, context));
+        }
         Ok(blocking_stream(Arc::clone(&spec.schema), move |emit| {
             let stats = Arc::new(ReadStats::default());
             let result = track_reads(&stats, || {
@@ -1069,6 +1073,18 @@ struct BaseCounters {
     bytes_read: Count,
     /// Base rows the overlay's keys hid (the anti-join).
     rows_hidden: Count,
+    /// The read counters, and the reads of the partition (verification and the Parquet
+    /// reader's polls, `track_reads`), added to them when the partition's state is dropped.
+    reads: Vec<(ReadCounter, Count)>,
+    stats: Arc<ReadStats>,
+}
+
+impl Drop for BaseCounters {
+    fn drop(&mut self) {
+        for (counter, count) in &self.reads {
+            count.add(self.stats.get(*counter) as usize);
+        }
+    }
 }
 
 /// What a running base-path partition holds.
@@ -1097,7 +1113,11 @@ impl BaseState {
                 Some(batch) => batch,
                 None => {
                     let (stream, _) = self.reader.as_mut()?;
-                    match stream.next().await {
+                    let stats = &self.counters.stats;
+                    let next = futures::future::poll_fn(|cx| {
+                        track_reads(stats, || stream.poll_next_unpin(cx))
+                    });
+                    match next.await {
                         Some(Ok(batch)) => match plan.anti_join_batch(batch) {
                             Ok((batch, hidden)) => {
                                 self.counters.rows_hidden.add(hidden);
@@ -1145,15 +1165,18 @@ fn direct_stream(
     let schema = Arc::clone(&scan.spec.schema);
     let spec = Arc::clone(&scan.spec);
     let metrics = scan.metrics.clone();
+    let stats = Arc::clone(&counters.stats);
     let start = async move {
-        let paths = tokio::task::spawn_blocking(move || {
-            if let Err(message) = scan.prepared.get_or_init(|| scan.prepare()) {
-                return Err(DataFusionError::Execution(message.clone()));
-            }
-            match &scan.spec.direct {
-                Some(plan) => plan.verify(&scan.spec.view, partition),
-                None => Ok(Vec::new()),
-            }
+        let verified = tokio::task::spawn_blocking(move || {
+            track_reads(&stats, || {
+                if let Err(message) = scan.prepared.get_or_init(|| scan.prepare()) {
+                    return Err(DataFusionError::Execution(message.clone()));
+                }
+                match &scan.spec.direct {
+                    Some(plan) => plan.verify(&scan.spec.view, partition).map(Some),
+                    None => Ok(None),
+                }
+            })
         })
         .await
         .map_err(|e| DataFusionError::Internal(format!("a Strata reader thread failed: {e}")))??;
@@ -1162,11 +1185,12 @@ fn direct_stream(
                 "a base-path stream of a scan without a base plan".into(),
             ));
         };
-        let reader = if paths.is_empty() {
-            None
-        } else {
-            let (exec, stream) = plan.execute(partition, &paths, context)?;
-            Some((stream, exec))
+        let reader = match verified {
+            Some(verified) if !verified.is_empty() => {
+                let (exec, stream) = plan.execute(partition, &verified, context)?;
+                Some((stream, exec))
+            }
+            _ => None,
         };
         Ok(BaseState {
             reader,

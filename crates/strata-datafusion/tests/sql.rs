@@ -1582,6 +1582,86 @@ async fn executed(s: &StrataSession, sql: &str) -> Arc<dyn ExecutionPlan> {
 /// ANALYZE` and in `strata_metrics()`: GETs when nothing is cached; after a reopen (memory
 /// caches empty) disk-cache hits and no GET; in the same open, block-cache hits for a point
 /// lookup.
+/// A scan of a table on S3 takes the base path (DataFusion's Parquet reader over the
+/// database's read store), with the right answers under a memtable holding new rows, an update
+/// and a delete; after a reopen its bytes come from the disk cache, with no GET.
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_on_s3_take_the_base_path_through_the_disk_cache() {
+    let url = format!("s3://{}/db", s3_server::bucket("s3base"));
+    let local = tempfile::tempdir().unwrap();
+    let open = || {
+        strata_datafusion::open(
+            &url,
+            Options {
+                local_wal_dir: Some(local.path().to_path_buf()),
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    let s = open();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(
+        &s,
+        "INSERT INTO t SELECT value, 'v' || value FROM generate_series(1, 5000)",
+    )
+    .await
+    .unwrap();
+    flush(&s, "t");
+    // In the memtable: new rows, an update and a delete of flushed rows.
+    run(
+        &s,
+        "INSERT INTO t SELECT value, 'w' || value FROM generate_series(5001, 5010)",
+    )
+    .await
+    .unwrap();
+    run(&s, "UPDATE t SET v = 'changed' WHERE id = 42")
+        .await
+        .unwrap();
+    run(&s, "DELETE FROM t WHERE id = 7").await.unwrap();
+    let scan = "SELECT count(*) FROM t WHERE v <> 'x'";
+    async fn check(s: &StrataSession) {
+        assert_eq!(
+            count(s, "SELECT count(*) FROM t WHERE v <> 'x'").await,
+            5009
+        );
+        assert_eq!(
+            count(s, "SELECT CAST(sum(id) AS BIGINT) FROM t WHERE v <> 'x'").await,
+            (1..=5010).sum::<i64>() - 7
+        );
+        assert_eq!(
+            count(s, "SELECT count(*) FROM t WHERE v = 'changed' AND id = 42").await,
+            1
+        );
+        assert_eq!(count(s, "SELECT count(*) FROM t WHERE v = 'v42'").await, 0);
+        assert_eq!(count(s, "SELECT count(*) FROM t WHERE id = 7").await, 0);
+    }
+    check(&s).await;
+    let explained = run(&s, &format!("EXPLAIN ANALYZE {scan}")).await.unwrap();
+    let explained = datafusion::arrow::util::pretty::pretty_format_batches(&explained)
+        .unwrap()
+        .to_string();
+    for expected in ["path=base", "files_read_directly=1", "runs_merged=0"] {
+        assert!(
+            explained.contains(expected),
+            "{expected} missing from {explained}"
+        );
+    }
+    s.close().unwrap();
+
+    // Reopened (the memtable replayed from the local WAL, the memory caches empty): the same
+    // answers, the file's bytes from the disk cache.
+    let s = open();
+    let plan = executed(&s, scan).await;
+    assert_eq!(scan_metric(&plan, "object_gets"), Some(0));
+    assert_eq!(scan_metric(&plan, "disk_cache_misses"), Some(0));
+    assert!(scan_metric(&plan, "disk_cache_hits").unwrap() > 0);
+    check(&s).await;
+    s.close().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_on_s3_show_gets_and_cache_hits() {
     let url = format!("s3://{}/db", s3_server::bucket("explain"));

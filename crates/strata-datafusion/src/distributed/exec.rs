@@ -31,7 +31,6 @@ use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -382,7 +381,7 @@ async fn open_reader(
     let url = store_url(&scan.location)?;
     context
         .runtime_env()
-        .register_object_store(url.as_ref(), storage.object_store());
+        .register_object_store(url.as_ref(), storage.read_store());
     let mut files = Vec::with_capacity(pieces.len());
     for (piece, shipped) in pieces.iter().zip(&files_read) {
         if piece.start > piece.end || piece.end > shipped.rows {
@@ -442,13 +441,7 @@ async fn open_reader(
     Ok(Some(exec.execute(0, context)?))
 }
 
-/// The object-store URL a database's storage is registered under in a runtime.
-pub fn store_url(location: &str) -> Result<ObjectStoreUrl> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    location.hash(&mut hasher);
-    ObjectStoreUrl::parse(format!("strata-db://{:016x}", hasher.finish()))
-}
+pub use crate::direct::store_url;
 
 /// The storage of the database at `location`, opened once per process (no lock, no manifest
 /// read: the objects are named by the plan).
