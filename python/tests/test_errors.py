@@ -136,6 +136,16 @@ def test_closed_database_and_its_handles(db_path):
 
 
 def test_ctrl_c_cancels_a_running_query(db):
+    # Python leaves SIGINT ignored when it starts with it ignored (a job that a non-interactive
+    # shell started in the background): install the handler a terminal session has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_cancels_a_running_query(db)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_cancels_a_running_query(db):
     # A query that would run for minutes; SIGINT arrives while it runs.
     query = db.sql("SELECT count(*) FROM generate_series(1, 100000000000) WHERE value % 7 = 3")
     timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
