@@ -769,16 +769,7 @@ impl ReadView {
     /// Local path of an SST file of this view, after verifying its checksum (once per
     /// process), so other readers (DataFusion's Parquet reader) can read it directly.
     pub fn verified_sst_path(&self, file: u64) -> Result<std::path::PathBuf> {
-        let handle = self
-            .sv
-            .version
-            .files()
-            .find(|f| f.meta().id == file)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!("file {file} is not part of this view"))
-            })?;
-        handle.reader()?;
-        Ok(handle.local_path())
+        Ok(self.verified_sst(file)?.local_path())
     }
 
     /// Object path (relative to the database root: see [`crate::storage`]) and size of an SST
@@ -787,6 +778,12 @@ impl ReadView {
     /// [`crate::storage::Storage::read_store`]) can read it, on a local disk or an object
     /// store.
     pub fn verified_sst_object(&self, file: u64) -> Result<(String, u64)> {
+        let handle = self.verified_sst(file)?;
+        Ok((handle.meta().object_path(), handle.meta().size_bytes))
+    }
+
+    /// An SST file of this view, its checksum verified (once per process).
+    fn verified_sst(&self, file: u64) -> Result<&Arc<SstHandle>> {
         let handle = self
             .sv
             .version
@@ -796,7 +793,7 @@ impl ReadView {
                 Error::InvalidArgument(format!("file {file} is not part of this view"))
             })?;
         handle.reader()?;
-        Ok((handle.meta().object_path(), handle.meta().size_bytes))
+        Ok(handle)
     }
 
     /// The newest visible row with primary key `key`.
