@@ -412,19 +412,7 @@ impl BasePlan {
             file.object_meta.location = location.clone();
             files.push(match &piece.selection {
                 None => file,
-                Some(runs) => {
-                    let selectors: Vec<RowSelector> = runs
-                        .iter()
-                        .map(|(live, len)| {
-                            if *live {
-                                RowSelector::select(*len as usize)
-                            } else {
-                                RowSelector::skip(*len as usize)
-                            }
-                        })
-                        .collect();
-                    file.with_extension(ParquetRowSelection::new(RowSelection::from(selectors)))
-                }
+                Some(runs) => with_row_selection(file, runs),
             });
         }
         let config =
@@ -520,6 +508,22 @@ pub fn copy_reader_metrics(
         copy.add_pruned(pruned);
         copy.add_matched(matched);
     }
+}
+
+/// `file` read with the row selection `runs` (`(live, length)` runs covering the file, as the
+/// engine's plan gives them: [`BaseFile::selection`]).
+pub(crate) fn with_row_selection(file: PartitionedFile, runs: &[(bool, u64)]) -> PartitionedFile {
+    let selectors: Vec<RowSelector> = runs
+        .iter()
+        .map(|(live, len)| {
+            if *live {
+                RowSelector::select(*len as usize)
+            } else {
+                RowSelector::skip(*len as usize)
+            }
+        })
+        .collect();
+    file.with_extension(ParquetRowSelection::new(RowSelection::from(selectors)))
 }
 
 #[cfg(test)]

@@ -27,7 +27,6 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
@@ -40,7 +39,6 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
 };
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use strata_engine::lease::Lease;
 use strata_engine::storage::Storage;
 
@@ -403,19 +401,7 @@ async fn open_reader(
         });
         files.push(match &selection {
             None => file,
-            Some(runs) => {
-                let selectors: Vec<RowSelector> = runs
-                    .iter()
-                    .map(|(live, len)| {
-                        if *live {
-                            RowSelector::select(*len as usize)
-                        } else {
-                            RowSelector::skip(*len as usize)
-                        }
-                    })
-                    .collect();
-                file.with_extension(ParquetRowSelection::new(RowSelection::from(selectors)))
-            }
+            Some(runs) => crate::direct::with_row_selection(file, runs),
         });
     }
     let parquet = TableParquetOptions {
