@@ -237,12 +237,12 @@ impl StrataTable {
             .is_some_and(|r| r.iter().all(|r| matches!(r, ScanRange::Point(_))));
         // The base path (module docs, "The base path"): asked of the engine unless every
         // range is a point (point lookups stay on the merge path).
+        let key_ranges: Option<Vec<KeyRange>> = ranges
+            .as_ref()
+            .map(|r| r.iter().map(ScanRange::to_key_range).collect());
         let base = if all_points {
             None
         } else {
-            let key_ranges: Option<Vec<KeyRange>> = ranges
-                .as_ref()
-                .map(|r| r.iter().map(ScanRange::to_key_range).collect());
             view.base_scan(key_ranges.as_deref())
                 .map_err(engine_error)?
                 .filter(|scan| !scan.files.is_empty())
@@ -252,9 +252,6 @@ impl StrataTable {
         let shipped = if all_points || !crate::distributed::workers_configured(state) {
             None
         } else {
-            let key_ranges: Option<Vec<KeyRange>> = ranges
-                .as_ref()
-                .map(|r| r.iter().map(ScanRange::to_key_range).collect());
             view.shipped_scan(key_ranges.as_deref())
                 .map_err(engine_error)?
                 .filter(|s| !s.scan.files.is_empty() && s.scan.overlay.hides_nothing())
