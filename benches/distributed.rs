@@ -12,7 +12,7 @@
 //! the runs then use the first 1, then 2, ... of them.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=target-bench nice -n 10 cargo bench --bench distributed
+//! nice -n 10 cargo bench --bench distributed
 //! ```
 //!
 //! Prints a markdown table and writes it to `benches/results/distributed.md` (another

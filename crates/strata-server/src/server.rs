@@ -189,6 +189,13 @@ impl Server {
                     }
                 }
             }
+            // A cancelled statement's task, or a connection task dropped above, may still be
+            // unwinding on another worker thread with its handle: give it the same bounded
+            // wait before closing the database.
+            let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+            while Arc::strong_count(&statements) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let closed = close(statements, &catalog_name);
             result.and(closed)
         });
