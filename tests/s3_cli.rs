@@ -4,7 +4,9 @@
 //! * `strata s3://bucket/prefix` opens (creating) a database there; a second run sees the
 //!   first run's tables, from the store alone (another local WAL directory);
 //! * `COPY ... TO 's3://...'` writes Parquet, CSV and JSON files to the store, and
-//!   `CREATE EXTERNAL TABLE ... LOCATION 's3://...'` reads each back.
+//!   `CREATE EXTERNAL TABLE ... LOCATION 's3://...'` reads each back;
+//! * a store set up without conditional puts (`AWS_CONDITIONAL_PUT=disabled`) is refused at
+//!   open with an error saying why, instead of a database running there unfenced.
 
 #[path = "../crates/strata-engine/tests/s3_server/mod.rs"]
 mod s3_server;
@@ -79,4 +81,30 @@ fn the_shell_opens_a_database_on_s3_and_copies_to_and_from_it() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("3,grace"), "{format}: {stdout}");
     }
+}
+
+/// A store configured without conditional puts (`AWS_CONDITIONAL_PUT=disabled`) cannot fence
+/// writers: the open, which is a commit, fails with an error saying so, and nothing of a
+/// database is left in the store (a later open with conditional puts creates it afresh).
+#[test]
+fn a_store_without_conditional_puts_is_refused() {
+    let bucket = s3_server::bucket("nocond");
+    let db = format!("s3://{bucket}/db");
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(STRATA);
+    cmd.arg(&db).arg("-c").arg("SELECT 1");
+    cmd.env("XDG_DATA_HOME", home.path());
+    s3_server::child_env(&mut cmd);
+    cmd.env("AWS_CONDITIONAL_PUT", "disabled");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot open the database in {db}"))
+            && stderr.contains("does not take conditional puts")
+            && stderr.contains("AWS_CONDITIONAL_PUT"),
+        "{stderr}"
+    );
+    let out = strata(&db, home.path(), &["SELECT 1 AS one"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains('1'));
 }

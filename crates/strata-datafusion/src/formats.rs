@@ -11,10 +11,12 @@
 //!   files, for queries without a `CREATE EXTERNAL TABLE` first.
 //!
 //! [`ObjectStores`] is the session's object-store registry: besides local files, it answers an
-//! `s3://bucket/...` URL (`CREATE EXTERNAL TABLE ... LOCATION 's3://...'`, `COPY ... TO
-//! 's3://...'`, in every format) with an S3 store for the bucket, built on first use from the
-//! environment as datafusion-cli does (`AmazonS3Builder::from_env`: `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...).
+//! object-store URL (`CREATE EXTERNAL TABLE ... LOCATION 's3://...'`, `COPY ... TO
+//! 'gs://...'`, in every format; `s3://`, `gs://`, `az://` and the other schemes
+//! [`strata_engine::storage::StoreUrl`] knows) with a store for the bucket, built on first use
+//! from the environment as datafusion-cli does, by the engine's own code for database URLs
+//! ([`StoreUrl::build_store`]: `AmazonS3Builder::from_env`, `GoogleCloudStorageBuilder::from_env`,
+//! `MicrosoftAzureBuilder::from_env`, which read `AWS_*`, `GOOGLE_*` and `AZURE_*`).
 //!
 //! Avro is read by DataFusion itself (`STORED AS AVRO`; this crate enables its `avro`
 //! feature). Neither format can be written: `COPY ... STORED AS ORC` fails with DataFusion's
@@ -38,7 +40,9 @@ use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStor
 use datafusion::prelude::SessionContext;
 pub use datafusion_orc::{OrcFormat, OrcReadOptions, SessionContextOrcExt};
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::client::ReqwestConnector;
+use parking_lot::Mutex;
+use strata_engine::storage::StoreUrl;
 use url::Url;
 
 use crate::functions::string_arg;
@@ -62,11 +66,15 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
 }
 
 /// The object-store registry of a session: DataFusion's default one (local files, stores
-/// registered by hand), plus an S3 store per bucket for `s3://` and `s3a://` URLs, built from
-/// the environment the first time a URL of the bucket is used.
+/// registered by hand), plus a store per bucket for object-store URLs ([`StoreUrl`]: `s3://`,
+/// `gs://`, `az://`, ...), built from the environment the first time a URL of the bucket is
+/// used.
 #[derive(Debug, Default)]
 pub struct ObjectStores {
     inner: DefaultObjectStoreRegistry,
+    /// Stores built for object-store URLs, by [`StoreUrl::root`] (which, unlike DataFusion's
+    /// registry key, keeps the container of `abfs://container@account.host` URLs).
+    built: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
 impl ObjectStores {
@@ -93,22 +101,20 @@ impl ObjectStoreRegistry for ObjectStores {
         if let Ok(store) = self.inner.get_store(url) {
             return Ok(store);
         }
-        match url.scheme() {
-            "s3" | "s3a" => {
-                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
-                    DataFusionError::Plan(format!("{url}: an s3:// URL needs a bucket name"))
-                })?;
-                let store: Arc<dyn ObjectStore> = Arc::new(
-                    AmazonS3Builder::from_env()
-                        .with_bucket_name(bucket)
-                        .build()
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
-                );
-                self.inner.register_store(url, Arc::clone(&store));
-                Ok(store)
-            }
-            _ => self.inner.get_store(url),
+        if !strata_engine::storage::is_url(Path::new(url.as_str())) {
+            return self.inner.get_store(url);
         }
+        let parsed =
+            StoreUrl::parse(url.as_str()).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let mut built = self.built.lock();
+        if let Some(store) = built.get(parsed.root()) {
+            return Ok(Arc::clone(store));
+        }
+        let store = parsed
+            .build_store(ReqwestConnector::default())
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        built.insert(parsed.root().to_string(), Arc::clone(&store));
+        Ok(store)
     }
 }
 

@@ -1,12 +1,26 @@
 //! Where a database's objects live: a local directory, or a prefix of an object store
-//! (`s3://bucket/prefix`), and every read and write of the manifest, `CURRENT`, SST and
-//! deletion-vector objects.
+//! (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`), and every read and
+//! write of the manifest, `CURRENT`, SST and deletion-vector objects.
 //!
 //! A database is named by a path; a path that starts with a URL scheme this module knows
-//! ([`is_url`]: `s3://`, `s3a://`) names a database on object storage. Credentials, region and
-//! endpoint come from the environment as `object_store`'s `AmazonS3Builder::from_env` reads
-//! them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
-//! `AWS_ALLOW_HTTP`, ...).
+//! ([`is_url`], [`StoreUrl`]) names a database on object storage:
+//!
+//! | scheme | store | settings read from the environment by |
+//! |---|---|---|
+//! | `s3://`, `s3a://` | Amazon S3 and S3-compatible | `AmazonS3Builder::from_env` (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...) |
+//! | `gs://` | Google Cloud Storage | `GoogleCloudStorageBuilder::from_env` (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`, ...; else the instance metadata server) |
+//! | `az://`, `azure://`, `adl://`, `abfs://`, `abfss://` | Azure Blob Storage | `MicrosoftAzureBuilder::from_env` (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_KEY`, `AZURE_STORAGE_USE_EMULATOR`, ...) |
+//!
+//! These are the schemes `object_store`'s own URL parsing (`ObjectStoreScheme::parse`) maps
+//! to those three stores, and each store's builder reads the URL itself (`with_url`: the
+//! bucket or container, and for `abfs[s]://container@account.dfs.core.windows.net/...` the
+//! account); the part after the bucket is the database's prefix in it. One code path builds
+//! all three ([`StoreUrl::build_store`]), for databases and for the SQL layer's external
+//! tables and `COPY` targets alike. A database needs conditional puts (below); `object_store`
+//! 0.13 sends them to S3 (`If-None-Match: *`, `If-Match`), GCS (`x-goog-if-generation-match`)
+//! and Azure (`If-None-Match: *`, `If-Match`). A store configured without them (S3 with
+//! `AWS_CONDITIONAL_PUT=disabled`) fails the open, the first commit, with an error saying so:
+//! a database never runs there unfenced.
 //!
 //! ## Object layout
 //!
@@ -87,10 +101,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
     SpawnedReqwestConnector,
 };
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -112,13 +128,190 @@ pub const REMOTE_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Least bytes of a multipart-upload part an S3-compatible store accepts (but the last).
 pub const REMOTE_MIN_PART_BYTES: usize = 5 << 20;
 
-/// URL schemes naming a database on object storage.
-const SCHEMES: [&str; 2] = ["s3://", "s3a://"];
+/// The kinds of object store a database (or an external table) can live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Amazon S3 and S3-compatible stores.
+    S3,
+    /// Google Cloud Storage.
+    Gcs,
+    /// Azure Blob Storage (and Data Lake Storage Gen2).
+    Azure,
+}
+
+impl StoreKind {
+    /// The store's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::S3 => "S3",
+            StoreKind::Gcs => "Google Cloud Storage",
+            StoreKind::Azure => "Azure Blob Storage",
+        }
+    }
+
+    /// The main environment variables the store's builder reads, for messages.
+    pub fn settings(self) -> &'static str {
+        match self {
+            StoreKind::S3 => {
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT, AWS_ALLOW_HTTP"
+            }
+            StoreKind::Gcs => {
+                "GOOGLE_SERVICE_ACCOUNT (a key file), GOOGLE_SERVICE_ACCOUNT_KEY (its JSON), \
+                 GOOGLE_APPLICATION_CREDENTIALS; else the instance metadata server"
+            }
+            StoreKind::Azure => {
+                "AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, \
+                 AZURE_STORAGE_USE_EMULATOR"
+            }
+        }
+    }
+}
+
+/// URL schemes naming a database on object storage, and their stores: those
+/// `object_store::ObjectStoreScheme::parse` maps to S3, GCS and Azure.
+const SCHEMES: [(&str, StoreKind); 8] = [
+    ("s3", StoreKind::S3),
+    ("s3a", StoreKind::S3),
+    ("gs", StoreKind::Gcs),
+    ("az", StoreKind::Azure),
+    ("azure", StoreKind::Azure),
+    ("adl", StoreKind::Azure),
+    ("abfs", StoreKind::Azure),
+    ("abfss", StoreKind::Azure),
+];
+
+/// The store kind of a URL scheme (lower case, as `url` gives it).
+fn scheme_kind(scheme: &str) -> Option<StoreKind> {
+    SCHEMES
+        .iter()
+        .find(|(name, _)| *name == scheme)
+        .map(|(_, kind)| *kind)
+}
 
 /// True when `path` is an object-store URL (such as `s3://bucket/prefix`), not a directory.
 pub fn is_url(path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|s| SCHEMES.iter().any(|scheme| s.starts_with(scheme)))
+    path.to_str().is_some_and(|s| {
+        s.split_once("://")
+            .is_some_and(|(scheme, _)| scheme_kind(&scheme.to_ascii_lowercase()).is_some())
+    })
+}
+
+/// An object-store URL: the store it names, its bucket (container) and the prefix in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    kind: StoreKind,
+    /// `scheme://[user@]host`: what the store's builder is given.
+    root: String,
+    /// The path after the bucket, without leading or trailing `/` (may be empty).
+    prefix: String,
+}
+
+impl StoreUrl {
+    /// Parses `text` (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+    /// `abfss://container@account.dfs.core.windows.net/prefix`, ...).
+    pub fn parse(text: &str) -> Result<Self> {
+        let invalid = |m: &str| Error::InvalidArgument(format!("object-store URL {text}: {m}"));
+        let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+        let known = SCHEMES
+            .iter()
+            .map(|(name, _)| format!("{name}://"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let kind = scheme_kind(url.scheme())
+            .ok_or_else(|| invalid(&format!("unsupported scheme (use one of {known})")))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no bucket name"));
+        }
+        if url.password().is_some() || (!url.username().is_empty() && kind != StoreKind::Azure) {
+            return Err(invalid(
+                "credentials in the URL are not read (they come from the environment)",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("a query or fragment is not part of a store URL"));
+        }
+        if url.port().is_some() {
+            return Err(invalid(
+                "a port is not part of a store URL (set the endpoint in the environment)",
+            ));
+        }
+        let (_, path) =
+            object_store::ObjectStoreScheme::parse(&url).map_err(|e| invalid(&e.to_string()))?;
+        let root = format!(
+            "{}://{}",
+            url.scheme(),
+            &url[url::Position::BeforeUsername..url::Position::AfterHost]
+        );
+        Ok(StoreUrl {
+            kind,
+            root,
+            prefix: path.as_ref().trim_matches('/').to_string(),
+        })
+    }
+
+    /// The store the URL names.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// `scheme://bucket` (`scheme://container@account.host` for such Azure URLs).
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The path inside the bucket (no leading or trailing `/`; empty for the whole bucket).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The URL, normalized: `root/prefix`.
+    pub fn display(&self) -> String {
+        match self.prefix.as_str() {
+            "" => self.root.clone(),
+            p => format!("{}/{p}", self.root),
+        }
+    }
+
+    /// The store of the URL's bucket (not scoped to the prefix), its settings and credentials
+    /// read from the environment by the store's `from_env` builder, its requests sent through
+    /// `connector` and retried as [`REMOTE_MAX_RETRIES`] and [`REMOTE_RETRY_TIMEOUT`] say.
+    /// Building sends no request; a missing setting the store cannot do without (a bucket, an
+    /// Azure account) is an error here, missing credentials at the first request.
+    pub fn build_store<C: HttpConnector>(&self, connector: C) -> Result<Arc<dyn ObjectStore>> {
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: REMOTE_MAX_RETRIES,
+            retry_timeout: REMOTE_RETRY_TIMEOUT,
+        };
+        macro_rules! build {
+            ($builder:expr) => {
+                $builder
+                    .with_url(self.root.as_str())
+                    .with_http_connector(connector)
+                    .with_retry(retry)
+                    .build()
+                    .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+            };
+        }
+        let built = match self.kind {
+            StoreKind::S3 => build!(AmazonS3Builder::from_env()),
+            StoreKind::Gcs => build!(GoogleCloudStorageBuilder::from_env()),
+            StoreKind::Azure => build!(MicrosoftAzureBuilder::from_env()),
+        };
+        built.map_err(|e| {
+            Error::InvalidArgument(format!(
+                "object-store URL {}: cannot set up {}: {e} (settings come from the \
+                 environment: {})",
+                self.display(),
+                self.kind.name(),
+                self.kind.settings()
+            ))
+        })
+    }
 }
 
 /// The version of an object a conditional put compares against (its e-tag and, where the
@@ -169,8 +362,13 @@ impl Drop for IoRuntime {
 enum Place {
     /// A local directory.
     Local(PathBuf),
-    /// An object store (already scoped to the database's prefix) and its I/O runtime.
-    Remote { url: String, io: Arc<IoRuntime> },
+    /// An object store (already scoped to the database's prefix), its kind and its I/O
+    /// runtime.
+    Remote {
+        url: String,
+        kind: StoreKind,
+        io: Arc<IoRuntime>,
+    },
 }
 
 /// The objects of one database (cheap to clone: shared handles).
@@ -208,19 +406,10 @@ impl Storage {
         })
     }
 
-    /// The storage of the database at object-store URL `url` (`s3://bucket/prefix`), with
-    /// credentials and endpoint from the environment.
+    /// The storage of the database at object-store URL `url` ([`StoreUrl`]), with settings
+    /// and credentials from the environment.
     pub fn open_url(url: &str, faults: Option<Arc<FaultInjector>>) -> Result<Self> {
-        let invalid = |m: &str| Error::InvalidArgument(format!("database URL {url}: {m}"));
-        let rest = SCHEMES
-            .iter()
-            .find_map(|scheme| url.strip_prefix(scheme))
-            .ok_or_else(|| invalid("unsupported scheme (use s3://bucket/prefix)"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(invalid("no bucket name"));
-        }
-        let prefix = prefix.trim_matches('/');
+        let parsed = StoreUrl::parse(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("strata-io")
@@ -232,31 +421,17 @@ impl Storage {
             inner: SpawnedReqwestConnector::new(io.handle().clone()),
             faults: faults.clone(),
         };
-        let s3 = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_http_connector(connector)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(50),
-                    max_backoff: Duration::from_secs(2),
-                    base: 2.0,
-                },
-                max_retries: REMOTE_MAX_RETRIES,
-                retry_timeout: REMOTE_RETRY_TIMEOUT,
-            })
-            .build()
-            .map_err(|e| invalid(&e.to_string()))?;
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
-        } else {
-            Arc::new(PrefixStore::new(s3, prefix))
-        };
-        let display = match prefix {
-            "" => format!("s3://{bucket}"),
-            p => format!("s3://{bucket}/{p}"),
+        let bucket = parsed.build_store(connector)?;
+        let store: Arc<dyn ObjectStore> = match parsed.prefix() {
+            "" => bucket,
+            prefix => Arc::new(PrefixStore::new(bucket, prefix)),
         };
         Ok(Storage {
-            place: Arc::new(Place::Remote { url: display, io }),
+            place: Arc::new(Place::Remote {
+                url: parsed.display(),
+                kind: parsed.kind(),
+                io,
+            }),
             store,
             faults,
             metrics: Arc::default(),
@@ -288,6 +463,31 @@ impl Storage {
     /// True for a database on an object store.
     pub fn is_remote(&self) -> bool {
         matches!(*self.place, Place::Remote { .. })
+    }
+
+    /// The kind of object store of a database on one (`None`: a local database).
+    pub fn store_kind(&self) -> Option<StoreKind> {
+        match &*self.place {
+            Place::Local(_) => None,
+            Place::Remote { kind, .. } => Some(*kind),
+        }
+    }
+
+    /// `error` of a request of a database on object storage, with a note of where the
+    /// store's settings and credentials come from (a missing or wrong credential shows up as
+    /// the failure of the first request); other errors as they are.
+    pub fn with_settings_note(&self, error: Error) -> Error {
+        match (error, self.store_kind()) {
+            (Error::ObjectStore { path, message }, Some(kind)) => Error::ObjectStore {
+                path,
+                message: format!(
+                    "{message} (settings and credentials of {} come from the environment: {})",
+                    kind.name(),
+                    kind.settings()
+                ),
+            },
+            (error, _) => error,
+        }
     }
 
     /// The local directory of a local database.
@@ -347,7 +547,7 @@ impl Storage {
     ) -> Result<T> {
         match &*self.place {
             Place::Local(_) => Ok(futures::executor::block_on(future)),
-            Place::Remote { url, io } => futures::executor::block_on(io.handle().spawn(future))
+            Place::Remote { url, io, .. } => futures::executor::block_on(io.handle().spawn(future))
                 .map_err(|e| Error::ObjectStore {
                     path: url.clone(),
                     message: format!("request task failed: {e}"),
@@ -412,6 +612,17 @@ impl Storage {
             Ok(put) => Ok(PutOutcome::Written(ObjectVersion::from(put))),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::Conflict),
+            Err(
+                e @ (object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. }),
+            ) => Err(Error::ObjectStore {
+                path: object_path.to_string(),
+                message: format!(
+                    "this store does not take conditional puts, which a database on object \
+                     storage needs so that two writers can never both commit (for S3: leave \
+                     AWS_CONDITIONAL_PUT unset, or set it to etag): {e}"
+                ),
+            }),
             Err(e) => Err(store_error(object_path, e)),
         }
     }
@@ -638,29 +849,124 @@ mod tests {
 
     #[test]
     fn urls_are_told_from_directories() {
-        assert!(is_url(Path::new("s3://bucket/prefix")));
-        assert!(is_url(Path::new("s3a://bucket")));
-        assert!(!is_url(Path::new("data/s3:")));
-        assert!(!is_url(Path::new("/tmp/db")));
+        for url in [
+            "s3://bucket/prefix",
+            "s3a://bucket",
+            "gs://bucket/prefix",
+            "az://container/prefix",
+            "azure://container",
+            "adl://container/p",
+            "abfs://container/p",
+            "abfss://container@account.dfs.core.windows.net/p",
+            "GS://bucket/p",
+        ] {
+            assert!(is_url(Path::new(url)), "{url}");
+        }
+        for path in [
+            "data/s3:",
+            "/tmp/db",
+            "file:///tmp/db",
+            "http://host/x",
+            "gcs://b/p",
+        ] {
+            assert!(!is_url(Path::new(path)), "{path}");
+        }
         assert!(Storage::open_url("s3:///x", None).is_err());
     }
 
+    /// The store kind, bucket root and prefix of each accepted URL form, and the URLs
+    /// refused with a message (no store is built, no request sent).
     #[test]
-    fn requests_map_to_operations() {
-        use http::Method;
-        assert_eq!(
-            request_op(&Method::PUT, "/b/p/CURRENT"),
-            IoOp::ManifestWrite
-        );
-        assert_eq!(
-            request_op(&Method::PUT, "/b/p/MANIFEST-000002"),
-            IoOp::ManifestWrite
-        );
-        assert_eq!(
-            request_op(&Method::POST, "/b/p/sst/t000001/000000000003.parquet"),
-            IoOp::SstWrite
-        );
-        assert_eq!(request_op(&Method::GET, "/b/p/CURRENT"), IoOp::SstRead);
-        assert_eq!(request_op(&Method::DELETE, "/b/p/x"), IoOp::Delete);
+    fn store_urls_name_their_store_bucket_and_prefix() {
+        let cases = [
+            ("s3://bucket/a/b", StoreKind::S3, "s3://bucket", "a/b"),
+            ("s3a://bucket/", StoreKind::S3, "s3a://bucket", ""),
+            ("s3://bucket", StoreKind::S3, "s3://bucket", ""),
+            ("gs://my-bucket/db/", StoreKind::Gcs, "gs://my-bucket", "db"),
+            ("gs://b/x%20y/z", StoreKind::Gcs, "gs://b", "x y/z"),
+            (
+                "az://container/wh/db",
+                StoreKind::Azure,
+                "az://container",
+                "wh/db",
+            ),
+            (
+                "azure://container/db",
+                StoreKind::Azure,
+                "azure://container",
+                "db",
+            ),
+            (
+                "adl://container/db",
+                StoreKind::Azure,
+                "adl://container",
+                "db",
+            ),
+            (
+                "abfs://container/db",
+                StoreKind::Azure,
+                "abfs://container",
+                "db",
+            ),
+            (
+                "abfss://fs@account.dfs.core.windows.net/db",
+                StoreKind::Azure,
+                "abfss://fs@account.dfs.core.windows.net",
+                "db",
+            ),
+        ];
+        for (text, kind, root, prefix) in cases {
+            let url = StoreUrl::parse(text).unwrap();
+            assert_eq!(
+                (url.kind(), url.root(), url.prefix()),
+                (kind, root, prefix),
+                "{text}"
+            );
+        }
+        assert_eq!(StoreUrl::parse("gs://b/p/").unwrap().display(), "gs://b/p");
+        let refused = [
+            ("gs:///p", "no bucket name"),
+            ("s3://key:secret@bucket/p", "credentials in the URL"),
+            ("gs://user@bucket/p", "credentials in the URL"),
+            ("s3://bucket/p?versionId=1", "query or fragment"),
+            ("s3://bucket:9000/p", "port"),
+            ("gcs://bucket/p", "unsupported scheme"),
+            ("file:///tmp/db", "unsupported scheme"),
+        ];
+        for (text, message) in refused {
+            let err = StoreUrl::parse(text).unwrap_err().to_string();
+            assert!(err.contains(message) && err.contains(text), "{text}: {err}");
+        }
+    }
+
+    /// Building each kind of store from a URL takes the URL's bucket (container, account) as
+    /// the store's builder parses it and sends no request; an Azure URL naming no account,
+    /// with none in the environment, is refused at once, the message naming the settings.
+    #[test]
+    fn stores_are_built_from_urls_without_requests() {
+        let connector = object_store::client::ReqwestConnector::default;
+        for (text, shown) in [
+            ("s3://bucket/p", "bucket"),
+            ("gs://bucket/p", "bucket"),
+            ("abfss://fs@account.dfs.core.windows.net/p", "account"),
+        ] {
+            let store = StoreUrl::parse(text)
+                .unwrap()
+                .build_store(connector())
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(store.to_string().contains(shown), "{text}: {store}");
+        }
+        if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+            let err = StoreUrl::parse("az://container/p")
+                .unwrap()
+                .build_store(connector())
+                .err()
+                .expect("no Azure account")
+                .to_string();
+            assert!(
+                err.contains("Azure Blob Storage") && err.contains("AZURE_STORAGE_ACCOUNT_NAME"),
+                "{err}"
+            );
+        }
     }
 }

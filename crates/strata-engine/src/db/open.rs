@@ -68,7 +68,8 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
             None
         };
         let store = store.with_reads(Arc::clone(&metrics), disk_cache);
-        let manifest = Manifest::open_remote(&store, options.create_if_missing, faults.clone())?
+        let manifest = Manifest::open_remote(&store, options.create_if_missing, faults.clone())
+            .map_err(|e| store.with_settings_note(e))?
             .ok_or_else(|| Error::DatabaseNotFound(path.to_path_buf()))?;
         (lock_file, manifest, store, local.join("wal"))
     } else {
