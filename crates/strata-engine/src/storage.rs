@@ -960,8 +960,7 @@ mod tests {
             let err = StoreUrl::parse("az://container/p")
                 .unwrap()
                 .build_store(connector())
-                .err()
-                .expect("no Azure account")
+                .expect_err("no Azure account")
                 .to_string();
             assert!(
                 err.contains("Azure Blob Storage") && err.contains("AZURE_STORAGE_ACCOUNT_NAME"),
