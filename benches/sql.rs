@@ -62,8 +62,10 @@
 //! (writer pace `STRATA_BENCH_LIVE_RATE` rows/s, default 20,000).
 //!
 //! Object storage (`benches/sql/s3.rs`): `STRATA_BENCH_S3=1` runs only Q1-Q8 and
-//! `readrandom` on a database on a `moto` S3 server on loopback against local disk, cold and
-//! warm cache, with GET requests and bytes (`target/bench-results/sql-s3.md`).
+//! `readrandom` on a database on a `moto` S3 server on loopback (or the store
+//! `STRATA_BENCH_STORE_URL` names) against local disk, cold and warm cache, with GET requests
+//! and bytes, and the local WAL's fdatasync against one PUT per group-commit window
+//! (`target/bench-results/sql-s3.md`).
 //!
 //! Prints markdown and writes it to `target/bench-results/sql.md`, with EXPLAIN ANALYZE of
 //! (a), (b) and (c) for each query that misses a target. Exits with status 1 when a correctness

@@ -14,17 +14,30 @@
 //!   100-byte values as in `benches/kv.rs`) written in random order, flushed and compacted;
 //!   then N/2 point lookups of random existing keys, ops/s, local and S3 cold, disk, warm as
 //!   above (one round each).
-//! * The WAL question: the latency of one write acknowledged by the local WAL
-//!   (`SyncMode::Always`, one `fdatasync`) against one PUT of a 4 KiB object to the store (what
-//!   a WAL on object storage pays once per group-commit window), medians of 200.
+//! * The WAL question, per group-commit window of 4 KiB, 64 KiB and 1 MiB of WAL bytes: what
+//!   the local WAL pays to make a window durable (append the bytes to a file in the local WAL
+//!   directory, then `fdatasync`, as `SyncMode::Always` does) against what a WAL on the object
+//!   store would pay (one conditional PUT, `If-None-Match: *`, of a new object holding the
+//!   window, through the engine's own `Storage`: the same HTTP client, retries and I/O
+//!   runtime as its commits). Median and p99 of `STRATA_BENCH_S3_WAL_SAMPLES` (default 200)
+//!   of each, and the single writer's ceiling they imply: commits/s = 1 / median, and
+//!   bytes/s. Also one `put` through the engine with `SyncMode::Always`, for reference.
 //!
-//! moto is a Python server: its per-request latency and throughput are far from S3's, so the
-//! figures compare the engine's request counts and the cost of its caches on one machine; the
-//! request and byte counts are what carries over. Writes `target/bench-results/sql-s3.md`.
+//! The store: `moto` on loopback, started here, unless `STRATA_BENCH_STORE_URL` names another
+//! (`s3://bucket/prefix`, `gs://...`, `az://...`; settings and credentials from the usual
+//! `AWS_*`, `GOOGLE_*`, `AZURE_*` variables, as for any database URL): then everything runs
+//! under a fresh prefix below it, deleted at the end. moto is a Python server on the same
+//! machine: its per-request latency and throughput are far from S3's (no network, no
+//! replication before the answer), so its figures compare the engine's request counts and
+//! the cost of its caches on one machine; the request and byte counts are what carries over,
+//! and a real store's latencies are measured by pointing `STRATA_BENCH_STORE_URL` at it.
+//! Writes `target/bench-results/sql-s3.md`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use strata_engine::SyncMode;
+use strata_engine::storage::{PutCondition, PutOutcome, Storage};
 
 use super::*;
 
@@ -85,6 +98,62 @@ impl Remote {
     }
 }
 
+/// Where the databases of the run live: buckets on the loopback moto server, or prefixes
+/// under `STRATA_BENCH_STORE_URL`.
+enum Target {
+    Moto { endpoint: &'static str },
+    External { run: String },
+}
+
+impl Target {
+    fn from_env() -> BoxResult<Self> {
+        match std::env::var("STRATA_BENCH_STORE_URL") {
+            Ok(url) if !url.trim().is_empty() => {
+                let base = strata_engine::storage::StoreUrl::parse(url.trim())?;
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs();
+                Ok(Target::External {
+                    run: format!(
+                        "{}/strata-bench-{stamp}-{}",
+                        base.display(),
+                        std::process::id()
+                    ),
+                })
+            }
+            _ => Ok(Target::Moto {
+                endpoint: s3_server::server(),
+            }),
+        }
+    }
+
+    /// The URL of a fresh location named `name`.
+    fn location(&self, name: &str) -> String {
+        match self {
+            Target::Moto { .. } => format!("s3://{}/{name}", s3_server::bucket(name)),
+            Target::External { run } => format!("{run}/{name}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Moto { endpoint } => format!("moto on loopback, {endpoint}"),
+            Target::External { run } => format!("{run}, from STRATA_BENCH_STORE_URL"),
+        }
+    }
+
+    /// Deletes what the run wrote to an external store (moto's buckets go with the server).
+    fn clean_up(&self) -> BoxResult<()> {
+        if let Target::External { run } = self {
+            let storage = Storage::open_url(run, None)?;
+            for object in storage.list("")? {
+                storage.delete(&object)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One query's figures on S3: (time, fetched) of the cold, disk and warm runs.
 struct S3Query {
     name: &'static str,
@@ -106,7 +175,7 @@ pub fn run_s3(
     only: &Option<Vec<String>>,
     base: &str,
 ) -> BoxResult<bool> {
-    let endpoint = s3_server::server();
+    let target = Target::from_env()?;
     let cold_runs = env_u64("STRATA_BENCH_S3_COLD_RUNS", 3)?.max(1) as usize;
     let kv_n = env_u64("STRATA_BENCH_S3_KV_N", 1_000_000)?;
     let dir = tempfile::tempdir_in(base)?;
@@ -120,7 +189,10 @@ pub fn run_s3(
             log.push('\n');
         }};
     }
-    say!("# SQL and readrandom on object storage (moto on loopback, {endpoint})\n");
+    say!(
+        "# SQL and readrandom on object storage ({})\n",
+        target.describe()
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -140,7 +212,7 @@ pub fn run_s3(
     );
     drop(table);
     let remote = Remote {
-        url: format!("s3://{}/bench", s3_server::bucket("bench")),
+        url: target.location("bench"),
         local: dir.path().join("s3-local"),
         options: options.clone(),
     };
@@ -253,9 +325,10 @@ pub fn run_s3(
     drop(local);
 
     if kv_n > 0 {
-        ok &= readrandom(kv_n, dir.path(), &options, &mut log)?;
+        ok &= readrandom(kv_n, &target, dir.path(), &options, &mut log)?;
     }
-    wal_latency(dir.path(), &mut log)?;
+    wal_latency(&target, dir.path(), &mut log)?;
+    target.clean_up()?;
 
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     std::fs::create_dir_all(&out_dir)?;
@@ -320,7 +393,13 @@ fn lookups(db: &Db, n: u64, seed: u64) -> BoxResult<(f64, Fetched)> {
     Ok((count as f64 / elapsed.as_secs_f64(), fetched))
 }
 
-fn readrandom(n: u64, dir: &Path, options: &Options, log: &mut String) -> BoxResult<bool> {
+fn readrandom(
+    n: u64,
+    target: &Target,
+    dir: &Path,
+    options: &Options,
+    log: &mut String,
+) -> BoxResult<bool> {
     let local_dir = dir.join("kv-local");
     let db = Db::open(&local_dir, options.clone())?;
     let t = Instant::now();
@@ -331,7 +410,7 @@ fn readrandom(n: u64, dir: &Path, options: &Options, log: &mut String) -> BoxRes
     let local_bytes = db.kv("kv")?.table().stats().sst_bytes;
     db.close()?;
     let remote = Remote {
-        url: format!("s3://{}/kv", s3_server::bucket("kv")),
+        url: target.location("kv"),
         local: dir.join("kv-s3-local"),
         options: options.clone(),
     };
@@ -381,7 +460,99 @@ fn readrandom(n: u64, dir: &Path, options: &Options, log: &mut String) -> BoxRes
 
 // ---- the WAL question ------------------------------------------------------------------
 
-fn wal_latency(dir: &Path, log: &mut String) -> BoxResult<()> {
+/// The group-commit windows compared, in bytes of WAL records made durable at once.
+const WAL_WINDOWS: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];
+
+/// Latencies of one way of making a window durable.
+struct Durability {
+    median: Duration,
+    p99: Duration,
+}
+
+impl Durability {
+    fn of(samples: Vec<Duration>) -> Self {
+        Durability {
+            p99: percentile(samples.clone(), 99),
+            median: median(samples),
+        }
+    }
+
+    /// `| median | p99 | commits/s | MB/s |` cells for a window of `bytes`.
+    fn cells(&self, bytes: usize) -> String {
+        let seconds = self.median.as_secs_f64();
+        format!(
+            "{:.3} | {:.3} | {:.0} | {:.1}",
+            ms(self.median),
+            ms(self.p99),
+            1.0 / seconds,
+            bytes as f64 / seconds / 1e6
+        )
+    }
+}
+
+fn window_label(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+/// Appends `window` to a file in `wal_dir` and `fdatasync`s it, `samples` times (after three
+/// unmeasured appends): the local WAL's cost of a durable window.
+fn local_windows(wal_dir: &Path, window: &bytes::Bytes, samples: usize) -> BoxResult<Durability> {
+    std::fs::create_dir_all(wal_dir)?;
+    let path = wal_dir.join(format!("window-{}.log", window.len()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + 3 {
+        let start = Instant::now();
+        file.write_all(window)?;
+        file.sync_data()?;
+        if i >= 3 {
+            times.push(start.elapsed());
+        }
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(Durability::of(times))
+}
+
+/// One create-if-absent PUT of a new object holding `window`, `samples` times (after three
+/// unmeasured ones), through the engine's storage: an object-store WAL's cost of a durable
+/// window. The objects are deleted after.
+fn remote_windows(
+    storage: &Storage,
+    window: &bytes::Bytes,
+    samples: usize,
+) -> BoxResult<Durability> {
+    let mut times = Vec::with_capacity(samples);
+    let mut written = Vec::with_capacity(samples + 3);
+    for i in 0..samples + 3 {
+        let name = format!("wal-{}/{i:06}.log", window.len());
+        let start = Instant::now();
+        let outcome = storage.put_if(&name, window.clone(), PutCondition::Create)?;
+        let elapsed = start.elapsed();
+        if let PutOutcome::Conflict = outcome {
+            return Err(format!("WAL window object {name} already existed").into());
+        }
+        if i >= 3 {
+            times.push(elapsed);
+        }
+        written.push(name);
+    }
+    for name in written {
+        storage.delete(&name)?;
+    }
+    Ok(Durability::of(times))
+}
+
+fn wal_latency(target: &Target, dir: &Path, log: &mut String) -> BoxResult<()> {
+    let samples = env_u64("STRATA_BENCH_S3_WAL_SAMPLES", 200)?.max(1) as usize;
+    // For reference: one put through the engine, acknowledged after the WAL's fdatasync.
     const WRITES: usize = 200;
     let db = Db::open(
         dir.join("wal-local"),
@@ -391,32 +562,56 @@ fn wal_latency(dir: &Path, log: &mut String) -> BoxResult<()> {
         },
     )?;
     let kv = db.kv("kv")?;
-    let mut local = Vec::with_capacity(WRITES);
+    let mut engine = Vec::with_capacity(WRITES);
     for i in 0..WRITES as u64 {
         let start = Instant::now();
         kv.put(kv_key(i), kv_value(i))?;
-        local.push(start.elapsed());
+        engine.push(start.elapsed());
     }
     drop(kv);
     db.close()?;
-    let url = format!("s3://{}/wal", s3_server::bucket("wal"));
-    let storage = strata_engine::storage::Storage::open_url(&url, None)?;
-    let payload = bytes::Bytes::from(vec![7u8; 4096]);
-    let mut remote = Vec::with_capacity(WRITES);
-    for i in 0..WRITES {
-        let start = Instant::now();
-        storage.put(&format!("wal/{i:06}.log"), payload.clone())?;
-        remote.push(start.elapsed());
+    let engine = Durability::of(engine);
+
+    let storage = Storage::open_url(&target.location("wal"), None)?;
+    let wal_dir = dir.join("wal-windows");
+    let mut rows = Vec::new();
+    for &bytes in &WAL_WINDOWS {
+        let window = bytes::Bytes::from(
+            (0..bytes)
+                .map(|i| (splitmix64(i as u64) & 0xff) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let local = local_windows(&wal_dir, &window, samples)?;
+        let remote = remote_windows(&storage, &window, samples)?;
+        println!(
+            "WAL window {}: local append + fdatasync {:.3} ms median, PUT {:.3} ms median",
+            window_label(bytes),
+            ms(local.median),
+            ms(remote.median)
+        );
+        rows.push(format!(
+            "| {} | {} | {} |",
+            window_label(bytes),
+            local.cells(bytes),
+            remote.cells(bytes)
+        ));
     }
     let text = format!(
-        "\n## A write acknowledged by the local WAL against one PUT to the store\n\n\
-         | | median (ms) | p90 (ms) |\n|---|---:|---:|\n\
-         | local WAL, `SyncMode::Always` (one put, one fdatasync) | {:.3} | {:.3} |\n\
-         | one 4 KiB PUT to moto on loopback | {:.3} | {:.3} |",
-        ms(median(local.clone())),
-        ms(p90(local)),
-        ms(median(remote.clone())),
-        ms(p90(remote)),
+        "\n## The WAL: a durable group-commit window on the local disk against one PUT\n\n\
+         Per window of WAL bytes, {samples} samples: the local WAL (append to a file in the \
+         local WAL directory, then fdatasync) against an object-store WAL (one PUT with \
+         `If-None-Match: *` of a new object holding the window, through the engine's storage). \
+         commits/s = 1 / median: the ceiling of one writer waiting for each window; MB/s = \
+         window / median.\n\n\
+         | window | local median (ms) | local p99 (ms) | local commits/s | local MB/s \
+         | PUT median (ms) | PUT p99 (ms) | PUT commits/s | PUT MB/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n{}\n\n\
+         For reference, one `put` of a 16-byte key and 100-byte value through the engine with \
+         `SyncMode::Always` (a WAL append and fdatasync per write): {:.3} ms median, {:.3} ms \
+         p99 ({WRITES} writes).",
+        rows.join("\n"),
+        ms(engine.median),
+        ms(engine.p99),
     );
     println!("{text}");
     log.push_str(&text);
@@ -424,7 +619,10 @@ fn wal_latency(dir: &Path, log: &mut String) -> BoxResult<()> {
     Ok(())
 }
 
-fn p90(mut values: Vec<Duration>) -> Duration {
+/// The `p`-th percentile (nearest rank) of `values`.
+fn percentile(mut values: Vec<Duration>, p: usize) -> Duration {
+    debug_assert!(!values.is_empty() && p <= 100);
     values.sort();
-    values[values.len() * 9 / 10]
+    let rank = (values.len() * p).div_ceil(100).max(1);
+    values[rank - 1]
 }

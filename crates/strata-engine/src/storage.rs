@@ -59,14 +59,15 @@
 //! flush fails with [`crate::Error::Fenced`]). An object-store WAL, which would let the newer
 //! writer replay them and fence at write time, is not implemented.
 //!
-//! The two costs, measured (`benches/README.md`, "Object storage"; `STRATA_BENCH_S3=1 cargo
-//! bench --bench sql`): a write acknowledged by the local WAL with `SyncMode::Always` costs one
-//! `fdatasync`, 1.5–4.0 ms median in two runs on the benchmark machine's disk (I/O-bound
-//! figures, from a dev-profile build of the benchmark); a WAL on the store would pay one PUT
-//! per group-commit window, 3.1–5.5 ms median for 4 KiB to `moto` on loopback in the same runs,
-//! a lower bound of what a real S3 PUT costs (tens of milliseconds over a network), and every
-//! write of the window would wait for it. The local WAL is therefore the default and
-//! only mode; its price is the durability window described above.
+//! The two costs, measured (`benches/README.md`, "The WAL on object storage";
+//! `STRATA_BENCH_S3=1 cargo bench --bench sql`), per group-commit window of 4 KiB to 1 MiB:
+//! the local WAL makes a window durable with an append and one `fdatasync`, a flat ~4.0 ms
+//! median on the benchmark machine's disk whatever the size (~250 windows/s for one writer);
+//! a WAL on the store would pay one create-if-absent PUT per window, 3.9–6.1 ms at 4 KiB,
+//! 5.3–5.5 ms at 64 KiB and 9.2–9.4 ms at 1 MiB median to `moto` on loopback through this
+//! module's client (no network, no replication: a floor, where AWS gives tens of milliseconds
+//! for a small S3 PUT), and every write of the window would wait for it. The local WAL is
+//! therefore the default and only mode; its price is the durability window described above.
 //!
 //! ## Requests
 //!
