@@ -3,8 +3,10 @@
 //! over a local directory and over the loopback S3 server (`moto`, see
 //! `crates/strata-engine/tests/s3_server`).
 //! The answers are the local ones; compaction during a query deletes nothing the query reads
-//! (the query's lease); a worker killed before its tasks run fails the query with an error,
-//! never a hang; `strata --workers` runs a query through the shell.
+//! (the query's lease, renewed while the query runs); a worker killed before its tasks run,
+//! or while its task streams rows to the coordinator, fails the query with an error naming
+//! the worker, never a hang, and the session answers again; `strata --workers` runs a query
+//! through the shell.
 
 #[path = "../crates/strata-engine/tests/s3_server/mod.rs"]
 mod s3_server;
@@ -70,6 +72,27 @@ const QUERIES: &[&str] = &[
     "SELECT count(DISTINCT user_id) FROM events WHERE amount > 100",
     "SELECT user_id, max(amount) FROM events GROUP BY user_id ORDER BY user_id LIMIT 5",
 ];
+
+/// The `expires_at_ms` of each lease on the database's storage.
+fn lease_expiries(db: &str) -> Vec<u64> {
+    let storage =
+        strata_engine::storage::Storage::for_path(std::path::Path::new(db), None).unwrap();
+    let mut expiries = Vec::new();
+    for object in storage.list(strata_engine::lease::LEASE_DIR).unwrap() {
+        if let Some((bytes, _)) = storage.get(&object).unwrap() {
+            let record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            expiries.push(record["expires_at_ms"].as_u64().unwrap());
+        }
+    }
+    expiries
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 /// The leases on the database's storage.
 fn leases(db: &str) -> usize {
@@ -141,7 +164,9 @@ async fn three_processes(
         assert_eq!(&answer(&s, sql).await, want, "{sql}");
     }
 
-    // Compaction while a distributed query runs: its files are leased and stay readable.
+    // Compaction while a distributed query runs: its files are leased and stay readable. The
+    // lease lives as long as the query: with a 2 s time-to-live, the coordinator renews it.
+    run(&s, "SET strata.lease_ttl_secs = '2'").await;
     let frame = s
         .sql("SELECT id, amount FROM events WHERE amount >= 0")
         .await
@@ -149,6 +174,21 @@ async fn three_processes(
     let mut stream = frame.execute_stream().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert!(leases(db) > 0, "a lease while the query runs");
+    let first_expiry = lease_expiries(db)[0];
+    assert!(
+        first_expiry <= now_ms() + 2_000,
+        "the session's time-to-live, not the default hour"
+    );
+    let renewed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while lease_expiries(db)
+            .first()
+            .is_none_or(|&e| e <= first_expiry)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(renewed.is_ok(), "the lease is renewed while the query runs");
     s.set_workers(&[]).unwrap();
     run(&s, "SELECT * FROM strata_compact('events')").await;
     let mut rows = first.num_rows();
@@ -162,6 +202,7 @@ async fn three_processes(
         "{rows} rows, want {want}"
     );
     assert_eq!(leases(db), 0, "the lease is released with the query");
+    run(&s, "SET strata.lease_ttl_secs = 'default'").await;
     s.set_workers(&addresses).unwrap();
     for (sql, want) in QUERIES.iter().zip(&local) {
         assert_eq!(&answer(&s, sql).await, want, "{sql} after compaction");
@@ -178,6 +219,7 @@ async fn three_processes(
 
     // A worker gone: the query fails with an error, in bounded time.
     let [first_worker, mut second_worker] = workers;
+    let first_address = first_worker.address.clone();
     drop(first_worker);
     second_worker.child.kill().unwrap();
     second_worker.child.wait().unwrap();
@@ -190,8 +232,8 @@ async fn three_processes(
         .expect_err("a query on dead workers fails")
         .to_string();
     assert!(
-        error.contains(&second_worker.address) || error.to_lowercase().contains("connect"),
-        "the error names the worker or the connection: {error}"
+        error.contains(&second_worker.address) || error.contains(&first_address),
+        "the error names a worker: {error}"
     );
     drop(second_worker);
     s.set_workers(&[]).unwrap();
@@ -225,4 +267,123 @@ async fn three_processes(
     );
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.lines().count() >= 2, "{shown}");
+}
+
+/// Rows of `wide` per file: two files, so a scan runs as two tasks, one per worker.
+const WIDE_ROWS: i64 = 150_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_while_streaming_fails_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db").display().to_string();
+    let s = strata_datafusion::open(&db, strata_engine::Options::default()).unwrap();
+    // The coordinator buffers at most 1 MiB per worker connection (64 MiB by default), so a
+    // task's result (~29 MB of hex digests, which the network compression cannot shrink)
+    // cannot all sit in buffers: the worker is still sending when it is killed.
+    let mut budget = strata_datafusion::distributed::DistributedConfig::default();
+    budget.worker_connection_buffer_budget_bytes = 1 << 20;
+    s.context()
+        .state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .extensions
+        .insert(budget);
+    run(&s, "SET strata.compaction = 'none'").await;
+    run(
+        &s,
+        "CREATE TABLE wide (id BIGINT PRIMARY KEY, a BIGINT, h1 VARCHAR, h2 VARCHAR, x DOUBLE)",
+    )
+    .await;
+    for file in 0..2 {
+        let (lo, hi) = (file * WIDE_ROWS + 1, (file + 1) * WIDE_ROWS);
+        run(
+            &s,
+            &format!(
+                "INSERT INTO wide SELECT value, value * 7, md5(CAST(value AS VARCHAR)), \
+                 encode(sha512(CAST(value AS VARCHAR)), 'hex'), CAST(value AS DOUBLE) / 3 \
+                 FROM generate_series({lo}, {hi})"
+            ),
+        )
+        .await;
+        run(&s, "SELECT * FROM strata_flush('wide')").await;
+    }
+    let summary = "SELECT count(*), sum(a), count(DISTINCT h2) FROM wide";
+    let local = answer(&s, summary).await;
+
+    let workers = [
+        WorkerProcess::start(&db, false),
+        WorkerProcess::start(&db, false),
+    ];
+    let addresses: Vec<&str> = workers.iter().map(|w| w.address.as_str()).collect();
+    s.set_workers(&addresses).unwrap();
+    let plan = answer(&s, "EXPLAIN SELECT * FROM wide").await;
+    assert!(plan.contains("StrataShippedScanExec"), "{plan}");
+    assert!(plan.contains("task=1/2"), "two tasks expected: {plan}");
+
+    // The query is under way (its first rows are here) when the second worker is killed.
+    let mut stream = s
+        .sql("SELECT * FROM wide")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    let [survivor, mut killed] = workers;
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let (mut rows, mut error) = (first.num_rows(), None);
+        while let Some(batch) = stream.next().await {
+            match batch {
+                Ok(batch) => rows += batch.num_rows(),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        (rows, error)
+    })
+    .await
+    .expect("a query whose worker is killed mid-stream must not hang");
+    let (rows, error) = drained;
+    let error = error
+        .unwrap_or_else(|| panic!("the query ended without an error after {rows} rows"))
+        .to_string();
+    assert!(
+        (rows as i64) < 2 * WIDE_ROWS,
+        "all rows arrived: the worker was not killed mid-stream"
+    );
+    eprintln!("error of a worker killed mid-stream: {error}");
+    assert!(
+        error.contains(&killed.address),
+        "the error names the worker: {error}"
+    );
+    drop(stream);
+    // The plan's last references go with the query's tasks, which end once cancelled.
+    let released = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while leases(&db) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "the lease is released with the failed query"
+    );
+
+    // The session answers again: on the remaining worker, and locally.
+    s.set_workers(&[&survivor.address]).unwrap();
+    assert_eq!(answer(&s, summary).await, local);
+    s.set_workers(&[]).unwrap();
+    assert_eq!(answer(&s, summary).await, local);
+    run(&s, "INSERT INTO wide VALUES (0, 0, 'h1', 'h2', 0)").await;
+    assert!(
+        answer(&s, "SELECT count(*) FROM wide")
+            .await
+            .contains(&format!("| {} ", 2 * WIDE_ROWS + 1))
+    );
 }

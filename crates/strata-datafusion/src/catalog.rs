@@ -126,6 +126,13 @@ pub struct StrataConfig {
     /// (`SET strata.workers = 'host1:port,host2:port'`; empty: queries run in this process;
     /// see `crate::distributed`).
     pub workers: Option<String>,
+    /// Not a table option: the time-to-live, in seconds, of the lease a distributed query
+    /// writes over the files it reads (`SET strata.lease_ttl_secs = '600'`; default
+    /// [`strata_engine::lease::DEFAULT_LEASE_TTL`], an hour). The coordinator renews the
+    /// lease every third of it while the query's plan lives; it bounds how long the files of
+    /// a coordinator that died stay protected, and must exceed the clock skew between the
+    /// machines by far.
+    pub lease_ttl_secs: Option<u64>,
 }
 
 /// The default of `strata.bulk_load_bytes`: 64 MiB.
@@ -138,6 +145,18 @@ pub fn bulk_load_bytes(options: &datafusion::config::ConfigOptions) -> usize {
         .get::<StrataConfig>()
         .and_then(|c| c.bulk_load_bytes)
         .unwrap_or(DEFAULT_BULK_LOAD_BYTES)
+}
+
+/// The session's `strata.lease_ttl_secs` (see [`StrataConfig::lease_ttl_secs`]).
+pub fn lease_ttl(options: &datafusion::config::ConfigOptions) -> std::time::Duration {
+    options
+        .extensions
+        .get::<StrataConfig>()
+        .and_then(|c| c.lease_ttl_secs)
+        .map_or(
+            strata_engine::lease::DEFAULT_LEASE_TTL,
+            std::time::Duration::from_secs,
+        )
 }
 
 /// The worker URLs of a `strata.workers` value: `host:port` entries (or `http://host:port`,
@@ -280,6 +299,22 @@ impl ExtensionOptions for StrataConfig {
             };
             return Ok(());
         }
+        if key.trim().eq_ignore_ascii_case("lease_ttl_secs") {
+            let value = value.trim();
+            self.lease_ttl_secs = if value.is_empty() || value.eq_ignore_ascii_case("default") {
+                None
+            } else {
+                match value.parse::<u64>() {
+                    Ok(secs) if secs > 0 => Some(secs),
+                    _ => {
+                        return config_err!(
+                            "strata.lease_ttl_secs must be a positive number of seconds, got '{value}'"
+                        );
+                    }
+                }
+            };
+            return Ok(());
+        }
         self.set_option(key, value)
     }
 
@@ -314,6 +349,11 @@ impl ExtensionOptions for StrataConfig {
                 key: "strata.workers".into(),
                 value: self.workers.clone(),
                 description: "datafusion-distributed workers (host:port, comma-separated) that run this session's queries; empty: queries run in this process",
+            },
+            ConfigEntry {
+                key: "strata.lease_ttl_secs".into(),
+                value: self.lease_ttl_secs.map(|s| s.to_string()),
+                description: "Seconds the lease of a distributed query protects its files after its last renewal (renewed every third of it while the query lives; default 3600)",
             },
         ]
     }

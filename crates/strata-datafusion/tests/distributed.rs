@@ -169,6 +169,23 @@ async fn a_bad_worker_list_is_refused() {
     assert!(s.set_workers(&["::"]).is_err());
 }
 
+#[tokio::test]
+async fn the_lease_time_to_live_is_a_positive_number_of_seconds() {
+    let s = StrataSession::memory().unwrap();
+    for bad in ["0", "-1", "1h"] {
+        let err = run(&s, &format!("SET strata.lease_ttl_secs = '{bad}'"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("strata.lease_ttl_secs"), "{err}");
+    }
+    run(&s, "SET strata.lease_ttl_secs = '600'").await.unwrap();
+    let shown = answer(&s, "SHOW strata.lease_ttl_secs").await;
+    assert!(shown.contains("600"), "{shown}");
+    run(&s, "SET strata.lease_ttl_secs = 'default'")
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_order_and_writes_with_workers() {
     let s = StrataSession::memory().unwrap();

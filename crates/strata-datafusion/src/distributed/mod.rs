@@ -36,8 +36,12 @@
 //!
 //! **Leases**: before the plan leaves the coordinator, a lease object names the SSTs the
 //! query reads ([`strata_engine::lease`]); compaction's deletions skip them until the plan is
-//! dropped (or the lease expires).
+//! dropped. The lease's time-to-live is the session's `strata.lease_ttl_secs` (default an
+//! hour); the coordinator renews it every third of that while the plan lives, however long
+//! the query (or a client reading its results) takes, and a coordinator that dies leaves a
+//! lease that expires one time-to-live after its last renewal.
 
+pub mod channel;
 pub mod codec;
 pub mod exec;
 
@@ -61,12 +65,17 @@ use datafusion_proto::physical_plan::{
     AsExecutionPlan, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf::PhysicalPlanNode;
-use strata_engine::lease::{DEFAULT_LEASE_TTL, Lease};
+use strata_engine::lease::Lease;
 
+pub use channel::StrataChannelResolver;
 pub use codec::StrataCodec;
+/// datafusion-distributed's own options (buffer budget per worker connection, compression,
+/// tasks per stage...): insert one into a coordinator session's config extensions
+/// (`SessionContext::state_ref`) to change them; [`statement_state`] keeps it.
+pub use datafusion_distributed::DistributedConfig;
 pub use exec::{Piece, ShippedFile, ShippedScan, ShippedScanExec};
 
-use crate::catalog::{StrataConfig, parse_workers};
+use crate::catalog::{StrataConfig, lease_ttl, parse_workers};
 use crate::provider::{ScanParts, StrataScanExec};
 use crate::session::engine_error;
 
@@ -117,10 +126,12 @@ pub fn statement_state(state: SessionState) -> Result<SessionState> {
         return Ok(state);
     };
     let resolver = StaticWorkers::parse(&workers)?;
+    let channels = StrataChannelResolver::for_runtime(state.runtime_env());
     let local = Arc::clone(state.query_planner());
     let mut builder = SessionStateBuilder::new_from_existing(state)
         .with_distributed_planner()
         .with_distributed_worker_resolver(resolver)
+        .with_distributed_channel_resolver(channels)
         .with_distributed_user_codec(StrataCodec::new())
         .with_distributed_desired_task_count_handler(desired_task_count)
         .with_distributed_scale_up_leaf_node_handler(scale_up_leaf_node);
@@ -248,7 +259,7 @@ fn desired_task_count(
 }
 
 /// Replaces a Strata scan by one [`ShippedScanExec`] per task, all holding one lease over the
-/// scan's files.
+/// scan's files (renewed while they live, time-to-live `strata.lease_ttl_secs`).
 fn scale_up_leaf_node(event: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
     let scan = event.plan.downcast_ref::<StrataScanExec>()?;
     let plan = (|| {
@@ -256,8 +267,9 @@ fn scale_up_leaf_node(event: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafN
             DataFusionError::Plan("this Strata scan cannot run on workers".into())
         })?;
         let storage = exec::storage_for(&parts.shipped.location)?;
-        let lease = Lease::acquire(&storage, parts.shipped.scan.objects(), DEFAULT_LEASE_TTL)
-            .map_err(engine_error)?;
+        let ttl = lease_ttl(event.session_config.options());
+        let lease =
+            Lease::acquire(&storage, parts.shipped.scan.objects(), ttl).map_err(engine_error)?;
         let lease = Arc::new(lease);
         let variants = split(&parts, event.task_count.max(1))?
             .into_iter()
@@ -381,10 +393,19 @@ pub fn worker(database: Option<&str>) -> Result<Worker> {
         Some(database) => StrataCodec::for_database(database_location(database)?),
         None => StrataCodec::new(),
     };
+    // The worker's connections to other workers (stages reading stages), shared by its
+    // queries.
+    let channels = StrataChannelResolver::default();
     Ok(Worker::from_session_builder(
         move |ctx: WorkerQueryContext| {
-            let codec = codec.clone();
-            async move { Ok(ctx.builder.with_distributed_user_codec(codec).build()) }
+            let (codec, channels) = (codec.clone(), channels.clone());
+            async move {
+                Ok(ctx
+                    .builder
+                    .with_distributed_user_codec(codec)
+                    .with_distributed_channel_resolver(channels)
+                    .build())
+            }
         },
     ))
 }
