@@ -273,7 +273,7 @@ async fn three_processes(
 const WIDE_ROWS: i64 = 150_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_worker_killed_while_streaming_fails_the_query() {
+async fn a_worker_lost_while_streaming_fails_the_query() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db").display().to_string();
     let s = strata_datafusion::open(&db, strata_engine::Options::default()).unwrap();
@@ -334,50 +334,51 @@ async fn a_worker_killed_while_streaming_fails_the_query() {
     let [survivor, mut killed] = workers;
     killed.child.kill().unwrap();
     killed.child.wait().unwrap();
-    let drained = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        let (mut rows, mut error) = (first.num_rows(), None);
-        while let Some(batch) = stream.next().await {
-            match batch {
-                Ok(batch) => rows += batch.num_rows(),
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        (rows, error)
-    })
-    .await
-    .expect("a query whose worker is killed mid-stream must not hang");
-    let (rows, error) = drained;
-    let error = error
-        .unwrap_or_else(|| panic!("the query ended without an error after {rows} rows"))
-        .to_string();
+    let (rows, error) = drain(stream, first.num_rows(), "killed").await;
     assert!(
         (rows as i64) < 2 * WIDE_ROWS,
         "all rows arrived: the worker was not killed mid-stream"
     );
     eprintln!("error of a worker killed mid-stream: {error}");
     assert!(
-        error.contains(&killed.address),
+        error.contains(&killed.address) && error.contains("lost the connection"),
         "the error names the worker: {error}"
     );
-    drop(stream);
-    // The plan's last references go with the query's tasks, which end once cancelled.
-    let released = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while leases(&db) > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(
-        released.is_ok(),
-        "the lease is released with the failed query"
-    );
+    leases_released(&db).await;
 
-    // The session answers again: on the remaining worker, and locally.
+    // The session answers again, on the remaining worker.
     s.set_workers(&[&survivor.address]).unwrap();
     assert_eq!(answer(&s, summary).await, local);
+
+    // A worker that stops answering (a frozen process: no reset reaches the coordinator, as
+    // when a machine loses power) fails the query too, once its connection's keepalive ping
+    // goes unanswered.
+    let mut frozen = WorkerProcess::start(&db, false);
+    s.set_workers(&[&survivor.address, &frozen.address])
+        .unwrap();
+    let mut stream = s
+        .sql("SELECT * FROM wide")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let pid = frozen.child.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    let (rows, error) = drain(stream, first.num_rows(), "stopped").await;
+    assert!((rows as i64) < 2 * WIDE_ROWS, "all rows arrived");
+    eprintln!("error of a worker stopped mid-stream: {error}");
+    assert!(
+        error.contains(&frozen.address) && error.contains("lost the connection"),
+        "the error names the worker: {error}"
+    );
+    frozen.child.kill().unwrap();
+    frozen.child.wait().unwrap();
+    leases_released(&db).await;
+
+    // And locally; the database is unharmed.
     s.set_workers(&[]).unwrap();
     assert_eq!(answer(&s, summary).await, local);
     run(&s, "INSERT INTO wide VALUES (0, 0, 'h1', 'h2', 0)").await;
@@ -385,5 +386,46 @@ async fn a_worker_killed_while_streaming_fails_the_query() {
         answer(&s, "SELECT count(*) FROM wide")
             .await
             .contains(&format!("| {} ", 2 * WIDE_ROWS + 1))
+    );
+}
+
+/// Reads the rest of a query's stream, which must end with an error within a generous bound
+/// (the "no hang" check); returns the rows read (with the `first` already taken) and the error.
+async fn drain(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    first: usize,
+    how: &str,
+) -> (usize, String) {
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        let mut rows = first;
+        while let Some(batch) = stream.next().await {
+            match batch {
+                Ok(batch) => rows += batch.num_rows(),
+                Err(e) => return (rows, Some(e)),
+            }
+        }
+        (rows, None)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a query whose worker is {how} mid-stream must not hang"));
+    let (rows, error) = drained;
+    let error = error
+        .unwrap_or_else(|| panic!("the query ended without an error after {rows} rows"))
+        .to_string();
+    (rows, error)
+}
+
+/// Waits (bounded) until the leases of a failed query are gone: the plan's last references
+/// go with the query's tasks, which end once cancelled.
+async fn leases_released(db: &str) {
+    let released = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while leases(db) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "the lease is released with the failed query"
     );
 }
