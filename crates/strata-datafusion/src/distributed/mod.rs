@@ -34,6 +34,10 @@
 //! Executing a scan opens the database's storage (a directory every worker sees, or an `s3://`
 //! prefix) without a lock and without reading the manifest.
 //!
+//! **Connections** ([`channel`]): the coordinator and the workers reach workers through
+//! [`StrataChannelResolver`]: a lost worker (killed, frozen, its machine or network gone) fails
+//! the query in bounded time (HTTP/2 keepalive) with an error naming it, never a hang.
+//!
 //! **Leases**: before the plan leaves the coordinator, a lease object names the SSTs the
 //! query reads ([`strata_engine::lease`]); compaction's deletions skip them until the plan is
 //! dropped. The lease's time-to-live is the session's `strata.lease_ttl_secs` (default an
