@@ -33,6 +33,33 @@ async fn run(s: &StrataSession, sql: &str) -> datafusion::error::Result<()> {
     s.sql(sql).await?.collect().await.map(|_| ())
 }
 
+/// The answer as sorted lines (the distributed plan may return rows in another order).
+async fn answer(s: &StrataSession, sql: &str) -> datafusion::error::Result<Vec<String>> {
+    let batches = s.sql(sql).await?.collect().await?;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    Ok(lines)
+}
+
+/// How the plan runs: the number of tasks of its shipped scan, or "local".
+async fn placement(s: &StrataSession, sql: &str) -> datafusion::error::Result<String> {
+    let plan = answer(s, &format!("EXPLAIN {sql}")).await?.join("\n");
+    if !plan.contains("StrataShippedScanExec") {
+        return Ok("local".into());
+    }
+    let tasks = plan
+        .match_indices("task=")
+        .filter_map(|(at, _)| {
+            let rest = &plan[at + 5..];
+            let end = rest.find(|c: char| !c.is_ascii_digit() && c != '/')?;
+            rest[..end].split_once('/')?.1.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(1);
+    Ok(format!("{tasks} task{}", if tasks == 1 { "" } else { "s" }))
+}
+
 fn queries(rows: usize) -> Vec<(&'static str, String)> {
     let x = rows / 2;
     let point = rows * 7 / 9;
@@ -138,12 +165,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .join(" | "),
         "---|".repeat(counts.len())
     );
-    let mut results: Vec<Vec<Duration>> = vec![Vec::new(); queries.len()];
+    let mut results: Vec<Vec<(Duration, String)>> = vec![Vec::new(); queries.len()];
+    let mut expected: Vec<Vec<String>> = Vec::new();
     for &n in &counts {
         let workers: Vec<&str> = pool.iter().take(n).map(String::as_str).collect();
         s.set_workers(&workers)?;
-        for (i, (_, sql)) in queries.iter().enumerate() {
-            run(&s, sql).await?;
+        for (i, (name, sql)) in queries.iter().enumerate() {
+            // The warm-up run is checked against the answer without workers.
+            let got = answer(&s, sql).await?;
+            if n == 0 {
+                expected.push(got);
+            } else if got != expected[i] {
+                return Err(
+                    format!("{name} with {n} workers differs from the local answer").into(),
+                );
+            }
+            let how = placement(&s, sql).await?;
             let mut times = Vec::with_capacity(reps);
             for _ in 0..reps {
                 let start = Instant::now();
@@ -151,18 +188,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 times.push(start.elapsed());
             }
             times.sort();
-            results[i].push(times[times.len() / 2]);
+            results[i].push((times[times.len() / 2], how));
         }
     }
     for ((name, _), times) in queries.iter().zip(&results) {
         let cells: Vec<String> = times
             .iter()
-            .map(|t| format!("{:.1}", t.as_secs_f64() * 1000.0))
+            .map(|(t, how)| format!("{:.1} ({how})", t.as_secs_f64() * 1000.0))
             .collect();
         table.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     }
     let header = format!(
-        "Q1-Q8 at {rows} rows, database {db}, median of {reps}, workers {}\n\n",
+        "Q1-Q8 at {rows} rows, database {db}, median of {reps}, workers {}; every answer \
+         equal to the answer without workers; in parentheses how the plan ran (`local`: no \
+         shipped scan)\n\n",
         if std::env::var("STRATA_BENCH_WORKERS").is_ok() {
             "remote"
         } else {
