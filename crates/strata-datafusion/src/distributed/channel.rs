@@ -231,3 +231,48 @@ impl WorkerChannel for NamedWorker {
             .map_err(|e| name_worker(&self.url, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_name_the_worker_and_query_errors_stay_as_they_are() {
+        let url = Url::parse("http://127.0.0.1:7000").unwrap();
+        let lost = name_worker(
+            &url,
+            DataFusionError::External(Box::new(tonic::Status::unknown(
+                "h2 protocol error: error reading a body from connection",
+            ))),
+        )
+        .to_string();
+        assert!(
+            lost.contains("lost the connection to worker http://127.0.0.1:7000/")
+                && lost.contains("error reading a body"),
+            "{lost}"
+        );
+        let query = name_worker(&url, DataFusionError::Execution("Divide by zero".into()));
+        assert_eq!(query.to_string(), "Execution error: Divide by zero");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_cannot_be_reached_is_named() {
+        // A port nothing listens on any more.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        drop(listener);
+        let resolver = StrataChannelResolver::default();
+        let error = match resolver.get_worker_client_for_url(&url).await {
+            Ok(_) => panic!("connected to a closed port"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains(&format!("could not connect to worker {url}")),
+            "{error}"
+        );
+        assert!(
+            resolver.cached(&url).is_none(),
+            "a failed connection is not cached"
+        );
+    }
+}
