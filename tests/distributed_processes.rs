@@ -429,3 +429,118 @@ async fn leases_released(db: &str) {
         "the lease is released with the failed query"
     );
 }
+
+/// `strata worker` started with `STRATA_WORKER_TOKEN`.
+fn start_worker_with_token(database: &str, token: &str) -> WorkerProcess {
+    let mut child = Command::new(STRATA)
+        .env("STRATA_WORKER_TOKEN", token)
+        .args(["worker", "--listen", "127.0.0.1:0"])
+        .arg(database)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start strata worker");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("strata worker listening on ")
+        .unwrap_or_else(|| panic!("unexpected worker output: {line}"))
+        .to_string();
+    WorkerProcess { child, address }
+}
+
+/// Workers given a token refuse calls without it; a coordinator with the same token gets the
+/// answers; a worker refuses to listen beyond loopback without a token.
+#[test]
+fn workers_with_a_token_refuse_calls_without_it() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("db");
+    let db = db.to_str().unwrap();
+    let shell = |token: Option<&str>, workers: &str, sql: &str| {
+        let mut command = Command::new(STRATA);
+        command
+            .env("XDG_DATA_HOME", home.path().join("shell"))
+            .env_remove("STRATA_WORKER_TOKEN");
+        if let Some(token) = token {
+            command.env("STRATA_WORKER_TOKEN", token);
+        }
+        if !workers.is_empty() {
+            command.args(["--workers", workers]);
+        }
+        command
+            .arg(db)
+            .args(["--format", "csv", "-q", "-c", sql])
+            .output()
+            .unwrap()
+    };
+    // Two flushed files of disjoint keys: the scan runs as two tasks, one per worker.
+    let setup = shell(
+        None,
+        "",
+        "CREATE TABLE events (id BIGINT PRIMARY KEY, v BIGINT); \
+         INSERT INTO events SELECT value, value * 2 FROM generate_series(1, 1000); \
+         SELECT * FROM strata_flush('events'); \
+         INSERT INTO events SELECT value, value * 2 FROM generate_series(1001, 2000); \
+         SELECT * FROM strata_flush('events');",
+    );
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let sql = "SELECT count(*), sum(v) FROM events WHERE v > 10";
+    let local = shell(None, "", sql);
+    assert!(local.status.success());
+
+    let first = start_worker_with_token(db, "s3cret");
+    let second = start_worker_with_token(db, "s3cret");
+    let workers = format!("{},{}", first.address, second.address);
+    let explained = shell(Some("s3cret"), &workers, &format!("EXPLAIN {sql}"));
+    let plan = String::from_utf8_lossy(&explained.stdout);
+    assert!(plan.contains("StrataShippedScanExec"), "{plan}");
+
+    let with_token = shell(Some("s3cret"), &workers, sql);
+    assert!(
+        with_token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_token.stderr)
+    );
+    assert_eq!(with_token.stdout, local.stdout);
+
+    for token in [None, Some("wrong")] {
+        let refused = shell(token, &workers, sql);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "answered without the token");
+        assert!(stderr.contains("STRATA_WORKER_TOKEN"), "{stderr}");
+    }
+
+    // Beyond loopback only with a token.
+    let refused = Command::new(STRATA)
+        .env_remove("STRATA_WORKER_TOKEN")
+        .args(["worker", "--listen", "0.0.0.0:0"])
+        .arg(db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("STRATA_WORKER_TOKEN"), "{stderr}");
+    let mut open = Command::new(STRATA)
+        .env("STRATA_WORKER_TOKEN", "s3cret")
+        .args(["worker", "--listen", "0.0.0.0:0"])
+        .arg(db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(open.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = open.kill();
+    let _ = open.wait();
+    assert!(
+        line.starts_with("strata worker listening on 0.0.0.0:"),
+        "{line}"
+    );
+}

@@ -86,7 +86,8 @@ pub enum Command {
 /// `strata worker --listen ADDR [DATABASE]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Address to listen on (`host:port`; port 0 picks a free one, printed at start).
+    /// Address to listen on (`host:port`; port 0 picks a free one, printed at start). Beyond
+    /// loopback only with STRATA_WORKER_TOKEN set: calls must then carry the same token.
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
     /// The database (directory or s3:// URL) whose queries this worker runs; without it,

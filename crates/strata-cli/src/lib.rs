@@ -82,10 +82,19 @@ fn run_worker(worker: &args::WorkerArgs) -> Result<(), String> {
         let address = listener
             .local_addr()
             .map_err(|e| format!("cannot listen on {}: {e}", worker.listen))?;
+        let token = strata_datafusion::distributed::channel::WORKER_TOKEN_ENV;
+        if !address.ip().is_loopback()
+            && strata_datafusion::distributed::channel::worker_token().is_none()
+        {
+            return Err(format!(
+                "refusing to serve on {address} without credentials: set {token} (the same \
+                 secret in the coordinator's environment) to listen beyond loopback"
+            ));
+        }
         if !address.ip().is_loopback() && worker.database.is_none() {
             eprintln!(
-                "Warning: this worker runs plans naming any database its credentials reach and \
-                 has no authentication; give it its DATABASE and keep it on a private network"
+                "Warning: this worker runs plans naming any database its credentials reach; \
+                 give it its DATABASE"
             );
         }
         println!("strata worker listening on {address}");

@@ -19,6 +19,12 @@
 //!   error above. A busy worker still answers pings: they are handled by its connection task,
 //!   not by the query's operators.
 //!
+//! - **Workers can require a shared secret.** With [`WORKER_TOKEN_ENV`] set (in the
+//!   coordinator's and every worker's environment), every call to a worker carries it as
+//!   `authorization: Bearer <token>`, and a worker started with it ([`super::serve_worker`])
+//!   refuses calls without it (`Unauthenticated`). `strata worker` refuses to listen beyond
+//!   loopback without it.
+//!
 //! Channels are connected once per worker URL and reused, as the default resolver does: one
 //! cache per coordinator `RuntimeEnv` (so per session; a cache whose `RuntimeEnv` is gone is
 //! dropped) and one per worker process. A failed connection is not cached.
@@ -40,7 +46,8 @@ use datafusion_distributed::{
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tonic::codegen::http::HeaderMap;
+use tonic::codegen::http::{HeaderMap, HeaderValue};
+use tower::ServiceExt as _;
 use url::Url;
 
 /// Time between HTTP/2 keepalive pings on a connection with an open call.
@@ -50,10 +57,37 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long connecting to a worker may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The environment variable holding the shared secret of a deployment's workers (see the
+/// module docs).
+pub const WORKER_TOKEN_ENV: &str = "STRATA_WORKER_TOKEN";
+
+/// The worker token of this process's environment, if one is set (empty counts as unset).
+pub fn worker_token() -> Option<String> {
+    std::env::var(WORKER_TOKEN_ENV)
+        .ok()
+        .filter(|token| !token.is_empty())
+}
+
 /// Strata's [`ChannelResolver`] (see the module docs). Clones share their channels.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StrataChannelResolver {
     channels: Arc<Mutex<HashMap<Url, BoxCloneSyncChannel>>>,
+    /// `Bearer <token>` sent on every call, from [`WORKER_TOKEN_ENV`].
+    authorization: Option<HeaderValue>,
+}
+
+impl Default for StrataChannelResolver {
+    fn default() -> Self {
+        StrataChannelResolver {
+            channels: Arc::default(),
+            authorization: worker_token()
+                .and_then(|token| HeaderValue::from_str(&format!("Bearer {token}")).ok())
+                .map(|mut value| {
+                    value.set_sensitive(true);
+                    value
+                }),
+        }
+    }
 }
 
 impl std::fmt::Debug for StrataChannelResolver {
@@ -108,7 +142,17 @@ impl StrataChannelResolver {
                 error_chain(e.to_string(), std::error::Error::source(&e))
             ))
         })?;
-        let channel = BoxCloneSyncChannel::new(channel);
+        let channel = match self.authorization.clone() {
+            Some(value) => BoxCloneSyncChannel::new(channel.map_request(
+                move |mut request: tonic::codegen::http::Request<tonic::body::Body>| {
+                    request
+                        .headers_mut()
+                        .insert(tonic::codegen::http::header::AUTHORIZATION, value.clone());
+                    request
+                },
+            )),
+            None => BoxCloneSyncChannel::new(channel),
+        };
         // Two calls racing to connect both succeed; the later one's channel is kept.
         self.channels
             .lock()

@@ -32,7 +32,9 @@
 //! **Workers** ([`serve_worker`], `strata worker --listen ADDR [DATABASE]`): a
 //! datafusion-distributed `Worker` whose sessions decode Strata scans with [`StrataCodec`].
 //! Executing a scan opens the database's storage (a directory every worker sees, or an `s3://`
-//! prefix) without a lock and without reading the manifest.
+//! prefix) without a lock and without reading the manifest. With a worker token
+//! ([`channel::WORKER_TOKEN_ENV`]) in its environment, a worker refuses calls that do not carry
+//! it.
 //!
 //! **Connections** ([`channel`]): the coordinator and the workers reach workers through
 //! [`StrataChannelResolver`]: a lost worker (killed, frozen, its machine or network gone) fails
@@ -421,12 +423,40 @@ pub async fn serve_worker(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
     let worker = worker(database)?;
+    // With a worker token, every call must carry it (compared in constant time).
+    let expected = channel::worker_token().map(|token| format!("Bearer {token}"));
+    let check = move |request: tonic::Request<()>| -> std::result::Result<_, tonic::Status> {
+        let Some(expected) = &expected else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if constant_time_eq(given, expected.as_bytes()) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(format!(
+                "this Strata worker requires the worker token ({}) on every call",
+                channel::WORKER_TOKEN_ENV
+            )))
+        }
+    };
     tonic::transport::Server::builder()
-        .add_service(worker.into_worker_server())
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            worker.into_worker_server(),
+            check,
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+/// Whether `a` equals `b`, in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
