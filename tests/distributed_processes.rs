@@ -32,6 +32,11 @@ impl WorkerProcess {
         if remote {
             s3_server::child_env(&mut command);
         }
+        Self::spawn(command, database)
+    }
+
+    /// Starts `command` (the `strata` binary, its environment set) as a worker on loopback.
+    fn spawn(mut command: Command, database: &str) -> Self {
         let mut child = command
             .args(["worker", "--listen", "127.0.0.1:0"])
             .arg(database)
@@ -432,23 +437,9 @@ async fn leases_released(db: &str) {
 
 /// `strata worker` started with `STRATA_WORKER_TOKEN`.
 fn start_worker_with_token(database: &str, token: &str) -> WorkerProcess {
-    let mut child = Command::new(STRATA)
-        .env("STRATA_WORKER_TOKEN", token)
-        .args(["worker", "--listen", "127.0.0.1:0"])
-        .arg(database)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start strata worker");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("strata worker listening on ")
-        .unwrap_or_else(|| panic!("unexpected worker output: {line}"))
-        .to_string();
-    WorkerProcess { child, address }
+    let mut command = Command::new(STRATA);
+    command.env("STRATA_WORKER_TOKEN", token);
+    WorkerProcess::spawn(command, database)
 }
 
 /// Workers given a token refuse calls without it; a coordinator with the same token gets the
