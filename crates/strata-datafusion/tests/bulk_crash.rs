@@ -8,7 +8,7 @@
 //! remains.
 //!
 //! CI runs 8 cycles. Locally: `STRATA_BULK_CRASH_CYCLES=200 cargo test -p strata-datafusion
-//! --test bulk_crash`.
+//! --test integration -- bulk_crash::`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -84,7 +84,7 @@ fn bulk_crash_child() {
 fn run_cycle(dir: &Path, cycle: u64, delay: Duration) -> Option<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "bulk_crash_child",
+            "bulk_crash::bulk_crash_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",

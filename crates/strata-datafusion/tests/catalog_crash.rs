@@ -6,7 +6,7 @@
 //! acknowledged one.
 //!
 //! CI runs 8 cycles. Locally: `STRATA_CATALOG_CRASH_CYCLES=200 cargo test -p strata-datafusion
-//! --test catalog_crash`.
+//! --test integration -- catalog_crash::`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -69,7 +69,7 @@ fn catalog_crash_child() {
 fn run_cycle(dir: &Path, cycle: u64, delay: Duration) -> Option<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "catalog_crash_child",
+            "catalog_crash::catalog_crash_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",

@@ -12,7 +12,7 @@
 //! tested.
 //!
 //! CI runs `CASES` cases. For a longer local run:
-//! `STRATA_SQL_MODEL_CASES=200 cargo test -p strata-datafusion --test model --release`.
+//! `STRATA_SQL_MODEL_CASES=200 cargo test -p strata-datafusion --test integration --release -- model::`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

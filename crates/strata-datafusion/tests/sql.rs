@@ -1568,8 +1568,7 @@ async fn an_insert_larger_than_a_write_batch_is_a_bulk_load() {
     );
 }
 
-#[path = "../../strata-engine/tests/s3_server/mod.rs"]
-mod s3_server;
+use crate::s3_server;
 
 /// Runs `sql` and returns its plan, with its metrics filled.
 async fn executed(s: &StrataSession, sql: &str) -> Arc<dyn ExecutionPlan> {

@@ -10,13 +10,13 @@
 //! layer's Parquet reader reads it) must equal the merge: DV files and edits interrupted at
 //! random points never describe other rows.
 //!
-//! CI runs 20 cycles. Locally: `STRATA_CRASH_CYCLES=1000 cargo test -p strata-engine --test crash --release`.
+//! CI runs 20 cycles. Locally: `STRATA_CRASH_CYCLES=1000 cargo test -p strata-engine --test integration --release -- crash::`.
 //!
 //! A second test kills a writer whose values end in zero bytes, then damages single bytes of the
 //! last complete WAL record it left: the open must fail with a corruption error naming the
 //! segment and the record, and leave the file alone; only a record cut short is a torn tail.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -129,7 +129,7 @@ impl Rng {
 /// Runs one child until a random moment, kills it, returns the batches it acknowledged.
 fn run_cycle(dir: &Path, cycle: u64, rng: &mut Rng) -> BTreeSet<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
         .env(CYCLE_ENV, cycle.to_string())
         .stdout(Stdio::piped())
@@ -325,7 +325,7 @@ fn a_damaged_last_wal_record_of_a_killed_writer_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "crash_zeros_child",
+            "crash::crash_zeros_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",

@@ -9,7 +9,7 @@
 //! path is available whenever the view reads at the latest sequence (so the model really runs
 //! through it), and that a snapshot pinned before later flushes keeps seeing its own data.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

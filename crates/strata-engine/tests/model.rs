@@ -10,7 +10,7 @@
 //! key-value table only).
 //!
 //! CI runs `CASES` cases of up to `OPS_PER_CASE` operations (at least 10,000 operations in
-//! total). For a longer local run: `STRATA_MODEL_CASES=500 cargo test -p strata-engine --test model --release`.
+//! total). For a longer local run: `STRATA_MODEL_CASES=500 cargo test -p strata-engine --test integration --release -- model::`.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

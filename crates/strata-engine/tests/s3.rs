@@ -16,7 +16,7 @@
 //!   gone with a reopen, the disk cache kept); a corrupt disk-cache file is detected and its
 //!   bytes fetched again.
 
-mod s3_server;
+use crate::s3_server;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -169,7 +169,7 @@ const MARK: &str = "s3-child: ";
 fn spawn_child(role: &str, url: &str, wal: &Path) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
-        "child_process",
+        "s3::child_process",
         "--exact",
         "--nocapture",
         "--test-threads=1",
