@@ -129,7 +129,12 @@ impl Rng {
 /// Runs one child until a random moment, kills it, returns the batches it acknowledged.
 fn run_cycle(dir: &Path, cycle: u64, rng: &mut Rng) -> BTreeSet<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash::crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir)
         .env(CYCLE_ENV, cycle.to_string())
         .stdout(Stdio::piped())
