@@ -9,8 +9,10 @@
 //! statements; cancel those still running (their streams are dropped, which cancels their
 //! plans); close the PostgreSQL connections; drop every handle to the session (the
 //! `pg_catalog` schema is deregistered first: it refers to the catalog list it sits in); and
-//! close the database ([`StrataSession::close`]: WAL synced, lock released). Invariant: the
-//! database is closed only after no statement can run any more.
+//! close the database ([`StrataSession::close`]: WAL synced, lock released). A handle some
+//! connection task still holds after the bounded waits does not keep the database open: it is
+//! closed through the shared handle and that task's calls fail. Invariant: the database is
+//! closed only after no statement can run any more.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -227,25 +229,55 @@ impl Server {
 }
 
 /// Drops the last handles to the session and closes the database.
+///
+/// A task that still holds a handle after the bounded waits of shutdown (a connection task
+/// of tonic or pgwire still unwinding on a loaded machine) does not keep the database open:
+/// it is closed through the shared handle ([`strata_engine::Db::close_shared`]: WAL synced,
+/// background work stopped, lock released) and that task's later calls get "closed" errors.
 fn close(statements: Arc<Statements>, catalog_name: &str) -> Result<(), String> {
-    let statements = Arc::try_unwrap(statements).map_err(|s| {
-        format!(
-            "cannot close the database: {} handles to the server's statements remain",
-            Arc::strong_count(&s) - 1
-        )
-    })?;
-    let session = statements.into_session();
-    let session = Arc::try_unwrap(session)
-        .map_err(|_| "cannot close the database: the session is still in use".to_string())?;
-    if let Some(catalog) = session.context().catalog(catalog_name) {
-        // pg_catalog refers to the catalog list that holds it.
-        if catalog.schema("pg_catalog").is_some() {
-            let _ = CatalogProvider::deregister_schema(catalog.as_ref(), "pg_catalog", true);
+    let session = match Arc::try_unwrap(statements) {
+        Ok(statements) => statements.into_session(),
+        Err(statements) => {
+            let handles = Arc::strong_count(&statements) - 1;
+            return close_under_handles(statements.session(), catalog_name, handles);
         }
-    }
+    };
+    let session = match Arc::try_unwrap(session) {
+        Ok(session) => session,
+        Err(session) => {
+            let handles = Arc::strong_count(&session) - 1;
+            return close_under_handles(&session, catalog_name, handles);
+        }
+    };
+    deregister_pg_catalog(&session, catalog_name);
     session
         .close()
         .map_err(|e| format!("cannot close the database: {e}"))
+}
+
+/// Closes the database of `session` while `handles` other handles to it remain.
+fn close_under_handles(
+    session: &StrataSession,
+    catalog_name: &str,
+    handles: usize,
+) -> Result<(), String> {
+    tracing::warn!(
+        "{handles} handles to the server's session remain after shutdown: closing the database under them"
+    );
+    deregister_pg_catalog(session, catalog_name);
+    session
+        .db()
+        .close_shared()
+        .map_err(|e| format!("cannot close the database: {e}"))
+}
+
+/// pg_catalog refers to the catalog list that holds it: deregistered so the session can drop.
+fn deregister_pg_catalog(session: &StrataSession, catalog_name: &str) {
+    if let Some(catalog) = session.context().catalog(catalog_name)
+        && catalog.schema("pg_catalog").is_some()
+    {
+        let _ = CatalogProvider::deregister_schema(catalog.as_ref(), "pg_catalog", true);
+    }
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, String> {
@@ -399,4 +431,70 @@ async fn wait_for_signal() -> Result<(), String> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statements(session: StrataSession) -> Arc<Statements> {
+        let (_, shutdown) = watch::channel(false);
+        Arc::new(Statements::new(
+            Arc::new(session),
+            Arc::new(ServerMetrics::default()),
+            None,
+            None,
+            shutdown,
+        ))
+    }
+
+    /// A handle that outlives shutdown (a connection task still unwinding) does not keep the
+    /// database open: it is closed anyway, its data is durable, the directory can be opened
+    /// again, and the stray handle gets errors rather than a second writer.
+    #[tokio::test]
+    async fn a_handle_left_after_shutdown_does_not_keep_the_database_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = strata_datafusion::open(dir.path(), Default::default()).unwrap();
+        let name = session
+            .copied_config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
+        let statements = statements(session);
+        let session = statements.session();
+        for sql in [
+            "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT)",
+            "INSERT INTO t VALUES (1, 10), (2, 20)",
+        ] {
+            session.sql(sql).await.unwrap().collect().await.unwrap();
+        }
+        let stray = Arc::clone(&statements);
+        close(statements, &name).unwrap();
+
+        let inserted = match stray.session().sql("INSERT INTO t VALUES (3, 30)").await {
+            Ok(df) => df.collect().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        assert!(inserted.is_err(), "a write through a closed database");
+        drop(stray);
+
+        let session = strata_datafusion::open(dir.path(), Default::default()).unwrap();
+        let rows = session
+            .sql("SELECT k, v FROM t ORDER BY k")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("| 1 | 10 |") && text.contains("| 2 | 20 |"),
+            "{text}"
+        );
+        assert!(!text.contains("| 3 "), "{text}");
+        session.close().unwrap();
+    }
 }
