@@ -57,14 +57,19 @@
 //!
 //! The sparse key index lists the first key of every block of `sst_index_block_rows` rows:
 //! `varint block_rows, varint blocks, then per block: varint key length, key bytes`. Block `b`
-//! starts at row `b * block_rows` of the file. Point lookups binary-search it, then read one
-//! block; the block cache keeps decoded blocks, and the key cache ([`key_cache`]) the key of
-//! every row of a file, for scan plans and DV passes. A block missing from the block cache is
-//! read page by page: for each column, the offset index gives the pages holding the block's
-//! rows (a binary search on their first rows), one positioned read fetches them, and only they
-//! are decoded, with the chunk's dictionary page when one of them is dictionary encoded (the
-//! page encoding statistics tell; a dictionary page is read once per open file and kept). A
-//! block that spans two row groups, or a table with nested columns, is read through the
+//! starts at row `b * block_rows` of the file. Point lookups binary-search it, then read the
+//! block's *key block* only (the key columns, `_seq` and `_op` of its rows; the block cache
+//! keeps key blocks for lookups, and whole decoded blocks for the first blocks of scans), and
+//! find the row there; the row's other columns are then read from the pages holding that one
+//! row alone. The key cache ([`key_cache`]) keeps the key of every row of a file, for scan
+//! plans and DV passes. Rows are read page by page: for each column, the offset index gives
+//! the pages holding the rows (a binary search on their first rows), one positioned read
+//! fetches them, each is checked against its crc32c, and only they are decoded, with the
+//! chunk's dictionary page when one of them is dictionary encoded (the page encoding
+//! statistics tell; a dictionary page is read once per open file and kept). Pages of the
+//! types and encodings the writer produces for flat columns are decoded by [`page_decode`]
+//! straight into the rows needed; other columns through the Parquet reader over the selected
+//! pages. Rows that span two row groups, or a table with nested columns, are read through the
 //! Parquet reader's row selection instead.
 //!
 //! ## Integrity
@@ -72,14 +77,16 @@
 //! Parquet itself carries no checksum that the Rust writer fills in. Strata keeps the file's
 //! size and crc32c in the manifest (itself checksummed) and verifies both before the first use
 //! of a file in a process (`Options::verify_sst_checksums`), so damaged bytes are reported as
-//! [`crate::Error::Corruption`] naming the file, never returned as data. Page-level block
-//! reads also check every page they read against `strata.page_crc32c`, so a page damaged after
-//! the file was opened (or in a file opened without verification) is corruption too.
+//! [`crate::Error::Corruption`] naming the file, never returned as data. Page-level reads
+//! (key blocks, the row of a lookup, the first blocks of a scan) also check every page they
+//! read against `strata.page_crc32c`, so a page damaged after the file was opened (or in a
+//! file opened without verification) is corruption too.
 
 mod cache;
 pub mod file_types;
 pub mod key_cache;
 mod page_crc;
+mod page_decode;
 mod reader;
 mod store;
 mod writer;
@@ -87,7 +94,7 @@ mod writer;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-pub use cache::{BlockCache, DecodedBlock};
+pub use cache::{BlockCache, DecodedBlock, KeyBlock};
 pub use key_cache::{FileKeys, KeyCache};
 pub use reader::{BloomProbe, KeyedBatch, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes};
 pub use store::SstStore;

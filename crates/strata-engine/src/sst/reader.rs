@@ -2,16 +2,24 @@
 //! the sparse key index, bloom filters and the block cache, and key-range scans.
 //!
 //! A reader is opened once per file and process and shared (`Arc`); it caches the Parquet
-//! metadata (with the page index), the key index and the bloom filters it has loaded.
+//! metadata (with the page index), the key index, the bloom filters it has loaded and the
+//! dictionary pages it has read.
+//!
+//! A point lookup reads the key block of the one block that can hold the key (the key
+//! columns, `_seq` and `_op` of the block's rows: from the block cache, else from those
+//! columns' pages), finds the newest visible version there, and reads the other columns of
+//! that one row from the pages holding it (one page per column, decoded only up to the row);
+//! the key columns of the row are decoded from its encoded key. Invariant: every byte a
+//! lookup decodes was checked against its page checksum first (when the file has them).
 
 use std::collections::HashMap;
 use std::ops::{Bound, Range};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt8Array, UInt64Array};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, UInt8Type, UInt64Type};
+use arrow::datatypes::{DataType, SchemaRef, UInt8Type, UInt64Type};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use parquet::arrow::arrow_reader::{
@@ -22,12 +30,16 @@ use parquet::arrow::{FieldLevels, ProjectionMask, parquet_to_arrow_field_levels}
 use parquet::basic::{Encoding, PageType};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::page::{PageIterator, PageReader};
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, RowGroupMetaData};
+use parquet::file::metadata::{
+    ColumnChunkMetaData, PageIndexPolicy, ParquetMetaData, RowGroupMetaData,
+};
 use parquet::file::page_index::offset_index::PageLocation;
 use parquet::file::reader::ChunkReader;
 use parquet::file::serialized_reader::SerializedPageReader;
 
-use super::cache::{BlockCache, DecodedBlock};
+use super::cache::{BlockCache, DecodedBlock, KeyBlock};
+use super::file_types;
+use super::page_decode::{ColumnRows, Dictionary, LeanType, PageError};
 use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
 use super::{KeyIndex, SstMeta, base64_decode, keys, page_crc};
@@ -157,8 +169,20 @@ pub struct SstReader {
     /// The crc32c of every page (`strata.page_crc32c`, see [`super::page_crc`]); `None` for
     /// files written before pages had checksums.
     page_crcs: Option<Vec<u32>>,
+    /// The schema of the batches the reader returns (the SST columns as the table's types).
+    row_schema: SchemaRef,
+    /// The columns of a key block: the key columns, `_seq` and `_op`, ascending.
+    key_block_columns: Vec<usize>,
+    /// The key columns of a row are decoded from its encoded key (their types are the key
+    /// codec's and stored as they are); else they are read from the file with the others.
+    keys_from_codec: bool,
+    /// The columns a point lookup reads from the file for the row it returns (ascending).
+    row_columns: Vec<usize>,
     cache: Arc<BlockCache>,
     metrics: Arc<Metrics>,
+    /// Column reads decoded by the general Parquet reader instead of [`super::page_decode`].
+    #[cfg(test)]
+    general_decodes: std::sync::atomic::AtomicUsize,
 }
 
 /// What a page-level block read needs to know about one SST column that is one Parquet leaf.
@@ -178,6 +202,12 @@ struct DirectColumn {
     /// Per row group: the position in the page checksums of the column chunk's first data
     /// page (its dictionary page, if any, is the one before).
     first_page_crc: Vec<usize>,
+    /// The column's type when [`super::page_decode`] decodes its pages.
+    lean: Option<LeanType>,
+    /// The column has definition levels (it is nullable).
+    nullable: bool,
+    /// Per row group: the dictionary decoded by [`super::page_decode`], once first needed.
+    decoded_dictionaries: Vec<OnceLock<Arc<Dictionary>>>,
 }
 
 impl std::fmt::Debug for SstReader {
@@ -364,6 +394,27 @@ impl SstReader {
         };
         let direct = direct_columns(&metadata, storage.fields().len(), &first_page_crc)
             .map_err(|e| corrupt(format!("unreadable Parquet schema: {e}")))?;
+        let row_schema = if schema.sst_file_types_are_user_types() {
+            Arc::clone(schema.sst_file_schema())
+        } else {
+            schema.sst_schema()
+        };
+        let mut key_block_columns = schema.key_indices().to_vec();
+        key_block_columns.extend([schema.seq_index(), schema.op_index()]);
+        key_block_columns.sort_unstable();
+        key_block_columns.dedup();
+        let keys_from_codec = schema
+            .key_indices()
+            .iter()
+            .zip(schema.key_codec().fields())
+            .all(|(k, field)| {
+                !schema.sst_file_type_differs(*k)
+                    && storage.field(*k).data_type() == field.data_type()
+            });
+        let row_columns = (0..storage.fields().len())
+            .filter(|c| *c != schema.seq_index() && *c != schema.op_index())
+            .filter(|c| !(keys_from_codec && schema.key_indices().contains(c)))
+            .collect();
         Ok(SstReader {
             meta: meta.clone(),
             object_path,
@@ -376,8 +427,14 @@ impl SstReader {
             blooms: (0..row_groups).map(|_| OnceLock::new()).collect(),
             direct,
             page_crcs,
+            row_schema,
+            key_block_columns,
+            keys_from_codec,
+            row_columns,
             cache,
             metrics,
+            #[cfg(test)]
+            general_decodes: Default::default(),
         })
     }
 
@@ -385,6 +442,13 @@ impl SstReader {
     #[cfg(test)]
     pub(crate) fn reads_block_pages(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Column reads so far that the general Parquet reader decoded.
+    #[cfg(test)]
+    pub(crate) fn general_decodes(&self) -> usize {
+        self.general_decodes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Per row group: the dictionary-encoded data pages of column `leaf` and all its data
@@ -494,29 +558,19 @@ impl SstReader {
         Ok(true)
     }
 
-    /// Reads (or fetches from the cache) block `block`: all SST columns.
+    /// Reads (or fetches from the cache) block `block`: all SST columns (the first blocks of
+    /// a scan).
     pub fn block(&self, block: usize) -> Result<Arc<DecodedBlock>> {
         if let Some(found) = self.cache.get(self.meta.id, block as u32) {
             Metrics::inc(&self.metrics.block_cache_hits);
             return Ok(found);
         }
         Metrics::inc(&self.metrics.block_cache_misses);
-        let start = block as u64 * self.index.block_rows;
-        let end = (start + self.index.block_rows).min(self.meta.rows);
+        let (start, end) = self.block_rows(block);
         let columns: Vec<usize> = (0..self.schema.storage_schema().fields().len()).collect();
-        let batch = match self.read_block_pages(start, end)? {
-            Some(batch) => batch,
-            None => {
-                let batches: Vec<RecordBatch> = self
-                    .read_rows(start, end, &columns, (end - start) as usize)?
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
-                concat_batches(&self.schema.sst_schema(), &batches)?
-            }
-        };
-        if batch.num_rows() as u64 != end - start {
-            return Err(self.corrupt("block has the wrong number of rows"));
-        }
+        let arrays = self.read_columns(start, end, &columns)?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.row_schema), arrays)
+            .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
         let keys = self.encode_keys(&batch, &columns)?;
         let decoded = Arc::new(DecodedBlock::new(batch, Arc::new(keys)));
         self.cache
@@ -524,45 +578,131 @@ impl SstReader {
         Ok(decoded)
     }
 
-    /// Rows `[start, end)` of all columns read page by page: for each column, the pages
-    /// holding those rows (found in the offset index) are fetched with one positioned read
-    /// and decoded, plus the column's dictionary page when one of them is dictionary encoded.
-    /// Nothing else of the row group is read or decoded. `None` when the rows span two row
-    /// groups or a column spans several Parquet leaves (the caller reads them through the
-    /// Parquet reader's row selection).
-    fn read_block_pages(&self, start: u64, end: u64) -> Result<Option<RecordBatch>> {
-        debug_assert!(start < end && end <= self.meta.rows);
-        let Some(direct) = &self.direct else {
-            return Ok(None);
-        };
-        let rg = self.row_group_of(start);
-        if self.row_group_of(end - 1) != rg {
-            return Ok(None);
-        }
-        let rg_start = self.row_group_starts[rg];
-        let rg_rows = self.row_group_starts[rg + 1] - rg_start;
-        let (lo, hi) = (start - rg_start, end - rg_start);
-        let arrays = catch(&self.object_path, || {
-            direct
-                .iter()
-                .map(|column| self.read_column_pages(column, rg, lo, hi, rg_rows))
-                .collect::<Result<Vec<ArrayRef>>>()
-        })?;
-        let batch = RecordBatch::try_new(Arc::clone(self.schema.sst_file_schema()), arrays)
-            .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
-        let columns: Vec<usize> = (0..direct.len()).collect();
-        if columns
-            .iter()
-            .any(|c| self.schema.sst_file_type_differs(*c))
-        {
-            return self.schema.from_sst_file_batch(&columns, batch).map(Some);
-        }
-        Ok(Some(batch))
+    /// The rows `[start, end)` of block `block`.
+    fn block_rows(&self, block: usize) -> (u64, u64) {
+        let start = block as u64 * self.index.block_rows;
+        (start, (start + self.index.block_rows).min(self.meta.rows))
     }
 
-    /// Rows `[lo, hi)` of row group `rg` (of `rg_rows` rows) of one column: see
-    /// [`SstReader::read_block_pages`].
-    fn read_column_pages(
+    /// Reads (or fetches from the cache) the key block of `block`: the encoded key, `_seq`
+    /// and `_op` of each of its rows, read from the pages of those columns alone.
+    fn key_block(&self, block: usize) -> Result<Arc<KeyBlock>> {
+        if let Some(found) = self.cache.get_keys(self.meta.id, block as u32) {
+            Metrics::inc(&self.metrics.block_cache_hits);
+            return Ok(found);
+        }
+        Metrics::inc(&self.metrics.block_cache_misses);
+        let (start, end) = self.block_rows(block);
+        let columns = &self.key_block_columns;
+        let arrays = self.read_columns(start, end, columns)?;
+        let position = |c: usize| columns.iter().position(|x| *x == c).unwrap_or(0);
+        let key_arrays: Vec<ArrayRef> = self
+            .schema
+            .key_indices()
+            .iter()
+            .map(|k| Arc::clone(&arrays[position(*k)]))
+            .collect();
+        let keys = self.schema.key_codec().encode_columns(&key_arrays)?;
+        if (1..keys.len()).any(|i| keys.get(i - 1) > keys.get(i)) {
+            return Err(self.corrupt("keys out of order in a block"));
+        }
+        let seqs = arrays[position(self.schema.seq_index())]
+            .as_primitive_opt::<UInt64Type>()
+            .filter(|a| a.null_count() == 0)
+            .map(|a| a.values().to_vec())
+            .ok_or_else(|| self.corrupt("unreadable _seq column"))?;
+        let ops = arrays[position(self.schema.op_index())]
+            .as_primitive_opt::<UInt8Type>()
+            .filter(|a| a.null_count() == 0)
+            .map(|a| a.values().to_vec())
+            .ok_or_else(|| self.corrupt("unreadable _op column"))?;
+        let rows = (end - start) as usize;
+        if keys.len() != rows {
+            return Err(self.corrupt("block has the wrong number of rows"));
+        }
+        let decoded = KeyBlock::new(super::FileKeys::new(keys), seqs, ops)
+            .ok_or_else(|| self.corrupt("bad _op value or column lengths in a block"))?;
+        let decoded = Arc::new(decoded);
+        self.cache
+            .insert_keys(self.meta.id, block as u32, Arc::clone(&decoded));
+        Ok(decoded)
+    }
+
+    /// File row `row` whose encoded key is `key` and whose `_seq` and `_op` are `seq` and
+    /// `op`, as a one-row batch of all SST columns: the key columns decoded from `key`, the
+    /// others read from the pages holding that row alone.
+    fn read_row(&self, row: u64, key: &[u8], seq: SeqNo, op: OpKind) -> Result<RecordBatch> {
+        let read = self.read_columns(row, row + 1, &self.row_columns)?;
+        let count = self.schema.storage_schema().fields().len();
+        let mut arrays: Vec<Option<ArrayRef>> = vec![None; count];
+        for (column, array) in self.row_columns.iter().zip(read) {
+            arrays[*column] = Some(array);
+        }
+        if self.keys_from_codec {
+            let decoded = self.schema.key_codec().decode([key])?;
+            for (column, array) in self.schema.key_indices().iter().zip(decoded) {
+                arrays[*column] = Some(array);
+            }
+        }
+        arrays[self.schema.seq_index()] = Some(Arc::new(UInt64Array::from(vec![seq])));
+        arrays[self.schema.op_index()] = Some(Arc::new(UInt8Array::from(vec![op.as_u8()])));
+        let arrays = arrays
+            .into_iter()
+            .map(|a| a.ok_or_else(|| Error::internal("a column of a row was not read")))
+            .collect::<Result<Vec<_>>>()?;
+        RecordBatch::try_new(Arc::clone(&self.row_schema), arrays)
+            .map_err(|e| self.corrupt(&format!("unreadable row: {e}")))
+    }
+
+    /// Rows `[start, end)` of the SST columns `columns` (ascending), as the table's types.
+    /// Rows inside one row group of a table of flat columns are read page by page: for each
+    /// column, the pages holding those rows (found in the offset index) are fetched with one
+    /// positioned read, checked and decoded, plus the column's dictionary page when one of
+    /// them is dictionary encoded; nothing else of the row group is read. Other rows (a block
+    /// cut by a row group's byte limit, nested columns) go through the Parquet reader's row
+    /// selection.
+    fn read_columns(&self, start: u64, end: u64, columns: &[usize]) -> Result<Vec<ArrayRef>> {
+        debug_assert!(start < end && end <= self.meta.rows);
+        debug_assert!(columns.windows(2).all(|w| w[0] < w[1]));
+        let rg = self.row_group_of(start);
+        if let Some(direct) = &self.direct
+            && self.row_group_of(end - 1) == rg
+        {
+            let rg_start = self.row_group_starts[rg];
+            let rg_rows = self.row_group_starts[rg + 1] - rg_start;
+            let (lo, hi) = (start - rg_start, end - rg_start);
+            let sst = self.row_schema.fields();
+            return catch(&self.object_path, || {
+                columns
+                    .iter()
+                    .map(|c| {
+                        let array = self.read_column_rows(&direct[*c], rg, lo, hi, rg_rows)?;
+                        if self.schema.sst_file_type_differs(*c) {
+                            return file_types::from_file(&array, sst[*c].data_type());
+                        }
+                        Ok(array)
+                    })
+                    .collect()
+            });
+        }
+        let batches: Vec<RecordBatch> = self
+            .read_rows(start, end, columns, (end - start) as usize)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.corrupt(&format!("unreadable rows: {e}")))?;
+        let Some(first) = batches.first() else {
+            return Err(self.corrupt("pages hold fewer rows than their locations say"));
+        };
+        let batch = concat_batches(&first.schema(), &batches)?;
+        if batch.num_rows() as u64 != end - start {
+            return Err(self.corrupt("block has the wrong number of rows"));
+        }
+        Ok(batch.columns().to_vec())
+    }
+
+    /// Rows `[lo, hi)` of row group `rg` (of `rg_rows` rows) of one column, as its file type:
+    /// decoded by [`super::page_decode`] when it handles the column's type and pages, else by the
+    /// Parquet reader over the selected pages.
+    fn read_column_rows(
         &self,
         column: &DirectColumn,
         rg: usize,
@@ -570,6 +710,25 @@ impl SstReader {
         hi: u64,
         rg_rows: u64,
     ) -> Result<ArrayRef> {
+        let pages = self.select_pages(column, rg, lo, hi, rg_rows)?;
+        if let Some(lean) = column.lean
+            && let Some(array) = self.decode_lean(column, lean, rg, lo, hi, rg_rows, &pages)?
+        {
+            return Ok(array);
+        }
+        self.decode_general(column, rg, lo, hi, &pages)
+    }
+
+    /// The pages of one column chunk holding rows `[lo, hi)` of row group `rg`, fetched with
+    /// one positioned read and each checked against its checksum.
+    fn select_pages<'a>(
+        &'a self,
+        column: &DirectColumn,
+        rg: usize,
+        lo: u64,
+        hi: u64,
+        rg_rows: u64,
+    ) -> Result<SelectedPages<'a>> {
         let parquet = self.metadata.metadata();
         let locations = parquet
             .offset_index()
@@ -602,75 +761,222 @@ impl SstReader {
             .file
             .get_bytes(pages_start, (pages_end - pages_start) as usize)
             .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?;
+        for page in &locations[first..=last] {
+            let at = (page.offset as u64).checked_sub(pages_start);
+            let in_range = at.is_some_and(|at| {
+                (at as usize)
+                    .checked_add(page.compressed_page_size as usize)
+                    .is_some_and(|end| end <= pages.len())
+            });
+            if !in_range {
+                return Err(self.corrupt("page locations out of order"));
+            }
+        }
         if let Some(crcs) = &self.page_crcs {
             let first_crc = column.first_page_crc[rg] + first;
             for (page, expected) in locations[first..=last].iter().zip(&crcs[first_crc..]) {
-                let at = (page.offset as u64).checked_sub(pages_start);
-                let bytes = at.and_then(|at| {
-                    let at = at as usize;
-                    pages.get(at..at.checked_add(page.compressed_page_size as usize)?)
-                });
-                let Some(bytes) = bytes else {
-                    return Err(self.corrupt("page locations out of order"));
-                };
+                let at = (page.offset as u64 - pages_start) as usize;
+                let bytes = &pages[at..at + page.compressed_page_size as usize];
                 self.check_page(bytes, *expected, page.offset as u64)?;
             }
         }
-        // The page reader sees the dictionary page (when needed) where it is in the file and
-        // the selected pages right after it, as if they were the whole column chunk.
         let needs_dictionary =
             data_start > chunk_start && (first as u64) < u64::from(column.dictionary_pages[rg]);
-        let (pages_at, dictionary) = if needs_dictionary {
-            let dictionary = match column.dictionaries[rg].get() {
-                Some(found) => found.clone(),
-                None => {
-                    let read = self
-                        .file
-                        .get_bytes(chunk_start, (data_start - chunk_start) as usize)
-                        .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?;
-                    if let Some(crcs) = &self.page_crcs {
-                        let expected = crcs[column.first_page_crc[rg] - 1];
-                        self.check_page(&read, expected, chunk_start)?;
-                    }
-                    column.dictionaries[rg].get_or_init(|| read).clone()
-                }
-            };
-            (data_start, Some((chunk_start, dictionary)))
-        } else {
-            (chunk_start, None)
-        };
-        let shifted: Vec<PageLocation> = locations[first..=last]
+        Ok(SelectedPages {
+            locations: &locations[first..=last],
+            first_row,
+            rows_end,
+            chunk,
+            chunk_start,
+            data_start,
+            pages_start,
+            pages,
+            needs_dictionary,
+        })
+    }
+
+    /// The raw dictionary page (header included) of column chunk `rg` of `column`, read and
+    /// checked once, then kept.
+    fn dictionary_page(
+        &self,
+        column: &DirectColumn,
+        rg: usize,
+        pages: &SelectedPages,
+    ) -> Result<Bytes> {
+        if let Some(found) = column.dictionaries[rg].get() {
+            return Ok(found.clone());
+        }
+        let read = self
+            .file
+            .get_bytes(
+                pages.chunk_start,
+                (pages.data_start - pages.chunk_start) as usize,
+            )
+            .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?;
+        if let Some(crcs) = &self.page_crcs {
+            let expected = crcs[column.first_page_crc[rg] - 1];
+            self.check_page(&read, expected, pages.chunk_start)?;
+        }
+        Ok(column.dictionaries[rg].get_or_init(|| read).clone())
+    }
+
+    /// A Parquet page reader over the selected pages, which it sees at the start of their
+    /// column chunk (so it reads no dictionary page).
+    fn page_reader(
+        &self,
+        pages: &SelectedPages,
+        source: BlockPages,
+    ) -> Result<SerializedPageReader<BlockPages>> {
+        let shifted: Vec<PageLocation> = pages
+            .locations
             .iter()
             .map(|p| PageLocation {
-                offset: (p.offset as u64 - pages_start + pages_at) as i64,
+                offset: (p.offset as u64 - pages.pages_start + source.pages_at) as i64,
                 compressed_page_size: p.compressed_page_size,
-                first_row_index: p.first_row_index - first_row as i64,
+                first_row_index: p.first_row_index - pages.first_row as i64,
             })
             .collect();
+        SerializedPageReader::new(
+            Arc::new(source),
+            pages.chunk,
+            (pages.rows_end - pages.first_row) as usize,
+            Some(shifted),
+        )
+        .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))
+    }
+
+    /// Rows `[lo, hi)` of the selected pages decoded by [`super::page_decode`]; `None` when a page
+    /// is in a layout it does not decode.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_lean(
+        &self,
+        column: &DirectColumn,
+        lean: LeanType,
+        rg: usize,
+        lo: u64,
+        hi: u64,
+        rg_rows: u64,
+        pages: &SelectedPages,
+    ) -> Result<Option<ArrayRef>> {
+        let unreadable = |e: PageError| self.corrupt(&format!("unreadable pages: {e}"));
+        let dictionary = if pages.needs_dictionary {
+            let decoded = match column.decoded_dictionaries[rg].get() {
+                Some(found) => Arc::clone(found),
+                None => {
+                    let raw = self.dictionary_page(column, rg, pages)?;
+                    let len = raw.len();
+                    let mut reader = SerializedPageReader::new(
+                        Arc::new(BlockPages {
+                            dictionary: None,
+                            pages_at: pages.chunk_start,
+                            pages: raw,
+                        }),
+                        pages.chunk,
+                        0,
+                        Some(vec![PageLocation {
+                            offset: pages.chunk_start as i64,
+                            compressed_page_size: len as i32,
+                            first_row_index: 0,
+                        }]),
+                    )
+                    .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?;
+                    let page = reader
+                        .next()
+                        .transpose()
+                        .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?
+                        .ok_or_else(|| self.corrupt("a dictionary page is missing"))?;
+                    match Dictionary::decode(lean, &page) {
+                        Ok(decoded) => {
+                            let decoded = Arc::new(decoded);
+                            Arc::clone(column.decoded_dictionaries[rg].get_or_init(|| decoded))
+                        }
+                        Err(PageError::Unsupported(_)) => return Ok(None),
+                        Err(e) => return Err(unreadable(e)),
+                    }
+                }
+            };
+            Some(decoded)
+        } else {
+            None
+        };
         let source = BlockPages {
-            dictionary,
-            pages_at,
-            pages,
+            dictionary: None,
+            pages_at: pages.chunk_start,
+            pages: pages.pages.clone(),
+        };
+        let mut reader = self.page_reader(pages, source)?;
+        let mut rows = ColumnRows::new(lean, column.nullable, (hi - lo) as usize);
+        for (i, location) in pages.locations.iter().enumerate() {
+            let page = reader
+                .next()
+                .transpose()
+                .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?
+                .ok_or_else(|| self.corrupt("pages hold fewer rows than their locations say"))?;
+            let page_first = location.first_row_index as u64;
+            let page_end = pages
+                .locations
+                .get(i + 1)
+                .map_or(rg_rows.min(pages.rows_end), |p| p.first_row_index as u64);
+            let from = lo.max(page_first) - page_first;
+            let to = hi.min(page_end).saturating_sub(page_first);
+            if to <= from {
+                continue;
+            }
+            match rows.append(&page, dictionary.as_deref(), from as usize, to as usize) {
+                Ok(()) => {}
+                Err(PageError::Unsupported(_)) => return Ok(None),
+                Err(e) => return Err(unreadable(e)),
+            }
+        }
+        if rows.len() as u64 != hi - lo {
+            return Err(self.corrupt("pages hold fewer rows than their locations say"));
+        }
+        rows.finish().map(Some).map_err(unreadable)
+    }
+
+    /// Rows `[lo, hi)` of the selected pages through the Parquet reader (a page reader over
+    /// them, with the dictionary page when needed, and a record-batch reader).
+    fn decode_general(
+        &self,
+        column: &DirectColumn,
+        rg: usize,
+        lo: u64,
+        hi: u64,
+        pages: &SelectedPages,
+    ) -> Result<ArrayRef> {
+        #[cfg(test)]
+        self.general_decodes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let parquet = self.metadata.metadata();
+        // The page reader sees the dictionary page (when needed) where it is in the file and
+        // the selected pages right after it, as if they were the whole column chunk.
+        let source = if pages.needs_dictionary {
+            let dictionary = self.dictionary_page(column, rg, pages)?;
+            BlockPages {
+                dictionary: Some((pages.chunk_start, dictionary)),
+                pages_at: pages.data_start,
+                pages: pages.pages.clone(),
+            }
+        } else {
+            BlockPages {
+                dictionary: None,
+                pages_at: pages.chunk_start,
+                pages: pages.pages.clone(),
+            }
         };
         let unreadable =
             |e: parquet::errors::ParquetError| self.corrupt(&format!("unreadable pages: {e}"));
-        let page_reader = SerializedPageReader::new(
-            Arc::new(source),
-            chunk,
-            (rows_end - first_row) as usize,
-            Some(shifted),
-        )
-        .map_err(unreadable)?;
+        let page_reader = self.page_reader(pages, source)?;
         let row_groups = OneColumnChunk {
             metadata: parquet,
             row_group: rg,
             leaf: column.leaf,
-            rows: (rows_end - first_row) as usize,
+            rows: (pages.rows_end - pages.first_row) as usize,
             pages: Mutex::new(Some(Box::new(page_reader))),
         };
         let mut selectors = Vec::with_capacity(2);
-        if lo > first_row {
-            selectors.push(RowSelector::skip((lo - first_row) as usize));
+        if lo > pages.first_row {
+            selectors.push(RowSelector::skip((lo - pages.first_row) as usize));
         }
         selectors.push(RowSelector::select((hi - lo) as usize));
         let mut reader = ParquetRecordBatchReader::try_new_with_row_groups(
@@ -818,26 +1124,27 @@ impl SstReader {
                 return Ok(None);
             }
         }
-        let seq_column = self.schema.seq_index();
-        let op_column = self.schema.op_index();
         loop {
-            let decoded = self.block(block)?;
+            let decoded = self.key_block(block)?;
             let keys = &decoded.keys;
-            let mut row = partition(keys, |k| k < key);
+            let (mut lo, mut hi) = (0, keys.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if keys.get(mid) < key {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            let mut row = lo;
             while row < keys.len() && keys.get(row) == key {
-                let seq = decoded
-                    .batch
-                    .column(seq_column)
-                    .as_primitive::<UInt64Type>()
-                    .value(row);
+                let seq = decoded.seqs[row];
                 if seq <= read_seq {
-                    let op = decoded
-                        .batch
-                        .column(op_column)
-                        .as_primitive::<UInt8Type>()
-                        .value(row);
-                    let op = OpKind::from_u8(op).ok_or_else(|| self.corrupt("bad _op value"))?;
-                    return Ok(Some((seq, op, decoded.batch.slice(row, 1))));
+                    let op = OpKind::from_u8(decoded.ops[row])
+                        .ok_or_else(|| self.corrupt("bad _op value"))?;
+                    let file_row = block as u64 * self.index.block_rows + row as u64;
+                    let batch = self.read_row(file_row, key, seq, op)?;
+                    return Ok(Some((seq, op, batch)));
                 }
                 row += 1;
             }
@@ -984,9 +1291,17 @@ fn direct_columns(
             ProjectionMask::leaves(descr, [leaf]),
             Some(hint),
         )?;
+        let column = descr.column(leaf);
         direct.push(DirectColumn {
             leaf,
             levels,
+            lean: LeanType::of(hint[leaf].data_type(), &column),
+            nullable: column.max_def_level() > 0,
+            decoded_dictionaries: parquet
+                .row_groups()
+                .iter()
+                .map(|_| OnceLock::new())
+                .collect(),
             dictionary_pages: parquet
                 .row_groups()
                 .iter()
@@ -1020,6 +1335,25 @@ fn dictionary_encoded_pages(row_group: &RowGroupMetaData, leaf: usize) -> u32 {
         })
         .map(|s| u32::try_from(s.count).unwrap_or(0))
         .sum()
+}
+
+/// The pages of one column chunk holding some rows, as fetched ([`SstReader::select_pages`]).
+struct SelectedPages<'a> {
+    /// The locations of the pages, as in the offset index (rows relative to the row group).
+    locations: &'a [PageLocation],
+    /// The first row of the first page and the row after the last one.
+    first_row: u64,
+    rows_end: u64,
+    chunk: &'a ColumnChunkMetaData,
+    /// Where the column chunk starts (its dictionary page, if any) and where its data pages
+    /// start.
+    chunk_start: u64,
+    data_start: u64,
+    /// Where `pages` starts in the file.
+    pages_start: u64,
+    pages: Bytes,
+    /// Some of the pages are dictionary encoded.
+    needs_dictionary: bool,
 }
 
 /// The bytes of a page-level block read as a Parquet `ChunkReader`: the dictionary page at its

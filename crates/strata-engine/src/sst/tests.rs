@@ -598,6 +598,144 @@ fn lookups_return_exactly_the_row(f: &Fixture) {
             );
             assert_eq!(found, expected.slice(row, 1), "key {id} at {seq}");
         }
+        // Every column of the fixture is decoded by the lean page decoder.
+        assert_eq!(reader.general_decodes(), 0);
+    }
+}
+
+/// Point lookups through the lean page decoder return exactly the rows the `parquet` crate's
+/// reader returns, for every type it decodes: nullable and not, dictionary encoded, falling
+/// back to plain and plain, multi-byte UTF-8, a two-column key (a string and an integer) in
+/// the middle of the columns; with small pages and row groups, and with large row groups.
+#[test]
+fn lean_page_decoding_returns_exactly_the_row_for_every_type() {
+    use arrow::array::{
+        ArrayRef, BinaryArray, Date32Array, Float32Array, Float64Array, Int8Array, Int16Array,
+        Int32Array, LargeBinaryArray, LargeStringArray, UInt16Array, UInt32Array,
+    };
+    let user = Arc::new(Schema::new(vec![
+        Field::new("i8", DataType::Int8, true),
+        Field::new("i16", DataType::Int16, true),
+        Field::new("kname", DataType::Utf8, false),
+        Field::new("i32", DataType::Int32, true),
+        Field::new("u8", DataType::UInt8, true),
+        Field::new("u16", DataType::UInt16, true),
+        Field::new("u32", DataType::UInt32, true),
+        Field::new("kn", DataType::Int32, false),
+        Field::new("u64", DataType::UInt64, true),
+        Field::new("f32", DataType::Float32, true),
+        Field::new("f64", DataType::Float64, true),
+        Field::new("d", DataType::Date32, true),
+        Field::new("b", DataType::Binary, true),
+        Field::new("lb", DataType::LargeBinary, true),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("ls", DataType::LargeUtf8, true),
+    ]));
+    let schema = Arc::new(TableSchema::new(user, &["kname", "kn"]).unwrap());
+    let n = 500usize;
+    let null_if = |i: usize, m: usize, r: usize| i % m != r;
+    fn opt<T>(keep: bool, value: T) -> Option<T> {
+        keep.then_some(value)
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int8Array::from_iter(
+            (0..n).map(|i| opt(null_if(i, 11, 0), (i % 7) as i8 - 3)),
+        )),
+        Arc::new(Int16Array::from_iter(
+            (0..n).map(|i| Some((i as i16).wrapping_mul(-337))),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("k{:03}", i / 3)),
+        )),
+        Arc::new(Int32Array::from_iter(
+            (0..n).map(|i| opt(null_if(i, 13, 5), i as i32 * 1000 - 5000)),
+        )),
+        Arc::new(UInt8Array::from_iter(
+            (0..n).map(|i| Some((i % 200) as u8 + 50)),
+        )),
+        Arc::new(UInt16Array::from_iter(
+            (0..n).map(|i| Some((i * 300) as u16)),
+        )),
+        Arc::new(UInt32Array::from_iter(
+            (0..n).map(|i| Some(u32::MAX - i as u32)),
+        )),
+        Arc::new(Int32Array::from_iter_values((0..n).map(|i| (i % 3) as i32))),
+        Arc::new(UInt64Array::from_iter(
+            (0..n).map(|i| Some(u64::MAX - i as u64 * 7)),
+        )),
+        Arc::new(Float32Array::from_iter(
+            (0..n).map(|i| opt(null_if(i, 5, 0), i as f32 * 0.5)),
+        )),
+        Arc::new(Float64Array::from_iter(
+            (0..n).map(|i| Some(-(i as f64) / 3.0)),
+        )),
+        Arc::new(Date32Array::from_iter((0..n).map(|i| Some(i as i32 - 200)))),
+        Arc::new(BinaryArray::from_iter(
+            (0..n).map(|i| opt(null_if(i, 4, 1), vec![i as u8; i % 17])),
+        )),
+        Arc::new(LargeBinaryArray::from_iter_values(
+            (0..n).map(|i| ["x", "yy", "zzz"][i % 3].as_bytes()),
+        )),
+        Arc::new(StringArray::from_iter((0..n).map(|i| {
+            opt(null_if(i, 6, 2), format!("value-{i}-{}", "é".repeat(i % 4)))
+        }))),
+        Arc::new(LargeStringArray::from_iter_values(
+            (0..n).map(|i| ["α", "β"][i % 2]),
+        )),
+    ];
+    let mut all = columns.clone();
+    all.push(Arc::new(UInt64Array::from_iter_values(
+        (0..n).map(|i| 10 + i as u64),
+    )));
+    all.push(Arc::new(UInt8Array::from(vec![0u8; n])));
+    let batch = RecordBatch::try_new(schema.sst_schema(), all).unwrap();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[Arc::clone(&columns[2]), Arc::clone(&columns[7])])
+        .unwrap();
+    let large_row_groups = TableOptions {
+        sst_row_group_rows: 1024,
+        ..small_options()
+    };
+    for options in [small_options(), large_row_groups] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SstStore::new(dir.path(), None).unwrap();
+        let mut writer = SstWriter::new(&store, 7, 42, 42, &schema, &options, 0, n as u64).unwrap();
+        writer.write(&batch, &keys).unwrap();
+        let meta = writer.finish().unwrap();
+        let f = Fixture {
+            _dir: dir,
+            store,
+            meta,
+            schema: Arc::clone(&schema),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let expected = parquet_rows(&f);
+        assert_eq!(expected.num_rows(), n);
+        // `i8` is dictionary encoded throughout, `i32` falls back to plain in large row
+        // groups, `u64` is plain (a dictionary never fits a page).
+        let probe = open(&f, 0).unwrap();
+        let i8_pages = probe.dictionary_encoded_pages(0);
+        assert!(
+            i8_pages.iter().all(|(dict, all)| dict == all),
+            "{i8_pages:?}"
+        );
+        let i32_pages = probe.dictionary_encoded_pages(3);
+        assert_eq!(
+            i32_pages.iter().any(|(dict, all)| dict < all),
+            options.sst_row_group_rows > 64,
+            "{i32_pages:?}"
+        );
+        for cache_bytes in [0, 1 << 20] {
+            let reader = open(&f, cache_bytes).unwrap();
+            assert!(reader.reads_block_pages());
+            for row in 0..n {
+                let (seq, op, found) = reader.get(keys.get(row), u64::MAX).unwrap().unwrap();
+                assert_eq!((seq, op), (10 + row as u64, OpKind::Put));
+                assert_eq!(found, expected.slice(row, 1), "row {row}");
+            }
+            assert_eq!(reader.general_decodes(), 0);
+        }
     }
 }
 
