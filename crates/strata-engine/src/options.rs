@@ -204,6 +204,11 @@ pub struct TableOptions {
     /// (and a dictionary page when one of them is dictionary encoded), so smaller pages make
     /// lookups cheaper; larger ones may compress better. Default 8 KiB.
     pub sst_page_size_bytes: usize,
+    /// Target size of a data page of the value columns (neither key columns nor `_seq` /
+    /// `_op`), at most `sst_page_size_bytes`. A point lookup decompresses the page of each
+    /// value column that holds its row, so smaller value pages make lookups cheaper (more
+    /// page headers for scans to walk). Default 8 KiB.
+    pub sst_value_page_size_bytes: usize,
     /// Rows per entry of the SST's sparse key index (see `sst`); also the unit of the block
     /// cache. Default 256.
     pub sst_index_block_rows: usize,
@@ -233,6 +238,7 @@ impl Default for TableOptions {
             max_immutable_memtables: 4,
             sst_row_group_rows: 64 * 1024,
             sst_page_size_bytes: 8 * KIB,
+            sst_value_page_size_bytes: 8 * KIB,
             sst_index_block_rows: 256,
             sst_compression: SstCompression::Snappy,
             sst_row_group_bytes_max: 128 * MIB,
@@ -261,6 +267,9 @@ impl TableOptions {
         }
         if self.sst_page_size_bytes < KIB {
             return bad("sst_page_size_bytes must be at least 1 KiB");
+        }
+        if self.sst_value_page_size_bytes < KIB {
+            return bad("sst_value_page_size_bytes must be at least 1 KiB");
         }
         if self.sst_row_group_bytes_max < self.sst_page_size_bytes {
             return bad("sst_row_group_bytes_max must be at least sst_page_size_bytes");

@@ -168,12 +168,6 @@ impl BlockCache {
         self.cache.as_ref().map_or(0, |c| c.weight())
     }
 
-    /// Entries currently cached (blocks and key blocks).
-    #[cfg(test)]
-    pub(crate) fn entries(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
-    }
-
     /// Capacity in bytes.
     pub fn capacity(&self) -> u64 {
         self.cache.as_ref().map_or(0, |c| c.capacity())

@@ -83,6 +83,21 @@ impl FileKeys {
         }
     }
 
+    /// The number of leading rows whose key is below `key` (binary search).
+    #[inline]
+    pub fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     /// Memory held.
     pub fn bytes(&self) -> usize {
         match &self.rows {

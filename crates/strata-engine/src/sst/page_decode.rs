@@ -297,6 +297,54 @@ fn hybrid(data: &[u8], bit_width: u8, count: usize, mut f: impl FnMut(u32)) -> R
     Ok(())
 }
 
+/// Reads the first `hi` definition levels (bit width 1, RLE/bit-packed hybrid): pushes the
+/// validity of rows `lo..hi` onto `valid` and returns the number of values (level 1) before
+/// row `lo`. Counts whole runs and bytes (popcount) instead of visiting each level below `lo`.
+fn definition_levels(data: &[u8], lo: usize, hi: usize, valid: &mut Vec<bool>) -> Result<usize> {
+    let mut pos = 0;
+    let mut row = 0;
+    let mut skip = 0;
+    while row < hi {
+        let header = uleb128(data, &mut pos)?;
+        let run = usize::try_from(header >> 1).map_err(|_| malformed("level run too long"))?;
+        if header & 1 == 0 {
+            let level = *data
+                .get(pos)
+                .ok_or_else(|| malformed("RLE value past the page"))?;
+            pos += 1;
+            if run == 0 || level > 1 {
+                return Err(malformed("bad definition level run"));
+            }
+            let end = row.saturating_add(run).min(hi);
+            let below = lo.saturating_sub(row).min(end - row);
+            skip += below * usize::from(level);
+            valid.extend(std::iter::repeat_n(level == 1, end - row - below));
+            row = end;
+        } else {
+            // `run` groups of 8 levels, one byte each.
+            let bytes = data
+                .get(pos..pos.saturating_add(run))
+                .ok_or_else(|| malformed("bit-packed run past the page"))?;
+            pos += run;
+            if run == 0 {
+                return Err(malformed("empty bit-packed run"));
+            }
+            let end = row.saturating_add(run * 8).min(hi);
+            let below = lo.saturating_sub(row).min(end - row);
+            skip += bytes[..below / 8]
+                .iter()
+                .map(|b| b.count_ones() as usize)
+                .sum::<usize>();
+            if below % 8 != 0 {
+                skip += (bytes[below / 8] & ((1u8 << (below % 8)) - 1)).count_ones() as usize;
+            }
+            valid.extend((below..end - row).map(|i| (bytes[i / 8] >> (i % 8)) & 1 == 1));
+            row = end;
+        }
+    }
+    Ok(skip)
+}
+
 fn uleb128(data: &[u8], pos: &mut usize) -> Result<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
@@ -409,27 +457,12 @@ impl ColumnRows {
         }
         // Which of rows lo..hi hold a value, and how many values come before row lo.
         let first = self.valid.len();
-        let mut skip = 0usize;
-        if self.nullable {
-            let mut row = 0;
-            let valid = &mut self.valid;
-            let mut bad = false;
-            hybrid(levels, 1, hi, |level| {
-                bad |= level > 1;
-                if row < lo {
-                    skip += level as usize;
-                } else {
-                    valid.push(level == 1);
-                }
-                row += 1;
-            })?;
-            if bad {
-                return Err(malformed("definition level above 1"));
-            }
+        let skip = if self.nullable {
+            definition_levels(levels, lo, hi, &mut self.valid)?
         } else {
-            skip = lo;
             self.valid.resize(first + (hi - lo), true);
-        }
+            lo
+        };
         let take = self.valid[first..].iter().filter(|v| **v).count();
         let width = self.lean.width();
         // The taken values, in order, handed to `put`.
@@ -718,6 +751,36 @@ mod tests {
         // Past the page's values.
         let mut rows = ColumnRows::new(LeanType::Utf8, true, 3);
         assert!(rows.append(&v1, None, 1, 6).is_err());
+    }
+
+    /// `definition_levels` agrees with the general run decoder for every `lo..hi`.
+    #[test]
+    fn definition_levels_count_and_select() {
+        let levels: Vec<u32> = (0..37u32)
+            .map(|i| u32::from(i % 3 != 1 && i % 7 != 0))
+            .collect();
+        let mut data = bit_packed(&levels[..16], 1);
+        data.push(5 << 1);
+        data.push(1);
+        data.push(4 << 1);
+        data.push(0);
+        data.extend(bit_packed(&levels[25..], 1));
+        let mut all = levels[..16].to_vec();
+        all.extend([1; 5]);
+        all.extend([0; 4]);
+        all.extend(&levels[25..]);
+        assert_eq!(collect(&data, 1, all.len()).unwrap(), all);
+        for lo in 0..=all.len() {
+            for hi in lo..=all.len() {
+                let mut valid = Vec::new();
+                let skip = definition_levels(&data, lo, hi, &mut valid).unwrap();
+                assert_eq!(skip, all[..lo].iter().filter(|l| **l == 1).count());
+                let expected: Vec<bool> = all[lo..hi].iter().map(|l| *l == 1).collect();
+                assert_eq!(valid, expected, "{lo}..{hi}");
+            }
+        }
+        assert!(definition_levels(&data, 0, all.len() + 8, &mut Vec::new()).is_err());
+        assert!(definition_levels(&[2 << 1, 2], 0, 1, &mut Vec::new()).is_err());
     }
 
     #[test]

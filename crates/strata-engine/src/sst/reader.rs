@@ -169,6 +169,9 @@ pub struct SstReader {
     /// The crc32c of every page (`strata.page_crc32c`, see [`super::page_crc`]); `None` for
     /// files written before pages had checksums.
     page_crcs: Option<Vec<u32>>,
+    /// The first keys of the key index, packed (one allocation, no pointer per key) for the
+    /// binary search of every lookup.
+    first_keys: super::FileKeys,
     /// The schema of the batches the reader returns (the SST columns as the table's types).
     row_schema: SchemaRef,
     /// The columns of a key block: the key columns, `_seq` and `_op`, ascending.
@@ -415,6 +418,15 @@ impl SstReader {
             .filter(|c| *c != schema.seq_index() && *c != schema.op_index())
             .filter(|c| !(keys_from_codec && schema.key_indices().contains(c)))
             .collect();
+        let mut packed = ByteRows::with_capacity(
+            index.first_keys.len(),
+            index.first_keys.iter().map(Vec::len).sum(),
+        );
+        index.first_keys.iter().for_each(|k| packed.push(k));
+        if (1..packed.len()).any(|i| packed.get(i - 1) > packed.get(i)) {
+            return Err(corrupt("strata.key_index is not in key order".into()));
+        }
+        let first_keys = super::FileKeys::new(packed);
         Ok(SstReader {
             meta: meta.clone(),
             object_path,
@@ -427,6 +439,7 @@ impl SstReader {
             blooms: (0..row_groups).map(|_| OnceLock::new()).collect(),
             direct,
             page_crcs,
+            first_keys,
             row_schema,
             key_block_columns,
             keys_from_codec,
@@ -1102,12 +1115,11 @@ impl SstReader {
             return Ok(None);
         }
         Metrics::inc(&self.metrics.get_sst_probes);
-        let mut block = self.index.block_for(key);
-        let starts_next = self
-            .index
-            .first_keys
-            .get(block + 1)
-            .is_some_and(|k| k.as_slice() == key);
+        // The block holding the first row whose key is `>= key` (as `KeyIndex::block_for`,
+        // over the packed copy of the index).
+        let after = self.first_keys.lower_bound(key);
+        let mut block = after.saturating_sub(1);
+        let starts_next = after < self.first_keys.len() && self.first_keys.get(after) == key;
         if !starts_next {
             // The block may span two row groups (a row group can be cut by its byte limit):
             // the key is absent only if every one of them rules it out.
@@ -1127,16 +1139,7 @@ impl SstReader {
         loop {
             let decoded = self.key_block(block)?;
             let keys = &decoded.keys;
-            let (mut lo, mut hi) = (0, keys.len());
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if keys.get(mid) < key {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            let mut row = lo;
+            let mut row = keys.lower_bound(key);
             while row < keys.len() && keys.get(row) == key {
                 let seq = decoded.seqs[row];
                 if seq <= read_seq {

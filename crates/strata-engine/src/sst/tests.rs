@@ -823,3 +823,35 @@ fn a_damaged_page_is_corruption_never_data() {
     std::fs::write(&path, &original).unwrap();
     lookups_return_exactly_the_row(&f);
 }
+
+/// `sst_value_page_size_bytes` cuts the value columns' pages smaller than the key columns'
+/// (and `_seq`'s), and lookups read exactly the rows through them.
+#[test]
+fn value_columns_get_their_own_page_size() {
+    let pages = |value_page_bytes: usize| {
+        let options = TableOptions {
+            sst_page_size_bytes: 4 * 1024,
+            sst_value_page_size_bytes: value_page_bytes,
+            sst_row_group_rows: 2048,
+            ..small_options()
+        };
+        let f = fixture_with(2000, &options);
+        let path = f.store.local_path(&f.meta.object_path());
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required)
+            .parse_and_finish(&bytes::Bytes::from(std::fs::read(path).unwrap()))
+            .unwrap();
+        let index = &metadata.offset_index().unwrap()[0];
+        let counts: Vec<usize> = (0..4).map(|l| index[l].page_locations().len()).collect();
+        (counts, f)
+    };
+    let (default, _) = pages(4 * 1024);
+    let (small, f) = pages(1024);
+    // Key (0), `_seq` (2) and `_op` (3) pages as before; the names (1) in more pages.
+    assert_eq!(
+        (small[0], small[2], small[3]),
+        (default[0], default[2], default[3])
+    );
+    assert!(small[1] >= 2 * default[1], "{small:?} against {default:?}");
+    lookups_return_exactly_the_row(&f);
+}

@@ -231,6 +231,17 @@ impl SstWriter {
             let column = ColumnPath::from(storage.field(*index).name().as_str());
             builder = builder.set_column_dictionary_enabled(column, false);
         }
+        // Value columns (a point lookup reads one page of each for its row) may have smaller
+        // pages than the key columns (read a block at a time).
+        let value_page_bytes = options
+            .sst_value_page_size_bytes
+            .min(options.sst_page_size_bytes);
+        if value_page_bytes != options.sst_page_size_bytes {
+            for index in schema.value_indices() {
+                let column = ColumnPath::from(storage.field(*index).name().as_str());
+                builder = builder.set_column_data_page_size_limit(column, value_page_bytes);
+            }
+        }
         for index in schema.key_indices() {
             let field = storage.field(*index);
             if bloom_supported(field.data_type()) {
