@@ -28,6 +28,8 @@
 //! workloads), `STRATA_BENCH_ENGINES` (comma-separated engine names, e.g. `strata,rocksdb`),
 //! `STRATA_BENCH_READS` (gets of readrandom; default N/2), `STRATA_BENCH_SETUPS` (comma-separated overwrite set-ups, e.g. `strata leveled`), `STRATA_BENCH_DIR` (where the databases go; default `target`),
 //! `STRATA_BENCH_RESULTS` (where the tables go; default `benches/results`),
+//! `STRATA_BENCH_KEEP` (a directory: the databases of the read workloads are kept there, and a
+//! later run with the same N reads them without filling again; for studies of the reads),
 //! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
 //! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
 //! through several levels; default 1, the defaults).
@@ -268,8 +270,9 @@ mod strata {
         kv: KvStore,
     }
 
-    /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES` and
-    /// `STRATA_BENCH_INDEX_BLOCK_ROWS` (for studies of the layout; unset = the defaults).
+    /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
+    /// `STRATA_BENCH_VALUE_PAGE_BYTES` and `STRATA_BENCH_INDEX_BLOCK_ROWS` (for studies of the
+    /// layout; unset = the defaults).
     fn sst_layout(mut options: TableOptions) -> TableOptions {
         let var = |name: &str| {
             std::env::var(name).ok().map(|v| {
@@ -282,6 +285,9 @@ mod strata {
         }
         if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
             options.sst_page_size_bytes = bytes;
+        }
+        if let Some(bytes) = var("STRATA_BENCH_VALUE_PAGE_BYTES") {
+            options.sst_value_page_size_bytes = bytes;
         }
         if let Some(rows) = var("STRATA_BENCH_INDEX_BLOCK_ROWS") {
             options.sst_index_block_rows = rows;
@@ -790,13 +796,35 @@ fn run_engine(kind: Kind, n: u64, only: &dyn Fn(&str) -> bool, order: &[u64]) ->
         "scanall",
     ];
     if reads.iter().any(|w| only(w)) {
-        let dir = fresh_dir();
-        let engine = open(kind, dir.path(), MEMTABLE_BYTES);
-        results.push(timed("fillrandom", name, n, || {
-            fill_random(engine.as_ref(), order);
-            String::new()
-        }));
-        engine.flush();
+        // `STRATA_BENCH_KEEP`: the filled database stays in `<dir>/<engine>-<n>`, and a later
+        // run with the same settings reads it instead of filling again (no fillrandom row).
+        let kept = std::env::var_os("STRATA_BENCH_KEEP")
+            .map(|d| Path::new(&d).join(format!("{}-{n}", name.replace([' ', '(', ')'], ""))));
+        let filled_mark = kept.as_ref().map(|d| d.join("FILLED"));
+        let refill = filled_mark.as_ref().is_none_or(|m| !m.exists());
+        let temp = kept.is_none().then(fresh_dir);
+        let path = kept
+            .clone()
+            .unwrap_or_else(|| temp.as_ref().expect("a fresh dir").path().to_path_buf());
+        if refill && let Some(dir) = &kept {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir).expect("bench dir");
+        }
+        let engine = open(kind, &path, MEMTABLE_BYTES);
+        if refill {
+            results.push(timed("fillrandom", name, n, || {
+                fill_random(engine.as_ref(), order);
+                String::new()
+            }));
+            engine.flush();
+            if let Some(mark) = &filled_mark {
+                // Compactions left behind by the fill finish before the mark is written.
+                engine.settle(Duration::from_secs(600));
+                std::fs::write(mark, b"").expect("fill mark");
+            }
+        } else {
+            eprintln!("  {name}: reading the database kept in {}", path.display());
+        }
         if only("readrandom") {
             results.push(read_random(engine.as_ref(), name, n));
         }
