@@ -179,9 +179,104 @@ fn page_header(bytes: &[u8]) -> Result<Option<(usize, u64)>, &'static str> {
     }
 }
 
+/// The fields of a page header that a page decode needs (Thrift `PageHeader`, with its
+/// `DataPageHeader`, `DictionaryPageHeader` or `DataPageHeaderV2`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PageHeaderInfo {
+    /// `type`: 0 data page, 2 dictionary page, 3 data page v2.
+    pub(crate) page_type: i32,
+    pub(crate) uncompressed_page_size: i32,
+    pub(crate) compressed_page_size: i32,
+    /// `num_values` of the page's own header.
+    pub(crate) num_values: i32,
+    /// The encoding of the values.
+    pub(crate) encoding: i32,
+    /// Data page v1: the encoding of the definition levels.
+    pub(crate) definition_level_encoding: i32,
+    /// Data page v2: the byte lengths of the (uncompressed) levels, and whether the values
+    /// are compressed.
+    pub(crate) definition_levels_byte_length: i32,
+    pub(crate) repetition_levels_byte_length: i32,
+    pub(crate) is_compressed: bool,
+}
+
+/// Parses the Thrift compact `PageHeader` at the start of `bytes`: its length and fields.
+pub(crate) fn parse_page_header(bytes: &[u8]) -> Result<(usize, PageHeaderInfo), &'static str> {
+    let mut cursor = Cursor { bytes, pos: 0 };
+    let mut info = PageHeaderInfo {
+        is_compressed: true,
+        ..PageHeaderInfo::default()
+    };
+    let parsed = cursor.fields(0, &mut |c, id, kind| {
+        match (id, kind) {
+            (1, 5) => info.page_type = c.i32()?,
+            (2, 5) => info.uncompressed_page_size = c.i32()?,
+            (3, 5) => info.compressed_page_size = c.i32()?,
+            (5, 12) | (7, 12) | (8, 12) => {
+                let v2 = id == 8;
+                c.fields(1, &mut |c, id, kind| {
+                    match (v2, id, kind) {
+                        (_, 1, 5) => info.num_values = c.i32()?,
+                        (false, 2, 5) | (true, 4, 5) => info.encoding = c.i32()?,
+                        (false, 3, 5) => info.definition_level_encoding = c.i32()?,
+                        (true, 5, 5) => info.definition_levels_byte_length = c.i32()?,
+                        (true, 6, 5) => info.repetition_levels_byte_length = c.i32()?,
+                        (true, 7, 1) => info.is_compressed = true,
+                        (true, 7, 2) => info.is_compressed = false,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    });
+    match parsed {
+        Ok(()) => Ok((cursor.pos, info)),
+        Err(Stop::More) => Err("the page header ends past its page"),
+        Err(Stop::Bad(reason)) => Err(reason),
+    }
+}
+
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+}
+
+/// A handler of one struct field (`id`, compact type `kind`): reads it and returns true, or
+/// returns false to have it skipped.
+type FieldHandler<'h> = dyn FnMut(&mut Cursor<'_>, i64, u8) -> Result<bool, Stop> + 'h;
+
+impl Cursor<'_> {
+    /// Reads the fields of a struct up to its stop byte, handing each to `handle`.
+    fn fields(&mut self, depth: usize, handle: &mut FieldHandler<'_>) -> Result<(), Stop> {
+        if depth > MAX_DEPTH {
+            return Err(Stop::Bad("nested too deeply"));
+        }
+        let mut last_id = 0i64;
+        loop {
+            let header = self.byte()?;
+            if header == 0 {
+                return Ok(());
+            }
+            let kind = header & 0x0f;
+            let delta = header >> 4;
+            let id = if delta == 0 {
+                zigzag(self.varint()?)
+            } else {
+                last_id + i64::from(delta)
+            };
+            last_id = id;
+            if !handle(self, id, kind)? {
+                self.skip_value(kind, true, depth + 1)?;
+            }
+        }
+    }
+
+    fn i32(&mut self) -> Result<i32, Stop> {
+        i32::try_from(zigzag(self.varint()?)).map_err(|_| Stop::Bad("i32 out of range"))
+    }
 }
 
 impl Cursor<'_> {
@@ -318,6 +413,32 @@ mod tests {
         let crcs = vec![0, 1, u32::MAX, 0xDEAD_BEEF];
         assert_eq!(decode(&encode(&crcs)), Some(crcs));
         assert_eq!(decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn page_headers_parse_their_fields() {
+        // type=DATA_PAGE(0), uncompressed=5, compressed=3, data_page_header{num_values=1,
+        // encoding=0, def=3, rep=3}.
+        let header = [
+            0x15, 0x00, 0x15, 0x0a, 0x15, 0x06, 0x2c, 0x15, 0x02, 0x15, 0x00, 0x15, 0x06, 0x15,
+            0x06, 0x00, 0x00, 0xAA,
+        ];
+        let (len, info) = parse_page_header(&header).unwrap();
+        assert_eq!(len, 17);
+        assert_eq!(
+            info,
+            PageHeaderInfo {
+                page_type: 0,
+                uncompressed_page_size: 5,
+                compressed_page_size: 3,
+                num_values: 1,
+                encoding: 0,
+                definition_level_encoding: 3,
+                is_compressed: true,
+                ..PageHeaderInfo::default()
+            }
+        );
+        assert!(parse_page_header(&header[..10]).is_err());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use arrow::datatypes::{
     GenericBinaryType, GenericStringType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
     UInt16Type, UInt32Type, UInt64Type,
 };
-use parquet::basic::{Encoding, Type as PhysicalType};
+use parquet::basic::{Compression, Encoding, Type as PhysicalType};
 use parquet::column::page::Page;
 use parquet::schema::types::ColumnDescriptor;
 
@@ -143,6 +143,170 @@ impl LeanType {
     }
 }
 
+/// A decompressed page as the decoder reads it: from the `parquet` crate's [`Page`]
+/// ([`PageView::of`]) or parsed and decompressed here ([`PageView::parse`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageView<'a> {
+    kind: ViewKind,
+    num_values: usize,
+    encoding: Encoding,
+    /// Levels and values (v2: the levels uncompressed in front).
+    buf: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ViewKind {
+    V1 { def_level_encoding: Encoding },
+    V2 { def_len: usize, rep_len: usize },
+    Dictionary,
+}
+
+/// Largest uncompressed page accepted.
+const MAX_PAGE_BYTES: usize = 1 << 30;
+
+impl<'a> PageView<'a> {
+    /// The view of a page decoded by the `parquet` crate.
+    pub(crate) fn of(page: &'a Page) -> PageView<'a> {
+        match page {
+            Page::DataPage {
+                buf,
+                num_values,
+                encoding,
+                def_level_encoding,
+                ..
+            } => PageView {
+                kind: ViewKind::V1 {
+                    def_level_encoding: *def_level_encoding,
+                },
+                num_values: *num_values as usize,
+                encoding: *encoding,
+                buf,
+            },
+            Page::DataPageV2 {
+                buf,
+                num_values,
+                encoding,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                ..
+            } => PageView {
+                kind: ViewKind::V2 {
+                    def_len: *def_levels_byte_len as usize,
+                    rep_len: *rep_levels_byte_len as usize,
+                },
+                num_values: *num_values as usize,
+                encoding: *encoding,
+                buf,
+            },
+            Page::DictionaryPage {
+                buf,
+                num_values,
+                encoding,
+                ..
+            } => PageView {
+                kind: ViewKind::Dictionary,
+                num_values: *num_values as usize,
+                encoding: *encoding,
+                buf,
+            },
+        }
+    }
+
+    /// Parses the page (header included) in `bytes` and decompresses it with `codec` into
+    /// `scratch` (reused between pages); only `SNAPPY` and `UNCOMPRESSED` pages are
+    /// decompressed here (others are [`Unsupported`]).
+    pub(crate) fn parse(
+        bytes: &'a [u8],
+        codec: Compression,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<PageView<'a>> {
+        let (header_len, info) =
+            super::page_crc::parse_page_header(bytes).map_err(|e| malformed(e))?;
+        let body = bytes
+            .get(header_len..)
+            .filter(|b| i32::try_from(b.len()).ok() == Some(info.compressed_page_size))
+            .ok_or_else(|| malformed("the page's size disagrees with its location"))?;
+        let size = |v: i32| usize::try_from(v).map_err(|_| malformed("negative size"));
+        let uncompressed = size(info.uncompressed_page_size)?;
+        if uncompressed > MAX_PAGE_BYTES {
+            return Err(malformed("page larger than 1 GiB"));
+        }
+        let encoding = encoding_of(info.encoding)?;
+        let (kind, levels) = match info.page_type {
+            0 => (
+                ViewKind::V1 {
+                    def_level_encoding: encoding_of(info.definition_level_encoding)?,
+                },
+                0,
+            ),
+            2 => (ViewKind::Dictionary, 0),
+            3 => {
+                let (def_len, rep_len) = (
+                    size(info.definition_levels_byte_length)?,
+                    size(info.repetition_levels_byte_length)?,
+                );
+                let levels = def_len
+                    .checked_add(rep_len)
+                    .filter(|l| *l <= body.len() && *l <= uncompressed)
+                    .ok_or_else(|| malformed("levels longer than the page"))?;
+                let levels = if info.is_compressed {
+                    levels
+                } else {
+                    body.len()
+                };
+                (ViewKind::V2 { def_len, rep_len }, levels)
+            }
+            other => return Err(Unsupported(format!("page type {other}"))),
+        };
+        let buf: &'a [u8] = match codec {
+            Compression::UNCOMPRESSED => body,
+            _ if levels == body.len() => body,
+            Compression::SNAPPY => {
+                scratch.clear();
+                scratch.extend_from_slice(&body[..levels]);
+                let compressed = &body[levels..];
+                let expected = uncompressed - levels.min(uncompressed);
+                let len = snap::raw::decompress_len(compressed)
+                    .map_err(|e| PageError::Malformed(format!("snappy: {e}")))?;
+                if len != expected {
+                    return Err(malformed("the decompressed size disagrees with the header"));
+                }
+                scratch.resize(levels + len, 0);
+                let written = snap::raw::Decoder::new()
+                    .decompress(compressed, &mut scratch[levels..])
+                    .map_err(|e| PageError::Malformed(format!("snappy: {e}")))?;
+                if written != len {
+                    return Err(malformed("the decompressed size disagrees with the header"));
+                }
+                scratch
+            }
+            other => return Err(Unsupported(format!("codec {other}"))),
+        };
+        if buf.len() != uncompressed {
+            return Err(malformed("the page's size disagrees with its header"));
+        }
+        let num_values =
+            usize::try_from(info.num_values).map_err(|_| malformed("negative value count"))?;
+        Ok(PageView {
+            kind,
+            num_values,
+            encoding,
+            buf,
+        })
+    }
+}
+
+/// The encodings this module reads, by their Thrift number.
+fn encoding_of(value: i32) -> Result<Encoding> {
+    Ok(match value {
+        0 => Encoding::PLAIN,
+        2 => Encoding::PLAIN_DICTIONARY,
+        3 => Encoding::RLE,
+        8 => Encoding::RLE_DICTIONARY,
+        other => return Err(Unsupported(format!("encoding {other}"))),
+    })
+}
+
 /// A decoded dictionary page: its values as `PLAIN` bytes, with the start of each value.
 #[derive(Debug)]
 pub(crate) struct Dictionary {
@@ -155,20 +319,15 @@ pub(crate) struct Dictionary {
 
 impl Dictionary {
     /// Decodes a dictionary page of a column of type `lean`.
-    pub(crate) fn decode(lean: LeanType, page: &Page) -> Result<Dictionary> {
-        let Page::DictionaryPage {
-            buf,
-            num_values,
-            encoding,
-            ..
-        } = page
-        else {
+    pub(crate) fn decode(lean: LeanType, page: &PageView) -> Result<Dictionary> {
+        if page.kind != ViewKind::Dictionary {
             return Err(malformed("expected a dictionary page"));
-        };
+        }
+        let (buf, encoding) = (page.buf, page.encoding);
         if !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY) {
             return Err(Unsupported(format!("dictionary encoding {encoding}")));
         }
-        let len = *num_values as usize;
+        let len = page.num_values;
         match lean.width() {
             Some(width) => {
                 let bytes = len
@@ -394,61 +553,40 @@ impl ColumnRows {
     /// dictionary, when the caller has it).
     pub(crate) fn append(
         &mut self,
-        page: &Page,
+        page: &PageView,
         dictionary: Option<&Dictionary>,
         lo: usize,
         hi: usize,
     ) -> Result<()> {
         debug_assert!(lo <= hi);
-        let (num_values, encoding, levels, values): (usize, Encoding, &[u8], &[u8]) = match page {
-            Page::DataPage {
-                buf,
-                num_values,
-                encoding,
-                def_level_encoding,
-                ..
-            } => {
-                if !self.nullable {
-                    (*num_values as usize, *encoding, &[], buf)
-                } else {
-                    if *def_level_encoding != Encoding::RLE {
-                        return Err(Unsupported(format!(
-                            "definition levels in {def_level_encoding}"
-                        )));
-                    }
-                    let len = buf
-                        .get(..4)
-                        .ok_or_else(|| malformed("definition levels past the page"))?;
-                    let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
-                    let levels = buf
-                        .get(4..4 + len)
-                        .ok_or_else(|| malformed("definition levels past the page"))?;
-                    (*num_values as usize, *encoding, levels, &buf[4 + len..])
+        let (buf, num_values, encoding) = (page.buf, page.num_values, page.encoding);
+        let (levels, values): (&[u8], &[u8]) = match page.kind {
+            ViewKind::V1 { .. } if !self.nullable => (&[], buf),
+            ViewKind::V1 { def_level_encoding } => {
+                if def_level_encoding != Encoding::RLE {
+                    return Err(Unsupported(format!(
+                        "definition levels in {def_level_encoding}"
+                    )));
                 }
+                let len = buf
+                    .get(..4)
+                    .ok_or_else(|| malformed("definition levels past the page"))?;
+                let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+                let levels = buf
+                    .get(4..4usize.saturating_add(len))
+                    .ok_or_else(|| malformed("definition levels past the page"))?;
+                (levels, &buf[4 + len..])
             }
-            Page::DataPageV2 {
-                buf,
-                num_values,
-                encoding,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                ..
-            } => {
-                if *rep_levels_byte_len != 0 {
+            ViewKind::V2 { def_len, rep_len } => {
+                if rep_len != 0 {
                     return Err(malformed("repetition levels in a flat column"));
                 }
-                let split = *def_levels_byte_len as usize;
-                if buf.len() < split {
+                if buf.len() < def_len {
                     return Err(malformed("definition levels past the page"));
                 }
-                (
-                    *num_values as usize,
-                    *encoding,
-                    &buf[..split],
-                    &buf[split..],
-                )
+                buf.split_at(def_len)
             }
-            Page::DictionaryPage { .. } => {
+            ViewKind::Dictionary => {
                 return Err(malformed("a dictionary page among the data pages"));
             }
         };
@@ -697,16 +835,14 @@ mod tests {
             dictionary_values.extend((value.len() as u32).to_le_bytes());
             dictionary_values.extend(value);
         }
-        let dictionary = Dictionary::decode(
-            LeanType::Utf8,
-            &Page::DictionaryPage {
-                buf: Bytes::from(dictionary_values),
-                num_values: 3,
-                encoding: Encoding::PLAIN,
-                is_sorted: false,
-            },
-        )
-        .unwrap();
+        let dictionary_page = Page::DictionaryPage {
+            buf: Bytes::from(dictionary_values),
+            num_values: 3,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        let dictionary =
+            Dictionary::decode(LeanType::Utf8, &PageView::of(&dictionary_page)).unwrap();
         let mut v2 = levels.clone();
         v2.push(2);
         v2.extend(bit_packed(&[2, 1, 0], 2));
@@ -723,7 +859,7 @@ mod tests {
         };
         for (page, dictionary) in [(&v1, None), (&v2, Some(&dictionary))] {
             let mut rows = ColumnRows::new(LeanType::Utf8, true, 3);
-            rows.append(page, dictionary, 1, 4).unwrap();
+            rows.append(&PageView::of(page), dictionary, 1, 4).unwrap();
             let array = rows.finish().unwrap();
             let strings = array.as_string::<i32>();
             assert_eq!(strings.len(), 3);
@@ -735,7 +871,7 @@ mod tests {
         // A dictionary page is needed, and indices must lie within it.
         let mut rows = ColumnRows::new(LeanType::Utf8, true, 3);
         assert!(matches!(
-            rows.append(&v2, None, 1, 4),
+            rows.append(&PageView::of(&v2), None, 1, 4),
             Err(PageError::Malformed(_))
         ));
         let short = Dictionary {
@@ -745,12 +881,12 @@ mod tests {
         };
         let mut rows = ColumnRows::new(LeanType::Utf8, true, 3);
         assert!(matches!(
-            rows.append(&v2, Some(&short), 1, 4),
+            rows.append(&PageView::of(&v2), Some(&short), 1, 4),
             Err(PageError::Malformed(_))
         ));
         // Past the page's values.
         let mut rows = ColumnRows::new(LeanType::Utf8, true, 3);
-        assert!(rows.append(&v1, None, 1, 6).is_err());
+        assert!(rows.append(&PageView::of(&v1), None, 1, 6).is_err());
     }
 
     /// `definition_levels` agrees with the general run decoder for every `lo..hi`.

@@ -27,7 +27,7 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReaderBuilder, RowGroups, RowSelection, RowSelector,
 };
 use parquet::arrow::{FieldLevels, ProjectionMask, parquet_to_arrow_field_levels};
-use parquet::basic::{Encoding, PageType};
+use parquet::basic::{Compression, Encoding, PageType};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::page::{PageIterator, PageReader};
 use parquet::file::metadata::{
@@ -39,7 +39,7 @@ use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::cache::{BlockCache, DecodedBlock, KeyBlock};
 use super::file_types;
-use super::page_decode::{ColumnRows, Dictionary, LeanType, PageError};
+use super::page_decode::{ColumnRows, Dictionary, LeanType, PageError, PageView};
 use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
 use super::{KeyIndex, SstMeta, base64_decode, keys, page_crc};
@@ -48,6 +48,14 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
 use crate::types::{OpKind, SeqNo};
+
+thread_local! {
+    /// The buffer pages are decompressed into by the lean page decoder, reused by the thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Capacity of the decompression buffer kept between pages; a larger one is released.
+const SCRATCH_BYTES_KEPT: usize = 1 << 20;
 
 /// Rows per batch of an SST scan after its first blocks.
 pub const SCAN_BATCH_ROWS: usize = 8192;
@@ -858,8 +866,10 @@ impl SstReader {
         .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))
     }
 
-    /// Rows `[lo, hi)` of the selected pages decoded by [`super::page_decode`]; `None` when a page
-    /// is in a layout it does not decode.
+    /// Rows `[lo, hi)` of the selected pages decoded by [`super::page_decode`]; `None` when a
+    /// page is in a layout it does not decode. Pages compressed with Snappy (the default) or
+    /// not at all are parsed and decompressed here into a buffer reused by the thread; others
+    /// go through the Parquet crate's page reader first.
     #[allow(clippy::too_many_arguments)]
     fn decode_lean(
         &self,
@@ -872,33 +882,25 @@ impl SstReader {
         pages: &SelectedPages,
     ) -> Result<Option<ArrayRef>> {
         let unreadable = |e: PageError| self.corrupt(&format!("unreadable pages: {e}"));
+        let codec = pages.chunk.compression();
+        let raw = matches!(codec, Compression::SNAPPY | Compression::UNCOMPRESSED);
         let dictionary = if pages.needs_dictionary {
             let decoded = match column.decoded_dictionaries[rg].get() {
                 Some(found) => Arc::clone(found),
                 None => {
-                    let raw = self.dictionary_page(column, rg, pages)?;
-                    let len = raw.len();
-                    let mut reader = SerializedPageReader::new(
-                        Arc::new(BlockPages {
-                            dictionary: None,
-                            pages_at: pages.chunk_start,
-                            pages: raw,
-                        }),
-                        pages.chunk,
-                        0,
-                        Some(vec![PageLocation {
-                            offset: pages.chunk_start as i64,
-                            compressed_page_size: len as i32,
-                            first_row_index: 0,
-                        }]),
-                    )
-                    .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?;
-                    let page = reader
-                        .next()
-                        .transpose()
-                        .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))?
-                        .ok_or_else(|| self.corrupt("a dictionary page is missing"))?;
-                    match Dictionary::decode(lean, &page) {
+                    let bytes = self.dictionary_page(column, rg, pages)?;
+                    let decoded = if raw {
+                        let mut scratch = Vec::new();
+                        PageView::parse(&bytes, codec, &mut scratch)
+                            .and_then(|page| Dictionary::decode(lean, &page))
+                    } else {
+                        let page = self.one_page_reader(pages, bytes)?.next().transpose();
+                        let page = page
+                            .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?
+                            .ok_or_else(|| self.corrupt("a dictionary page is missing"))?;
+                        Dictionary::decode(lean, &PageView::of(&page))
+                    };
+                    match decoded {
                         Ok(decoded) => {
                             let decoded = Arc::new(decoded);
                             Arc::clone(column.decoded_dictionaries[rg].get_or_init(|| decoded))
@@ -912,30 +914,60 @@ impl SstReader {
         } else {
             None
         };
-        let source = BlockPages {
-            dictionary: None,
-            pages_at: pages.chunk_start,
-            pages: pages.pages.clone(),
-        };
-        let mut reader = self.page_reader(pages, source)?;
         let mut rows = ColumnRows::new(lean, column.nullable, (hi - lo) as usize);
+        let mut parquet_pages = if raw {
+            None
+        } else {
+            Some(self.page_reader(
+                pages,
+                BlockPages {
+                    dictionary: None,
+                    pages_at: pages.chunk_start,
+                    pages: pages.pages.clone(),
+                },
+            )?)
+        };
         for (i, location) in pages.locations.iter().enumerate() {
-            let page = reader
-                .next()
-                .transpose()
-                .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?
-                .ok_or_else(|| self.corrupt("pages hold fewer rows than their locations say"))?;
             let page_first = location.first_row_index as u64;
             let page_end = pages
                 .locations
                 .get(i + 1)
-                .map_or(rg_rows.min(pages.rows_end), |p| p.first_row_index as u64);
+                .map_or(pages.rows_end.min(rg_rows), |p| p.first_row_index as u64);
             let from = lo.max(page_first) - page_first;
             let to = hi.min(page_end).saturating_sub(page_first);
-            if to <= from {
-                continue;
-            }
-            match rows.append(&page, dictionary.as_deref(), from as usize, to as usize) {
+            let appended = match &mut parquet_pages {
+                None => {
+                    if to <= from {
+                        continue;
+                    }
+                    let at = (location.offset as u64 - pages.pages_start) as usize;
+                    let bytes = &pages.pages[at..at + location.compressed_page_size as usize];
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        let appended = PageView::parse(bytes, codec, scratch).and_then(|page| {
+                            rows.append(&page, dictionary.as_deref(), from as usize, to as usize)
+                        });
+                        if scratch.capacity() > SCRATCH_BYTES_KEPT {
+                            *scratch = Vec::new();
+                        }
+                        appended
+                    })
+                }
+                Some(reader) => {
+                    let page = reader
+                        .next()
+                        .transpose()
+                        .map_err(|e| self.corrupt(&format!("unreadable pages: {e}")))?
+                        .ok_or_else(|| {
+                            self.corrupt("pages hold fewer rows than their locations say")
+                        })?;
+                    if to <= from {
+                        continue;
+                    }
+                    let view = PageView::of(&page);
+                    rows.append(&view, dictionary.as_deref(), from as usize, to as usize)
+                }
+            };
+            match appended {
                 Ok(()) => {}
                 Err(PageError::Unsupported(_)) => return Ok(None),
                 Err(e) => return Err(unreadable(e)),
@@ -945,6 +977,31 @@ impl SstReader {
             return Err(self.corrupt("pages hold fewer rows than their locations say"));
         }
         rows.finish().map(Some).map_err(unreadable)
+    }
+
+    /// A Parquet page reader over the one page (header included) in `bytes`, seen at the
+    /// start of the column chunk of `pages`.
+    fn one_page_reader(
+        &self,
+        pages: &SelectedPages,
+        bytes: Bytes,
+    ) -> Result<SerializedPageReader<BlockPages>> {
+        let len = bytes.len();
+        SerializedPageReader::new(
+            Arc::new(BlockPages {
+                dictionary: None,
+                pages_at: pages.chunk_start,
+                pages: bytes,
+            }),
+            pages.chunk,
+            0,
+            Some(vec![PageLocation {
+                offset: pages.chunk_start as i64,
+                compressed_page_size: len as i32,
+                first_row_index: 0,
+            }]),
+        )
+        .map_err(|e| self.corrupt(&format!("unreadable dictionary page: {e}")))
     }
 
     /// Rows `[lo, hi)` of the selected pages through the Parquet reader (a page reader over
