@@ -414,13 +414,16 @@ impl SstReader {
         key_block_columns.extend([schema.seq_index(), schema.op_index()]);
         key_block_columns.sort_unstable();
         key_block_columns.dedup();
+        // The key columns of a row come from its encoded key when the codec decodes them to
+        // exactly the row's types (checked once here, on the file's smallest key).
         let keys_from_codec = schema
-            .key_indices()
-            .iter()
-            .zip(schema.key_codec().fields())
-            .all(|(k, field)| {
-                !schema.sst_file_type_differs(*k)
-                    && storage.field(*k).data_type() == field.data_type()
+            .key_codec()
+            .decode([meta.min_key.as_slice()])
+            .is_ok_and(|decoded| {
+                schema.key_indices().iter().zip(&decoded).all(|(k, array)| {
+                    !schema.sst_file_type_differs(*k)
+                        && row_schema.field(*k).data_type() == array.data_type()
+                })
             });
         let row_columns = (0..storage.fields().len())
             .filter(|c| *c != schema.seq_index() && *c != schema.op_index())
@@ -463,6 +466,12 @@ impl SstReader {
     #[cfg(test)]
     pub(crate) fn reads_block_pages(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// True when lookups decode a row's key columns from its encoded key.
+    #[cfg(test)]
+    pub(crate) fn keys_from_codec(&self) -> bool {
+        self.keys_from_codec
     }
 
     /// Column reads so far that the general Parquet reader decoded.

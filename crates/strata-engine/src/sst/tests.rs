@@ -741,7 +741,7 @@ fn lean_page_decoding_returns_exactly_the_row_for_every_type() {
         );
         for cache_bytes in [0, 1 << 20] {
             let reader = open(&f, cache_bytes).unwrap();
-            assert!(reader.reads_block_pages());
+            assert!(reader.reads_block_pages() && reader.keys_from_codec());
             for row in 0..n {
                 let (seq, op, found) = reader.get(keys.get(row), u64::MAX).unwrap().unwrap();
                 assert_eq!((seq, op), (10 + row as u64, OpKind::Put));
@@ -915,5 +915,76 @@ fn damaged_pages_never_panic_the_lean_decoder() {
                 }
             }
         }
+    }
+}
+
+/// The key columns of a returned row are decoded from its encoded key: with a time zone, a
+/// decimal's precision and scale and a fixed width kept, the rows equal the file's.
+#[test]
+fn key_columns_decoded_from_the_key_keep_their_types() {
+    use arrow::array::{
+        ArrayRef, Decimal128Array, FixedSizeBinaryArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::TimeUnit;
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("+02:00".into()));
+    let user = Arc::new(Schema::new(vec![
+        Field::new("t", ts.clone(), false),
+        Field::new("v", DataType::Utf8, true),
+        Field::new("d", DataType::Decimal128(12, 3), false),
+        Field::new("f", DataType::FixedSizeBinary(3), false),
+    ]));
+    let schema = Arc::new(TableSchema::new(user, &["t", "d", "f"]).unwrap());
+    let n = 200usize;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n).map(|i| (i / 4) as i64 * 1_000))
+                .with_timezone("+02:00"),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("v{i}")),
+        )),
+        Arc::new(
+            Decimal128Array::from_iter_values((0..n).map(|i| (i % 4) as i128 * 1_001 - 2_000))
+                .with_precision_and_scale(12, 3)
+                .unwrap(),
+        ),
+        Arc::new(
+            FixedSizeBinaryArray::try_from_iter((0..n).map(|i| [(i % 4) as u8, 7, 9])).unwrap(),
+        ),
+    ];
+    let mut all = columns.clone();
+    all.push(Arc::new(UInt64Array::from_iter_values(
+        (0..n).map(|i| i as u64 + 1),
+    )));
+    all.push(Arc::new(UInt8Array::from(vec![0u8; n])));
+    let batch = RecordBatch::try_new(schema.sst_schema(), all).unwrap();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[
+            Arc::clone(&columns[0]),
+            Arc::clone(&columns[2]),
+            Arc::clone(&columns[3]),
+        ])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SstStore::new(dir.path(), None).unwrap();
+    let mut writer =
+        SstWriter::new(&store, 7, 42, 42, &schema, &small_options(), 0, n as u64).unwrap();
+    writer.write(&batch, &keys).unwrap();
+    let meta = writer.finish().unwrap();
+    let f = Fixture {
+        _dir: dir,
+        store,
+        meta,
+        schema: Arc::clone(&schema),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let expected = parquet_rows(&f);
+    let reader = open(&f, 0).unwrap();
+    assert!(reader.keys_from_codec());
+    for row in 0..n {
+        let (_, _, found) = reader.get(keys.get(row), u64::MAX).unwrap().unwrap();
+        assert_eq!(found, expected.slice(row, 1), "row {row}");
+        assert_eq!(found.column(0).data_type(), &ts);
     }
 }
