@@ -61,13 +61,23 @@ fn expected_batches(
     base: &[RecordBatch],
     changes: &Changes,
 ) -> BoxResult<Vec<RecordBatch>> {
+    // The changed ids, sorted, walked against each batch's ids (a hash lookup per base row
+    // made the check, not the queries, the bulk of the run's work).
+    let mut changed: Vec<i64> = changes.keys().copied().collect();
+    changed.sort_unstable();
     let mut out = Vec::with_capacity(base.len() + 1);
     for batch in base {
-        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let ids = batch.column(0).as_primitive::<Int64Type>().values();
+        let from = changed.partition_point(|c| *c < ids.first().copied().unwrap_or(i64::MAX));
+        let to = changed.partition_point(|c| *c <= ids.last().copied().unwrap_or(i64::MIN));
+        if from >= to {
+            out.push(batch.clone());
+            continue;
+        }
+        let hit = &changed[from..to];
         let keep: BooleanArray = ids
-            .values()
             .iter()
-            .map(|id| Some(!changes.contains_key(id)))
+            .map(|id| Some(hit.binary_search(id).is_err()))
             .collect();
         out.push(filter_record_batch(batch, &keep)?);
     }
