@@ -1,12 +1,10 @@
 //! The block cache: decoded pieces of SST blocks (the rows of one key-index block), bounded by
 //! bytes (`Options::block_cache_bytes`), evicting with the CLOCK-Pro policy of `quick_cache`.
 //!
-//! Three kinds of entries share the capacity: a point lookup caches a block's *key block* (the
+//! Two kinds of entries share the capacity: a point lookup caches a block's *key block* (the
 //! encoded key, sequence number and operation of each row, [`KeyBlock`]), and reads the other
-//! columns of the one row it returns from their pages, whose decompressed bytes it caches
-//! while the cache has room for them without evicting anything (so data that fits the cache
-//! is served from memory, and data that does not keeps its key blocks cached); the first
-//! blocks of a scan are cached whole (all columns, [`DecodedBlock`]). A key block of the key-value store's 16-byte keys
+//! columns of the one row it returns from their pages; the first blocks of a scan are cached
+//! whole (all columns, [`DecodedBlock`]). A key block of the key-value store's 16-byte keys
 //! takes 25 bytes a row, about a sixth of a whole block, so several times more of a file's
 //! blocks stay cached for lookups.
 
@@ -15,7 +13,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 
 use super::FileKeys;
-use super::page_decode::OwnedPage;
 use crate::codec::ByteRows;
 use crate::metrics::{ReadCounter, count_thread_read};
 use crate::types::{FileId, OpKind, SeqNo};
@@ -80,17 +77,15 @@ impl KeyBlock {
     }
 }
 
-/// What the cache holds for one block or page.
+/// What the cache holds for one block.
 #[derive(Debug, Clone)]
 enum Entry {
     Whole(Arc<DecodedBlock>),
     Keys(Arc<KeyBlock>),
-    Page(Arc<OwnedPage>),
 }
 
-/// A cache key: file, block (or a page's byte offset), and the kind of entry (0 whole block,
-/// 1 key block, 2 decompressed page).
-type CacheKey = (FileId, u64, u8);
+/// A cache key: file, block, and whether the entry is the block's key block.
+type CacheKey = (FileId, u32, bool);
 
 #[derive(Clone)]
 struct BlockWeighter;
@@ -100,7 +95,6 @@ impl quick_cache::Weighter<CacheKey, Entry> for BlockWeighter {
         match entry {
             Entry::Whole(block) => block.bytes as u64,
             Entry::Keys(block) => block.bytes as u64,
-            Entry::Page(page) => page.bytes() as u64,
         }
     }
 }
@@ -133,7 +127,7 @@ impl BlockCache {
     /// The cached block, if any (a hit or miss is counted for the operation tracked on this
     /// thread, [`crate::metrics::track_reads`]; the caller counts it database-wide).
     pub fn get(&self, file: FileId, block: u32) -> Option<Arc<DecodedBlock>> {
-        let found = match self.lookup(&(file, u64::from(block), 0)) {
+        let found = match self.lookup(&(file, block, false)) {
             Some(Entry::Whole(block)) => Some(block),
             _ => None,
         };
@@ -143,7 +137,7 @@ impl BlockCache {
 
     /// The cached key block, if any (counted like [`BlockCache::get`]).
     pub fn get_keys(&self, file: FileId, block: u32) -> Option<Arc<KeyBlock>> {
-        let found = match self.lookup(&(file, u64::from(block), 1)) {
+        let found = match self.lookup(&(file, block, true)) {
             Some(Entry::Keys(block)) => Some(block),
             _ => None,
         };
@@ -158,39 +152,14 @@ impl BlockCache {
     /// Caches a block.
     pub fn insert(&self, file: FileId, block: u32, decoded: Arc<DecodedBlock>) {
         if let Some(cache) = &self.cache {
-            cache.insert((file, u64::from(block), 0), Entry::Whole(decoded));
+            cache.insert((file, block, false), Entry::Whole(decoded));
         }
     }
 
     /// Caches a key block.
     pub fn insert_keys(&self, file: FileId, block: u32, keys: Arc<KeyBlock>) {
         if let Some(cache) = &self.cache {
-            cache.insert((file, u64::from(block), 1), Entry::Keys(keys));
-        }
-    }
-
-    /// The decompressed data page at byte `offset` of `file`, if cached (not counted as a
-    /// block-cache hit or miss: the lookup's key block was).
-    pub(crate) fn get_page(&self, file: FileId, offset: u64) -> Option<Arc<OwnedPage>> {
-        match self.lookup(&(file, offset, 2)) {
-            Some(Entry::Page(page)) => Some(page),
-            _ => None,
-        }
-    }
-
-    /// True when a page of `bytes` fits beside what is cached without evicting anything:
-    /// pages of the rows lookups return are cached only then, so they never push out key
-    /// blocks (which cost a lookup several page reads to rebuild).
-    pub(crate) fn has_room_for(&self, bytes: usize) -> bool {
-        self.cache
-            .as_ref()
-            .is_some_and(|c| c.weight() + bytes as u64 <= c.capacity())
-    }
-
-    /// Caches a decompressed data page.
-    pub(crate) fn insert_page(&self, file: FileId, offset: u64, page: Arc<OwnedPage>) {
-        if let Some(cache) = &self.cache {
-            cache.insert((file, offset, 2), Entry::Page(page));
+            cache.insert((file, block, true), Entry::Keys(keys));
         }
     }
 

@@ -161,51 +161,10 @@ enum ViewKind {
     Dictionary,
 }
 
-/// A decompressed data page kept in the block cache (the bytes of a [`PageView`]).
-#[derive(Debug)]
-pub(crate) struct OwnedPage {
-    kind: ViewKind,
-    num_values: usize,
-    encoding: Encoding,
-    buf: Vec<u8>,
-}
-
-impl OwnedPage {
-    /// A copy of `view`.
-    pub(crate) fn new(view: &PageView) -> OwnedPage {
-        OwnedPage {
-            kind: view.kind,
-            num_values: view.num_values,
-            encoding: view.encoding,
-            buf: view.buf.to_vec(),
-        }
-    }
-
-    /// The page as the decoder reads it.
-    pub(crate) fn view(&self) -> PageView<'_> {
-        PageView {
-            kind: self.kind,
-            num_values: self.num_values,
-            encoding: self.encoding,
-            buf: &self.buf,
-        }
-    }
-
-    /// Memory held.
-    pub(crate) fn bytes(&self) -> usize {
-        self.buf.capacity() + 64
-    }
-}
-
 /// Largest uncompressed page accepted.
 const MAX_PAGE_BYTES: usize = 1 << 30;
 
 impl<'a> PageView<'a> {
-    /// Bytes of the decompressed page.
-    pub(crate) fn len(&self) -> usize {
-        self.buf.len()
-    }
-
     /// The view of a page decoded by the `parquet` crate.
     pub(crate) fn of(page: &'a Page) -> PageView<'a> {
         match page {
@@ -261,7 +220,8 @@ impl<'a> PageView<'a> {
         codec: Compression,
         scratch: &'a mut Vec<u8>,
     ) -> Result<PageView<'a>> {
-        let (header_len, info) = super::page_crc::parse_page_header(bytes).map_err(malformed)?;
+        let (header_len, info) =
+            super::page_crc::parse_page_header(bytes).map_err(malformed)?;
         let body = bytes
             .get(header_len..)
             .filter(|b| i32::try_from(b.len()).ok() == Some(info.compressed_page_size))

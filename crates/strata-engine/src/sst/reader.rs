@@ -39,7 +39,7 @@ use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::cache::{BlockCache, DecodedBlock, KeyBlock};
 use super::file_types;
-use super::page_decode::{ColumnRows, Dictionary, LeanType, OwnedPage, PageError, PageView};
+use super::page_decode::{ColumnRows, Dictionary, LeanType, PageError, PageView};
 use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
 use super::{KeyIndex, SstMeta, base64_decode, keys, page_crc};
@@ -662,7 +662,7 @@ impl SstReader {
     /// `op`, as a one-row batch of all SST columns: the key columns decoded from `key`, the
     /// others read from the pages holding that row alone.
     fn read_row(&self, row: u64, key: &[u8], seq: SeqNo, op: OpKind) -> Result<RecordBatch> {
-        let read = self.read_row_columns(row)?;
+        let read = self.read_columns(row, row + 1, &self.row_columns)?;
         let count = self.schema.storage_schema().fields().len();
         let mut arrays: Vec<Option<ArrayRef>> = vec![None; count];
         for (column, array) in self.row_columns.iter().zip(read) {
@@ -682,84 +682,6 @@ impl SstReader {
             .collect::<Result<Vec<_>>>()?;
         RecordBatch::try_new(Arc::clone(&self.row_schema), arrays)
             .map_err(|e| self.corrupt(&format!("unreadable row: {e}")))
-    }
-
-    /// Row `row` of the columns a lookup reads for the row it returns (`row_columns`): as
-    /// [`SstReader::read_columns`], with the decompressed page of each lean column served
-    /// from the block cache when it is there, and cached when the cache has room.
-    fn read_row_columns(&self, row: u64) -> Result<Vec<ArrayRef>> {
-        let rg = self.row_group_of(row);
-        let Some(direct) = &self.direct else {
-            return self.read_columns(row, row + 1, &self.row_columns);
-        };
-        let rg_start = self.row_group_starts[rg];
-        let rg_rows = self.row_group_starts[rg + 1] - rg_start;
-        let lo = row - rg_start;
-        let sst = self.row_schema.fields();
-        catch(&self.object_path, || {
-            self.row_columns
-                .iter()
-                .map(|c| {
-                    let column = &direct[*c];
-                    let array = match self.cached_row(column, rg, lo)? {
-                        Some(array) => array,
-                        None => {
-                            self.read_column_rows_with(column, rg, lo, lo + 1, rg_rows, true)?
-                        }
-                    };
-                    if self.schema.sst_file_type_differs(*c) {
-                        return file_types::from_file(&array, sst[*c].data_type());
-                    }
-                    Ok(array)
-                })
-                .collect()
-        })
-    }
-
-    /// Row `lo` of row group `rg` of a lean column from its page in the block cache; `None`
-    /// when the page (or the dictionary it needs) is not at hand.
-    fn cached_row(&self, column: &DirectColumn, rg: usize, lo: u64) -> Result<Option<ArrayRef>> {
-        let Some(lean) = column.lean else {
-            return Ok(None);
-        };
-        let parquet = self.metadata.metadata();
-        let Some(locations) = parquet
-            .offset_index()
-            .and_then(|index| index.get(rg))
-            .and_then(|columns| columns.get(column.leaf))
-            .map(|index| index.page_locations().as_slice())
-        else {
-            return Ok(None);
-        };
-        let Some(p) = locations
-            .partition_point(|l| l.first_row_index as u64 <= lo)
-            .checked_sub(1)
-        else {
-            return Ok(None);
-        };
-        let Some(page) = self
-            .cache
-            .get_page(self.meta.id, locations[p].offset as u64)
-        else {
-            return Ok(None);
-        };
-        let chunk_start = parquet.row_group(rg).column(column.leaf).byte_range().0;
-        let dictionary = if locations[0].offset as u64 > chunk_start
-            && (p as u64) < u64::from(column.dictionary_pages[rg])
-        {
-            match column.decoded_dictionaries[rg].get() {
-                Some(found) => Some(Arc::clone(found)),
-                None => return Ok(None),
-            }
-        } else {
-            None
-        };
-        let at = (lo - locations[p].first_row_index as u64) as usize;
-        let mut rows = ColumnRows::new(lean, column.nullable, 1);
-        let unreadable = |e: PageError| self.corrupt(&format!("unreadable pages: {e}"));
-        rows.append(&page.view(), dictionary.as_deref(), at, at + 1)
-            .map_err(unreadable)?;
-        rows.finish().map(Some).map_err(unreadable)
     }
 
     /// Rows `[start, end)` of the SST columns `columns` (ascending), as the table's types.
@@ -818,24 +740,9 @@ impl SstReader {
         hi: u64,
         rg_rows: u64,
     ) -> Result<ArrayRef> {
-        self.read_column_rows_with(column, rg, lo, hi, rg_rows, false)
-    }
-
-    /// [`SstReader::read_column_rows`]; `keep_pages`: decompressed pages decoded by the lean
-    /// decoder are cached when the block cache has room for them.
-    fn read_column_rows_with(
-        &self,
-        column: &DirectColumn,
-        rg: usize,
-        lo: u64,
-        hi: u64,
-        rg_rows: u64,
-        keep_pages: bool,
-    ) -> Result<ArrayRef> {
         let pages = self.select_pages(column, rg, lo, hi, rg_rows)?;
         if let Some(lean) = column.lean
-            && let Some(array) =
-                self.decode_lean(column, lean, rg, lo, hi, rg_rows, &pages, keep_pages)?
+            && let Some(array) = self.decode_lean(column, lean, rg, lo, hi, rg_rows, &pages)?
         {
             return Ok(array);
         }
@@ -982,7 +889,6 @@ impl SstReader {
         hi: u64,
         rg_rows: u64,
         pages: &SelectedPages,
-        keep_pages: bool,
     ) -> Result<Option<ArrayRef>> {
         let unreadable = |e: PageError| self.corrupt(&format!("unreadable pages: {e}"));
         let codec = pages.chunk.compression();
@@ -1047,13 +953,7 @@ impl SstReader {
                     let bytes = &pages.pages[at..at + location.compressed_page_size as usize];
                     SCRATCH.with_borrow_mut(|scratch| {
                         let appended = PageView::parse(bytes, codec, scratch).and_then(|page| {
-                            rows.append(&page, dictionary.as_deref(), from as usize, to as usize)?;
-                            if keep_pages && self.cache.has_room_for(page.len() + 64) {
-                                let owned = Arc::new(OwnedPage::new(&page));
-                                self.cache
-                                    .insert_page(self.meta.id, location.offset as u64, owned);
-                            }
-                            Ok(())
+                            rows.append(&page, dictionary.as_deref(), from as usize, to as usize)
                         });
                         if scratch.capacity() > SCRATCH_BYTES_KEPT {
                             *scratch = Vec::new();
