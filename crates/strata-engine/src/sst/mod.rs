@@ -27,8 +27,10 @@
 //! * Row groups hold at most `sst_row_group_rows` rows (a multiple of `sst_index_block_rows`)
 //!   and at most `sst_row_group_bytes_max` bytes; a byte-limited row group may end inside an
 //!   index block.
-//! * Data pages (and dictionary pages) hold at most `sst_page_size_bytes`; a column whose
-//!   dictionary would outgrow that is written plain.
+//! * Data pages (and dictionary pages) hold at most `sst_page_size_bytes` (the data pages of
+//!   value columns at most `sst_value_page_size_bytes`, when smaller); a column whose
+//!   dictionary would outgrow `sst_page_size_bytes` is written plain. Page sizes are not part
+//!   of the format: any Parquet reader reads pages of any size.
 //! * Statistics at page level and the page index (column and offset indexes) are written;
 //!   every key column of a type with an unambiguous Parquet physical value (integers,
 //!   strings, binary, dates) has a Parquet bloom filter per row group (stored at the end of
