@@ -220,8 +220,7 @@ impl<'a> PageView<'a> {
         codec: Compression,
         scratch: &'a mut Vec<u8>,
     ) -> Result<PageView<'a>> {
-        let (header_len, info) =
-            super::page_crc::parse_page_header(bytes).map_err(malformed)?;
+        let (header_len, info) = super::page_crc::parse_page_header(bytes).map_err(malformed)?;
         let body = bytes
             .get(header_len..)
             .filter(|b| i32::try_from(b.len()).ok() == Some(info.compressed_page_size))
