@@ -316,27 +316,14 @@ impl Cursor<'_> {
 
     fn page_header(&mut self) -> Result<u64, Stop> {
         let mut compressed = None;
-        let mut last_id = 0i64;
-        loop {
-            let header = self.byte()?;
-            if header == 0 {
-                break;
+        self.fields(0, &mut |c, id, kind| {
+            if id != 3 || kind != 5 {
+                return Ok(false);
             }
-            let kind = header & 0x0f;
-            let delta = header >> 4;
-            let id = if delta == 0 {
-                zigzag(self.varint()?)
-            } else {
-                last_id + i64::from(delta)
-            };
-            last_id = id;
-            if id == 3 && kind == 5 {
-                let size = zigzag(self.varint()?);
-                compressed = Some(u64::try_from(size).map_err(|_| Stop::Bad("negative size"))?);
-            } else {
-                self.skip_value(kind, true, 0)?;
-            }
-        }
+            let size = zigzag(c.varint()?);
+            compressed = Some(u64::try_from(size).map_err(|_| Stop::Bad("negative size"))?);
+            Ok(true)
+        })?;
         compressed.ok_or(Stop::Bad("no compressed_page_size"))
     }
 
