@@ -108,6 +108,29 @@ fn fixture_with(n: i64, options: &TableOptions) -> Fixture {
     }
 }
 
+/// A fixture of one file written from `batch` (SST columns) and its encoded `keys` in one
+/// piece with `options`.
+fn written(
+    schema: &Arc<TableSchema>,
+    batch: &RecordBatch,
+    keys: &crate::codec::ByteRows,
+    options: &TableOptions,
+) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SstStore::new(dir.path(), None).unwrap();
+    let rows = batch.num_rows() as u64;
+    let mut writer = SstWriter::new(&store, 7, 42, 42, schema, options, 0, rows).unwrap();
+    writer.write(batch, keys).unwrap();
+    let meta = writer.finish().unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        meta,
+        schema: Arc::clone(schema),
+        metrics: Arc::new(Metrics::default()),
+    }
+}
+
 fn open(f: &Fixture, cache_bytes: usize) -> Result<Arc<SstReader>, crate::Error> {
     SstReader::open(
         &f.store,
@@ -379,19 +402,7 @@ fn every_storable_type_round_trips_through_an_sst() {
         .key_codec()
         .encode_columns(&[Arc::new(Int64Array::from(ids)) as _])
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = SstStore::new(dir.path(), None).unwrap();
-    let mut writer =
-        SstWriter::new(&store, 7, 42, 42, &schema, &small_options(), 0, rows as u64).unwrap();
-    writer.write(&batch, &keys).unwrap();
-    let meta = writer.finish().unwrap();
-    let f = Fixture {
-        _dir: dir,
-        store,
-        meta,
-        schema: Arc::clone(&schema),
-        metrics: Arc::new(Metrics::default()),
-    };
+    let f = written(&schema, &batch, &keys, &small_options());
     let reader = open(&f, 1 << 20).unwrap();
     let all_columns: Vec<usize> = (0..schema.sst_schema().fields().len()).collect();
     let scanned: Vec<RecordBatch> = reader
@@ -711,18 +722,7 @@ fn lean_page_decoding_returns_exactly_the_row_for_every_type() {
         compressed(SstCompression::Lz4),
         compressed(SstCompression::Zstd(1)),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SstStore::new(dir.path(), None).unwrap();
-        let mut writer = SstWriter::new(&store, 7, 42, 42, &schema, &options, 0, n as u64).unwrap();
-        writer.write(&batch, &keys).unwrap();
-        let meta = writer.finish().unwrap();
-        let f = Fixture {
-            _dir: dir,
-            store,
-            meta,
-            schema: Arc::clone(&schema),
-            metrics: Arc::new(Metrics::default()),
-        };
+        let f = written(&schema, &batch, &keys, &options);
         let expected = parquet_rows(&f);
         assert_eq!(expected.num_rows(), n);
         // `i8` is dictionary encoded throughout, `i32` falls back to plain in large row
@@ -966,19 +966,7 @@ fn key_columns_decoded_from_the_key_keep_their_types() {
             Arc::clone(&columns[3]),
         ])
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = SstStore::new(dir.path(), None).unwrap();
-    let mut writer =
-        SstWriter::new(&store, 7, 42, 42, &schema, &small_options(), 0, n as u64).unwrap();
-    writer.write(&batch, &keys).unwrap();
-    let meta = writer.finish().unwrap();
-    let f = Fixture {
-        _dir: dir,
-        store,
-        meta,
-        schema: Arc::clone(&schema),
-        metrics: Arc::new(Metrics::default()),
-    };
+    let f = written(&schema, &batch, &keys, &small_options());
     let expected = parquet_rows(&f);
     let reader = open(&f, 0).unwrap();
     assert!(reader.keys_from_codec());
