@@ -327,15 +327,7 @@ async fn a_worker_lost_while_streaming_fails_the_query() {
     assert!(plan.contains("task=1/2"), "two tasks expected: {plan}");
 
     // The query is under way (its first rows are here) when the second worker is killed.
-    let mut stream = s
-        .sql("SELECT * FROM wide")
-        .await
-        .unwrap()
-        .execute_stream()
-        .await
-        .unwrap();
-    let first = stream.next().await.unwrap().unwrap();
-    assert!(first.num_rows() > 0);
+    let (stream, first) = under_way(&s, "SELECT * FROM wide").await;
     let [survivor, mut killed] = workers;
     killed.child.kill().unwrap();
     killed.child.wait().unwrap();
@@ -361,14 +353,7 @@ async fn a_worker_lost_while_streaming_fails_the_query() {
     let mut frozen = WorkerProcess::start(&db, false);
     s.set_workers(&[&survivor.address, &frozen.address])
         .unwrap();
-    let mut stream = s
-        .sql("SELECT * FROM wide")
-        .await
-        .unwrap()
-        .execute_stream()
-        .await
-        .unwrap();
-    let first = stream.next().await.unwrap().unwrap();
+    let (stream, first) = under_way(&s, "SELECT * FROM wide").await;
     let pid = frozen.child.id().to_string();
     let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     assert!(stopped.success());
@@ -392,6 +377,20 @@ async fn a_worker_lost_while_streaming_fails_the_query() {
             .await
             .contains(&format!("| {} ", 2 * WIDE_ROWS + 1))
     );
+}
+
+/// Starts `sql` and reads its first batch (not empty): the query is under way.
+async fn under_way(
+    s: &StrataSession,
+    sql: &str,
+) -> (
+    datafusion::execution::SendableRecordBatchStream,
+    datafusion::arrow::array::RecordBatch,
+) {
+    let mut stream = s.sql(sql).await.unwrap().execute_stream().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    (stream, first)
 }
 
 /// Reads the rest of a query's stream, which must end with an error within a generous bound
