@@ -247,6 +247,9 @@ fn ctrl_c_cancels_a_running_statement_and_the_session_goes_on() {
     sh.expect(PROMPT);
     // Ctrl-C at the prompt clears the typed line and keeps the session.
     sh.send("SELECT 'never run'");
+    // Wait for the typed line's echo first: its redraws print the prompt too, and a prompt
+    // matched among them would send the next line while Ctrl-C is still being handled.
+    sh.expect("run'");
     sh.send("\x03");
     sh.expect(PROMPT);
     sh.line("SELECT 40 + 2 AS answer;");
