@@ -129,9 +129,16 @@ proptest! {
     fn base_scans_match_the_model(
         ops in proptest::collection::vec(op(), 1..120),
         tiered in any::<bool>(),
+        key_cache in 0usize..3,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let strategy = if tiered { StrategyKind::SizeTiered } else { StrategyKind::Leveled };
+        // No key cache (every DV pass reads key columns), one that admits only small files
+        // (writers give up gathering the keys of larger ones), and the default.
+        let options = |strategy| Options {
+            key_cache_bytes: [0, 16 * 1024, Options::default().key_cache_bytes][key_cache],
+            ..options(strategy)
+        };
         let mut db = Some(Db::open(dir.path(), options(strategy)).unwrap());
         let mut t = table(db.as_ref().unwrap());
         let mut model = Model::new();
@@ -373,6 +380,59 @@ fn selection_runs_count_live_rows() {
         .sum();
     assert_eq!(live, 25);
     assert_eq!(plan.base_live_rows(), 25);
+}
+
+/// Flushes, compactions and bulk loads put the keys of the files they write into the key
+/// cache: later DV passes and scan plans find every file's keys there and read no key column.
+#[test]
+fn written_files_bring_their_keys_to_the_key_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    let read = |db: &Db| {
+        let m = db.metrics();
+        (
+            m.get("key_cache_misses").unwrap(),
+            m.get("dv_rows_read").unwrap(),
+        )
+    };
+    let mut model: Model = (0..300).map(|i| (i, format!("a{i}"))).collect();
+    t.insert(&rows(&model.clone().into_iter().collect::<Vec<_>>()))
+        .unwrap();
+    t.flush().unwrap();
+    // An overlapping flush: its DV pass marks rows of the first file.
+    let newer: Vec<(i64, String)> = (0..300).step_by(3).map(|i| (i, format!("b{i}"))).collect();
+    t.insert(&rows(&newer)).unwrap();
+    t.delete_keys(&[vec![KeyValue::from(1i64)]]).unwrap();
+    model.extend(newer);
+    model.remove(&1);
+    t.flush().unwrap();
+    // A bulk load over existing keys, then a compaction of everything.
+    let loaded: Vec<(i64, String)> = (250..400).map(|i| (i, format!("i{i}"))).collect();
+    t.ingest(
+        vec![Ok(rows(&loaded))],
+        &IngestOptions {
+            chunk_rows: 60,
+            ..IngestOptions::default()
+        },
+    )
+    .unwrap();
+    model.extend(loaded);
+    t.compact().unwrap();
+    t.insert(&rows(&[(2, "c2".into())])).unwrap();
+    t.delete_keys(&[vec![KeyValue::from(3i64)]]).unwrap();
+    model.insert(2, "c2".into());
+    model.remove(&3);
+    // The plan resolves its overlay against the compacted files' keys.
+    let view = t.view().unwrap();
+    let plan = view.base_scan(None).unwrap().expect("base scan");
+    assert_eq!(plan.overlay.hidden_base_rows(), 2);
+    assert_eq!(read_base(&view).unwrap().unwrap(), model);
+    assert_eq!(
+        read(&db),
+        (0, 0),
+        "(key cache misses, key rows read by DV passes)"
+    );
 }
 
 #[test]

@@ -460,7 +460,7 @@ impl DbInner {
                             if run_id == 0 {
                                 run_id = id;
                             }
-                            writer.insert(SstWriter::new(
+                            let mut new = SstWriter::new(
                                 &self.files.store,
                                 table.id,
                                 id,
@@ -469,7 +469,9 @@ impl DbInner {
                                 &table_options,
                                 task.output_level,
                                 rows_per_file,
-                            )?)
+                            )?;
+                            new.cache_keys_in(&self.files.keys, rows_per_file);
+                            writer.insert(new)
                         }
                     };
                     let full = current.rows() > 0

@@ -41,7 +41,7 @@ use crate::dv::DeletionVector;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
-use crate::sst::SstMeta;
+use crate::sst::{FileKeys, SstMeta};
 use crate::table::TableInner;
 use crate::types::{FileId, OpKind};
 use crate::version::{FileChange, SstHandle, Version};
@@ -117,8 +117,22 @@ struct KeySet {
 }
 
 impl KeySet {
-    /// The keys of `file` within `[lower, upper]`.
+    /// The keys of `file` within `[lower, upper]`: from the key cache when it holds them
+    /// (the writer of a new file puts them there), else one pass over its key columns.
     fn load(file: &SstHandle, schema: &TableSchema, lower: &[u8], upper: &[u8]) -> Result<Self> {
+        if let Some(cached) = file.cached_keys() {
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            for row in cached.lower_bound(lower)..cached.len() {
+                let key = cached.get(row);
+                if key > upper {
+                    break;
+                }
+                if keys.last().is_none_or(|last| last.as_slice() != key) {
+                    keys.push(key.to_vec());
+                }
+            }
+            return Ok(KeySet { keys });
+        }
         let reader = file.reader()?;
         let scan = reader.scan(
             Bound::Included(lower),
@@ -167,6 +181,14 @@ fn mark(
             meta.rows,
             u32::MAX
         )));
+    }
+    // With the file's keys cached, nothing is read when the file's own dead rows follow
+    // from its keys alone (no tombstones: only the older versions of a key).
+    if let Some(keys) = file.cached_keys()
+        && (!own || meta.tombstones == 0)
+    {
+        mark_cached(&keys, meta, newer, own, deleted);
+        return Ok(0);
     }
     let reader = file.reader()?;
     let scan = reader.scan(Bound::Unbounded, Bound::Unbounded, key_columns(schema))?;
@@ -220,6 +242,30 @@ fn mark(
         });
     }
     Ok(position)
+}
+
+/// [`mark`] over the cached keys of a file without tombstones (when `own`): the rows of a key
+/// after its first are its older versions; the keys of `newer` are looked up by galloping.
+fn mark_cached(
+    keys: &FileKeys,
+    meta: &SstMeta,
+    newer: &[&KeySet],
+    own: bool,
+    deleted: &mut RoaringBitmap,
+) {
+    debug_assert_eq!(keys.len() as u64, meta.rows);
+    debug_assert!(!own || meta.tombstones == 0);
+    if own && meta.older_versions > 0 {
+        for row in 1..keys.len() {
+            if keys.get(row - 1) == keys.get(row) {
+                deleted.insert(row as u32);
+            }
+        }
+    }
+    for set in newer {
+        let within = &set.keys[meta.keys_within(&set.keys)];
+        keys.mark(within.iter().map(Vec::as_slice), deleted);
+    }
 }
 
 /// Adds to `deleted` the positions of `file` whose key is in `newer`, returning the rows of

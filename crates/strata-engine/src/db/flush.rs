@@ -214,16 +214,21 @@ impl DbInner {
         while let Some(batch) = merge.next_batch()? {
             let writer = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(SstWriter::new(
-                    &self.files.store,
-                    table.id,
-                    file_id,
-                    file_id,
-                    schema,
-                    &options,
-                    0,
-                    slot.memtable.len() as u64,
-                )?),
+                None => {
+                    let expected_rows = slot.memtable.len() as u64;
+                    let mut new = SstWriter::new(
+                        &self.files.store,
+                        table.id,
+                        file_id,
+                        file_id,
+                        schema,
+                        &options,
+                        0,
+                        expected_rows,
+                    )?;
+                    new.cache_keys_in(&self.files.keys, expected_rows);
+                    writer.insert(new)
+                }
             };
             writer.write(&batch.batch, &batch.keys)?;
         }

@@ -499,6 +499,7 @@ impl DbInner {
             0,
             order.len() as u64,
         )?;
+        writer.cache_keys_in(&self.files.keys, order.len() as u64);
         let written = (|| {
             for start in (0..sorted.num_rows()).step_by(8192) {
                 let len = (sorted.num_rows() - start).min(8192);

@@ -5,6 +5,11 @@
 //! positions, so the scan needs no anti-join) and a flush's deletion-vector pass (`db::dvs`:
 //! the rows of older files that the new file's keys supersede).
 //!
+//! Filled two ways: by the writers of new files (a flush, a compaction, a bulk load gather the
+//! keys as they write them, [`KeyCollector`], and insert them when the file is complete), so
+//! the first plan or DV pass after a compaction does not read millions of keys back; and on a
+//! miss, by one pass over the file's key columns.
+//!
 //! Bounded by bytes (`Options::key_cache_bytes`), shared by all tables of a database,
 //! evicting with the CLOCK-Pro policy of `quick_cache`. A file's keys are loaded whole (one
 //! pass over its key columns) or not at all; a file whose keys alone would take more than a
@@ -167,6 +172,103 @@ impl FileKeys {
     }
 }
 
+/// Gathers the keys of a file while it is written (a flush, a compaction and a bulk load
+/// encode every key anyway), so the key cache holds them without reading the file back: the
+/// next scan plan or deletion-vector pass that needs them finds them there.
+///
+/// Bounded: once the keys gathered outgrow `limit_bytes` (what the cache admits), the
+/// collector frees them and gathers nothing more.
+#[derive(Debug)]
+pub struct KeyCollector {
+    rows: KeyRows,
+    limit_bytes: usize,
+    expected_rows: usize,
+    gave_up: bool,
+}
+
+impl KeyCollector {
+    /// A collector for a file of about `expected_rows` rows, giving up past `limit_bytes`.
+    pub fn new(limit_bytes: usize, expected_rows: u64) -> Self {
+        KeyCollector {
+            rows: KeyRows::Fixed {
+                data: Vec::new(),
+                width: 0,
+                len: 0,
+            },
+            limit_bytes,
+            expected_rows: usize::try_from(expected_rows).unwrap_or(usize::MAX),
+            gave_up: false,
+        }
+    }
+
+    /// Appends the key of the next row (rows come in file order).
+    pub fn push(&mut self, key: &[u8]) {
+        if self.gave_up {
+            return;
+        }
+        match &mut self.rows {
+            KeyRows::Fixed { data, width, len } if *len == 0 && !key.is_empty() => {
+                // Room for the expected rows at the first key's width, at most 1 MiB ahead
+                // (an estimate can be far too high); past that the vector grows as it fills.
+                let bytes = self.expected_rows.saturating_mul(key.len());
+                data.reserve_exact(bytes.min(self.limit_bytes).min(1 << 20));
+                *width = key.len();
+                data.extend_from_slice(key);
+                *len = 1;
+            }
+            KeyRows::Fixed { data, width, len } if *width == key.len() && *len > 0 => {
+                data.extend_from_slice(key);
+                *len += 1;
+            }
+            KeyRows::Fixed { data, width, len } => {
+                // A key of another width (or an empty first key): fall back to offsets.
+                let mut rows = ByteRows::with_capacity(*len + 1, data.len() + key.len());
+                for row in 0..*len {
+                    rows.push(&data[row * *width..(row + 1) * *width]);
+                }
+                rows.push(key);
+                self.rows = KeyRows::Variable(rows);
+            }
+            KeyRows::Variable(rows) => rows.push(key),
+        }
+        let held = match &self.rows {
+            KeyRows::Fixed { data, .. } => data.len(),
+            KeyRows::Variable(rows) => rows.data_len() + rows.len() * 8,
+        };
+        if held > self.limit_bytes {
+            self.gave_up = true;
+            self.rows = KeyRows::Variable(ByteRows::default());
+        }
+    }
+
+    /// The keys gathered, unless the collector gave up.
+    pub fn finish(self) -> Option<FileKeys> {
+        if self.gave_up {
+            return None;
+        }
+        let rows = match self.rows {
+            KeyRows::Fixed {
+                mut data,
+                width,
+                len,
+            } => {
+                // Give back a large unused tail (an estimate of the rows that was too high).
+                if data.capacity() - data.len() > data.len() / 8 {
+                    data.shrink_to_fit();
+                }
+                KeyRows::Fixed { data, width, len }
+            }
+            variable => variable,
+        };
+        let keys = FileKeys { rows };
+        debug_assert!(
+            (1..keys.len()).all(|i| keys.get(i - 1) <= keys.get(i)),
+            "file keys must be in ascending order"
+        );
+        Some(keys)
+    }
+}
+
 #[derive(Clone)]
 struct KeysWeighter;
 
@@ -213,7 +315,16 @@ impl KeyCache {
     /// True when keys of about `bytes` bytes may be cached: at most a quarter of the
     /// capacity, so one large file cannot evict every other.
     pub fn admits(&self, bytes: usize) -> bool {
-        self.cache.is_some() && bytes <= self.capacity / 4
+        self.cache.is_some() && bytes <= self.admission_limit()
+    }
+
+    /// The most bytes of keys of one file the cache admits (0 when it is disabled).
+    pub fn admission_limit(&self) -> usize {
+        if self.cache.is_some() {
+            self.capacity / 4
+        } else {
+            0
+        }
     }
 
     /// Caches the keys of `file` (when [`KeyCache::admits`] their size).
@@ -284,6 +395,47 @@ mod tests {
                 .collect();
             prop_assert_eq!(marked, want.len());
             prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        /// A collector fed a file's keys in order holds exactly what `FileKeys::new` holds,
+        /// fixed-width or not, and gives up past its limit.
+        #[test]
+        fn collected_keys_equal_the_file_keys(
+            mut file in proptest::collection::vec((0u16..500, 1usize..4), 0..300),
+            limit in 0usize..4000,
+        ) {
+            file.sort_unstable();
+            let keys: Vec<Vec<u8>> = file
+                .iter()
+                .map(|(v, width)| {
+                    // Ordered whatever the width: the value first, then padding.
+                    let mut key = v.to_be_bytes().to_vec();
+                    key.resize(1 + *width, 0);
+                    key
+                })
+                .collect();
+            let mut collector = KeyCollector::new(limit, keys.len() as u64);
+            for key in &keys {
+                collector.push(key);
+            }
+            let want = FileKeys::new(rows(&keys));
+            let held: usize = if keys.iter().all(|k| k.len() == keys[0].len()) {
+                keys.iter().map(Vec::len).sum()
+            } else {
+                keys.iter().map(|k| k.len() + 8).sum()
+            };
+            match collector.finish() {
+                Some(got) => {
+                    prop_assert!(held <= limit);
+                    prop_assert_eq!(got.len(), want.len());
+                    for i in 0..want.len() {
+                        prop_assert_eq!(got.get(i), want.get(i));
+                    }
+                }
+                None => prop_assert!(held > limit),
+            }
         }
     }
 

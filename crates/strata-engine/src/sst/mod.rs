@@ -97,7 +97,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{BlockCache, DecodedBlock, KeyBlock};
-pub use key_cache::{FileKeys, KeyCache};
+pub use key_cache::{FileKeys, KeyCache, KeyCollector};
 pub use reader::{BloomProbe, KeyedBatch, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes};
 pub use store::SstStore;
 pub use writer::{SstWriter, UPLOAD_PART_BYTES};

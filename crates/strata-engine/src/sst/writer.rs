@@ -22,6 +22,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{BloomFilterPosition, EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::key_cache::{KeyCache, KeyCollector};
 use super::page_crc::{self, PageChecksums};
 use super::store::SstStore;
 use super::{KeyIndex, SST_FORMAT_VERSION, SstMeta, base64_encode, keys, now_ms, sst_object_path};
@@ -160,6 +161,8 @@ pub struct SstWriter {
     min_seq: SeqNo,
     max_seq: SeqNo,
     first_keys: Vec<Vec<u8>>,
+    /// The file's keys as they are written, for the key cache ([`SstWriter::cache_keys_in`]).
+    gathered_keys: Option<(Arc<KeyCache>, KeyCollector)>,
 }
 
 impl std::fmt::Debug for SstWriter {
@@ -303,7 +306,19 @@ impl SstWriter {
             min_seq: SeqNo::MAX,
             max_seq: 0,
             first_keys: Vec::new(),
+            gathered_keys: None,
         })
+    }
+
+    /// Gathers the keys written (a file of about `expected_rows` rows) and puts them in `cache`
+    /// when the file is finished, so no reader has to read them back from the file. Gives up
+    /// without cost beyond what it gathered once they outgrow what the cache admits.
+    pub fn cache_keys_in(&mut self, cache: &Arc<KeyCache>, expected_rows: u64) {
+        debug_assert_eq!(self.rows, 0, "keys are gathered from the first row");
+        let limit = cache.admission_limit();
+        if limit > 0 {
+            self.gathered_keys = Some((Arc::clone(cache), KeyCollector::new(limit, expected_rows)));
+        }
     }
 
     /// Appends `batch` (all SST columns) whose encoded keys are `keys`. Rows must continue the
@@ -348,6 +363,9 @@ impl SstWriter {
             }
             if ops.value(row) == OpKind::Delete.as_u8() {
                 self.tombstones += 1;
+            }
+            if let Some((_, collector)) = &mut self.gathered_keys {
+                collector.push(key);
             }
             self.last_key.clear();
             self.last_key.extend_from_slice(key);
@@ -444,6 +462,12 @@ impl SstWriter {
             message: e.to_string(),
         })?;
         self.store.sync_file(&object_path)?;
+        if let Some((cache, collector)) = self.gathered_keys.take()
+            && let Some(keys) = collector.finish()
+        {
+            debug_assert_eq!(keys.len() as u64, self.rows);
+            cache.insert(self.file_id, Arc::new(keys));
+        }
         Ok(SstMeta {
             id: self.file_id,
             table_id: self.table_id,
