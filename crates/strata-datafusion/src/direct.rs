@@ -69,17 +69,51 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricValue};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use roaring::RoaringBitmap;
+use strata_engine::dv::selection_runs;
 use strata_engine::{BaseFile, BaseScan, Overlay, ReadView, TableSchema};
 
 use crate::session::engine_error;
 
-/// Rows of one SST read by one partition: the file's live rows at positions
-/// `start..end`, as a row selection over the whole file (`None`: every row).
+/// Rows of one SST read by one partition: the file's live rows at positions `start..end`.
+/// Its row selection is made when the partition is read ([`Piece::selection`]), not when
+/// the query is planned: a query answered from statistics never pays for it.
 #[derive(Debug, Clone)]
 struct Piece {
     file: u64,
     size: u64,
-    selection: Option<Vec<(bool, u64)>>,
+    rows: u64,
+    start: u64,
+    end: u64,
+    deleted: Option<Arc<RoaringBitmap>>,
+}
+
+impl Piece {
+    /// The piece of file `f` holding its rows at positions `start..end`.
+    fn new(f: &BaseFile, start: u64, end: u64) -> Piece {
+        debug_assert!(start <= end && end <= f.meta.rows);
+        Piece {
+            file: f.meta.id,
+            size: f.meta.size_bytes,
+            rows: f.meta.rows,
+            start,
+            end,
+            deleted: f.deleted.clone(),
+        }
+    }
+
+    /// The piece's live rows as a row selection over the whole file (`None`: every row).
+    fn selection(&self) -> Option<Vec<(bool, u64)>> {
+        if self.start == 0 && self.end == self.rows && self.deleted.is_none() {
+            return None;
+        }
+        Some(selection_runs(
+            self.rows,
+            self.start,
+            self.end,
+            self.deleted.as_deref(),
+        ))
+    }
 }
 
 /// How a scan reads its base files and overlay (see the module docs).
@@ -176,21 +210,29 @@ pub struct BaseRead<'a> {
     pub limit: Option<usize>,
 }
 
-/// The position in a file of `n` rows (DV runs `runs`) of its live row number `live`
-/// (`rows` when `live` is the number of live rows).
-pub(crate) fn position_of_live(runs: &[(bool, u64)], rows: u64, live: u64) -> u64 {
-    let (mut position, mut seen) = (0u64, 0u64);
-    for (is_live, len) in runs {
-        if *is_live {
-            if live < seen + len {
-                return position + (live - seen);
-            }
-            seen += len;
+/// The first position of file `f` that `live` of its live rows precede (a piece of the
+/// file starting there begins with its live row number `live`; the file's row count when
+/// `live` is its number of live rows). A binary search over the ranks of its deleted rows.
+pub(crate) fn position_of_live(f: &BaseFile, live: u64) -> u64 {
+    debug_assert!(live <= f.live_rows());
+    let Some(deleted) = &f.deleted else {
+        return live;
+    };
+    // Live rows before position `p`.
+    let live_before = |p: u64| match p.checked_sub(1) {
+        None => 0,
+        Some(last) => p - deleted.rank(u32::try_from(last).unwrap_or(u32::MAX)),
+    };
+    let (mut lo, mut hi) = (0u64, f.meta.rows);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if live_before(mid) < live {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        position += len;
     }
-    debug_assert!(live == seen, "live row {live} beyond the {seen} live rows");
-    rows
+    lo
 }
 
 impl BasePlan {
@@ -205,7 +247,6 @@ impl BasePlan {
         let mut first_live = 0u64;
         for f in &scan.files {
             let live = f.live_rows();
-            let whole = f.selection(0, f.meta.rows);
             for (p, group) in groups.iter_mut().enumerate() {
                 let (lo, hi) = (
                     first_live.max(bound(p)),
@@ -214,9 +255,9 @@ impl BasePlan {
                 if lo >= hi {
                     continue;
                 }
-                let start = position_of_live(&whole, f.meta.rows, lo - first_live);
-                let end = position_of_live(&whole, f.meta.rows, hi - first_live);
-                group.push(piece(f, start, end));
+                let start = position_of_live(f, lo - first_live);
+                let end = position_of_live(f, hi - first_live);
+                group.push(Piece::new(f, start, end));
             }
             first_live += live;
         }
@@ -410,9 +451,9 @@ impl BasePlan {
         for (piece, location) in pieces.iter().zip(&verified.locations) {
             let mut file = PartitionedFile::new(location.to_string(), piece.size);
             file.object_meta.location = location.clone();
-            files.push(match &piece.selection {
+            files.push(match piece.selection() {
                 None => file,
-                Some(runs) => with_row_selection(file, runs),
+                Some(runs) => with_row_selection(file, &runs),
             });
         }
         let config =
@@ -454,20 +495,6 @@ pub fn store_url(location: &str) -> Result<ObjectStoreUrl> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     location.hash(&mut hasher);
     ObjectStoreUrl::parse(format!("strata-db://{:016x}", hasher.finish()))
-}
-
-/// The piece of file `f` holding its live rows at positions `start..end`.
-fn piece(f: &BaseFile, start: u64, end: u64) -> Piece {
-    let selection = if start == 0 && end == f.meta.rows && f.deleted.is_none() {
-        None
-    } else {
-        Some(f.selection(start, end))
-    };
-    Piece {
-        file: f.meta.id,
-        size: f.meta.size_bytes,
-        selection,
-    }
 }
 
 /// The Parquet reader's pruning metrics worth showing in `EXPLAIN ANALYZE` of a Strata scan
@@ -528,22 +555,89 @@ pub(crate) fn with_row_selection(file: PartitionedFile, runs: &[(bool, u64)]) ->
 
 #[cfg(test)]
 mod tests {
-    use super::position_of_live;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use roaring::RoaringBitmap;
+    use strata_engine::{BaseFile, SstMeta};
+
+    use super::{Piece, position_of_live};
+
+    fn file(rows: u64, deleted: &[u32]) -> BaseFile {
+        BaseFile {
+            meta: SstMeta {
+                id: 1,
+                table_id: 1,
+                level: 0,
+                run_id: 1,
+                size_bytes: 0,
+                crc32c: 0,
+                rows,
+                tombstones: 0,
+                older_versions: 0,
+                min_key: Vec::new(),
+                max_key: Vec::new(),
+                min_seq: 0,
+                max_seq: 0,
+                created_at_ms: 0,
+            },
+            deleted: (!deleted.is_empty()).then(|| Arc::new(deleted.iter().copied().collect())),
+        }
+    }
 
     #[test]
     fn live_row_numbers_map_to_file_positions() {
         // Rows 0..10 of a file; rows 3, 4 and 9 deleted.
-        let runs = [(true, 3), (false, 2), (true, 4), (false, 1)];
-        let positions: Vec<u64> = (0..=7)
-            .map(|live| position_of_live(&runs, 10, live))
-            .collect();
-        assert_eq!(positions, vec![0, 1, 2, 5, 6, 7, 8, 10]);
+        let f = file(10, &[3, 4, 9]);
+        let positions: Vec<u64> = (0..=7).map(|live| position_of_live(&f, live)).collect();
+        assert_eq!(positions, vec![0, 1, 2, 3, 6, 7, 8, 9]);
         // A file whose first rows are deleted.
-        let runs = [(false, 4), (true, 6)];
-        assert_eq!(position_of_live(&runs, 10, 0), 4);
-        assert_eq!(position_of_live(&runs, 10, 5), 9);
-        assert_eq!(position_of_live(&runs, 10, 6), 10);
+        let f = file(10, &[0, 1, 2, 3]);
+        assert_eq!(position_of_live(&f, 0), 0);
+        assert_eq!(position_of_live(&f, 5), 9);
+        assert_eq!(position_of_live(&f, 6), 10);
         // No live row at all.
-        assert_eq!(position_of_live(&[(false, 10)], 10, 0), 10);
+        let f = file(10, &(0..10).collect::<Vec<_>>());
+        assert_eq!(position_of_live(&f, 0), 0);
+    }
+
+    proptest! {
+        /// Pieces cut at the positions of evenly spaced live row numbers read every live row
+        /// of the file exactly once, each piece the live rows it was cut for.
+        #[test]
+        fn pieces_read_every_live_row_once(
+            rows in 0u64..300,
+            deleted in proptest::collection::btree_set(0u32..300, 0..120),
+            parts in 1u64..5,
+        ) {
+            let deleted: Vec<u32> = deleted.into_iter().filter(|p| u64::from(*p) < rows).collect();
+            let f = file(rows, &deleted);
+            let live = f.live_rows();
+            let mut seen = RoaringBitmap::new();
+            for part in 0..parts {
+                let (lo, hi) = (live * part / parts, live * (part + 1) / parts);
+                let piece = Piece::new(&f, position_of_live(&f, lo), position_of_live(&f, hi));
+                let selected: Vec<u64> = match piece.selection() {
+                    None => (0..rows).collect(),
+                    Some(runs) => {
+                        let (mut at, mut out) = (0u64, Vec::new());
+                        for (is_live, len) in runs {
+                            if is_live {
+                                out.extend(at..at + len);
+                            }
+                            at += len;
+                        }
+                        prop_assert_eq!(at, rows);
+                        out
+                    }
+                };
+                prop_assert_eq!(selected.len() as u64, hi - lo);
+                for position in selected {
+                    prop_assert!(!deleted.contains(&(position as u32)));
+                    prop_assert!(seen.insert(position as u32), "row {} read twice", position);
+                }
+            }
+            prop_assert_eq!(seen.len(), live);
+        }
     }
 }

@@ -335,7 +335,6 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
             .collect();
         for (index, f) in files.into_iter().enumerate() {
             let live = f.live_rows();
-            let whole = f.selection(0, f.meta.rows);
             for (p, group) in pieces.iter_mut().enumerate() {
                 let (lo, hi) = (
                     first_live.max(bound(p)),
@@ -344,8 +343,8 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
                 if lo >= hi {
                     continue;
                 }
-                let start = crate::direct::position_of_live(&whole, f.meta.rows, lo - first_live);
-                let end = crate::direct::position_of_live(&whole, f.meta.rows, hi - first_live);
+                let start = crate::direct::position_of_live(f, lo - first_live);
+                let end = crate::direct::position_of_live(f, hi - first_live);
                 group.push(Piece {
                     file: index,
                     start,
