@@ -254,8 +254,9 @@ pub fn run_live(
         "## (d) live table, {rows} rows\n\nWriter: {rows_written} rows changed in {:.1} s \
          ({:.0} rows/s; target {rate}), {} % deletes, batches of {LIVE_BATCH_ROWS}; during the \
          queries: {} flushes, {} compactions, {} deletion-vector files written ({} rows \
-         marked, {:.1} ms spent). Every answer checked against the rows committed at its \
-         snapshot: {checked} checks, {}.\n",
+         marked, {:.1} ms spent, {} key rows read from files); key cache: {} hits, {} misses; \
+         scan plans: {} made, {} updated, {} reused. Every answer checked against the rows \
+         committed at its snapshot: {checked} checks, {}.\n",
         elapsed.as_secs_f64(),
         rows_written as f64 / elapsed.as_secs_f64(),
         100 / LIVE_DELETE_EVERY,
@@ -264,6 +265,12 @@ pub fn run_live(
         delta("dv_files_written"),
         delta("dv_rows_marked"),
         delta("dv_micros") as f64 / 1000.0,
+        delta("dv_rows_read"),
+        delta("key_cache_hits"),
+        delta("key_cache_misses"),
+        delta("scan_plans_made"),
+        delta("scan_plans_updated"),
+        delta("scan_plans_reused"),
         if failures.is_empty() {
             "all equal".to_string()
         } else {

@@ -206,6 +206,8 @@ impl SstHandle {
 impl Drop for SstHandle {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
+            // Its keys are of no use to anyone again (file ids are never reused).
+            self.context.keys.remove(self.meta.id);
             let path = self.meta.object_path();
             // A query lease (crate::lease) may hold the deletion back.
             match crate::lease::delete_unless_leased(&self.context.store, &path) {

@@ -419,6 +419,16 @@ fn written_files_bring_their_keys_to_the_key_cache() {
     .unwrap();
     model.extend(loaded);
     t.compact().unwrap();
+    // The deleted inputs' keys left the cache: it holds the outputs' keys (9 bytes a BIGINT
+    // key, packed, a little slack) and nothing else.
+    let stats = t.stats();
+    let files = stats.files_per_level.iter().sum::<usize>() as u64;
+    let cached = db.metrics().get("key_cache_bytes").unwrap();
+    assert!(
+        cached <= stats.sst_rows * 9 * 9 / 8 + 64 * files,
+        "{cached} bytes of keys cached for {} rows in {files} files",
+        stats.sst_rows
+    );
     t.insert(&rows(&[(2, "c2".into())])).unwrap();
     t.delete_keys(&[vec![KeyValue::from(3i64)]]).unwrap();
     model.insert(2, "c2".into());

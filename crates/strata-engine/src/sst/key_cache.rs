@@ -336,6 +336,13 @@ impl KeyCache {
         }
     }
 
+    /// Drops the keys of `file` (a file deleted for good: its id is never used again).
+    pub fn remove(&self, file: FileId) {
+        if let Some(cache) = &self.cache {
+            cache.remove(&file);
+        }
+    }
+
     /// Bytes currently cached.
     pub fn bytes(&self) -> u64 {
         self.cache.as_ref().map_or(0, |c| c.weight())
@@ -450,6 +457,9 @@ mod tests {
         cache.insert(2, large);
         assert!(cache.get(1).is_some());
         assert!(cache.get(2).is_none());
+        cache.remove(1);
+        assert!(cache.get(1).is_none());
+        assert_eq!(cache.bytes(), 0);
         let off = KeyCache::new(0);
         assert!(!off.admits(1));
     }
