@@ -393,9 +393,16 @@ impl<'a> PlainByteArrays<'a> {
     }
 }
 
-/// Calls `f` with each of the first `count` values of an RLE/bit-packed hybrid sequence of
-/// `bit_width`-bit values (at most 32 bits).
-fn hybrid(data: &[u8], bit_width: u8, count: usize, mut f: impl FnMut(u32)) -> Result<()> {
+/// Calls `f` with each of values `skip..count` of an RLE/bit-packed hybrid sequence of
+/// `bit_width`-bit values (at most 32 bits). The values below `skip` are not visited: an RLE
+/// run below it is passed over whole, a bit-packed one by its length.
+fn hybrid(
+    data: &[u8],
+    bit_width: u8,
+    skip: usize,
+    count: usize,
+    mut f: impl FnMut(u32),
+) -> Result<()> {
     if bit_width > 32 {
         return Err(malformed("bit width above 32"));
     }
@@ -423,10 +430,11 @@ fn hybrid(data: &[u8], bit_width: u8, count: usize, mut f: impl FnMut(u32)) -> R
             if run == 0 {
                 return Err(malformed("empty RLE run"));
             }
-            for _ in 0..run.min(count - done) {
+            let end = done + run.min(count - done);
+            for _ in done.max(skip)..end {
                 f(value);
             }
-            done += run.min(count - done);
+            done = end;
         } else {
             // A bit-packed run: groups of 8 values, `bit_width` bytes per group, LSB first.
             let groups =
@@ -441,7 +449,7 @@ fn hybrid(data: &[u8], bit_width: u8, count: usize, mut f: impl FnMut(u32)) -> R
                 return Err(malformed("empty bit-packed run"));
             }
             let take = values.min(count - done);
-            for i in 0..take {
+            for i in skip.saturating_sub(done).min(take)..take {
                 let bit = i * usize::from(bit_width);
                 let mut word = 0u64;
                 for (k, b) in bytes[bit / 8..].iter().take(5).enumerate() {
@@ -629,15 +637,13 @@ impl ColumnRows {
                     .split_first()
                     .ok_or_else(|| malformed("dictionary indices past the page"))?;
                 let mut error = None;
-                let mut i = 0;
-                hybrid(indices, *bit_width, skip + take, |index| {
-                    if i >= skip && error.is_none() {
+                hybrid(indices, *bit_width, skip, skip + take, |index| {
+                    if error.is_none() {
                         match dictionary.value(index, width) {
                             Ok(value) => taken.push(value),
                             Err(e) => error = Some(e),
                         }
                     }
-                    i += 1;
                 })?;
                 if let Some(e) = error {
                     return Err(e);
@@ -646,6 +652,13 @@ impl ColumnRows {
             other => return Err(Unsupported(format!("value encoding {other}"))),
         }
         debug_assert_eq!(taken.len(), take);
+        match width {
+            Some(w) => self.data.reserve(w * (self.valid.len() - first)),
+            None => {
+                self.data.reserve(taken.iter().map(|v| v.len()).sum());
+                self.ends.reserve(self.valid.len() - first);
+            }
+        }
         let mut values = taken.into_iter();
         for row in first..self.valid.len() {
             let value = if self.valid[row] { values.next() } else { None };
@@ -773,7 +786,13 @@ mod tests {
 
     fn collect(data: &[u8], width: u8, count: usize) -> Result<Vec<u32>> {
         let mut out = Vec::new();
-        hybrid(data, width, count, |v| out.push(v))?;
+        hybrid(data, width, 0, count, |v| out.push(v))?;
+        // Every start gives the same values from there on.
+        for skip in 0..=count {
+            let mut rest = Vec::new();
+            hybrid(data, width, skip, count, |v| rest.push(v))?;
+            assert_eq!(rest, out[skip..], "values {skip}..{count}");
+        }
         Ok(out)
     }
 
