@@ -174,7 +174,8 @@ fn key_range<R: RangeBounds<Vec<u8>>>(range: &R) -> KeyRange {
 }
 
 fn get_from(view: &ReadView, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    match view.get_row(key)? {
+    // Only the value column (SST column 1) of a row found in an SST is read.
+    match view.get_row_columns(key, &[1])? {
         None | Some(FoundRow::Deleted) => Ok(None),
         Some(FoundRow::Memtable { value, .. }) => {
             let mut pos = 0;
@@ -187,6 +188,10 @@ fn get_from(view: &ReadView, key: &[u8]) -> Result<Option<Vec<u8>>> {
                 .ok_or_else(|| Error::internal("malformed key-value row"))
         }
         Some(FoundRow::Sst(row)) => Ok(Some(binary_value(row.column(1), 0))),
+        Some(FoundRow::SstColumns(columns)) => match columns.first() {
+            Some((value, row)) => Ok(Some(binary_value(value, *row))),
+            None => Err(Error::internal("a key-value lookup read no value column")),
+        },
     }
 }
 

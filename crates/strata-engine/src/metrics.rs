@@ -79,6 +79,11 @@ metrics! {
     block_cache_hits,
     /// Block-cache misses (blocks decoded from disk).
     block_cache_misses,
+    /// Row pages (the page of a column holding a row a point lookup returns) found decoded
+    /// in the block cache.
+    row_page_cache_hits,
+    /// Row pages read, checked and decoded for a point lookup (then cached).
+    row_page_cache_misses,
     /// Key-cache hits (a file's keys found in memory).
     key_cache_hits,
     /// Key-cache misses (a file's key columns read).

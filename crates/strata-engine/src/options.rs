@@ -303,8 +303,15 @@ pub struct Options {
     pub commit_group_bytes_max: usize,
     /// Background threads for flushes (and compactions). Default 2.
     pub background_threads: usize,
-    /// Bytes of decoded SST blocks kept for point lookups. Default 256 MiB.
+    /// Bytes of decoded SST data kept in memory for point lookups and the first blocks of
+    /// scans (`sst::cache`): key blocks, whole blocks, and row pages. Default 256 MiB.
     pub block_cache_bytes: usize,
+    /// The share of `block_cache_bytes`, in percent (0 to 90), kept for *row pages*: the
+    /// decoded page of each column holding a row a point lookup returned, so the next lookup
+    /// of a row in that page reads nothing. Key blocks and scan blocks get the rest, and the
+    /// two shares never evict each other's entries. 0: every lookup reads its row's pages.
+    /// Default 50.
+    pub row_page_cache_percent: u8,
     /// Bytes of SST primary keys kept in memory (`sst::key_cache`): scans resolve their
     /// memtable overlay against them, flushes find the rows they supersede. A file whose keys
     /// need more than a quarter of it is not cached. Default 256 MiB.
@@ -346,6 +353,7 @@ impl Default for Options {
             commit_group_bytes_max: 4 * MIB,
             background_threads: 2,
             block_cache_bytes: 256 * MIB,
+            row_page_cache_percent: 50,
             key_cache_bytes: 256 * MIB,
             verify_sst_checksums: true,
             manifest_rewrite_bytes: 4 * MIB as u64,
@@ -433,6 +441,9 @@ impl Options {
         if self.commit_group_bytes_max > self.write_batch_bytes_max {
             return bad("commit_group_bytes_max must not exceed write_batch_bytes_max");
         }
+        if self.row_page_cache_percent > 90 {
+            return bad("row_page_cache_percent must be at most 90");
+        }
         if self.key_size_bytes_max == 0 || self.value_size_bytes_max == 0 {
             return bad("key and value size limits must be positive");
         }
@@ -482,6 +493,14 @@ mod tests {
             ..Options::default()
         };
         assert!(options.validate().is_err());
+        // Row pages may take at most 90 % of the block cache.
+        for (percent, valid) in [(0, true), (90, true), (91, false)] {
+            let options = Options {
+                row_page_cache_percent: percent,
+                ..Options::default()
+            };
+            assert_eq!(options.validate().is_ok(), valid, "{percent} %");
+        }
         let table = TableOptions {
             bloom_filter_fpp: 1.5,
             ..TableOptions::default()

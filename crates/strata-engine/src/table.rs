@@ -817,12 +817,31 @@ impl ReadView {
                 &all,
             )?,
             Some(FoundRow::Sst(batch)) => batch,
+            Some(FoundRow::SstColumns(_)) => {
+                return Err(Error::internal(
+                    "a lookup of every column returned only some",
+                ));
+            }
         };
         columns.project(&row).map(Some)
     }
 
     /// The newest visible version of `key` (a put), without building a batch for memtable hits.
     pub(crate) fn get_row(&self, key: &[u8]) -> Result<Option<FoundRow>> {
+        self.lookup(key, None)
+    }
+
+    /// Like [`ReadView::get_row`], reading only the SST columns `columns` of a row found in an
+    /// SST ([`FoundRow::SstColumns`]).
+    pub(crate) fn get_row_columns(
+        &self,
+        key: &[u8],
+        columns: &[usize],
+    ) -> Result<Option<FoundRow>> {
+        self.lookup(key, Some(columns))
+    }
+
+    fn lookup(&self, key: &[u8], columns: Option<&[usize]>) -> Result<Option<FoundRow>> {
         let metrics = &self.db.metrics;
         Metrics::inc(&metrics.gets);
         for slot in self.sv.memtables() {
@@ -843,11 +862,18 @@ impl ReadView {
                 probes = Some(bloom_probes(&self.table.schema, key)?);
             }
             let probes = probes.as_deref().unwrap_or_default();
-            if let Some((_, op, row)) =
-                file.reader()?.get_with_probes(key, probes, self.read_seq)?
-            {
+            let reader = file.reader()?;
+            let found = match columns {
+                None => reader
+                    .get_with_probes(key, probes, self.read_seq)?
+                    .map(|(_, op, row)| (op, FoundRow::Sst(row))),
+                Some(columns) => reader
+                    .get_columns(key, probes, self.read_seq, columns)?
+                    .map(|(_, op, row)| (op, FoundRow::SstColumns(row))),
+            };
+            if let Some((op, found)) = found {
                 let found = if op == OpKind::Put {
-                    FoundRow::Sst(row)
+                    found
                 } else {
                     FoundRow::Deleted
                 };
@@ -976,6 +1002,9 @@ pub(crate) enum FoundRow {
     Memtable { seq: SeqNo, value: Vec<u8> },
     /// In an SST: a one-row batch of all SST columns.
     Sst(RecordBatch),
+    /// In an SST: the columns asked for ([`ReadView::get_row_columns`]), each as an array and
+    /// the row's position in it.
+    SstColumns(Vec<crate::sst::RowColumn>),
     /// The newest visible version is a tombstone.
     Deleted,
 }

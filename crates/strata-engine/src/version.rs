@@ -807,7 +807,7 @@ mod tests {
     fn context(dir: &std::path::Path) -> Arc<FileContext> {
         Arc::new(FileContext {
             store: SstStore::new(dir, None).expect("store"),
-            cache: Arc::new(BlockCache::new(1 << 20)),
+            cache: Arc::new(BlockCache::new(1 << 20, 0)),
             keys: Arc::new(KeyCache::new(1 << 20)),
             metrics: Arc::new(Metrics::default()),
             verify: false,

@@ -88,7 +88,10 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     remove_orphans(&store, manifest.state())?;
     let files = Arc::new(FileContext {
         store,
-        cache: Arc::new(BlockCache::new(options.block_cache_bytes)),
+        cache: Arc::new(BlockCache::new(
+            options.block_cache_bytes,
+            options.block_cache_bytes / 100 * usize::from(options.row_page_cache_percent),
+        )),
         keys: Arc::new(KeyCache::new(options.key_cache_bytes)),
         metrics: Arc::clone(&metrics),
         verify: options.verify_sst_checksums,

@@ -63,7 +63,9 @@
 //! block's *key block* only (the key columns, `_seq` and `_op` of its rows; the block cache
 //! keeps key blocks for lookups, and whole decoded blocks for the first blocks of scans), and
 //! find the row there; the row's other columns are then read from the pages holding that one
-//! row alone. The key cache ([`key_cache`]) keeps the key of every row of a file, for scan
+//! row alone, and those pages are kept decoded in the block cache's share for row pages
+//! (`Options::row_page_cache_percent`), so the next lookup of a row in one of them reads
+//! nothing. The key cache ([`key_cache`]) keeps the key of every row of a file, for scan
 //! plans and DV passes. Rows are read page by page: for each column, the offset index gives
 //! the pages holding the rows (a binary search on their first rows), one positioned read
 //! fetches them, each is checked against its crc32c, and only they are decoded, with the
@@ -90,6 +92,7 @@ pub mod key_cache;
 mod page_crc;
 mod page_decode;
 mod reader;
+mod sorted_keys;
 mod store;
 mod writer;
 
@@ -98,7 +101,9 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::{BlockCache, DecodedBlock, KeyBlock};
 pub use key_cache::{FileKeys, KeyCache, KeyCollector};
-pub use reader::{BloomProbe, KeyedBatch, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes};
+pub use reader::{
+    BloomProbe, KeyedBatch, RowColumn, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes,
+};
 pub use store::SstStore;
 pub use writer::{SstWriter, UPLOAD_PART_BYTES};
 

@@ -8,9 +8,13 @@
 //! A point lookup reads the key block of the one block that can hold the key (the key
 //! columns, `_seq` and `_op` of the block's rows: from the block cache, else from those
 //! columns' pages), finds the newest visible version there, and reads the other columns of
-//! that one row from the pages holding it (one page per column, decoded only up to the row);
-//! the key columns of the row are decoded from its encoded key. Invariant: every byte a
-//! lookup decodes was checked against its page checksum first (when the file has them).
+//! that one row from the page of each holding it: from the block cache's row pages (the key
+//! block says which page of each column holds its rows), else read, checked and decoded whole,
+//! then cached (without a share for row pages, decoded only up to the row). The key columns of
+//! the row are decoded from its encoded key; a caller that needs only some columns
+//! ([`SstReader::get_columns`]) gets only those, and none for a delete. Invariant: every byte
+//! a lookup decodes was checked against its page checksum first (when the file has them), so
+//! nothing from a damaged page is ever cached or returned.
 
 use std::collections::HashMap;
 use std::ops::{Bound, Range};
@@ -37,9 +41,10 @@ use parquet::file::page_index::offset_index::PageLocation;
 use parquet::file::reader::ChunkReader;
 use parquet::file::serialized_reader::SerializedPageReader;
 
-use super::cache::{BlockCache, DecodedBlock, KeyBlock};
+use super::cache::{BlockCache, DecodedBlock, KeyBlock, PageSpan};
 use super::file_types;
 use super::page_decode::{ColumnRows, Dictionary, LeanType, PageError, PageView};
+use super::sorted_keys::SortedKeys;
 use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
 use super::{KeyIndex, SstMeta, base64_decode, keys, page_crc};
@@ -62,6 +67,10 @@ pub const SCAN_BATCH_ROWS: usize = 8192;
 /// Blocks at the start of a scan that are served from (and kept in) the block cache, so that
 /// seeks and short scans decode nothing when the blocks are hot.
 const SCAN_CACHED_BLOCKS: usize = 4;
+
+/// One column of a row a lookup returns: row `.1` of the array `.0` (a cached page's rows are
+/// handed out without slicing them).
+pub type RowColumn = (ArrayRef, usize);
 
 /// Rows of one SST (or memtable) batch together with their encoded keys.
 #[derive(Debug, Clone)]
@@ -177,9 +186,9 @@ pub struct SstReader {
     /// The crc32c of every page (`strata.page_crc32c`, see [`super::page_crc`]); `None` for
     /// files written before pages had checksums.
     page_crcs: Option<Vec<u32>>,
-    /// The first keys of the key index, packed (one allocation, no pointer per key) for the
-    /// binary search of every lookup.
-    first_keys: super::FileKeys,
+    /// The first keys of the key index, packed ([`SortedKeys`]) for the binary search of
+    /// every lookup.
+    first_keys: SortedKeys,
     /// The schema of the batches the reader returns (the SST columns as the table's types).
     row_schema: SchemaRef,
     /// The columns of a key block: the key columns, `_seq` and `_op`, ascending.
@@ -429,15 +438,8 @@ impl SstReader {
             .filter(|c| *c != schema.seq_index() && *c != schema.op_index())
             .filter(|c| !(keys_from_codec && schema.key_indices().contains(c)))
             .collect();
-        let mut packed = ByteRows::with_capacity(
-            index.first_keys.len(),
-            index.first_keys.iter().map(Vec::len).sum(),
-        );
-        index.first_keys.iter().for_each(|k| packed.push(k));
-        if (1..packed.len()).any(|i| packed.get(i - 1) > packed.get(i)) {
-            return Err(corrupt("strata.key_index is not in key order".into()));
-        }
-        let first_keys = super::FileKeys::new(packed);
+        let first_keys = SortedKeys::new(index.first_keys.iter().map(Vec::as_slice))
+            .ok_or_else(|| corrupt("strata.key_index is not in key order".into()))?;
         Ok(SstReader {
             meta: meta.clone(),
             object_path,
@@ -633,13 +635,9 @@ impl SstReader {
             .map(|k| Arc::clone(&arrays[position(*k)]))
             .collect();
         let keys = self.schema.key_codec().encode_columns(&key_arrays)?;
-        if (1..keys.len()).any(|i| keys.get(i - 1) > keys.get(i)) {
-            return Err(self.corrupt("keys out of order in a block"));
-        }
         let seqs = arrays[position(self.schema.seq_index())]
             .as_primitive_opt::<UInt64Type>()
             .filter(|a| a.null_count() == 0)
-            .map(|a| a.values().to_vec())
             .ok_or_else(|| self.corrupt("unreadable _seq column"))?;
         let ops = arrays[position(self.schema.op_index())]
             .as_primitive_opt::<UInt8Type>()
@@ -650,23 +648,83 @@ impl SstReader {
         if keys.len() != rows {
             return Err(self.corrupt("block has the wrong number of rows"));
         }
-        let decoded = KeyBlock::new(super::FileKeys::new(keys), seqs, ops)
-            .ok_or_else(|| self.corrupt("bad _op value or column lengths in a block"))?;
-        let decoded = Arc::new(decoded);
+        let decoded = KeyBlock::new(&keys, seqs.values(), ops).ok_or_else(|| {
+            self.corrupt("keys out of order, a bad _op value or column lengths in a block")
+        })?;
+        let decoded = Arc::new(decoded.with_pages(self.row_page_spans(start, end)?));
         self.cache
             .insert_keys(self.meta.id, block as u32, Arc::clone(&decoded));
         Ok(decoded)
     }
 
+    /// The pages holding file rows `[start, end)` in each column lookups read for the rows
+    /// they return (when row pages are cached and the lean decoder decodes the column).
+    fn row_page_spans(&self, start: u64, end: u64) -> Result<Vec<PageSpan>> {
+        let Some(direct) = self
+            .direct
+            .as_ref()
+            .filter(|_| self.cache.caches_row_pages())
+        else {
+            return Ok(Vec::new());
+        };
+        let mut spans = Vec::new();
+        for rg in self.row_group_of(start)..=self.row_group_of(end - 1) {
+            let rg_start = self.row_group_starts[rg];
+            let rg_rows = self.row_group_starts[rg + 1] - rg_start;
+            let lo = start.max(rg_start) - rg_start;
+            let hi = end.min(rg_start + rg_rows) - rg_start;
+            for c in &self.row_columns {
+                let column = &direct[*c];
+                if column.lean.is_none() {
+                    continue;
+                }
+                let locations = self.page_locations(rg, column.leaf)?;
+                let first = locations
+                    .partition_point(|p| p.first_row_index as u64 <= lo)
+                    .saturating_sub(1);
+                for page in first..locations.len() {
+                    let page_first = locations[page].first_row_index as u64;
+                    if page_first >= hi {
+                        break;
+                    }
+                    let page_end = locations
+                        .get(page + 1)
+                        .map_or(rg_rows, |p| p.first_row_index as u64);
+                    spans.push(PageSpan {
+                        rg: rg as u32,
+                        leaf: column.leaf as u32,
+                        page: page as u32,
+                        first: page_first,
+                        end: page_end,
+                    });
+                }
+            }
+        }
+        spans.shrink_to_fit();
+        Ok(spans)
+    }
+
     /// File row `row` whose encoded key is `key` and whose `_seq` and `_op` are `seq` and
     /// `op`, as a one-row batch of all SST columns: the key columns decoded from `key`, the
     /// others read from the pages holding that row alone.
-    fn read_row(&self, row: u64, key: &[u8], seq: SeqNo, op: OpKind) -> Result<RecordBatch> {
-        let read = self.read_columns(row, row + 1, &self.row_columns)?;
+    fn read_row(
+        &self,
+        row: u64,
+        key: &[u8],
+        seq: SeqNo,
+        op: OpKind,
+        block: &KeyBlock,
+    ) -> Result<RecordBatch> {
+        let read = self.read_row_columns(row, &self.row_columns, block)?;
         let count = self.schema.storage_schema().fields().len();
         let mut arrays: Vec<Option<ArrayRef>> = vec![None; count];
-        for (column, array) in self.row_columns.iter().zip(read) {
-            arrays[*column] = Some(array);
+        for (column, (array, i)) in self.row_columns.iter().zip(read) {
+            let one = if array.len() == 1 && i == 0 {
+                array
+            } else {
+                array.slice(i, 1)
+            };
+            arrays[*column] = Some(one);
         }
         if self.keys_from_codec {
             let decoded = self.schema.key_codec().decode([key])?;
@@ -682,6 +740,139 @@ impl SstReader {
             .collect::<Result<Vec<_>>>()?;
         RecordBatch::try_new(Arc::clone(&self.row_schema), arrays)
             .map_err(|e| self.corrupt(&format!("unreadable row: {e}")))
+    }
+
+    /// The SST columns `columns` of file row `row` (in that order), as the table's types;
+    /// `block` is the key block holding the row.
+    fn read_row_columns(
+        &self,
+        row: u64,
+        columns: &[usize],
+        block: &KeyBlock,
+    ) -> Result<Vec<RowColumn>> {
+        match &self.direct {
+            Some(direct) if self.cache.caches_row_pages() => {
+                self.row_from_pages(direct, row, columns, block)
+            }
+            _ if columns.windows(2).all(|w| w[0] < w[1]) => Ok(self
+                .read_columns(row, row + 1, columns)?
+                .into_iter()
+                .map(|a| (a, 0))
+                .collect()),
+            _ => {
+                let mut sorted = columns.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let read = self.read_columns(row, row + 1, &sorted)?;
+                Ok(columns
+                    .iter()
+                    .map(|c| (Arc::clone(&read[sorted.partition_point(|s| s < c)]), 0))
+                    .collect())
+            }
+        }
+    }
+
+    /// The SST columns `columns` of file row `row`, each sliced from the decoded page holding
+    /// the row: from the block cache's row pages, else read, checked and decoded whole, then
+    /// cached. Columns the lean decoder does not decode are read as
+    /// [`SstReader::read_columns`] reads them.
+    fn row_from_pages(
+        &self,
+        direct: &[DirectColumn],
+        row: u64,
+        columns: &[usize],
+        block: &KeyBlock,
+    ) -> Result<Vec<RowColumn>> {
+        let rg = self.row_group_of(row);
+        let rg_start = self.row_group_starts[rg];
+        let rg_rows = self.row_group_starts[rg + 1] - rg_start;
+        let at = row - rg_start;
+        let sst = self.row_schema.fields();
+        catch(&self.object_path, || {
+            columns
+                .iter()
+                .map(|c| {
+                    let column = &direct[*c];
+                    let found = match column.lean {
+                        Some(lean) => self.row_page_row(column, lean, rg, at, rg_rows, block)?,
+                        None => None,
+                    };
+                    let (array, i) = match found {
+                        Some(found) => found,
+                        None => (self.read_column_rows(column, rg, at, at + 1, rg_rows)?, 0),
+                    };
+                    if self.schema.sst_file_type_differs(*c) {
+                        let one = array.slice(i, 1);
+                        return Ok((file_types::from_file(&one, sst[*c].data_type())?, 0));
+                    }
+                    Ok((array, i))
+                })
+                .collect()
+        })
+    }
+
+    /// Row `at` of row group `rg` (of `rg_rows` rows) of one column, in the decoded page
+    /// holding it (cached as a row page; `block`, the key block of the row, says which page it
+    /// is); `None` when the lean decoder does not decode the page.
+    fn row_page_row(
+        &self,
+        column: &DirectColumn,
+        lean: LeanType,
+        rg: usize,
+        at: u64,
+        rg_rows: u64,
+        block: &KeyBlock,
+    ) -> Result<Option<RowColumn>> {
+        let (page, first, end) = match block.page_of(rg as u32, column.leaf as u32, at) {
+            Some(span) => (span.page as usize, span.first, span.end),
+            None => {
+                let locations = self.page_locations(rg, column.leaf)?;
+                let page = locations
+                    .partition_point(|p| p.first_row_index as u64 <= at)
+                    .checked_sub(1)
+                    .ok_or_else(|| self.corrupt("the first page does not start at row 0"))?;
+                let first = locations[page].first_row_index as u64;
+                let end = locations
+                    .get(page + 1)
+                    .map_or(rg_rows, |p| p.first_row_index as u64);
+                (page, first, end)
+            }
+        };
+        if end <= at || at < first {
+            return Err(self.corrupt("page locations out of order"));
+        }
+        let key = (self.meta.id, rg as u32, column.leaf as u32, page as u32);
+        if let Some(rows) = self.cache.get_row_page(&key) {
+            Metrics::inc(&self.metrics.row_page_cache_hits);
+            if rows.len() as u64 != end - first {
+                return Err(Error::internal(
+                    "a cached row page has the wrong number of rows",
+                ));
+            }
+            return Ok(Some((rows, (at - first) as usize)));
+        }
+        Metrics::inc(&self.metrics.row_page_cache_misses);
+        let pages = self.read_pages(column, rg, page..=page, rg_rows)?;
+        if pages.first_row != first || pages.rows_end != end {
+            return Err(self.corrupt("page locations out of order"));
+        }
+        let Some(rows) = self.decode_lean(column, lean, rg, first, end, rg_rows, &pages)? else {
+            return Ok(None);
+        };
+        self.cache.insert_row_page(key, Arc::clone(&rows));
+        Ok(Some((rows, (at - first) as usize)))
+    }
+
+    /// The page locations of column chunk `rg` of Parquet leaf `leaf`, from the offset index.
+    fn page_locations(&self, rg: usize, leaf: usize) -> Result<&[PageLocation]> {
+        self.metadata
+            .metadata()
+            .offset_index()
+            .and_then(|index| index.get(rg))
+            .and_then(|columns| columns.get(leaf))
+            .map(|index| index.page_locations().as_slice())
+            .filter(|locations| !locations.is_empty())
+            .ok_or_else(|| self.corrupt("a column chunk has no page locations"))
     }
 
     /// Rows `[start, end)` of the SST columns `columns` (ascending), as the table's types.
@@ -759,14 +950,7 @@ impl SstReader {
         hi: u64,
         rg_rows: u64,
     ) -> Result<SelectedPages<'a>> {
-        let parquet = self.metadata.metadata();
-        let locations = parquet
-            .offset_index()
-            .and_then(|index| index.get(rg))
-            .and_then(|columns| columns.get(column.leaf))
-            .map(|index| index.page_locations().as_slice())
-            .filter(|locations| !locations.is_empty())
-            .ok_or_else(|| self.corrupt("a column chunk has no page locations"))?;
+        let locations = self.page_locations(rg, column.leaf)?;
         // The pages holding rows lo..hi: the last page starting at or before `lo`, through the
         // last one starting before `hi`.
         let first = locations
@@ -774,7 +958,24 @@ impl SstReader {
             .checked_sub(1)
             .ok_or_else(|| self.corrupt("the first page does not start at row 0"))?;
         let last = locations.partition_point(|p| (p.first_row_index as u64) < hi) - 1;
-        debug_assert!(first <= last);
+        self.read_pages(column, rg, first..=last, rg_rows)
+    }
+
+    /// The pages `pages` (positions in the offset index) of one column chunk, fetched with one
+    /// positioned read and each checked against its checksum.
+    fn read_pages<'a>(
+        &'a self,
+        column: &DirectColumn,
+        rg: usize,
+        pages: std::ops::RangeInclusive<usize>,
+        rg_rows: u64,
+    ) -> Result<SelectedPages<'a>> {
+        let parquet = self.metadata.metadata();
+        let locations = self.page_locations(rg, column.leaf)?;
+        let (first, last) = (*pages.start(), *pages.end());
+        if first > last || last >= locations.len() {
+            return Err(self.corrupt("page locations out of order"));
+        }
         let first_row = locations[first].first_row_index as u64;
         let rows_end = locations
             .get(last + 1)
@@ -1174,6 +1375,44 @@ impl SstReader {
         probes: &[BloomProbe],
         read_seq: SeqNo,
     ) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
+        match self.find(key, probes, read_seq)? {
+            Some((row, seq, op, block)) => {
+                Ok(Some((seq, op, self.read_row(row, key, seq, op, &block)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`SstReader::get_with_probes`], reading only the SST columns `columns` of the row
+    /// (in that order), and none for a delete.
+    pub fn get_columns(
+        &self,
+        key: &[u8],
+        probes: &[BloomProbe],
+        read_seq: SeqNo,
+        columns: &[usize],
+    ) -> Result<Option<(SeqNo, OpKind, Vec<RowColumn>)>> {
+        let Some((row, seq, op, block)) = self.find(key, probes, read_seq)? else {
+            return Ok(None);
+        };
+        if op == OpKind::Delete {
+            return Ok(Some((seq, op, Vec::new())));
+        }
+        Ok(Some((
+            seq,
+            op,
+            self.read_row_columns(row, columns, &block)?,
+        )))
+    }
+
+    /// The file row, sequence number and operation of the newest version of `key` with
+    /// `seq <= read_seq`, and the key block holding it.
+    fn find(
+        &self,
+        key: &[u8],
+        probes: &[BloomProbe],
+        read_seq: SeqNo,
+    ) -> Result<Option<(u64, SeqNo, OpKind, Arc<KeyBlock>)>> {
         if key < self.meta.min_key.as_slice()
             || key > self.meta.max_key.as_slice()
             || self.meta.min_seq > read_seq
@@ -1185,7 +1424,7 @@ impl SstReader {
         // over the packed copy of the index).
         let after = self.first_keys.lower_bound(key);
         let mut block = after.saturating_sub(1);
-        let starts_next = after < self.first_keys.len() && self.first_keys.get(after) == key;
+        let starts_next = after < self.first_keys.len() && self.first_keys.eq(after, key);
         if !starts_next {
             // The block may span two row groups (a row group can be cut by its byte limit):
             // the key is absent only if every one of them rules it out.
@@ -1206,14 +1445,13 @@ impl SstReader {
             let decoded = self.key_block(block)?;
             let keys = &decoded.keys;
             let mut row = keys.lower_bound(key);
-            while row < keys.len() && keys.get(row) == key {
-                let seq = decoded.seqs[row];
+            while row < keys.len() && keys.eq(row, key) {
+                let seq = decoded.seq(row);
                 if seq <= read_seq {
                     let op = OpKind::from_u8(decoded.ops[row])
                         .ok_or_else(|| self.corrupt("bad _op value"))?;
                     let file_row = block as u64 * self.index.block_rows + row as u64;
-                    let batch = self.read_row(file_row, key, seq, op)?;
-                    return Ok(Some((seq, op, batch)));
+                    return Ok(Some((file_row, seq, op, decoded)));
                 }
                 row += 1;
             }

@@ -1,5 +1,6 @@
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, UInt8Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
@@ -137,7 +138,7 @@ fn open(f: &Fixture, cache_bytes: usize) -> Result<Arc<SstReader>, crate::Error>
         &f.meta,
         Arc::clone(&f.schema),
         true,
-        Arc::new(BlockCache::new(cache_bytes)),
+        Arc::new(BlockCache::new(cache_bytes, cache_bytes / 2)),
         Arc::clone(&f.metrics),
     )
     .map(Arc::new)
@@ -325,7 +326,7 @@ fn unverified_damage_never_panics() {
             &f.meta,
             Arc::clone(&f.schema),
             false,
-            Arc::new(BlockCache::new(0)),
+            Arc::new(BlockCache::new(0, 0)),
             Arc::clone(&f.metrics),
         );
         if let Ok(reader) = opened {
@@ -589,25 +590,54 @@ fn lookups_return_exactly_the_row(f: &Fixture) {
         warm.get(&key(&f.schema, k), u64::MAX).unwrap().unwrap();
     }
     drop(warm);
-    for cache_bytes in [0, 1 << 20] {
+    let columns: Vec<usize> = (0..expected.num_columns()).collect();
+    // No cache; then a cache whose row pages, filled by the first pass, answer the second.
+    for (cache_bytes, passes) in [(0, 1), (1 << 20, 2)] {
         let reader = open(f, cache_bytes).unwrap();
         assert!(reader.reads_block_pages());
-        for row in 0..expected.num_rows() {
-            let id = ids.value(row);
-            let seq = seqs.value(row);
-            let (found_seq, op, found) = reader
-                .get(&key(&f.schema, id), seq)
-                .unwrap()
-                .unwrap_or_else(|| panic!("key {id} at {seq}"));
-            assert_eq!(found_seq, seq);
-            assert_eq!(
-                op.as_u8(),
-                expected
-                    .column(3)
-                    .as_primitive::<arrow::datatypes::UInt8Type>()
-                    .value(row)
-            );
-            assert_eq!(found, expected.slice(row, 1), "key {id} at {seq}");
+        for pass in 0..passes {
+            let misses = f.metrics.row_page_cache_misses.load(Ordering::Relaxed);
+            for row in 0..expected.num_rows() {
+                let id = ids.value(row);
+                let seq = seqs.value(row);
+                let (found_seq, op, found) = reader
+                    .get(&key(&f.schema, id), seq)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("key {id} at {seq}"));
+                assert_eq!(found_seq, seq);
+                assert_eq!(
+                    op.as_u8(),
+                    expected
+                        .column(3)
+                        .as_primitive::<arrow::datatypes::UInt8Type>()
+                        .value(row)
+                );
+                assert_eq!(found, expected.slice(row, 1), "key {id} at {seq}");
+                // Only the columns asked for, in the order asked; none for a delete.
+                let probes = bloom_probes(&f.schema, &key(&f.schema, id)).unwrap();
+                for wanted in [vec![1], vec![1, 0], columns.clone()] {
+                    let (found_seq, found_op, found) = reader
+                        .get_columns(&key(&f.schema, id), &probes, seq, &wanted)
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!((found_seq, found_op), (seq, op));
+                    let expected: Vec<_> = match op {
+                        OpKind::Put => wanted
+                            .iter()
+                            .map(|c| expected.slice(row, 1).column(*c).clone())
+                            .collect(),
+                        OpKind::Delete => Vec::new(),
+                    };
+                    let found: Vec<_> = found.iter().map(|(a, i)| a.slice(*i, 1)).collect();
+                    assert_eq!(found, expected, "key {id} at {seq}, columns {wanted:?}");
+                }
+            }
+            let misses = f.metrics.row_page_cache_misses.load(Ordering::Relaxed) - misses;
+            match (cache_bytes, pass) {
+                (0, _) => assert_eq!(misses, 0),
+                (_, 0) => assert!(misses > 0),
+                _ => assert_eq!(misses, 0, "the second pass reads every row from row pages"),
+            }
         }
         // Every column of the fixture is decoded by the lean page decoder.
         assert_eq!(reader.general_decodes(), 0);
@@ -775,13 +805,14 @@ fn a_damaged_page_is_corruption_never_data() {
         .parse_and_finish(&bytes::Bytes::from(original.clone()))
         .unwrap();
     let index = metadata.offset_index().unwrap();
-    let open_unverified = || {
+    // Without a cache, and with one whose row pages would keep what a lookup decoded.
+    let open_unverified = |cache_bytes: usize| {
         SstReader::open(
             &f.store,
             &f.meta,
             Arc::clone(&f.schema),
             false,
-            Arc::new(BlockCache::new(0)),
+            Arc::new(BlockCache::new(cache_bytes, cache_bytes / 2)),
             Arc::clone(&f.metrics),
         )
         .unwrap()
@@ -814,17 +845,22 @@ fn a_damaged_page_is_corruption_never_data() {
                 let mut damaged = original.clone();
                 damaged[(offset + len / 2) as usize] ^= 0x10;
                 std::fs::write(&path, &damaged).unwrap();
-                let reader = open_unverified();
-                for row in rows.start as usize..rows.end as usize {
-                    let (id, seq) = (ids.value(row), seqs.value(row));
-                    match reader.get(&key(&f.schema, id), seq) {
-                        Err(e) => {
-                            assert!(e.is_corruption(), "{e}");
-                            assert!(e.to_string().contains(".parquet"), "{e}");
+                for cache_bytes in [0, 1 << 20] {
+                    let reader = open_unverified(cache_bytes);
+                    // Twice: what failed is not served from the cache the second time.
+                    for row in (rows.start as usize..rows.end as usize)
+                        .chain(rows.start as usize..rows.end as usize)
+                    {
+                        let (id, seq) = (ids.value(row), seqs.value(row));
+                        match reader.get(&key(&f.schema, id), seq) {
+                            Err(e) => {
+                                assert!(e.is_corruption(), "{e}");
+                                assert!(e.to_string().contains(".parquet"), "{e}");
+                            }
+                            Ok(found) => panic!(
+                                "row {row} read through a damaged page ({rg}, {leaf}, byte {offset}, cache {cache_bytes}): {found:?}"
+                            ),
                         }
-                        Ok(found) => panic!(
-                            "row {row} read through a damaged page ({rg}, {leaf}, byte {offset}): {found:?}"
-                        ),
                     }
                 }
                 damaged_pages += 1;
