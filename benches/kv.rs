@@ -32,7 +32,8 @@
 //! later run with the same N reads them without filling again; for studies of the reads),
 //! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
 //! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
-//! through several levels; default 1, the defaults).
+//! through several levels; default 1, the defaults), `STRATA_BENCH_ROW_PAGE_PERCENT` (Strata's
+//! `Options::row_page_cache_percent`, the block cache's share for row pages; default 50).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -310,9 +311,19 @@ mod strata {
                 Style::Leveled | Style::LeveledDynamic => StrategyKind::Leveled,
                 Style::Tiered => StrategyKind::SizeTiered,
             };
+            // `STRATA_BENCH_ROW_PAGE_PERCENT`: the block cache's share for row pages (for
+            // studies of the cache; unset = the default).
+            let row_page_cache_percent = std::env::var("STRATA_BENCH_ROW_PAGE_PERCENT")
+                .ok()
+                .map(|v| {
+                    v.parse()
+                        .expect("STRATA_BENCH_ROW_PAGE_PERCENT: a percentage")
+                })
+                .unwrap_or(Options::default().row_page_cache_percent);
             let options = Options {
                 sync_mode: SyncMode::Never,
                 block_cache_bytes: CACHE_BYTES,
+                row_page_cache_percent,
                 write_buffer_budget_bytes: (memtable_bytes * 4).max(512 << 20),
                 table_defaults: TableOptions {
                     memtable_size_bytes: memtable_bytes,
