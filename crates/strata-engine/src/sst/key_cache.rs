@@ -297,9 +297,26 @@ impl KeyCache {
     /// A cache holding at most `capacity_bytes` (0 disables it).
     pub fn new(capacity_bytes: usize) -> Self {
         let cache = (capacity_bytes > 0).then(|| {
-            // Estimate items from a file of ~1 MiB of keys.
-            let items = (capacity_bytes >> 20).max(16);
-            quick_cache::sync::Cache::with_weighter(items, capacity_bytes as u64, KeysWeighter)
+            // One shard: `quick_cache` splits its capacity into equal shards (by default four
+            // per core, each bounded alone), and a file's keys are few large items (up to a
+            // quarter of the capacity) that must not compete for an eighth of it. Lookups are
+            // per file and plan, not per row: one lock is no contention. New files' keys come
+            // in as the old files' leave (recency, not frequency): half the room is for items
+            // not yet used twice.
+            let options = quick_cache::OptionsBuilder::new()
+                // Estimate items from a file of ~1 MiB of keys.
+                .estimated_items_capacity((capacity_bytes >> 20).max(16))
+                .weight_capacity(capacity_bytes as u64)
+                .shards(1)
+                .hot_allocation(0.5)
+                .build()
+                .expect("the key cache's options are complete");
+            quick_cache::sync::Cache::with_options(
+                options,
+                KeysWeighter,
+                Default::default(),
+                Default::default(),
+            )
         });
         KeyCache {
             cache,
@@ -444,6 +461,31 @@ mod tests {
                 None => prop_assert!(held > limit),
             }
         }
+    }
+
+    /// Keys of `rows` rows of `width` bytes (all zero), without writing them.
+    fn zero_keys(width: usize, rows: usize) -> Arc<FileKeys> {
+        Arc::new(FileKeys {
+            rows: KeyRows::Fixed {
+                data: vec![0; width * rows],
+                width,
+                len: rows,
+            },
+        })
+    }
+
+    /// Files whose keys take up to a quarter of the capacity are admitted and stay together
+    /// (the cache is not split into shards each holding an eighth of it).
+    #[test]
+    fn files_up_to_a_quarter_of_the_capacity_stay_cached_together() {
+        let cache = KeyCache::new(256 << 20);
+        for file in 1..=3 {
+            cache.insert(file, zero_keys(9, (60 << 20) / 9));
+        }
+        for file in 1..=3 {
+            assert!(cache.get(file).is_some(), "file {file} was evicted");
+        }
+        assert!(cache.bytes() > 3 * (59 << 20));
     }
 
     #[test]
