@@ -1376,8 +1376,13 @@ impl SstReader {
         read_seq: SeqNo,
     ) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
         match self.find(key, probes, read_seq)? {
-            Some((row, seq, op, block)) => {
-                Ok(Some((seq, op, self.read_row(row, key, seq, op, &block)?)))
+            Some(found) => {
+                let Found { row, seq, op, .. } = found;
+                Ok(Some((
+                    seq,
+                    op,
+                    self.read_row(row, key, seq, op, &found.block)?,
+                )))
             }
             None => Ok(None),
         }
@@ -1392,7 +1397,13 @@ impl SstReader {
         read_seq: SeqNo,
         columns: &[usize],
     ) -> Result<Option<(SeqNo, OpKind, Vec<RowColumn>)>> {
-        let Some((row, seq, op, block)) = self.find(key, probes, read_seq)? else {
+        let Some(Found {
+            row,
+            seq,
+            op,
+            block,
+        }) = self.find(key, probes, read_seq)?
+        else {
             return Ok(None);
         };
         if op == OpKind::Delete {
@@ -1405,14 +1416,8 @@ impl SstReader {
         )))
     }
 
-    /// The file row, sequence number and operation of the newest version of `key` with
-    /// `seq <= read_seq`, and the key block holding it.
-    fn find(
-        &self,
-        key: &[u8],
-        probes: &[BloomProbe],
-        read_seq: SeqNo,
-    ) -> Result<Option<(u64, SeqNo, OpKind, Arc<KeyBlock>)>> {
+    /// The newest version of `key` with `seq <= read_seq`.
+    fn find(&self, key: &[u8], probes: &[BloomProbe], read_seq: SeqNo) -> Result<Option<Found>> {
         if key < self.meta.min_key.as_slice()
             || key > self.meta.max_key.as_slice()
             || self.meta.min_seq > read_seq
@@ -1451,7 +1456,12 @@ impl SstReader {
                     let op = OpKind::from_u8(decoded.ops[row])
                         .ok_or_else(|| self.corrupt("bad _op value"))?;
                     let file_row = block as u64 * self.index.block_rows + row as u64;
-                    return Ok(Some((file_row, seq, op, decoded)));
+                    return Ok(Some(Found {
+                        row: file_row,
+                        seq,
+                        op,
+                        block: decoded,
+                    }));
                 }
                 row += 1;
             }
@@ -1573,6 +1583,15 @@ impl SstReader {
             done: range.is_none(),
         })
     }
+}
+
+/// The version of a key a lookup found: its file row, sequence number and operation, and the
+/// key block holding it.
+struct Found {
+    row: u64,
+    seq: SeqNo,
+    op: OpKind,
+    block: Arc<KeyBlock>,
 }
 
 /// The SST columns as page-level block reads see them; `None` when some column is not a

@@ -388,6 +388,11 @@ mod tests {
             .map(|k| format!("{k:040}").into_bytes())
             .collect();
         check(&long, &long_probes);
+        // A probe that is exactly the prefix, against 8-byte suffixes.
+        let wide: Vec<Vec<u8>> = (1..4u64)
+            .map(|k| [b"p".as_slice(), &(k << 56).to_be_bytes()].concat())
+            .collect();
+        check(&wide, &[b"p".to_vec(), b"".to_vec(), b"q".to_vec()]);
         check(&[b"a".to_vec(), b"ab".to_vec(), b"abc".to_vec()], &probes);
         check(&[b"k".to_vec(), b"k".to_vec(), b"k".to_vec()], &probes);
         check(&[], &probes);
