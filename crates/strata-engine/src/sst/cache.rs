@@ -5,13 +5,14 @@
 //!
 //! * **Blocks** (the rows of one key-index block): a point lookup caches a block's *key block*
 //!   (the encoded key, sequence number and operation of each row, [`KeyBlock`]); the first
-//!   blocks of a scan are cached whole (all columns, [`DecodedBlock`]). A key block of the
-//!   key-value store's 16-byte keys takes 25 bytes a row, about a sixth of a whole block, so
-//!   several times more of a file's blocks stay cached for lookups.
+//!   blocks of a scan are cached whole (all columns, [`DecodedBlock`]). A key block packs its
+//!   keys (`sst::sorted_keys`) and its sequence numbers, and notes which page of each column a
+//!   lookup reads holds its rows: about 10 bytes a row for the key-value store's 16-byte keys,
+//!   against about 150 for a whole block.
 //! * **Row pages** (`Options::row_page_cache_percent` of the capacity): the other columns of
 //!   the row a lookup returns are read from the one page of each column that holds it; that
 //!   page is cached decoded (all its rows, as an Arrow array of the column's file type), so
-//!   the next lookup of a row in it takes a slice instead of reading, checking and
+//!   the next lookup of a row in it takes the row from it instead of reading, checking and
 //!   decompressing the page again. Row pages help while the data read by lookups fits their
 //!   share; when it does not, their share is bounded, so they can never push the key blocks
 //!   (which every lookup needs) out of the cache.
