@@ -445,6 +445,32 @@ fn written_files_bring_their_keys_to_the_key_cache() {
     );
 }
 
+/// A bulk load that fails leaves no keys of the files it had written in the key cache.
+#[test]
+fn a_failed_load_leaves_no_keys_in_the_key_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    let chunks: Vec<strata_engine::Result<RecordBatch>> = vec![
+        Ok(rows(
+            &(0..100).map(|i| (i, format!("a{i}"))).collect::<Vec<_>>(),
+        )),
+        Ok(rows(
+            &(100..200).map(|i| (i, format!("a{i}"))).collect::<Vec<_>>(),
+        )),
+        Err(strata_engine::Error::InvalidArgument(
+            "the source failed".into(),
+        )),
+    ];
+    let options = IngestOptions {
+        chunk_rows: 50,
+        ..IngestOptions::default()
+    };
+    assert!(t.ingest(chunks, &options).is_err());
+    assert_eq!(t.stats().sst_rows, 0);
+    assert_eq!(db.metrics().get("key_cache_bytes"), Some(0));
+}
+
 #[test]
 fn a_view_pinned_before_a_dv_update_keeps_its_own_deletion_vectors() {
     let dir = tempfile::tempdir().unwrap();

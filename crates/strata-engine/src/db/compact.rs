@@ -316,7 +316,7 @@ impl DbInner {
         let discard = |outputs: &[SstMeta]| {
             if task.kind == TaskKind::Merge {
                 for meta in outputs {
-                    let _ = self.files.store.delete(&meta.object_path());
+                    self.discard_sst(meta);
                 }
             }
         };
@@ -503,7 +503,7 @@ impl DbInner {
         })();
         if let Err(error) = result {
             for meta in &outputs {
-                let _ = self.files.store.delete(&meta.object_path());
+                self.discard_sst(meta);
             }
             return Err(error);
         }

@@ -110,7 +110,7 @@ impl DbInner {
         let written = self.write_memtable_sst(table, slot, file_id)?;
         let discard = |sst: &Option<SstMeta>| {
             if let Some(meta) = sst {
-                let _ = self.files.store.delete(&meta.object_path());
+                self.discard_sst(meta);
             }
         };
         // The new file and the deletion vectors it implies for the older files, computed

@@ -272,7 +272,7 @@ impl BulkLoad {
     /// Deletes the files written so far and ends the load.
     fn discard(&mut self) {
         for meta in self.written.drain(..) {
-            let _ = self.db.files.store.delete(&meta.object_path());
+            self.db.discard_sst(&meta);
         }
         self.pending.clear();
         self.pending_rows = 0;

@@ -71,7 +71,7 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::{Options, TableOptions};
 use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
-use crate::sst::now_ms;
+use crate::sst::{SstMeta, now_ms};
 use crate::table::{Table, TableInner, TableStats, table_stats};
 use crate::types::{SeqNo, TableId};
 use crate::version::{FileContext, SuperVersion, Version, VersionControl};
@@ -648,6 +648,13 @@ impl Drop for Db {
 }
 
 impl DbInner {
+    /// Deletes an SST written for a change that is not installed (and drops the keys its
+    /// writer put in the key cache). A failure leaves an orphan, removed at the next open.
+    pub(crate) fn discard_sst(&self, meta: &SstMeta) {
+        self.files.keys.remove(meta.id);
+        let _ = self.files.store.delete(&meta.object_path());
+    }
+
     pub(crate) fn visible_seq(&self) -> SeqNo {
         self.visible_seq.load(Ordering::Acquire)
     }
