@@ -210,9 +210,10 @@ pub struct BaseRead<'a> {
     pub limit: Option<usize>,
 }
 
-/// The first position of file `f` that `live` of its live rows precede (a piece of the
-/// file starting there begins with its live row number `live`; the file's row count when
-/// `live` is its number of live rows). A binary search over the ranks of its deleted rows.
+/// The first position of file `f` that `live` of its live rows precede: a piece of the file
+/// starting there begins with its live row number `live` (for `live` equal to the number of
+/// live rows, the position after the last live row). A binary search over the ranks of its
+/// deleted rows.
 pub(crate) fn position_of_live(f: &BaseFile, live: u64) -> u64 {
     debug_assert!(live <= f.live_rows());
     let Some(deleted) = &f.deleted else {
