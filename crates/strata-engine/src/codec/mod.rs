@@ -13,6 +13,25 @@ pub mod varint;
 pub use key::{KeyCodec, KeyValue, prefix_successor};
 pub use row::RowCodec;
 
+/// The first index of `range` for which `below` fails, `below` holding for a prefix of the
+/// range and failing for the rest (a binary search; `range.end` if it never fails). The one
+/// lower-bound search of the engine's indexed key sequences (packed keys, byte rows).
+pub(crate) fn partition_index(
+    range: std::ops::Range<usize>,
+    below: impl Fn(usize) -> bool,
+) -> usize {
+    let (mut lo, mut hi) = (range.start, range.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// A batch of encoded rows (keys or values): one flat byte buffer plus row offsets.
 #[derive(Debug, Clone, Default)]
 pub struct ByteRows {
@@ -62,6 +81,12 @@ impl ByteRows {
         }
         self.data.extend_from_slice(row);
         self.offsets.push(self.data.len());
+    }
+
+    /// The first row at or after `from` for which `below` fails, the rows being sorted so
+    /// that it holds for a prefix of them ([`partition_index`]).
+    pub(crate) fn partition_point(&self, from: usize, below: impl Fn(&[u8]) -> bool) -> usize {
+        partition_index(from.min(self.len())..self.len(), |i| below(self.get(i)))
     }
 
     /// Iterates over the rows in order.

@@ -278,7 +278,7 @@ impl MergeIter {
         let batch = cursor.batch.as_ref()?;
         let end = match second.and_then(|s| self.cursors[s].key()) {
             None => batch.num_rows(),
-            Some(bound) => partition_from(&batch.keys, cursor.row, |k| k < bound),
+            Some(bound) => batch.keys.partition_point(cursor.row, |k| k < bound),
         };
         Some((best, end))
     }
@@ -476,18 +476,4 @@ impl Iterator for MergeIter {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_batch().transpose()
     }
-}
-
-/// The first row at or after `from` for which `pred` fails (keys are sorted).
-fn partition_from(keys: &ByteRows, from: usize, pred: impl Fn(&[u8]) -> bool) -> usize {
-    let (mut lo, mut hi) = (from, keys.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if pred(keys.get(mid)) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }

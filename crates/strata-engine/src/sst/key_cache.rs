@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
-use crate::codec::ByteRows;
+use crate::codec::{ByteRows, partition_index};
 use crate::types::FileId;
 
 /// The encoded key of every row of one SST, in file order.
@@ -91,16 +91,7 @@ impl FileKeys {
     /// The number of leading rows whose key is below `key` (binary search).
     #[inline]
     pub fn lower_bound(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.get(mid) < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        partition_index(0..self.len(), |i| self.get(i) < key)
     }
 
     /// Memory held.
@@ -120,7 +111,7 @@ impl FileKeys {
         }
         // get(lo) < key; find hi with get(hi) >= key (or hi = len).
         let (mut lo, mut step) = (from, 1usize);
-        let mut hi = loop {
+        let hi = loop {
             let probe = lo.saturating_add(step);
             if probe >= len {
                 break len;
@@ -131,16 +122,8 @@ impl FileKeys {
             lo = probe;
             step = step.saturating_mul(2);
         };
-        // Invariant: get(lo) < key, and hi == len or get(hi) >= key.
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if self.get(mid) < key {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        hi
+        // get(lo) < key, and hi == len or get(hi) >= key: the answer is in lo + 1..=hi.
+        partition_index(lo + 1..hi, |i| self.get(i) < key)
     }
 
     /// Adds to `positions` every row whose key is one of `keys` (ascending, distinct) and

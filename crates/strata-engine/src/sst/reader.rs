@@ -1912,13 +1912,13 @@ impl SstScan {
     fn trim(&mut self, batch: RecordBatch, keys: Arc<ByteRows>) -> Option<KeyedBatch> {
         let start = match &self.lower {
             Bound::Unbounded => 0,
-            Bound::Included(k) => partition(&keys, |key| key < k.as_slice()),
-            Bound::Excluded(k) => partition(&keys, |key| key <= k.as_slice()),
+            Bound::Included(k) => keys.partition_point(0, |key| key < k.as_slice()),
+            Bound::Excluded(k) => keys.partition_point(0, |key| key <= k.as_slice()),
         };
         let end = match &self.upper {
             Bound::Unbounded => keys.len(),
-            Bound::Included(k) => partition(&keys, |key| key <= k.as_slice()),
-            Bound::Excluded(k) => partition(&keys, |key| key < k.as_slice()),
+            Bound::Included(k) => keys.partition_point(0, |key| key <= k.as_slice()),
+            Bound::Excluded(k) => keys.partition_point(0, |key| key < k.as_slice()),
         };
         if end < keys.len() {
             self.done = true;
@@ -1949,18 +1949,4 @@ impl Iterator for SstScan {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_batch().transpose()
     }
-}
-
-/// The number of leading rows for which `pred(key)` holds (keys are sorted).
-fn partition(keys: &ByteRows, pred: impl Fn(&[u8]) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, keys.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if pred(keys.get(mid)) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }

@@ -19,7 +19,7 @@
 
 use std::cmp::Ordering;
 
-use crate::codec::ByteRows;
+use crate::codec::{ByteRows, partition_index};
 
 /// Longest prefix kept.
 pub const PREFIX_BYTES: usize = 24;
@@ -260,29 +260,9 @@ impl SortedKeys {
                 values.partition(|v| probe.below(v))
             }
             Suffixes::Fixed { data, width } => {
-                let (mut lo, mut hi) = (0, self.len);
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    if &data[mid * width..(mid + 1) * width] < rest {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo
+                partition_index(0..self.len, |i| &data[i * width..(i + 1) * width] < rest)
             }
-            Suffixes::Variable(rows) => {
-                let (mut lo, mut hi) = (0, self.len);
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    if rows.get(mid) < rest {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo
-            }
+            Suffixes::Variable(rows) => rows.partition_point(0, |row| row < rest),
         }
     }
 
