@@ -460,18 +460,14 @@ impl DbInner {
                             if run_id == 0 {
                                 run_id = id;
                             }
-                            let mut new = SstWriter::new(
-                                &self.files.store,
-                                table.id,
+                            writer.insert(self.sst_writer(
+                                table,
+                                &table_options,
                                 id,
                                 run_id,
-                                schema,
-                                &table_options,
                                 task.output_level,
                                 rows_per_file,
-                            )?;
-                            new.cache_keys_in(&self.files.keys, rows_per_file);
-                            writer.insert(new)
+                            )?)
                         }
                     };
                     let full = current.rows() > 0

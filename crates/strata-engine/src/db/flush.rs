@@ -214,21 +214,14 @@ impl DbInner {
         while let Some(batch) = merge.next_batch()? {
             let writer = match writer.as_mut() {
                 Some(w) => w,
-                None => {
-                    let expected_rows = slot.memtable.len() as u64;
-                    let mut new = SstWriter::new(
-                        &self.files.store,
-                        table.id,
-                        file_id,
-                        file_id,
-                        schema,
-                        &options,
-                        0,
-                        expected_rows,
-                    )?;
-                    new.cache_keys_in(&self.files.keys, expected_rows);
-                    writer.insert(new)
-                }
+                None => writer.insert(self.sst_writer(
+                    table,
+                    &options,
+                    file_id,
+                    file_id,
+                    0,
+                    slot.memtable.len() as u64,
+                )?),
             };
             writer.write(&batch.batch, &batch.keys)?;
         }

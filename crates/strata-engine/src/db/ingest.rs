@@ -60,7 +60,7 @@ use crate::codec::ByteRows;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
-use crate::sst::{SstMeta, SstWriter};
+use crate::sst::SstMeta;
 use crate::table::TableInner;
 use crate::types::SeqNo;
 use crate::version::{FileChange, SstHandle};
@@ -489,17 +489,8 @@ impl DbInner {
         let sorted = RecordBatch::try_new(schema.sst_schema(), columns)?;
         let options = table.options.read().clone();
         let file_id = self.manifest.lock().allocate_file_id();
-        let mut writer = SstWriter::new(
-            &self.files.store,
-            table.id,
-            file_id,
-            file_id,
-            schema,
-            &options,
-            0,
-            order.len() as u64,
-        )?;
-        writer.cache_keys_in(&self.files.keys, order.len() as u64);
+        let mut writer =
+            self.sst_writer(table, &options, file_id, file_id, 0, order.len() as u64)?;
         let written = (|| {
             for start in (0..sorted.num_rows()).step_by(8192) {
                 let len = (sorted.num_rows() - start).min(8192);

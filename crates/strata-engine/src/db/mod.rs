@@ -71,9 +71,9 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::{Options, TableOptions};
 use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
-use crate::sst::{SstMeta, now_ms};
+use crate::sst::{SstMeta, SstWriter, now_ms};
 use crate::table::{Table, TableInner, TableStats, table_stats};
-use crate::types::{SeqNo, TableId};
+use crate::types::{FileId, SeqNo, TableId};
 use crate::version::{FileContext, SuperVersion, Version, VersionControl};
 use crate::wal::Wal;
 
@@ -648,6 +648,32 @@ impl Drop for Db {
 }
 
 impl DbInner {
+    /// A writer of SST `file_id` of `table` (sorted run `run_id`, `level`, about
+    /// `expected_rows` rows) whose keys go to the key cache when it is finished: every file
+    /// the database writes (flushes, compactions, bulk loads) is made here.
+    pub(crate) fn sst_writer(
+        &self,
+        table: &TableInner,
+        options: &TableOptions,
+        file_id: FileId,
+        run_id: u64,
+        level: u32,
+        expected_rows: u64,
+    ) -> Result<SstWriter> {
+        let mut writer = SstWriter::new(
+            &self.files.store,
+            table.id,
+            file_id,
+            run_id,
+            &table.schema,
+            options,
+            level,
+            expected_rows,
+        )?;
+        writer.cache_keys_in(&self.files.keys, expected_rows);
+        Ok(writer)
+    }
+
     /// Deletes an SST written for a change that is not installed (and drops the keys its
     /// writer put in the key cache). A failure leaves an orphan, removed at the next open.
     pub(crate) fn discard_sst(&self, meta: &SstMeta) {
