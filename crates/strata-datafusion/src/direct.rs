@@ -69,8 +69,6 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricValue};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-use roaring::RoaringBitmap;
-use strata_engine::dv::selection_runs;
 use strata_engine::{BaseFile, BaseScan, Overlay, ReadView, TableSchema};
 
 use crate::session::engine_error;
@@ -80,12 +78,9 @@ use crate::session::engine_error;
 /// the query is planned: a query answered from statistics never pays for it.
 #[derive(Debug, Clone)]
 struct Piece {
-    file: u64,
-    size: u64,
-    rows: u64,
+    file: BaseFile,
     start: u64,
     end: u64,
-    deleted: Option<Arc<RoaringBitmap>>,
 }
 
 impl Piece {
@@ -93,26 +88,19 @@ impl Piece {
     fn new(f: &BaseFile, start: u64, end: u64) -> Piece {
         debug_assert!(start <= end && end <= f.meta.rows);
         Piece {
-            file: f.meta.id,
-            size: f.meta.size_bytes,
-            rows: f.meta.rows,
+            file: f.clone(),
             start,
             end,
-            deleted: f.deleted.clone(),
         }
     }
 
     /// The piece's live rows as a row selection over the whole file (`None`: every row).
     fn selection(&self) -> Option<Vec<(bool, u64)>> {
-        if self.start == 0 && self.end == self.rows && self.deleted.is_none() {
+        let whole = self.start == 0 && self.end == self.file.meta.rows;
+        if whole && self.file.deleted.is_none() {
             return None;
         }
-        Some(selection_runs(
-            self.rows,
-            self.start,
-            self.end,
-            self.deleted.as_deref(),
-        ))
+        Some(self.file.selection(self.start, self.end))
     }
 }
 
@@ -400,7 +388,9 @@ impl BasePlan {
             verified.store = Some(storage.read_store());
         }
         for piece in pieces {
-            let (object, _) = view.verified_sst_object(piece.file).map_err(engine_error)?;
+            let (object, _) = view
+                .verified_sst_object(piece.file.meta.id)
+                .map_err(engine_error)?;
             let location = if remote {
                 object_store::path::Path::from(object.as_str())
             } else {
@@ -450,7 +440,7 @@ impl BasePlan {
         }
         let mut files = Vec::with_capacity(pieces.len());
         for (piece, location) in pieces.iter().zip(&verified.locations) {
-            let mut file = PartitionedFile::new(location.to_string(), piece.size);
+            let mut file = PartitionedFile::new(location.to_string(), piece.file.meta.size_bytes);
             file.object_meta.location = location.clone();
             files.push(match piece.selection() {
                 None => file,
@@ -558,8 +548,9 @@ pub(crate) fn with_row_selection(file: PartitionedFile, runs: &[(bool, u64)]) ->
 mod tests {
     use std::sync::Arc;
 
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
-    use roaring::RoaringBitmap;
     use strata_engine::{BaseFile, SstMeta};
 
     use super::{Piece, position_of_live};
@@ -614,7 +605,7 @@ mod tests {
             let deleted: Vec<u32> = deleted.into_iter().filter(|p| u64::from(*p) < rows).collect();
             let f = file(rows, &deleted);
             let live = f.live_rows();
-            let mut seen = RoaringBitmap::new();
+            let mut seen = BTreeSet::new();
             for part in 0..parts {
                 let (lo, hi) = (live * part / parts, live * (part + 1) / parts);
                 let piece = Piece::new(&f, position_of_live(&f, lo), position_of_live(&f, hi));
@@ -635,10 +626,10 @@ mod tests {
                 prop_assert_eq!(selected.len() as u64, hi - lo);
                 for position in selected {
                     prop_assert!(!deleted.contains(&(position as u32)));
-                    prop_assert!(seen.insert(position as u32), "row {} read twice", position);
+                    prop_assert!(seen.insert(position), "row {} read twice", position);
                 }
             }
-            prop_assert_eq!(seen.len(), live);
+            prop_assert_eq!(seen.len() as u64, live);
         }
     }
 }
