@@ -272,6 +272,7 @@ mod strata {
     }
 
     /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
+    /// `STRATA_BENCH_SCAN_ROW_GROUP_ROWS`, `STRATA_BENCH_SCAN_DICTIONARY_BYTES`,
     /// `STRATA_BENCH_VALUE_PAGE_BYTES` and `STRATA_BENCH_INDEX_BLOCK_ROWS` (for studies of the
     /// layout; unset = the defaults).
     fn sst_layout(mut options: TableOptions) -> TableOptions {
@@ -286,6 +287,12 @@ mod strata {
         }
         if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
             options.sst_page_size_bytes = bytes;
+        }
+        if let Some(rows) = var("STRATA_BENCH_SCAN_ROW_GROUP_ROWS") {
+            options.sst_scan_row_group_rows = rows;
+        }
+        if let Some(bytes) = var("STRATA_BENCH_SCAN_DICTIONARY_BYTES") {
+            options.sst_scan_dictionary_page_size_bytes = bytes;
         }
         if let Some(bytes) = var("STRATA_BENCH_VALUE_PAGE_BYTES") {
             options.sst_value_page_size_bytes = bytes;

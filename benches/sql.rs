@@ -53,8 +53,10 @@
 //! `STRATA_BENCH_QUERIES` (comma-separated subset of Q1-Q8, default all), `STRATA_BENCH_DIR`
 //! (where the temporary database and Parquet files go, default `target`),
 //! `STRATA_BENCH_EXPLAIN` (`missed`, the default: plans of the queries that miss a target;
-//! `all`; `none`), `STRATA_BENCH_ROW_GROUP_ROWS` and `STRATA_BENCH_PAGE_BYTES` (the Strata
-//! tables' `sst_row_group_rows` and `sst_page_size_bytes`, default the engine's),
+//! `all`; `none`), `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
+//! `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (the Strata
+//! tables' `sst_row_group_rows`, `sst_page_size_bytes`, `sst_scan_row_group_rows` and
+//! `sst_scan_dictionary_page_size_bytes`, default the engine's),
 //! `STRATA_BENCH_B_RUNS` (the overlapping level-0 runs of case (b), default 4; 1 gives one
 //! run of disjoint files under the same memtable of changes, the variant (b')).
 //!
@@ -567,8 +569,9 @@ fn build_a(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<Ta
     Ok(table)
 }
 
-/// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS` and
-/// `STRATA_BENCH_PAGE_BYTES` (for studies of the layout; unset = the defaults).
+/// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
+/// `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (for studies
+/// of the layout; unset = the defaults).
 fn sst_layout(mut options: Options) -> Options {
     let var = |name: &str| {
         std::env::var(name).ok().map(|v| {
@@ -581,6 +584,12 @@ fn sst_layout(mut options: Options) -> Options {
     }
     if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
         options.table_defaults.sst_page_size_bytes = bytes;
+    }
+    if let Some(rows) = var("STRATA_BENCH_SCAN_ROW_GROUP_ROWS") {
+        options.table_defaults.sst_scan_row_group_rows = rows;
+    }
+    if let Some(bytes) = var("STRATA_BENCH_SCAN_DICTIONARY_BYTES") {
+        options.table_defaults.sst_scan_dictionary_page_size_bytes = bytes;
     }
     options
 }

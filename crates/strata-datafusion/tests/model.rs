@@ -215,6 +215,7 @@ fn options(key_cache: bool) -> Options {
             },
             // Small row groups and pages, so pruning has something to skip.
             sst_row_group_rows: 32,
+            sst_scan_row_group_rows: 32,
             sst_page_size_bytes: 1024,
             sst_index_block_rows: 16,
             ..TableOptions::default()

@@ -445,6 +445,7 @@ async fn direct_partitions_are_sorted_and_key_disjoint() {
     let options = strata_engine::Options {
         table_defaults: strata_engine::TableOptions {
             sst_row_group_rows: 1024,
+            sst_scan_row_group_rows: 1024,
             sst_index_block_rows: 256,
             ..strata_engine::TableOptions::default()
         },

@@ -953,6 +953,7 @@ async fn explain_analyze_shows_row_groups_pruned_runs_merged_and_tombstones() {
     let options = Options {
         table_defaults: strata_engine::TableOptions {
             sst_row_group_rows: 256,
+            sst_scan_row_group_rows: 256,
             sst_index_block_rows: 64,
             ..strata_engine::TableOptions::default()
         },

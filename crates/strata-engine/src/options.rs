@@ -198,6 +198,17 @@ pub struct TableOptions {
     /// lookup finds its block's pages by a binary search of the offset index, whatever the
     /// row group's size. Default 65,536.
     pub sst_row_group_rows: usize,
+    /// Maximum rows per row group of the files compactions and bulk loads write (the scan
+    /// layout, `sst::SstLayout`; flushes use `sst_row_group_rows`). Large row groups let a
+    /// value column of many repeated values stay dictionary encoded (see
+    /// `sst_scan_dictionary_page_size_bytes`); a writer buffers one row group, at most
+    /// `sst_row_group_bytes_max`. Default 1,048,576 (DataFusion's Parquet writer's default).
+    pub sst_scan_row_group_rows: usize,
+    /// Largest dictionary page of a value column in the files compactions and bulk loads
+    /// write: a column with more distinct values per row group falls back to plain encoding.
+    /// A point lookup into such a file decodes the dictionary once per row group and keeps it
+    /// while the file is open. Default 1 MiB (DataFusion's Parquet writer's default).
+    pub sst_scan_dictionary_page_size_bytes: usize,
     /// Target size of a Parquet data page (and the largest dictionary page: a column whose
     /// dictionary outgrows it falls back to plain encoding). A point lookup that misses the
     /// block cache reads and decompresses the pages holding its block's rows in every column
@@ -237,6 +248,8 @@ impl Default for TableOptions {
             memtable_size_bytes: 64 * MIB,
             max_immutable_memtables: 4,
             sst_row_group_rows: 64 * 1024,
+            sst_scan_row_group_rows: 1024 * 1024,
+            sst_scan_dictionary_page_size_bytes: MIB,
             sst_page_size_bytes: 8 * KIB,
             sst_value_page_size_bytes: 8 * KIB,
             sst_index_block_rows: 256,
@@ -261,6 +274,12 @@ impl TableOptions {
         }
         if self.sst_row_group_rows < self.sst_index_block_rows {
             return bad("sst_row_group_rows must be at least sst_index_block_rows");
+        }
+        if self.sst_scan_row_group_rows < self.sst_index_block_rows {
+            return bad("sst_scan_row_group_rows must be at least sst_index_block_rows");
+        }
+        if self.sst_scan_dictionary_page_size_bytes < self.sst_page_size_bytes {
+            return bad("sst_scan_dictionary_page_size_bytes must be at least sst_page_size_bytes");
         }
         if !(16..=1 << 20).contains(&self.sst_index_block_rows) {
             return bad("sst_index_block_rows must be between 16 and 1,048,576");

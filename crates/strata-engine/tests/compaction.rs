@@ -18,6 +18,7 @@ fn options(strategy: StrategyKind) -> Options {
             memtable_size_bytes: 64 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 256,
+            sst_scan_row_group_rows: 256,
             compaction: CompactionOptions {
                 strategy,
                 l0_compaction_trigger: 2,

@@ -60,6 +60,7 @@ fn options(cycle: u64) -> Options {
             },
             sst_index_block_rows: 16,
             sst_row_group_rows: 64,
+            sst_scan_row_group_rows: 64,
             ..TableOptions::default()
         },
         write_buffer_budget_bytes: 1 << 20,

@@ -35,6 +35,7 @@ fn small_options() -> Options {
             memtable_size_bytes: 64 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 128,
+            sst_scan_row_group_rows: 128,
             ..TableOptions::default()
         },
         write_buffer_budget_bytes: 8 << 20,

@@ -47,6 +47,7 @@ fn options(strategy: StrategyKind) -> Options {
             memtable_size_bytes: 256 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 64,
+            sst_scan_row_group_rows: 64,
             ..TableOptions::default()
         },
         ..Options::default()

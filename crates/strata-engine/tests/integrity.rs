@@ -16,6 +16,7 @@ fn options() -> Options {
             memtable_size_bytes: 64 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 64,
+            sst_scan_row_group_rows: 64,
             ..TableOptions::default()
         },
         write_buffer_budget_bytes: 1 << 20,

@@ -14,6 +14,7 @@ fn options(kind: MemtableKind) -> Options {
             memtable_size_bytes: 64 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 256,
+            sst_scan_row_group_rows: 256,
             ..TableOptions::default()
         },
         write_buffer_budget_bytes: 4 << 20,

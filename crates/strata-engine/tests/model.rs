@@ -97,6 +97,7 @@ fn options(kind: MemtableKind, strategy: StrategyKind) -> Options {
             memtable_size_bytes: 64 * 1024,
             sst_index_block_rows: 16,
             sst_row_group_rows: 64,
+            sst_scan_row_group_rows: 64,
             sst_page_size_bytes: 1024,
             ..TableOptions::default()
         },

@@ -28,6 +28,7 @@ fn options() -> Options {
         table_defaults: TableOptions {
             sst_index_block_rows: 16,
             sst_row_group_rows: 16,
+            sst_scan_row_group_rows: 16,
             ..TableOptions::default()
         },
         ..Options::default()

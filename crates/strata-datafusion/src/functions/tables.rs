@@ -168,8 +168,9 @@ impl TableFunctionImpl for ColumnsFunction {
 /// `rows_estimate`, `memtable_entries`, `memtable_bytes`, `immutable_memtables`, `sst_bytes`,
 /// `sst_rows`, `sst_tombstones`, then the options: `memtable`, `memtable_size_bytes`,
 /// `max_immutable_memtables`, `sst_compression`, `sst_row_group_rows`,
-/// `sst_page_size_bytes`, `sst_value_page_size_bytes`, `sst_index_block_rows`, `bloom_filter_fpp`, `deletion_vectors`, `compaction`,
-/// `l0_compaction_trigger`, `max_levels`, `target_file_size_bytes`. A property whose name
+/// `sst_scan_row_group_rows`, `sst_page_size_bytes`, `sst_value_page_size_bytes`,
+/// `sst_scan_dictionary_page_size_bytes`, `sst_index_block_rows`, `bloom_filter_fpp`,
+/// `deletion_vectors`, `compaction`, `l0_compaction_trigger`, `max_levels`, `target_file_size_bytes`. A property whose name
 /// ends in `_bytes` is an exact byte count.
 #[derive(Debug)]
 pub struct TablePropertiesFunction(Weak<Db>);
@@ -221,10 +222,18 @@ fn option_rows(o: &TableOptions) -> Vec<(&'static str, String)> {
         ),
         ("sst_compression", o.sst_compression.to_string()),
         ("sst_row_group_rows", o.sst_row_group_rows.to_string()),
+        (
+            "sst_scan_row_group_rows",
+            o.sst_scan_row_group_rows.to_string(),
+        ),
         ("sst_page_size_bytes", o.sst_page_size_bytes.to_string()),
         (
             "sst_value_page_size_bytes",
             o.sst_value_page_size_bytes.to_string(),
+        ),
+        (
+            "sst_scan_dictionary_page_size_bytes",
+            o.sst_scan_dictionary_page_size_bytes.to_string(),
         ),
         ("sst_index_block_rows", o.sst_index_block_rows.to_string()),
         ("bloom_filter_fpp", o.bloom_filter_fpp.to_string()),

@@ -154,7 +154,9 @@ pub struct CompactionOptions {
     pub tier_max_space_amplification_percent: u32,
     /// Memory budget of one compaction: the merge reads each input run in batches sized so
     /// all of them fit in half of it, output row groups and upload parts take at most a quarter.
-    /// Parquet decoders add about one page per column per input file on top, so the measured
+    /// Parquet decoders add about one page per column per input file on top (and the
+    /// dictionary of each dictionary-encoded column, at most
+    /// `TableOptions::sst_scan_dictionary_page_size_bytes`), so the measured
     /// peak is a small multiple of the budget (2.6x for a 12-run merge of a table ten times the
     /// budget, `tests/compaction_memory.rs`), independent of the table's size. Default 256 MiB.
     pub memory_bytes_max: u64,

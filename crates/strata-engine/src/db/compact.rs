@@ -29,7 +29,7 @@ use crate::compaction::{
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::read::{Dedup, KeyRange, MergeIter, RunIter, sst_run_with_batch_rows};
-use crate::sst::{SstMeta, SstWriter};
+use crate::sst::{SstLayout, SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
 use crate::version::{FileChange, SstHandle, Version};
@@ -463,6 +463,7 @@ impl DbInner {
                             writer.insert(self.sst_writer(
                                 table,
                                 &table_options,
+                                SstLayout::Scan,
                                 id,
                                 run_id,
                                 task.output_level,

@@ -32,7 +32,7 @@ use super::{Db, DbInner, display_name};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::read::{Dedup, KeyRange, MergeIter, memtable_run};
-use crate::sst::{SstMeta, SstWriter};
+use crate::sst::{SstLayout, SstMeta, SstWriter};
 use crate::table::TableInner;
 use crate::types::{FileId, MAX_SEQ};
 use crate::version::{FileChange, MemtableSlot, SstHandle};
@@ -217,6 +217,7 @@ impl DbInner {
                 None => writer.insert(self.sst_writer(
                     table,
                     &options,
+                    SstLayout::Lookup,
                     file_id,
                     file_id,
                     0,

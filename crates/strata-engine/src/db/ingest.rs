@@ -60,7 +60,7 @@ use crate::codec::ByteRows;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
-use crate::sst::SstMeta;
+use crate::sst::{SstLayout, SstMeta};
 use crate::table::TableInner;
 use crate::types::SeqNo;
 use crate::version::{FileChange, SstHandle};
@@ -489,8 +489,15 @@ impl DbInner {
         let sorted = RecordBatch::try_new(schema.sst_schema(), columns)?;
         let options = table.options.read().clone();
         let file_id = self.manifest.lock().allocate_file_id();
-        let mut writer =
-            self.sst_writer(table, &options, file_id, file_id, 0, order.len() as u64)?;
+        let mut writer = self.sst_writer(
+            table,
+            &options,
+            SstLayout::Scan,
+            file_id,
+            file_id,
+            0,
+            order.len() as u64,
+        )?;
         let written = (|| {
             for start in (0..sorted.num_rows()).step_by(8192) {
                 let len = (sorted.num_rows() - start).min(8192);

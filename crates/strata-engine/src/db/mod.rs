@@ -71,7 +71,7 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::{Options, TableOptions};
 use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
-use crate::sst::{SstMeta, SstWriter, now_ms};
+use crate::sst::{SstLayout, SstMeta, SstWriter, now_ms};
 use crate::table::{Table, TableInner, TableStats, table_stats};
 use crate::types::{FileId, SeqNo, TableId};
 use crate::version::{FileContext, SuperVersion, Version, VersionControl};
@@ -649,12 +649,15 @@ impl Drop for Db {
 
 impl DbInner {
     /// A writer of SST `file_id` of `table` (sorted run `run_id`, `level`, about
-    /// `expected_rows` rows) whose keys go to the key cache when it is finished: every file
-    /// the database writes (flushes, compactions, bulk loads) is made here.
+    /// `expected_rows` rows, laid out for `layout`) whose keys go to the key cache when it is
+    /// finished: every file the database writes (flushes, compactions, bulk loads) is made
+    /// here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn sst_writer(
         &self,
         table: &TableInner,
         options: &TableOptions,
+        layout: SstLayout,
         file_id: FileId,
         run_id: u64,
         level: u32,
@@ -667,6 +670,7 @@ impl DbInner {
             run_id,
             &table.schema,
             options,
+            layout,
             level,
             expected_rows,
         )?;

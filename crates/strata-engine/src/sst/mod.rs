@@ -24,13 +24,17 @@
 //!   name leaf columns (`TableSchema::sst_leaf_column`), not storage indices.
 //! * Order: rows sorted by the encoded primary key ascending, then `_seq` descending. The footer's
 //!   `sorting_columns` says so (key columns ascending, `_seq` descending).
-//! * Row groups hold at most `sst_row_group_rows` rows (a multiple of `sst_index_block_rows`)
-//!   and at most `sst_row_group_bytes_max` bytes; a byte-limited row group may end inside an
-//!   index block.
+//! * Row groups hold at most `sst_row_group_rows` rows in files written by flushes, and at most
+//!   `sst_scan_row_group_rows` in files written by compactions and bulk loads (the two
+//!   [`SstLayout`]s), in both a multiple of `sst_index_block_rows`, and at most
+//!   `sst_row_group_bytes_max` bytes; a byte-limited row group may end inside an index block.
 //! * Data pages (and dictionary pages) hold at most `sst_page_size_bytes` (the data pages of
 //!   value columns at most `sst_value_page_size_bytes`, when smaller); a column whose
-//!   dictionary would outgrow `sst_page_size_bytes` is written plain. Page sizes are not part
-//!   of the format: any Parquet reader reads pages of any size.
+//!   dictionary would outgrow `sst_page_size_bytes` is written plain. In the scan layout a
+//!   value column's dictionary page may hold up to `sst_scan_dictionary_page_size_bytes`,
+//!   when the file's first rows show its distinct values would fit and pay (see
+//!   `writer::DictionaryChoice`); other value columns are written plain. Row group, page and
+//!   dictionary sizes are not part of the format: any Parquet reader reads any of them.
 //! * Statistics at page level and the page index (column and offset indexes) are written;
 //!   every key column of a type with an unambiguous Parquet physical value (integers,
 //!   strings, binary, dates) has a Parquet bloom filter per row group (stored at the end of
@@ -105,7 +109,7 @@ pub use reader::{
     BloomProbe, KeyedBatch, RowColumn, SCAN_BATCH_ROWS, SstReader, SstScan, bloom_probes,
 };
 pub use store::SstStore;
-pub use writer::{SstWriter, UPLOAD_PART_BYTES};
+pub use writer::{SstLayout, SstWriter, UPLOAD_PART_BYTES};
 
 use crate::codec::varint::{get_varint, put_varint};
 use crate::types::{FileId, SeqNo, TableId};

@@ -23,6 +23,7 @@ fn small_options() -> TableOptions {
     TableOptions {
         sst_index_block_rows: 16,
         sst_row_group_rows: 64,
+        sst_scan_row_group_rows: 64,
         sst_page_size_bytes: 1024,
         ..TableOptions::default()
     }
@@ -87,7 +88,18 @@ fn fixture_with(n: i64, options: &TableOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SstStore::new(dir.path(), None).unwrap();
     let schema = table_schema();
-    let mut writer = SstWriter::new(&store, 7, 42, 42, &schema, options, 0, n as u64).unwrap();
+    let mut writer = SstWriter::new(
+        &store,
+        7,
+        42,
+        42,
+        &schema,
+        options,
+        SstLayout::Lookup,
+        0,
+        n as u64,
+    )
+    .unwrap();
     let (batch, keys) = rows(&schema, n);
     // Write in two pieces to check that order and stats carry across batches.
     let half = batch.num_rows() / 2;
@@ -120,7 +132,18 @@ fn written(
     let dir = tempfile::tempdir().unwrap();
     let store = SstStore::new(dir.path(), None).unwrap();
     let rows = batch.num_rows() as u64;
-    let mut writer = SstWriter::new(&store, 7, 42, 42, schema, options, 0, rows).unwrap();
+    let mut writer = SstWriter::new(
+        &store,
+        7,
+        42,
+        42,
+        schema,
+        options,
+        SstLayout::Lookup,
+        0,
+        rows,
+    )
+    .unwrap();
     writer.write(batch, keys).unwrap();
     let meta = writer.finish().unwrap();
     Fixture {
@@ -518,8 +541,18 @@ fn edge_types_the_codec_accepts_are_storable() {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = SstStore::new(dir.path(), None).unwrap();
-        let mut writer = SstWriter::new(&store, 7, 1, 1, &schema, &small_options(), 0, 3)
-            .unwrap_or_else(|e| panic!("{dt}: {e}"));
+        let mut writer = SstWriter::new(
+            &store,
+            7,
+            1,
+            1,
+            &schema,
+            &small_options(),
+            SstLayout::Lookup,
+            0,
+            3,
+        )
+        .unwrap_or_else(|e| panic!("{dt}: {e}"));
         writer
             .write(&batch, &keys)
             .unwrap_or_else(|e| panic!("{dt}: {e}"));
@@ -563,6 +596,7 @@ fn lookups_after_a_cache_drop_return_exactly_the_row() {
     // (it falls back to plain encoding, and reads of the later pages skip the dictionary).
     let large_row_groups = TableOptions {
         sst_row_group_rows: 1024,
+        sst_scan_row_group_rows: 1024,
         ..small_options()
     };
     for (options, falls_back) in [(small_options(), false), (large_row_groups, true)] {
@@ -736,6 +770,7 @@ fn lean_page_decoding_returns_exactly_the_row_for_every_type() {
         .unwrap();
     let large_row_groups = TableOptions {
         sst_row_group_rows: 1024,
+        sst_scan_row_group_rows: 1024,
         ..small_options()
     };
     // Snappy and uncompressed pages are decompressed by the lean decoder itself, the others
@@ -790,6 +825,7 @@ fn lean_page_decoding_returns_exactly_the_row_for_every_type() {
 fn a_damaged_page_is_corruption_never_data() {
     let options = TableOptions {
         sst_row_group_rows: 256,
+        sst_scan_row_group_rows: 256,
         ..small_options()
     };
     let f = fixture_with(600, &options);
@@ -882,6 +918,7 @@ fn value_columns_get_their_own_page_size() {
             sst_page_size_bytes: 4 * 1024,
             sst_value_page_size_bytes: value_page_bytes,
             sst_row_group_rows: 2048,
+            sst_scan_row_group_rows: 2048,
             ..small_options()
         };
         let f = fixture_with(2000, &options);
@@ -1010,5 +1047,119 @@ fn key_columns_decoded_from_the_key_keep_their_types() {
         let (_, _, found) = reader.get(keys.get(row), u64::MAX).unwrap().unwrap();
         assert_eq!(found, expected.slice(row, 1), "row {row}");
         assert_eq!(found.column(0).data_type(), &ts);
+    }
+}
+
+/// Files written for scans (compactions, bulk loads) keep a dictionary larger than a page for
+/// a value column of repeating values, and none for a column of unique values (a dictionary
+/// page that would fill to its limit and be given up); files written for lookups keep only
+/// page-sized dictionaries. Point lookups read both exactly.
+#[test]
+fn the_scan_layout_keeps_large_dictionaries_of_repeating_values_only() {
+    use arrow::array::Float64Array;
+    use arrow::datatypes::Float64Type;
+    let user = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let schema = Arc::new(TableSchema::new(user, &["id"]).unwrap());
+    let n = 20_000i64;
+    // 2,000 distinct amounts (a 16 KB dictionary, past the 1 KiB page limit), unique notes.
+    let amount = |k: i64| ((k * 7919) % 2000) as f64 / 4.0;
+    let ids: Vec<i64> = (0..n).collect();
+    let batch = RecordBatch::try_new(
+        schema.sst_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|k| amount(*k)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|k| format!("note {k:08}")),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                ids.iter().map(|k| *k as u64 + 1),
+            )),
+            Arc::new(UInt8Array::from(vec![0u8; n as usize])),
+        ],
+    )
+    .unwrap();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[Arc::new(Int64Array::from(ids)) as _])
+        .unwrap();
+    let options = TableOptions {
+        sst_scan_row_group_rows: 1 << 20,
+        ..small_options()
+    };
+    for layout in [SstLayout::Scan, SstLayout::Lookup] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SstStore::new(dir.path(), None).unwrap();
+        let mut writer =
+            SstWriter::new(&store, 7, 42, 42, &schema, &options, layout, 0, n as u64).unwrap();
+        // In pieces smaller than the sample, as compactions write.
+        for start in (0..n as usize).step_by(3000) {
+            let len = 3000.min(n as usize - start);
+            writer
+                .write_range(&batch, &keys, start, start + len)
+                .unwrap();
+        }
+        let meta = writer.finish().unwrap();
+        let bytes =
+            bytes::Bytes::from(std::fs::read(store.local_path(&meta.object_path())).unwrap());
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let row_groups = metadata.row_groups();
+        // The dictionary page's size: where the data pages start minus where it starts.
+        let dictionary_bytes = |column: usize| {
+            let chunk = row_groups[0].column(column);
+            chunk
+                .dictionary_page_offset()
+                .map(|at| chunk.data_page_offset() - at)
+        };
+        match layout {
+            SstLayout::Scan => {
+                assert_eq!(row_groups.len(), 1, "one row group of the scan layout");
+                let amounts = dictionary_bytes(1).expect("amount keeps its dictionary");
+                // 16 KB of doubles, compressed: far past the 1 KiB page limit.
+                assert!(amounts > 4 * 1024, "a dictionary of {amounts} bytes");
+                // Every page holds 11-bit indices (plain doubles would take 160,000 bytes).
+                let chunk_bytes = row_groups[0].column(1).compressed_size();
+                assert!(chunk_bytes < 60_000, "amounts take {chunk_bytes} bytes");
+                assert_eq!(dictionary_bytes(2), None, "unique notes have no dictionary");
+            }
+            SstLayout::Lookup => {
+                assert!(row_groups.len() > 1, "row groups of sst_row_group_rows");
+                for column in [1, 2] {
+                    assert!(
+                        dictionary_bytes(column).is_none_or(|b| b <= 2 * 1024),
+                        "column {column}: a dictionary of {:?} bytes",
+                        dictionary_bytes(column)
+                    );
+                }
+            }
+        }
+        let f = Fixture {
+            _dir: dir,
+            store,
+            meta,
+            schema: Arc::clone(&schema),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let reader = open(&f, 1 << 20).unwrap();
+        for k in (0..n).step_by(97).chain([n - 1]) {
+            let (seq, _, row) = reader.get(&key(&schema, k), u64::MAX).unwrap().unwrap();
+            assert_eq!(seq, k as u64 + 1);
+            assert_eq!(
+                row.column(1).as_primitive::<Float64Type>().value(0),
+                amount(k)
+            );
+            assert_eq!(
+                row.column(2).as_string::<i32>().value(0),
+                format!("note {k:08}")
+            );
+        }
     }
 }
