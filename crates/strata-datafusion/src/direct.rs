@@ -115,8 +115,9 @@ pub struct BasePlan {
     rows_deleted: u64,
     /// True when no two base files overlap.
     disjoint: bool,
-    /// The Parquet reader's source: user schema, session options, pruning predicate.
-    source: ParquetSource,
+    /// The Parquet reader's source: user schema, session options, pruning predicate. Each
+    /// partition reads through a fresh copy ([`BasePlan::reader_source`]).
+    source: ReaderSource,
     /// User columns read, in batch order.
     read_columns: Vec<usize>,
     batch_rows: usize,
@@ -251,10 +252,11 @@ impl BasePlan {
             first_live += live;
         }
         debug_assert_eq!(first_live, total);
-        let mut source = ParquetSource::new(read.user).with_table_parquet_options(read.parquet);
-        if let Some(predicate) = read.predicate {
-            source = source.with_predicate(predicate);
-        }
+        let source = ReaderSource {
+            user: read.user,
+            parquet: read.parquet,
+            predicate: read.predicate,
+        };
         let key_positions = if scan.overlay.hides_nothing() {
             None
         } else {
@@ -447,16 +449,40 @@ impl BasePlan {
                 Some(runs) => with_row_selection(file, &runs),
             });
         }
-        let config =
-            FileScanConfigBuilder::new(verified.url.clone(), Arc::new(self.source.clone()))
-                .with_file_group(FileGroup::new(files))
-                .with_projection_indices(Some(self.read_columns.clone()))?
-                .with_batch_size(Some(self.batch_rows))
-                .with_limit(self.limit)
-                .build();
+        let config = FileScanConfigBuilder::new(
+            verified.url.clone(),
+            Arc::new(self.source.parquet_source()),
+        )
+        .with_file_group(FileGroup::new(files))
+        .with_projection_indices(Some(self.read_columns.clone()))?
+        .with_batch_size(Some(self.batch_rows))
+        .with_limit(self.limit)
+        .build();
         let exec = DataSourceExec::from_data_source(config);
         let stream = exec.execute(0, context)?;
         Ok((exec, stream))
+    }
+}
+
+/// What a partition's Parquet reader is made of. A `ParquetSource` is not cloned from one
+/// partition to the next: its clones share one metrics set, so each partition's reader would
+/// report (and the scan add up) the bytes and pruning counts of every partition read so far.
+#[derive(Debug)]
+struct ReaderSource {
+    user: SchemaRef,
+    parquet: TableParquetOptions,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl ReaderSource {
+    /// A new source, with metrics of its own.
+    fn parquet_source(&self) -> ParquetSource {
+        let source = ParquetSource::new(Arc::clone(&self.user))
+            .with_table_parquet_options(self.parquet.clone());
+        match &self.predicate {
+            Some(predicate) => source.with_predicate(Arc::clone(predicate)),
+            None => source,
+        }
     }
 }
 

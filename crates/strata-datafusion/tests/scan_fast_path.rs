@@ -714,3 +714,62 @@ async fn deletion_vectors_keep_overlapping_files_on_the_base_path() {
         }
     }
 }
+
+/// The Parquet reader's counts on a base scan do not depend on the number of partitions: each
+/// partition's reader has metrics of its own. They shared one set (clones of a `ParquetSource`
+/// share it), so the scan added every partition's bytes and pruning counts once per partition
+/// that finished after them.
+#[tokio::test]
+async fn reader_metrics_are_counted_once_whatever_the_partitions() {
+    use datafusion::physical_plan::metrics::MetricValue;
+    let s = StrataSession::memory().unwrap();
+    uncompacted_table(&s).await;
+    // Two disjoint files of equal size (enough rows to split the scan): two partitions read
+    // one each, whole.
+    for (from, v) in [(1, 1), (10_001, 2)] {
+        run(
+            &s,
+            &format!("INSERT INTO t SELECT value, {v} FROM generate_series({from}, {from} + 9999)"),
+        )
+        .await
+        .unwrap();
+        flush(&s, "t");
+    }
+    let mut seen = Vec::new();
+    for partitions in [1, 2] {
+        run(
+            &s,
+            &format!("SET datafusion.execution.target_partitions = {partitions}"),
+        )
+        .await
+        .unwrap();
+        let plan = physical_plan(&s, "SELECT v FROM t WHERE v > 0").await;
+        let batches = collect(Arc::clone(&plan), s.task_ctx()).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
+        let scan = find_scan(&plan).unwrap();
+        assert_eq!(scan.properties().partitioning.partition_count(), partitions);
+        let metrics = scan.metrics().unwrap();
+        let bytes = metrics
+            .sum_by_name("bytes_read_directly")
+            .map(|v| v.as_usize())
+            .unwrap();
+        let row_groups: usize = metrics
+            .iter()
+            .filter_map(|m| match m.value() {
+                MetricValue::PruningMetrics {
+                    name,
+                    pruning_metrics,
+                } if name == "row_groups_pruned_statistics" => {
+                    Some(pruning_metrics.pruned() + pruning_metrics.matched())
+                }
+                _ => None,
+            })
+            .sum();
+        seen.push((bytes, row_groups));
+    }
+    assert!(seen[0].0 > 0);
+    assert_eq!(
+        seen[0], seen[1],
+        "(bytes, row groups) with 1 and 2 partitions"
+    );
+}
