@@ -218,7 +218,8 @@ struct Sampling {
 /// file's first rows. The Parquet writer gives up a dictionary only once it outgrows its
 /// limit, and a column of (nearly) unique values would then carry a full-size dictionary page
 /// of no use in every row group, which every reader decodes: so a column keeps its dictionary
-/// only if the distinct values a row group is expected to hold fit in the limit. The estimate
+/// only if the distinct values a row group is expected to hold fit in the limit and save a
+/// quarter of the plain bytes ([`ExpectedDictionary::fits_and_pays`]). The estimate
 /// takes the sample as uniform draws from `D` distinct values (`d = D (1 - e^(-n/D))` for `d`
 /// distinct in `n` sampled values, solved for `D`), then a row group of `r` rows holds
 /// `D (1 - e^(-r/D))` of them. A sample of all-distinct values means "too many".
