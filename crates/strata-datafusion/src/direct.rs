@@ -116,7 +116,7 @@ pub struct BasePlan {
     /// True when no two base files overlap.
     disjoint: bool,
     /// The Parquet reader's source: user schema, session options, pruning predicate. Each
-    /// partition reads through a fresh copy ([`BasePlan::reader_source`]).
+    /// partition reads through a fresh copy ([`ReaderSource::parquet_source`]).
     source: ReaderSource,
     /// User columns read, in batch order.
     read_columns: Vec<usize>,

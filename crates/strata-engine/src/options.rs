@@ -205,9 +205,10 @@ pub struct TableOptions {
     /// `sst_row_group_bytes_max`. Default 1,048,576 (DataFusion's Parquet writer's default).
     pub sst_scan_row_group_rows: usize,
     /// Largest dictionary page of a value column in the files compactions and bulk loads
-    /// write: a column with more distinct values per row group falls back to plain encoding.
-    /// A point lookup into such a file decodes the dictionary once per row group and keeps it
-    /// while the file is open. Default 1 MiB (DataFusion's Parquet writer's default).
+    /// write. A column whose distinct values per row group would not fit, or would save less
+    /// than a quarter of the plain bytes (as estimated from the file's first rows), is written
+    /// plain. A point lookup into such a file decodes the dictionary once per row group and
+    /// keeps it while the file is open. Default 1 MiB (DataFusion's Parquet writer's default).
     pub sst_scan_dictionary_page_size_bytes: usize,
     /// Target size of a Parquet data page (and the largest dictionary page: a column whose
     /// dictionary outgrows it falls back to plain encoding). A point lookup that misses the
@@ -525,6 +526,24 @@ mod tests {
             ..TableOptions::default()
         };
         assert!(table.validate().is_err());
+        // The scan layout's row groups hold whole index blocks; its dictionaries are at least
+        // the lookup layout's.
+        let table = TableOptions {
+            sst_scan_row_group_rows: 128,
+            ..TableOptions::default()
+        };
+        assert!(table.validate().is_err());
+        let table = TableOptions {
+            sst_scan_dictionary_page_size_bytes: 4 * KIB,
+            ..TableOptions::default()
+        };
+        assert!(table.validate().is_err());
+        let table = TableOptions {
+            sst_scan_row_group_rows: 256,
+            sst_scan_dictionary_page_size_bytes: 8 * KIB,
+            ..TableOptions::default()
+        };
+        table.validate().unwrap();
     }
 
     #[test]
