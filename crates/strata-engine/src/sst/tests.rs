@@ -80,6 +80,24 @@ struct Fixture {
     metrics: Arc<Metrics>,
 }
 
+impl Fixture {
+    /// The fixture of file `meta`, written to `store` in `dir`, of a table of `schema`.
+    fn new(
+        dir: tempfile::TempDir,
+        store: SstStore,
+        meta: SstMeta,
+        schema: &Arc<TableSchema>,
+    ) -> Fixture {
+        Fixture {
+            _dir: dir,
+            store,
+            meta,
+            schema: Arc::clone(schema),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
 fn fixture(n: i64) -> Fixture {
     fixture_with(n, &small_options())
 }
@@ -112,13 +130,7 @@ fn fixture_with(n: i64, options: &TableOptions) -> Fixture {
         .write(&batch.slice(half, batch.num_rows() - half), &second)
         .unwrap();
     let meta = writer.finish().unwrap();
-    Fixture {
-        _dir: dir,
-        store,
-        meta,
-        schema,
-        metrics: Arc::new(Metrics::default()),
-    }
+    Fixture::new(dir, store, meta, &schema)
 }
 
 /// A fixture of one file written from `batch` (SST columns) and its encoded `keys` in one
@@ -146,13 +158,7 @@ fn written(
     .unwrap();
     writer.write(batch, keys).unwrap();
     let meta = writer.finish().unwrap();
-    Fixture {
-        _dir: dir,
-        store,
-        meta,
-        schema: Arc::clone(schema),
-        metrics: Arc::new(Metrics::default()),
-    }
+    Fixture::new(dir, store, meta, schema)
 }
 
 fn open(f: &Fixture, cache_bytes: usize) -> Result<Arc<SstReader>, crate::Error> {
@@ -557,13 +563,7 @@ fn edge_types_the_codec_accepts_are_storable() {
             .write(&batch, &keys)
             .unwrap_or_else(|e| panic!("{dt}: {e}"));
         let meta = writer.finish().unwrap_or_else(|e| panic!("{dt}: {e}"));
-        let f = Fixture {
-            _dir: dir,
-            store,
-            meta,
-            schema: Arc::clone(&schema),
-            metrics: Arc::new(Metrics::default()),
-        };
+        let f = Fixture::new(dir, store, meta, &schema);
         let reader = open(&f, 0).unwrap_or_else(|e| panic!("{dt}: {e}"));
         let scanned: Vec<RecordBatch> = reader
             .scan(Bound::Unbounded, Bound::Unbounded, vec![0, 1, 2, 3])
@@ -1141,13 +1141,7 @@ fn the_scan_layout_keeps_large_dictionaries_of_repeating_values_only() {
                 }
             }
         }
-        let f = Fixture {
-            _dir: dir,
-            store,
-            meta,
-            schema: Arc::clone(&schema),
-            metrics: Arc::new(Metrics::default()),
-        };
+        let f = Fixture::new(dir, store, meta, &schema);
         let reader = open(&f, 1 << 20).unwrap();
         for k in (0..n).step_by(97).chain([n - 1]) {
             let (seq, _, row) = reader.get(&key(&schema, k), u64::MAX).unwrap().unwrap();

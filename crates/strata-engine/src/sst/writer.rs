@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt8Type, UInt64Type};
 use bytes::Bytes;
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
@@ -211,7 +211,6 @@ struct Sampling {
     sink: UploadSink,
     choice: DictionaryChoice,
     batches: Vec<RecordBatch>,
-    rows: usize,
 }
 
 /// The value columns of a scan-layout file that may keep a large dictionary, decided from the
@@ -244,8 +243,10 @@ impl DictionaryChoice {
     ) -> parquet::errors::Result<ArrowWriter<UploadSink>> {
         let mut properties = self.properties;
         for (index, column) in &self.candidates {
-            let values: Vec<&dyn arrow::array::Array> =
-                sample.iter().map(|b| b.column(*index).as_ref()).collect();
+            let values: Vec<ArrayRef> = sample
+                .iter()
+                .map(|b| Arc::clone(b.column(*index)))
+                .collect();
             let pays = expected_dictionary(&values, self.row_group_rows)
                 .is_some_and(|d| d.fits_and_pays(self.dictionary_bytes));
             if !pays {
@@ -283,7 +284,7 @@ fn plain_value_bytes(data_type: &DataType) -> Option<PlainValue> {
 }
 
 /// The bytes of the value data of a byte-array column (without lengths or offsets).
-fn byte_array_bytes(values: &dyn arrow::array::Array) -> usize {
+fn byte_array_bytes(values: &ArrayRef) -> usize {
     use arrow::array::AsArray;
     fn span<O: arrow::array::OffsetSizeTrait>(offsets: &[O]) -> usize {
         match (offsets.first(), offsets.last()) {
@@ -333,10 +334,7 @@ impl ExpectedDictionary {
 /// What dictionary encoding would make of a row group of `row_group_rows` rows of a column
 /// whose first values are `sample` (see [`DictionaryChoice`]); `None` when the sample says
 /// nothing or the column is not sized here.
-fn expected_dictionary(
-    sample: &[&dyn arrow::array::Array],
-    row_group_rows: u64,
-) -> Option<ExpectedDictionary> {
+fn expected_dictionary(sample: &[ArrayRef], row_group_rows: u64) -> Option<ExpectedDictionary> {
     use std::hash::BuildHasher;
     let data_type = sample.first()?.data_type();
     let plain = plain_value_bytes(data_type)?;
@@ -347,14 +345,15 @@ fn expected_dictionary(
     let mut n = 0usize;
     let mut var_bytes = 0usize;
     for values in sample {
-        let array = arrow::array::make_array(values.to_data());
-        let rows = converter.convert_columns(&[array]).ok()?;
+        let rows = converter
+            .convert_columns(std::slice::from_ref(values))
+            .ok()?;
         for row in rows.iter() {
             seen.insert(hasher.hash_one(row.as_ref()));
         }
         n += values.len();
         if plain == PlainValue::Bytes {
-            var_bytes += byte_array_bytes(*values);
+            var_bytes += byte_array_bytes(values);
         }
     }
     if n == 0 {
@@ -547,7 +546,6 @@ impl SstWriter {
                 sink,
                 choice,
                 batches: Vec::new(),
-                rows: 0,
             }))
         };
         Ok(SstWriter {
@@ -647,9 +645,9 @@ impl SstWriter {
             slice = schema.to_sst_file_batch(&slice)?;
         }
         if let Output::Sampling(sampling) = &mut self.output {
-            sampling.rows += slice.num_rows();
             sampling.batches.push(slice);
-            if sampling.rows >= DICTIONARY_SAMPLE_ROWS {
+            let sampled: usize = sampling.batches.iter().map(RecordBatch::num_rows).sum();
+            if sampled >= DICTIONARY_SAMPLE_ROWS {
                 self.arrow_writer()?;
             }
             return Ok(());
@@ -673,7 +671,6 @@ impl SstWriter {
                 sink,
                 choice,
                 batches,
-                ..
             } = *sampling;
             let mut writer = choice
                 .open(sink, &batches)
@@ -809,7 +806,7 @@ pub(crate) fn parquet_error(file: &str, error: parquet::errors::ParquetError) ->
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Array, Float64Array, StringArray};
+    use arrow::array::{Float64Array, StringArray};
 
     use super::*;
 
@@ -842,9 +839,10 @@ mod tests {
         let amounts: Vec<f64> = (0..8192)
             .map(|_| (next() % 100_000) as f64 / 100.0)
             .collect();
-        let first = Float64Array::from(amounts[..3000].to_vec());
-        let second = Float64Array::from(amounts[3000..].to_vec());
-        let sample: [&dyn Array; 2] = [&first, &second];
+        let sample: [ArrayRef; 2] = [
+            Arc::new(Float64Array::from(amounts[..3000].to_vec())),
+            Arc::new(Float64Array::from(amounts[3000..].to_vec())),
+        ];
         let amounts = expected_dictionary(&sample, 1 << 20).unwrap();
         let bytes = amounts.dictionary_bytes();
         assert!(
@@ -859,12 +857,16 @@ mod tests {
                 .unwrap()
                 .fits_and_pays(1 << 20)
         );
-        let kinds = StringArray::from_iter_values((0..8192).map(|i| format!("k{}", i % 20)));
-        let kinds = expected_dictionary(&[&kinds as &dyn Array], 1 << 20).unwrap();
+        let kinds: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..8192).map(|i| format!("k{}", i % 20)),
+        ));
+        let kinds = expected_dictionary(&[kinds], 1 << 20).unwrap();
         assert!(kinds.dictionary_bytes() < 200.0, "{kinds:?} for 20 kinds");
         assert!(kinds.fits_and_pays(8 << 10));
-        let notes = StringArray::from_iter_values((0..8192).map(|i| format!("note {i:08}")));
-        let notes = expected_dictionary(&[&notes as &dyn Array], 20_000).unwrap();
+        let notes: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..8192).map(|i| format!("note {i:08}")),
+        ));
+        let notes = expected_dictionary(&[notes], 20_000).unwrap();
         assert_eq!(notes.dictionary_bytes(), 20_000.0 * (4.0 + 13.0));
         assert!(!notes.fits_and_pays(1 << 20), "unique values never pay");
     }
