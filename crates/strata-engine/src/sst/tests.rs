@@ -1157,3 +1157,25 @@ fn the_scan_layout_keeps_large_dictionaries_of_repeating_values_only() {
         }
     }
 }
+
+/// While a scan-layout writer holds its first rows (slices of the caller's batches), its size
+/// estimate, by which compactions cut their output files, counts those rows, not the whole
+/// batches they were cut from.
+#[test]
+fn a_sampling_writer_estimates_the_rows_it_holds() {
+    let schema = table_schema();
+    let (batch, keys) = rows(&schema, 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SstStore::new(dir.path(), None).unwrap();
+    let options = TableOptions::default();
+    let mut writer =
+        SstWriter::new(&store, 7, 42, 42, &schema, &options, SstLayout::Scan, 0, 10).unwrap();
+    writer.write_range(&batch, &keys, 0, 10).unwrap();
+    let whole = batch.get_array_memory_size() as u64;
+    let estimate = writer.estimated_bytes();
+    assert!(
+        estimate > 0 && estimate < whole / 100,
+        "{estimate} bytes estimated for 10 rows of a batch of {whole}"
+    );
+    writer.finish().unwrap();
+}

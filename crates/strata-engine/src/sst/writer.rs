@@ -704,10 +704,12 @@ impl SstWriter {
     pub fn estimated_bytes(&self) -> u64 {
         match &self.output {
             Output::Writing(writer) => (writer.bytes_written() + writer.in_progress_size()) as u64,
+            // The sampled rows' own bytes: they are slices of the caller's (larger) batches.
             Output::Sampling(sampling) => sampling
                 .batches
                 .iter()
-                .map(|b| b.get_array_memory_size() as u64)
+                .flat_map(RecordBatch::columns)
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
                 .sum(),
             Output::Failed => 0,
         }
