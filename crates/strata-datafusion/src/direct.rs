@@ -477,12 +477,22 @@ struct ReaderSource {
 impl ReaderSource {
     /// A new source, with metrics of its own.
     fn parquet_source(&self) -> ParquetSource {
-        let source = ParquetSource::new(Arc::clone(&self.user))
-            .with_table_parquet_options(self.parquet.clone());
-        match &self.predicate {
-            Some(predicate) => source.with_predicate(Arc::clone(predicate)),
-            None => source,
-        }
+        parquet_source(&self.user, self.parquet.clone(), self.predicate.as_ref())
+    }
+}
+
+/// A Parquet reader's source over files of the user schema `user`, read with the session's
+/// `parquet` options and pruned by `predicate`; made anew for each partition read (here and by
+/// workers, `crate::distributed`), so its metrics are that partition's alone.
+pub(crate) fn parquet_source(
+    user: &SchemaRef,
+    parquet: TableParquetOptions,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+) -> ParquetSource {
+    let source = ParquetSource::new(Arc::clone(user)).with_table_parquet_options(parquet);
+    match predicate {
+        Some(predicate) => source.with_predicate(Arc::clone(predicate)),
+        None => source,
     }
 }
 

@@ -27,7 +27,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -408,10 +408,7 @@ async fn open_reader(
         global: context.session_config().options().execution.parquet.clone(),
         ..Default::default()
     };
-    let mut source = ParquetSource::new(Arc::clone(&scan.user)).with_table_parquet_options(parquet);
-    if let Some(predicate) = &scan.predicate {
-        source = source.with_predicate(Arc::clone(predicate));
-    }
+    let source = crate::direct::parquet_source(&scan.user, parquet, scan.predicate.as_ref());
     let limit = if scan.residual.is_none() {
         scan.limit
     } else {
