@@ -185,7 +185,10 @@ pub fn run_live(
         }
         let mut times_d = Vec::new();
         let mut times_c = Vec::new();
+        let mut plannings = Vec::new();
+        let mut engine_plans = (0u64, 0u64, 0u64);
         for round in 0..=repeats {
+            let metrics_before = db.metrics();
             // (d): planned under the model lock, so the snapshot and the model agree. The
             // time counts planning and execution only: not the wait for the lock (the writer
             // holds it while it commits, which is the model's doing, not the engine's: readers
@@ -204,6 +207,15 @@ pub fn run_live(
             let elapsed = planning + start.elapsed();
             if round > 0 {
                 times_d.push(elapsed);
+                plannings.push(planning);
+                let metrics_after = db.metrics();
+                let delta = |name: &str| {
+                    metrics_after.get(name).unwrap_or(0) - metrics_before.get(name).unwrap_or(0)
+                };
+                engine_plans.0 += delta("scan_plans_made");
+                engine_plans.1 += delta("scan_plans_updated");
+                engine_plans.2 +=
+                    delta("scan_plan_made_micros") + delta("scan_plan_updated_micros");
             }
             let expected = {
                 let check = SessionContext::new();
@@ -229,12 +241,22 @@ pub fn run_live(
             }
         }
         let (d, c) = (median(times_d), median(times_c));
-        println!("{name}: (d) {:.2} ms, (c) {:.2} ms", ms(d), ms(c));
+        let planning = median(plannings);
+        let engine_ms = engine_plans.2 as f64 / 1000.0 / repeats as f64;
+        println!(
+            "{name}: (d) {:.2} ms (planning {:.2} ms, engine plans {engine_ms:.2} ms a run), (c) {:.2} ms",
+            ms(d),
+            ms(planning),
+            ms(c)
+        );
         lines.push(format!(
-            "| {name} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{} | {engine_ms:.2} |",
             ms(d),
             ms(c),
-            ms(d) / ms(c)
+            ms(d) / ms(c),
+            ms(planning),
+            engine_plans.0,
+            engine_plans.1,
         ));
         let _ = writeln!(
             explains,
@@ -279,7 +301,7 @@ pub fn run_live(
     );
     let _ = writeln!(
         markdown,
-        "| query | (d) ms | (c) ms | (d)/(c) |\n|---|---:|---:|---:|"
+        "| query | (d) ms | (c) ms | (d)/(c) | (d) planning ms | engine plans made/updated | engine planning ms a run |\n|---|---:|---:|---:|---:|---:|---:|"
     );
     for line in lines {
         let _ = writeln!(markdown, "{line}");

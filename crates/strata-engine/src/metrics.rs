@@ -98,6 +98,10 @@ metrics! {
     scan_plans_reused,
     /// Base scans that brought an earlier scan's plan up to date with the keys written since.
     scan_plans_updated,
+    /// Microseconds spent making base-scan plans (`scan_plans_made`).
+    scan_plan_made_micros,
+    /// Microseconds spent bringing kept plans up to date (`scan_plans_updated`).
+    scan_plan_updated_micros,
     /// Range scans started.
     scans,
     /// Rows returned by scans.

@@ -664,6 +664,8 @@ impl ReadView {
         let ranges = ranges.unwrap_or(&all);
         let memtables: Vec<Arc<MemtableSlot>> = self.sv.memtables().cloned().collect();
         let cache = &self.table.plan_cache;
+        let started = std::time::Instant::now();
+        let micros = |started: std::time::Instant| started.elapsed().as_micros() as u64;
         if let Some(mut cached) = cache.take(version, &memtables, ranges, self.read_seq) {
             // The keys written since the plan, within the ranges.
             let changes: Vec<_> = memtables
@@ -695,6 +697,7 @@ impl ReadView {
                 )?;
                 if done {
                     Metrics::inc(&self.db.metrics.scan_plans_updated);
+                    Metrics::add(&self.db.metrics.scan_plan_updated_micros, micros(started));
                     Metrics::add(
                         &self.db.metrics.overlay_rows_resolved,
                         plan.overlay.hidden_base_rows() - before,
@@ -739,6 +742,7 @@ impl ReadView {
             self.read_seq,
         )?;
         Metrics::inc(&self.db.metrics.scan_plans_made);
+        Metrics::add(&self.db.metrics.scan_plan_made_micros, micros(started));
         let (scan, index) = match planned {
             Some((scan, index)) => (Some(scan), index),
             None => (None, None),
