@@ -269,15 +269,20 @@ fn mark_cached(
 }
 
 /// Adds to `deleted` the positions of `file` whose key is in `newer`, returning the rows of
-/// `file` read: through the key cache when the file's keys are there or fit there (a
-/// galloping lookup of the newer keys, nothing read on a hit), else one pass over its key
-/// columns ([`mark`]).
+/// `file` read. Through the key cache when the file's keys are there or fit there (a
+/// galloping lookup of the newer keys, nothing read on a hit): then only the keys not yet
+/// `resolved` are looked up and only their live rows marked, and a key found live becomes
+/// resolved (the version's files hold at most one live row per key: every other row of it is
+/// in its file's DV already). Else one pass over its key columns ([`mark`]) marks every row of
+/// the keys and resolves none.
 fn mark_newer_keys(
     file: &SstHandle,
     schema: &TableSchema,
     newer: &KeySet,
+    resolved: &mut [bool],
     deleted: &mut RoaringBitmap,
 ) -> Result<u64> {
+    debug_assert_eq!(resolved.len(), newer.keys.len());
     let meta = file.meta();
     if !file.keys_cacheable() || meta.rows > u64::from(u32::MAX) {
         return mark(file, schema, &[newer], false, deleted);
@@ -287,8 +292,20 @@ fn mark_newer_keys(
     } else {
         meta.rows
     };
-    let within = &newer.keys[meta.keys_within(&newer.keys)];
-    file.keys()?.mark(within.iter().map(Vec::as_slice), deleted);
+    let pending: Vec<(usize, &[u8])> = meta
+        .keys_within(&newer.keys)
+        .filter(|j| !resolved[*j])
+        .map(|j| (j, newer.keys[j].as_slice()))
+        .collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut found = RoaringBitmap::new();
+    file.keys()?.find_live(pending, Some(deleted), |j, rows| {
+        resolved[j] = true;
+        found.insert_range(rows.start as u32..rows.end as u32);
+    });
+    *deleted |= found;
     Ok(read)
 }
 
@@ -401,18 +418,27 @@ impl DbInner {
             .collect();
         for new in added {
             let meta = new.meta();
+            // The older files overlapping it, most live rows first: under random writes a
+            // key's live row is most likely in the large files of the last level, and a key
+            // found live is not looked for further (see `mark_newer_keys`).
+            let mut older: Vec<usize> = (0..files.len())
+                .filter(|i| files[*i].0.meta().overlaps(meta))
+                .collect();
+            older.sort_by_key(|i| std::cmp::Reverse(files[*i].0.meta().rows - files[*i].1.len()));
             // The new file's keys, read only when an older file overlaps it.
-            let mut keys: Option<KeySet> = None;
-            for (file, positions, _, changed) in files.iter_mut() {
-                if !file.meta().overlaps(meta) {
-                    continue;
-                }
-                let keys = match &mut keys {
+            let mut keys: Option<(KeySet, Vec<bool>)> = None;
+            for i in older {
+                let (file, positions, _, changed) = &mut files[i];
+                let (keys, resolved) = match &mut keys {
                     Some(keys) => keys,
-                    None => keys.insert(KeySet::load(new, schema, &meta.min_key, &meta.max_key)?),
+                    None => {
+                        let set = KeySet::load(new, schema, &meta.min_key, &meta.max_key)?;
+                        let resolved = vec![false; set.keys.len()];
+                        keys.insert((set, resolved))
+                    }
                 };
                 let before = positions.len();
-                let read = mark_newer_keys(file, schema, keys, positions)?;
+                let read = mark_newer_keys(file, schema, keys, resolved, positions)?;
                 Metrics::add(&self.metrics.dv_rows_read, read);
                 if positions.len() != before {
                     Metrics::add(&self.metrics.dv_rows_marked, positions.len() - before);

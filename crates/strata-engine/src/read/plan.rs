@@ -502,6 +502,13 @@ pub(crate) fn update_base_scan(
 /// Adds to each base file's deleted rows the rows whose key is one of `probe` (ascending,
 /// distinct overlay keys) and returns how many live rows that hid; `None` (nothing changed)
 /// when the keys of some file the probe reaches are too large for the key cache.
+///
+/// The base holds at most one live row per key (its files' DVs are complete), so a key is
+/// looked for only until a file holds it live, and the files are searched by how many live
+/// rows they hold, most first: under random writes a key's live row is most likely in the
+/// large, old files of the last level, and the small, recent files then see only the keys
+/// rewritten since those were written (a search of every reached file for every key made
+/// planning after a write cost the keys times the files).
 fn resolve_overlay(
     files: &mut [(BaseFile, Arc<SstHandle>)],
     probe: &[Vec<u8>],
@@ -512,21 +519,37 @@ fn resolve_overlay(
         .iter()
         .map(|(f, _)| f.meta.keys_within(probe))
         .collect();
-    let reached = |i: usize| !slices[i].is_empty();
-    if !(0..files.len()).all(|i| !reached(i) || files[i].1.keys_cacheable()) {
+    let mut reached: Vec<usize> = (0..files.len())
+        .filter(|i| !slices[*i].is_empty())
+        .collect();
+    if !reached.iter().all(|i| files[*i].1.keys_cacheable()) {
         return Ok(None);
     }
+    reached.sort_by_key(|i| std::cmp::Reverse(files[*i].0.live_rows()));
+    let mut resolved = vec![false; probe.len()];
+    let mut unresolved = probe.len();
     let mut hidden = 0u64;
-    for (i, (file, handle)) in files.iter_mut().enumerate() {
-        if !reached(i) {
+    for i in reached {
+        if unresolved == 0 {
+            break;
+        }
+        let (file, handle) = &mut files[i];
+        let pending: Vec<(usize, &[u8])> = slices[i]
+            .clone()
+            .filter(|j| !resolved[*j])
+            .map(|j| (j, probe[j].as_slice()))
+            .collect();
+        if pending.is_empty() {
             continue;
         }
         let keys = handle.keys()?;
         let mut rows = RoaringBitmap::new();
-        keys.mark(
-            probe[slices[i].clone()].iter().map(Vec::as_slice),
-            &mut rows,
-        );
+        keys.find_live(pending, file.deleted.as_deref(), |j, found| {
+            debug_assert!(!resolved[j]);
+            resolved[j] = true;
+            unresolved -= 1;
+            rows.insert_range(found.start as u32..found.end as u32);
+        });
         if rows.is_empty() {
             continue;
         }

@@ -19,6 +19,7 @@
 //! versions of a key adjacent); it never changes (SSTs are immutable) and is keyed by the
 //! file's id, which a database never reuses.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
@@ -102,28 +103,22 @@ impl FileKeys {
         }
     }
 
-    /// The first row at or after `from` whose key is not below `key` (`len()` if none):
-    /// a galloping search, so a caller walking ascending keys pays the log of each step.
-    fn seek(&self, from: usize, key: &[u8]) -> usize {
-        let len = self.len();
-        if from >= len || self.get(from) >= key {
-            return from.min(len);
+    /// Calls `matched(j, rows)` for each `(j, key)` of `keys` (ascending, distinct keys) that
+    /// the file holds, with the rows holding it: a galloping walk, so a caller walking
+    /// ascending keys pays the log of each step, not of the file.
+    fn walk<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (usize, &'a [u8])>,
+        matched: impl FnMut(usize, Range<usize>),
+    ) {
+        // One walk per storage, so the row accessor is inlined into the search.
+        match &self.rows {
+            KeyRows::Fixed { data, width, len } => {
+                let width = *width;
+                walk_rows(*len, |i| &data[i * width..(i + 1) * width], keys, matched);
+            }
+            KeyRows::Variable(rows) => walk_rows(rows.len(), |i| rows.get(i), keys, matched),
         }
-        // get(lo) < key; find hi with get(hi) >= key (or hi = len).
-        let (mut lo, mut step) = (from, 1usize);
-        let hi = loop {
-            let probe = lo.saturating_add(step);
-            if probe >= len {
-                break len;
-            }
-            if self.get(probe) >= key {
-                break probe;
-            }
-            lo = probe;
-            step = step.saturating_mul(2);
-        };
-        // get(lo) < key, and hi == len or get(hi) >= key: the answer is in lo + 1..=hi.
-        partition_index(lo + 1..hi, |i| self.get(i) < key)
     }
 
     /// Adds to `positions` every row whose key is one of `keys` (ascending, distinct) and
@@ -133,26 +128,88 @@ impl FileKeys {
         keys: impl IntoIterator<Item = &'a [u8]>,
         positions: &mut RoaringBitmap,
     ) -> u64 {
-        let (mut cursor, mut marked) = (0usize, 0u64);
-        let mut previous: Option<&[u8]> = None;
-        for key in keys {
-            debug_assert!(
-                previous.is_none_or(|p| p < key),
-                "keys must be ascending and distinct"
-            );
-            previous = Some(key);
-            cursor = self.seek(cursor, key);
-            if cursor == self.len() {
-                break;
-            }
-            while cursor < self.len() && self.get(cursor) == key {
-                positions.insert(cursor as u32);
-                marked += 1;
-                cursor += 1;
-            }
-        }
+        let mut marked = 0u64;
+        self.walk(keys.into_iter().map(|k| (0, k)), |_, rows| {
+            marked += rows.len() as u64;
+            positions.insert_range(rows.start as u32..rows.end as u32);
+        });
         marked
     }
+
+    /// The rows holding a *live* version of each of `keys` (ascending, distinct), `deleted`
+    /// being the file's rows that are not live: calls `found(j, rows)`, with every row of the
+    /// key, for each `(j, key)` of which some row is live.
+    ///
+    /// Where at most one row of a key is live across the files being searched (the base of a
+    /// version whose DVs are complete), a key found live in one file is done: its rows in
+    /// every other file are already deleted, so the caller need not look there.
+    pub fn find_live<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (usize, &'a [u8])>,
+        deleted: Option<&RoaringBitmap>,
+        mut found: impl FnMut(usize, Range<usize>),
+    ) {
+        self.walk(keys, |j, rows| {
+            let live = deleted.is_none_or(|d| rows.clone().any(|r| !d.contains(r as u32)));
+            if live {
+                found(j, rows);
+            }
+        });
+    }
+}
+
+/// [`FileKeys::walk`] over `len` rows whose key `row(i)` gives.
+#[inline]
+fn walk_rows<'k, 'a>(
+    len: usize,
+    row: impl Fn(usize) -> &'k [u8],
+    keys: impl IntoIterator<Item = (usize, &'a [u8])>,
+    mut matched: impl FnMut(usize, Range<usize>),
+) {
+    let mut cursor = 0usize;
+    let mut previous: Option<&[u8]> = None;
+    for (j, key) in keys {
+        debug_assert!(
+            previous.is_none_or(|p| p < key),
+            "keys must be ascending and distinct"
+        );
+        previous = Some(key);
+        cursor = seek(len, &row, cursor, key);
+        if cursor == len {
+            break;
+        }
+        let first = cursor;
+        while cursor < len && row(cursor) == key {
+            cursor += 1;
+        }
+        if cursor > first {
+            matched(j, first..cursor);
+        }
+    }
+}
+
+/// The first row at or after `from` whose key is not below `key` (`len` if none): a
+/// galloping search.
+#[inline]
+fn seek<'k>(len: usize, row: &impl Fn(usize) -> &'k [u8], from: usize, key: &[u8]) -> usize {
+    if from >= len || row(from) >= key {
+        return from.min(len);
+    }
+    // row(lo) < key; find hi with row(hi) >= key (or hi = len).
+    let (mut lo, mut step) = (from, 1usize);
+    let hi = loop {
+        let probe = lo.saturating_add(step);
+        if probe >= len {
+            break len;
+        }
+        if row(probe) >= key {
+            break probe;
+        }
+        lo = probe;
+        step = step.saturating_mul(2);
+    };
+    // row(lo) < key, and hi == len or row(hi) >= key: the answer is in lo + 1..=hi.
+    partition_index(lo + 1..hi, |i| row(i) < key)
 }
 
 /// Gathers the keys of a file while it is written (a flush, a compaction and a bulk load
@@ -401,6 +458,37 @@ mod tests {
                 .map(|(i, _)| i as u32)
                 .collect();
             prop_assert_eq!(marked, want.len());
+            prop_assert_eq!(got, want);
+        }
+
+        /// `find_live` reports exactly the probe keys with a row outside `deleted`, each with
+        /// all of its rows, and the probe's own indices.
+        #[test]
+        fn find_live_reports_keys_with_a_live_row(
+            mut file in proptest::collection::vec(0u16..100, 0..200),
+            probe in proptest::collection::btree_set(0u16..110, 0..40),
+            deleted in proptest::collection::btree_set(0u32..200, 0..150),
+        ) {
+            file.sort_unstable();
+            let keys = FileKeys::new(rows(
+                &file.iter().map(|v| v.to_be_bytes().to_vec()).collect::<Vec<_>>(),
+            ));
+            let deleted: RoaringBitmap = deleted.into_iter().collect();
+            let probe: Vec<u16> = probe.into_iter().collect();
+            let encoded: Vec<[u8; 2]> = probe.iter().map(|v| v.to_be_bytes()).collect();
+            let mut got = Vec::new();
+            keys.find_live(
+                encoded.iter().enumerate().map(|(j, k)| (j * 3, k.as_slice())),
+                Some(&deleted),
+                |j, rows| got.push((j, rows)),
+            );
+            let mut want = Vec::new();
+            for (j, v) in probe.iter().enumerate() {
+                let rows: Vec<usize> = (0..file.len()).filter(|i| file[*i] == *v).collect();
+                if rows.iter().any(|r| !deleted.contains(*r as u32)) {
+                    want.push((j * 3, rows[0]..rows[rows.len() - 1] + 1));
+                }
+            }
             prop_assert_eq!(got, want);
         }
     }
