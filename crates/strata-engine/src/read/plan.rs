@@ -43,7 +43,7 @@
 //! outside every file cannot hide a base row); a resolved overlay has no probe keys, and
 //! every base row whose key the overlay holds is among its file's deleted rows.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -56,6 +56,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use roaring::RoaringBitmap;
 
 use super::{Dedup, KeyRange, MergeIter, memtable_run};
+use crate::codec::ByteRows;
 use crate::dv::selection_runs;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
@@ -224,7 +225,46 @@ impl BaseScan {
 /// are the puts, in key order), so the plan can be brought up to date ([`update_base_scan`]).
 /// `None` for a plan that cannot be updated (its overlay is probed by an anti-join, or the
 /// table has a hidden row id).
-pub(crate) type OverlayIndex = Option<BTreeMap<Vec<u8>, bool>>;
+pub(crate) type OverlayIndex = Option<OverlayKeys>;
+
+/// The keys of an overlay, ascending and distinct, each with whether its newest version is a
+/// put: flat (one buffer of keys, no allocation per key), built in key order by a plan and
+/// rebuilt by one merge walk when the plan is brought up to date.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OverlayKeys {
+    keys: ByteRows,
+    puts: Vec<bool>,
+}
+
+impl OverlayKeys {
+    /// Room for `keys` keys of about `bytes` bytes in total.
+    fn with_capacity(keys: usize, bytes: usize) -> Self {
+        OverlayKeys {
+            keys: ByteRows::with_capacity(keys, bytes),
+            puts: Vec::with_capacity(keys),
+        }
+    }
+
+    /// Appends `key`, which must follow every key held.
+    fn push(&mut self, key: &[u8], put: bool) {
+        debug_assert!(
+            self.keys.is_empty() || self.keys.get(self.keys.len() - 1) < key,
+            "overlay keys must be pushed in ascending order"
+        );
+        self.keys.push(key);
+        self.puts.push(put);
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.puts.len()
+    }
+
+    /// Number of keys whose newest version is a put.
+    fn puts(&self) -> usize {
+        self.puts.iter().filter(|p| **p).count()
+    }
+}
 
 /// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV and
 /// its handle) and the memtables `memtables` at `read_seq`, with the plan's [`OverlayIndex`];
@@ -239,7 +279,7 @@ pub(crate) fn plan_base_scan(
     // In key order, so the overlay's rows come in key order.
     let mut ranges = ranges.to_vec();
     ranges.sort_by(range_start_cmp);
-    let mut index = BTreeMap::new();
+    let mut index = OverlayKeys::default();
     files.sort_by(|a, b| a.0.meta.min_key.cmp(&b.0.meta.min_key));
     let disjoint = files
         .windows(2)
@@ -286,7 +326,7 @@ pub(crate) fn plan_base_scan(
                         probe_keys.push(key.to_vec());
                     }
                     let put = batch.op(row) == OpKind::Put;
-                    index.insert(key.to_vec(), put);
+                    index.push(key, put);
                     if put {
                         live.push(row as u32);
                     } else {
@@ -369,12 +409,14 @@ fn range_start_cmp(a: &KeyRange, b: &KeyRange) -> std::cmp::Ordering {
 /// keys `changed` (ascending, distinct, inside `ranges`) written since, whose newest versions
 /// are looked up in `memtables` (newest first) at `read_seq`: their overlay rows replaced or
 /// removed, tombstones counted, and the base rows of keys new to the overlay resolved through
-/// the key cache. Returns `false` (leaving `scan` and `index` unusable) when the update cannot
-/// be made (a reached file's keys are not in the key cache): the caller plans afresh.
+/// the key cache. One merge walk of the index and the changed keys rebuilds the index and
+/// orders the overlay's rows. Returns `false` (leaving `scan` and `index` unusable) when the
+/// update cannot be made (a reached file's keys are not in the key cache): the caller plans
+/// afresh.
 pub(crate) fn update_base_scan(
     schema: &TableSchema,
     scan: &mut BaseScan,
-    index: &mut BTreeMap<Vec<u8>, bool>,
+    index: &mut OverlayKeys,
     handles: &[Arc<SstHandle>],
     memtables: &[Arc<MemtableSlot>],
     changed: &[&[u8]],
@@ -386,39 +428,82 @@ pub(crate) fn update_base_scan(
         return Ok(true);
     }
     // The newest visible version of each changed key.
-    let mut newest: Vec<Option<bool>> = Vec::with_capacity(changed.len());
+    let visible: Vec<&Arc<MemtableSlot>> = memtables
+        .iter()
+        .filter(|m| m.min_seq().is_some_and(|s| s <= read_seq))
+        .collect();
+    let mut newest: Vec<bool> = Vec::with_capacity(changed.len());
     let (mut put_keys, mut put_values, mut put_seqs) = (Vec::new(), Vec::new(), Vec::new());
     for key in changed {
-        let found = memtables
-            .iter()
-            .filter(|m| m.min_seq().is_some_and(|s| s <= read_seq))
-            .find_map(|m| m.memtable.get(key, read_seq));
-        let Some(entry) = found else {
+        let Some(entry) = visible.iter().find_map(|m| m.memtable.get(key, read_seq)) else {
             // Written at or before `read_seq` but not found: not a state to update.
             return Ok(false);
         };
-        newest.push(Some(entry.op == OpKind::Put));
-        if entry.op == OpKind::Put {
+        let put = entry.op == OpKind::Put;
+        newest.push(put);
+        if put {
             put_keys.push(*key);
             put_values.push(entry.value);
             put_seqs.push(entry.seq);
         }
     }
-    // Keys new to the overlay that may hide base rows.
+    // One walk of the old index and the changed keys: the new index, the order of the
+    // overlay's rows (old rows of unchanged keys, new rows of changed puts), the tombstone
+    // count, and the keys new to the overlay that may hide base rows.
+    let old = std::mem::take(index);
+    let mut keys = OverlayKeys::with_capacity(
+        old.len() + changed.len(),
+        old.keys.data_len() + changed.iter().map(|k| k.len()).sum::<usize>(),
+    );
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(old.len() + put_keys.len());
     let mut reached: Vec<Vec<u8>> = Vec::new();
-    for (key, now) in changed.iter().zip(&newest) {
-        if now.is_some()
-            && !index.contains_key(*key)
+    let (mut old_row, mut new_row) = (0usize, 0usize);
+    let mut tombstones = scan.overlay.tombstones;
+    let (mut a, mut b) = (0usize, 0usize);
+    while a < old.len() || b < changed.len() {
+        if b == changed.len() || (a < old.len() && old.keys.get(a) < changed[b]) {
+            keys.push(old.keys.get(a), old.puts[a]);
+            if old.puts[a] {
+                order.push((0, old_row));
+                old_row += 1;
+            }
+            a += 1;
+            continue;
+        }
+        let key = changed[b];
+        let before = if a < old.len() && old.keys.get(a) == key {
+            let put = old.puts[a];
+            old_row += usize::from(put);
+            a += 1;
+            Some(put)
+        } else {
+            None
+        };
+        let now = newest[b];
+        keys.push(key, now);
+        if now {
+            order.push((1, new_row));
+            new_row += 1;
+        }
+        if before == Some(false) {
+            tombstones -= 1;
+        }
+        if !now {
+            tombstones += 1;
+        }
+        if before.is_none()
             && scan
                 .files
                 .iter()
-                .any(|f| f.meta.min_key.as_slice() <= *key && *key <= f.meta.max_key.as_slice())
+                .any(|f| f.meta.min_key.as_slice() <= key && key <= f.meta.max_key.as_slice())
         {
             reached.push(key.to_vec());
         }
+        b += 1;
     }
-    let mut pairs: Vec<(BaseFile, Arc<SstHandle>)> = Vec::new();
+    debug_assert_eq!(new_row, put_keys.len());
     if !reached.is_empty() {
+        let mut pairs: Vec<(BaseFile, Arc<SstHandle>)> = Vec::with_capacity(scan.files.len());
         for file in &scan.files {
             let handle = handles
                 .iter()
@@ -449,53 +534,17 @@ pub(crate) fn update_base_scan(
         Some(rows) => rows,
         None => RecordBatch::new_empty(new_rows.schema()),
     };
-    let mut order: Vec<(usize, usize)> = Vec::with_capacity(old_rows.num_rows() + put_keys.len());
-    let mut old_puts = index
-        .iter()
-        .filter(|(_, put)| **put)
-        .map(|(k, _)| k)
-        .peekable();
-    let (mut old_row, mut new_row) = (0usize, 0usize);
-    for (key, now) in changed.iter().zip(&newest) {
-        while let Some(old) = old_puts.next_if(|old| old.as_slice() < *key) {
-            debug_assert!(old.as_slice() < *key);
-            order.push((0, old_row));
-            old_row += 1;
-        }
-        if old_puts.next_if(|old| old.as_slice() == *key).is_some() {
-            old_row += 1;
-        }
-        if *now == Some(true) {
-            order.push((1, new_row));
-            new_row += 1;
-        }
-    }
-    for _ in old_puts {
-        order.push((0, old_row));
-        old_row += 1;
-    }
     debug_assert_eq!(old_row, old_rows.num_rows());
-    debug_assert_eq!(new_row, new_rows.num_rows());
     let rows = arrow::compute::interleave_record_batch(&[&old_rows, &new_rows], &order)?;
     scan.overlay.rows = (rows.num_rows() > 0).then_some(rows);
-    // The counts and the index.
-    for (key, now) in changed.iter().zip(&newest) {
-        let before = match now {
-            Some(put) => index.insert(key.to_vec(), *put),
-            None => index.remove(*key),
-        };
-        if before == Some(false) {
-            scan.overlay.tombstones -= 1;
-        }
-        if *now == Some(false) {
-            scan.overlay.tombstones += 1;
-        }
-    }
-    scan.overlay.keys = index.len();
+    scan.overlay.tombstones = tombstones;
+    scan.overlay.keys = keys.len();
     debug_assert_eq!(
         scan.overlay.rows.as_ref().map_or(0, RecordBatch::num_rows),
-        index.values().filter(|put| **put).count()
+        keys.puts()
     );
+    debug_assert_eq!(keys.len() - keys.puts(), tombstones);
+    *index = keys;
     Ok(true)
 }
 
