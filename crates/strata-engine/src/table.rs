@@ -643,9 +643,10 @@ impl ReadView {
         RowCount { rows, exact }
     }
 
-    /// Plans a scan of the keys in `ranges` (`None`: every key) as base files with deletion
-    /// vectors plus the memtable overlay, or `None` when the view must be read by the merge
-    /// (see [`crate::read::plan`]).
+    /// Plans a scan of the keys in `ranges` (`None`: every key; otherwise pairwise disjoint
+    /// ranges, as the SQL layer's are, or overlay rows would be returned once per range) as
+    /// base files with deletion vectors plus the memtable overlay, or `None` when the view
+    /// must be read by the merge (see [`crate::read::plan`]).
     pub fn base_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
         self.plan_scan(ranges)
     }
