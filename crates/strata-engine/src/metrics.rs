@@ -71,6 +71,9 @@ metrics! {
     get_memtable_hits,
     /// SST files probed by point lookups.
     get_sst_probes,
+    /// Point-lookup rows found in a file's keys in the key cache, without reading the key
+    /// block (the key, `_seq` and `_op` pages) of the row.
+    get_rows_from_key_cache,
     /// Bloom-filter checks.
     bloom_checks,
     /// Bloom-filter checks that ruled a file out.

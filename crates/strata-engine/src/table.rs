@@ -868,13 +868,15 @@ impl ReadView {
             }
             let probes = probes.as_deref().unwrap_or_default();
             let reader = file.reader()?;
+            // The key cache may find the row without its key block (`SstReader::get_columns`).
+            let file_keys = || file.cached_keys();
             let found = match columns {
                 None => reader
-                    .get_with_probes(key, probes, self.read_seq)?
+                    .get_with_probes(key, probes, self.read_seq, file_keys)?
                     .map(|(_, op, row)| (op, FoundRow::Sst(row))),
                 Some(columns) => reader
-                    .get_columns(key, probes, self.read_seq, columns)?
-                    .map(|(_, op, row)| (op, FoundRow::SstColumns(row))),
+                    .get_columns(key, probes, self.read_seq, columns, file_keys)?
+                    .map(|(op, row)| (op, FoundRow::SstColumns(row))),
             };
             if let Some((op, found)) = found {
                 let found = if op == OpKind::Put {

@@ -280,12 +280,30 @@ impl BlockCache {
 
     /// The cached key block, if any (counted like [`BlockCache::get`]).
     pub fn get_keys(&self, file: FileId, block: u32) -> Option<Arc<KeyBlock>> {
+        let found = self.get_keys_counting_hits(file, block);
+        if found.is_none() {
+            count(false);
+        }
+        found
+    }
+
+    /// The cached key block, if any; a hit is counted for the operation tracked on this
+    /// thread, a miss is not (a lookup may find the row without the block, through the key
+    /// cache; one that reads the block counts the miss, [`BlockCache::count_miss`]).
+    pub fn get_keys_counting_hits(&self, file: FileId, block: u32) -> Option<Arc<KeyBlock>> {
         let found = match self.lookup(&(file, block, true)) {
             Some(Entry::Keys(block)) => Some(block),
             _ => None,
         };
-        count(found.is_some());
+        if found.is_some() {
+            count(true);
+        }
         found
+    }
+
+    /// Counts a block-cache miss for the operation tracked on this thread.
+    pub fn count_miss(&self) {
+        count(false);
     }
 
     fn lookup(&self, key: &CacheKey) -> Option<Entry> {

@@ -1,9 +1,11 @@
 //! The key cache: the encoded primary key of every row of an SST, in file order, kept in
 //! memory so the engine finds the rows holding given keys without reading the file again.
-//! Two readers use it: a scan plan resolving its memtable overlay against the base files
+//! Three readers use it: a scan plan resolving its memtable overlay against the base files
 //! (`read::plan`: the base rows a newer overlay version or tombstone hides become row
-//! positions, so the scan needs no anti-join) and a flush's deletion-vector pass (`db::dvs`:
-//! the rows of older files that the new file's keys supersede).
+//! positions, so the scan needs no anti-join), a flush's deletion-vector pass (`db::dvs`:
+//! the rows of older files that the new file's keys supersede), and point lookups whose key
+//! block is not in the block cache (`SstReader::get_columns`: the row is found here instead
+//! of in the key, `_seq` and `_op` pages of its block, when the file allows it).
 //!
 //! Filled two ways: by the writers of new files (a flush, a compaction, a bulk load gather the
 //! keys as they write them, [`KeyCollector`], and insert them when the file is complete), so
@@ -92,7 +94,15 @@ impl FileKeys {
     /// The number of leading rows whose key is below `key` (binary search).
     #[inline]
     pub fn lower_bound(&self, key: &[u8]) -> usize {
-        partition_index(0..self.len(), |i| self.get(i) < key)
+        self.lower_bound_in(0..self.len(), key)
+    }
+
+    /// The first row of `rows` whose key is not below `key`, or `rows.end` (binary search
+    /// within `rows`, which must lie within the file's rows).
+    #[inline]
+    pub fn lower_bound_in(&self, rows: Range<usize>, key: &[u8]) -> usize {
+        debug_assert!(rows.start <= rows.end && rows.end <= self.len());
+        partition_index(rows, |i| self.get(i) < key)
     }
 
     /// Memory held.

@@ -70,7 +70,9 @@
 //! row alone, and those pages are kept decoded in the block cache's share for row pages
 //! (`Options::row_page_cache_percent`), so the next lookup of a row in one of them reads
 //! nothing. The key cache ([`key_cache`]) keeps the key of every row of a file, for scan
-//! plans and DV passes. Rows are read page by page: for each column, the offset index gives
+//! plans and DV passes, and for lookups whose key block is not cached in a file without
+//! tombstones and without rows newer than the read: the first row holding the key is then
+//! the one to return, and the key block is not read. Rows are read page by page: for each column, the offset index gives
 //! the pages holding the rows (a binary search on their first rows), one positioned read
 //! fetches them, each is checked against its crc32c, and only they are decoded, with the
 //! chunk's dictionary page when one of them is dictionary encoded (the page encoding

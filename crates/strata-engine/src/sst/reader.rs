@@ -15,6 +15,12 @@
 //! ([`SstReader::get_columns`]) gets only those, and none for a delete. Invariant: every byte
 //! a lookup decodes was checked against its page checksum first (when the file has them), so
 //! nothing from a damaged page is ever cached or returned.
+//!
+//! When the key block is not cached but the file's keys are in the key cache, and the file
+//! holds no tombstone and nothing newer than the read (its manifest entry says so), the
+//! lookup finds the row in those keys instead: the first row holding the key is its newest
+//! version, visible, and a put, so nothing but the pages of the returned columns is read (one
+//! page for a key-value `get`, as a cold RocksDB lookup reads one data block).
 
 use std::collections::HashMap;
 use std::ops::{Bound, Range};
@@ -47,7 +53,7 @@ use super::page_decode::{ColumnRows, Dictionary, LeanType, PageError, PageView};
 use super::sorted_keys::SortedKeys;
 use super::store::{SstFile, SstStore};
 use super::writer::bloom_supported;
-use super::{KeyIndex, SstMeta, base64_decode, keys, page_crc};
+use super::{FileKeys, KeyIndex, SstMeta, base64_decode, keys, page_crc};
 use crate::codec::{ByteRows, KeyValue};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -619,10 +625,24 @@ impl SstReader {
     /// Reads (or fetches from the cache) the key block of `block`: the encoded key, `_seq`
     /// and `_op` of each of its rows, read from the pages of those columns alone.
     fn key_block(&self, block: usize) -> Result<Arc<KeyBlock>> {
-        if let Some(found) = self.cache.get_keys(self.meta.id, block as u32) {
-            Metrics::inc(&self.metrics.block_cache_hits);
-            return Ok(found);
+        match self.cached_key_block(block) {
+            Some(found) => Ok(found),
+            None => self.read_key_block(block),
         }
+    }
+
+    /// The key block of `block` if the block cache holds it (a hit is counted, a miss is not).
+    fn cached_key_block(&self, block: usize) -> Option<Arc<KeyBlock>> {
+        let found = self
+            .cache
+            .get_keys_counting_hits(self.meta.id, block as u32)?;
+        Metrics::inc(&self.metrics.block_cache_hits);
+        Some(found)
+    }
+
+    /// Reads the key block of `block` from the file (a block-cache miss) and caches it.
+    fn read_key_block(&self, block: usize) -> Result<Arc<KeyBlock>> {
+        self.cache.count_miss();
         Metrics::inc(&self.metrics.block_cache_misses);
         let (start, end) = self.block_rows(block);
         let columns = &self.key_block_columns;
@@ -713,7 +733,7 @@ impl SstReader {
         key: &[u8],
         seq: SeqNo,
         op: OpKind,
-        block: &KeyBlock,
+        block: Option<&KeyBlock>,
     ) -> Result<RecordBatch> {
         let read = self.read_row_columns(row, &self.row_columns, block)?;
         let count = self.schema.storage_schema().fields().len();
@@ -743,12 +763,12 @@ impl SstReader {
     }
 
     /// The SST columns `columns` of file row `row` (in that order), as the table's types;
-    /// `block` is the key block holding the row.
+    /// `block` is the key block holding the row, when the lookup read one.
     fn read_row_columns(
         &self,
         row: u64,
         columns: &[usize],
-        block: &KeyBlock,
+        block: Option<&KeyBlock>,
     ) -> Result<Vec<RowColumn>> {
         match &self.direct {
             Some(direct) if self.cache.caches_row_pages() => {
@@ -781,7 +801,7 @@ impl SstReader {
         direct: &[DirectColumn],
         row: u64,
         columns: &[usize],
-        block: &KeyBlock,
+        block: Option<&KeyBlock>,
     ) -> Result<Vec<RowColumn>> {
         let rg = self.row_group_of(row);
         let rg_start = self.row_group_starts[rg];
@@ -812,8 +832,9 @@ impl SstReader {
     }
 
     /// Row `at` of row group `rg` (of `rg_rows` rows) of one column, in the decoded page
-    /// holding it (cached as a row page; `block`, the key block of the row, says which page it
-    /// is); `None` when the lean decoder does not decode the page.
+    /// holding it (cached as a row page; `block`, the key block of the row when the lookup
+    /// read one, says which page it is, else the offset index does); `None` when the lean
+    /// decoder does not decode the page.
     fn row_page_row(
         &self,
         column: &DirectColumn,
@@ -821,9 +842,10 @@ impl SstReader {
         rg: usize,
         at: u64,
         rg_rows: u64,
-        block: &KeyBlock,
+        block: Option<&KeyBlock>,
     ) -> Result<Option<RowColumn>> {
-        let (page, first, end) = match block.page_of(rg as u32, column.leaf as u32, at) {
+        let span = block.and_then(|b| b.page_of(rg as u32, column.leaf as u32, at));
+        let (page, first, end) = match span {
             Some(span) => (span.page as usize, span.first, span.end),
             None => {
                 let locations = self.page_locations(rg, column.leaf)?;
@@ -1364,60 +1386,90 @@ impl SstReader {
     /// columns, with its sequence number and operation.
     pub fn get(&self, key: &[u8], read_seq: SeqNo) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
         let probes = bloom_probes(&self.schema, key)?;
-        self.get_with_probes(key, &probes, read_seq)
+        self.get_with_probes(key, &probes, read_seq, || None)
     }
 
     /// Like [`SstReader::get`], with the key's bloom probes computed by the caller (once for
-    /// all the files a lookup visits).
+    /// all the files a lookup visits) and the file's keys when the key cache holds them
+    /// (see [`SstReader::get_columns`]).
     pub fn get_with_probes(
         &self,
         key: &[u8],
         probes: &[BloomProbe],
         read_seq: SeqNo,
+        file_keys: impl FnOnce() -> Option<Arc<FileKeys>>,
     ) -> Result<Option<(SeqNo, OpKind, RecordBatch)>> {
-        match self.find(key, probes, read_seq)? {
-            Some(found) => {
-                let Found { row, seq, op, .. } = found;
-                Ok(Some((
-                    seq,
-                    op,
-                    self.read_row(row, key, seq, op, &found.block)?,
-                )))
-            }
-            None => Ok(None),
-        }
+        let Some(Found {
+            row,
+            seq,
+            op,
+            block,
+        }) = self.find(key, probes, read_seq, file_keys)?
+        else {
+            return Ok(None);
+        };
+        let seq = match seq {
+            Some(seq) => seq,
+            None => self.row_seq(row, block.as_deref())?,
+        };
+        let batch = self.read_row(row, key, seq, op, block.as_deref())?;
+        Ok(Some((seq, op, batch)))
     }
 
     /// Like [`SstReader::get_with_probes`], reading only the SST columns `columns` of the row
-    /// (in that order), and none for a delete.
+    /// (in that order), and none for a delete; without the row's sequence number.
+    ///
+    /// `file_keys` gives the file's keys if the key cache holds them; it is called only when
+    /// the key block the lookup needs is not cached and the file holds no tombstone and
+    /// nothing newer than `read_seq`. The first row holding the key is then its newest
+    /// version and visible, so the lookup finds it in memory instead of reading the block
+    /// (the key, `_seq` and `_op` pages of its rows), and reads only the pages of the columns
+    /// it returns.
     pub fn get_columns(
         &self,
         key: &[u8],
         probes: &[BloomProbe],
         read_seq: SeqNo,
         columns: &[usize],
-    ) -> Result<Option<(SeqNo, OpKind, Vec<RowColumn>)>> {
-        let Some(Found {
-            row,
-            seq,
-            op,
-            block,
-        }) = self.find(key, probes, read_seq)?
+        file_keys: impl FnOnce() -> Option<Arc<FileKeys>>,
+    ) -> Result<Option<(OpKind, Vec<RowColumn>)>> {
+        let Some(Found { row, op, block, .. }) = self.find(key, probes, read_seq, file_keys)?
         else {
             return Ok(None);
         };
         if op == OpKind::Delete {
-            return Ok(Some((seq, op, Vec::new())));
+            return Ok(Some((op, Vec::new())));
         }
         Ok(Some((
-            seq,
             op,
-            self.read_row_columns(row, columns, &block)?,
+            self.read_row_columns(row, columns, block.as_deref())?,
         )))
     }
 
-    /// The newest version of `key` with `seq <= read_seq`.
-    fn find(&self, key: &[u8], probes: &[BloomProbe], read_seq: SeqNo) -> Result<Option<Found>> {
+    /// The `_seq` of file row `row` (`block` is its key block, when the lookup read one).
+    fn row_seq(&self, row: u64, block: Option<&KeyBlock>) -> Result<SeqNo> {
+        let column = self.schema.seq_index();
+        let read = self.read_row_columns(row, &[column], block)?;
+        let (array, i) = read
+            .first()
+            .ok_or_else(|| Error::internal("a lookup read no _seq"))?;
+        array
+            .as_primitive_opt::<UInt64Type>()
+            .filter(|a| *i < a.len() && a.is_valid(*i))
+            .map(|a| a.value(*i))
+            .ok_or_else(|| self.corrupt("unreadable _seq column"))
+    }
+
+    /// The newest version of `key` with `seq <= read_seq` (found in the file's keys from
+    /// `file_keys` when the key block is not cached and the file allows it: see
+    /// [`SstReader::get_columns`]).
+    fn find(
+        &self,
+        key: &[u8],
+        probes: &[BloomProbe],
+        read_seq: SeqNo,
+        file_keys: impl FnOnce() -> Option<Arc<FileKeys>>,
+    ) -> Result<Option<Found>> {
         if key < self.meta.min_key.as_slice()
             || key > self.meta.max_key.as_slice()
             || self.meta.min_seq > read_seq
@@ -1446,8 +1498,19 @@ impl SstReader {
                 return Ok(None);
             }
         }
+        let mut cached = self.cached_key_block(block);
+        if cached.is_none()
+            && self.meta.tombstones == 0
+            && self.meta.max_seq <= read_seq
+            && let Some(file_keys) = file_keys()
+        {
+            return self.find_in_file_keys(&file_keys, key, block);
+        }
         loop {
-            let decoded = self.key_block(block)?;
+            let decoded = match cached.take() {
+                Some(decoded) => decoded,
+                None => self.key_block(block)?,
+            };
             let keys = &decoded.keys;
             let mut row = keys.lower_bound(key);
             while row < keys.len() && keys.eq(row, key) {
@@ -1458,9 +1521,9 @@ impl SstReader {
                     let file_row = block as u64 * self.index.block_rows + row as u64;
                     return Ok(Some(Found {
                         row: file_row,
-                        seq,
+                        seq: Some(seq),
                         op,
-                        block: decoded,
+                        block: Some(decoded),
                     }));
                 }
                 row += 1;
@@ -1472,6 +1535,37 @@ impl SstReader {
             }
             return Ok(None);
         }
+    }
+
+    /// [`SstReader::find`] through the file's keys in memory, for a file without tombstones
+    /// whose rows are all visible: the first row holding `key` is its newest version. The
+    /// first version of `key`, if the file holds it, is in block `block` or is the first row
+    /// of the next one (the sparse index's search says so).
+    fn find_in_file_keys(
+        &self,
+        file_keys: &FileKeys,
+        key: &[u8],
+        block: usize,
+    ) -> Result<Option<Found>> {
+        if file_keys.len() as u64 != self.meta.rows {
+            return Err(Error::internal(
+                "the key cache holds another row count than the file",
+            ));
+        }
+        debug_assert!(self.meta.tombstones == 0);
+        let (start, end) = self.block_rows(block);
+        let searched = start as usize..(end as usize + 1).min(file_keys.len());
+        let row = file_keys.lower_bound_in(searched.clone(), key);
+        if row == searched.end || file_keys.get(row) != key {
+            return Ok(None);
+        }
+        Metrics::inc(&self.metrics.get_rows_from_key_cache);
+        Ok(Some(Found {
+            row: row as u64,
+            seq: None,
+            op: OpKind::Put,
+            block: None,
+        }))
     }
 
     /// Scans the rows whose keys lie within `(lower, upper)`, projected to the SST columns
@@ -1586,12 +1680,13 @@ impl SstReader {
 }
 
 /// The version of a key a lookup found: its file row, sequence number and operation, and the
-/// key block holding it.
+/// key block holding it. A row found through the key cache has no key block, and its
+/// sequence number was not read (every row of its file is visible at the read's).
 struct Found {
     row: u64,
-    seq: SeqNo,
+    seq: Option<SeqNo>,
     op: OpKind,
-    block: Arc<KeyBlock>,
+    block: Option<Arc<KeyBlock>>,
 }
 
 /// The SST columns as page-level block reads see them; `None` when some column is not a

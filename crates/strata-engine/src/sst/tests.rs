@@ -650,11 +650,11 @@ fn lookups_return_exactly_the_row(f: &Fixture) {
                 // Only the columns asked for, in the order asked; none for a delete.
                 let probes = bloom_probes(&f.schema, &key(&f.schema, id)).unwrap();
                 for wanted in [vec![1], vec![1, 0], columns.clone()] {
-                    let (found_seq, found_op, found) = reader
-                        .get_columns(&key(&f.schema, id), &probes, seq, &wanted)
+                    let (found_op, found) = reader
+                        .get_columns(&key(&f.schema, id), &probes, seq, &wanted, || None)
                         .unwrap()
                         .unwrap();
-                    assert_eq!((found_seq, found_op), (seq, op));
+                    assert_eq!(found_op, op);
                     let expected: Vec<_> = match op {
                         OpKind::Put => wanted
                             .iter()
@@ -676,6 +676,117 @@ fn lookups_return_exactly_the_row(f: &Fixture) {
         // Every column of the fixture is decoded by the lean page decoder.
         assert_eq!(reader.general_decodes(), 0);
     }
+}
+
+/// A lookup whose key block is not cached finds its row in the file's keys (the key cache's
+/// copy) when the file holds no tombstone and nothing newer than the read: it reads no key
+/// block, returns exactly the row the file holds (the newest version of a key with several,
+/// versions crossing a block boundary included), and says so in `get_rows_from_key_cache`.
+/// A read below the file's newest sequence number, or a file with a tombstone, still reads
+/// the key block, and gets the version visible to it.
+#[test]
+fn lookups_find_rows_in_the_key_cache_without_reading_key_blocks() {
+    let schema = table_schema();
+    // Keys 0, 2, ..., 198; key 30 has 20 versions (seq 2000 down to 1981, all puts), so with
+    // 16-row blocks its versions start in block 0 and end in block 2.
+    let mut ids = Vec::new();
+    let mut seqs = Vec::new();
+    for k in (0..100i64).map(|i| i * 2) {
+        let versions = if k == 30 { 20 } else { 1 };
+        for v in 0..versions {
+            ids.push(k);
+            seqs.push(if k == 30 { 2000 - v } else { k as u64 + 1000 });
+        }
+    }
+    let names: Vec<String> = ids
+        .iter()
+        .zip(&seqs)
+        .map(|(k, s)| format!("name-{k}-{s}"))
+        .collect();
+    let rows = ids.len();
+    let batch = RecordBatch::try_new(
+        schema.sst_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from(names.clone())),
+            Arc::new(UInt64Array::from(seqs.clone())),
+            Arc::new(UInt8Array::from(vec![0u8; rows])),
+        ],
+    )
+    .unwrap();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[Arc::new(Int64Array::from(ids.clone())) as _])
+        .unwrap();
+    let f = written(&schema, &batch, &keys, &small_options());
+    assert_eq!((f.meta.tombstones, f.meta.max_seq), (0, 2000));
+    let file_keys = open(&f, 0).unwrap().read_keys().unwrap();
+    let file_keys = Arc::new(file_keys);
+    let counter = |m: &std::sync::atomic::AtomicU64| m.load(Ordering::Relaxed);
+    let probes_of = |k: i64| bloom_probes(&schema, &key(&schema, k)).unwrap();
+    let reader = open(&f, 1 << 20).unwrap();
+    for k in -1..201i64 {
+        let (found, misses) = {
+            let before = counter(&f.metrics.block_cache_misses);
+            let found = reader
+                .get_columns(&key(&schema, k), &probes_of(k), u64::MAX, &[1, 0], || {
+                    Some(Arc::clone(&file_keys))
+                })
+                .unwrap();
+            (found, counter(&f.metrics.block_cache_misses) - before)
+        };
+        assert_eq!(misses, 0, "key {k}: no key block is read");
+        let expected = (k >= 0 && k < 200 && k % 2 == 0).then(|| {
+            let seq = if k == 30 { 2000 } else { k as u64 + 1000 };
+            format!("name-{k}-{seq}")
+        });
+        let found = found.map(|(op, columns)| {
+            assert_eq!(op, OpKind::Put);
+            let (names, i) = &columns[0];
+            let (ids, j) = &columns[1];
+            assert_eq!(ids.as_primitive::<Int64Type>().value(*j), k);
+            names.as_string::<i32>().value(*i).to_string()
+        });
+        assert_eq!(found, expected, "key {k}");
+    }
+    assert_eq!(counter(&f.metrics.get_rows_from_key_cache), 100);
+    // Below the file's newest sequence number the key block tells the visible version.
+    let resolved = counter(&f.metrics.get_rows_from_key_cache);
+    let (seq, op, row) = reader
+        .get_with_probes(&key(&schema, 30), &probes_of(30), 1990, || {
+            Some(Arc::clone(&file_keys))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((seq, op), (1990, OpKind::Put));
+    assert_eq!(row.column(1).as_string::<i32>().value(0), "name-30-1990");
+    assert_eq!(counter(&f.metrics.get_rows_from_key_cache), resolved);
+    // A row found through the key cache by `get_with_probes` reads its `_seq`.
+    let cold = open(&f, 1 << 20).unwrap();
+    let (seq, _, row) = cold
+        .get_with_probes(&key(&schema, 30), &probes_of(30), u64::MAX, || {
+            Some(Arc::clone(&file_keys))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(seq, 2000);
+    assert_eq!(
+        row,
+        batch.slice(ids.iter().position(|k| *k == 30).unwrap(), 1)
+    );
+    assert_eq!(counter(&f.metrics.get_rows_from_key_cache), resolved + 1);
+    // A file with a tombstone reads key blocks: the key cache cannot tell a delete.
+    let with_tombstone = fixture(100);
+    let tombstone_keys = Arc::new(open(&with_tombstone, 0).unwrap().read_keys().unwrap());
+    let reader = open(&with_tombstone, 1 << 20).unwrap();
+    let probes = bloom_probes(&with_tombstone.schema, &key(&with_tombstone.schema, 10)).unwrap();
+    let found = reader
+        .get_columns(&key(&with_tombstone.schema, 10), &probes, 250, &[1], || {
+            Some(Arc::clone(&tombstone_keys))
+        })
+        .unwrap();
+    assert!(matches!(found, Some((OpKind::Delete, ref c)) if c.is_empty()));
+    assert_eq!(counter(&with_tombstone.metrics.get_rows_from_key_cache), 0);
 }
 
 /// Point lookups through the lean page decoder return exactly the rows the `parquet` crate's
