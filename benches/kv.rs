@@ -123,6 +123,12 @@ trait Engine: Send + Sync {
     fn level_stats(&self) -> String {
         String::new()
     }
+    /// The engine's own counters of the reads point lookups make, `(name, value, cumulative)`,
+    /// where it has them: readrandom notes how much a cumulative one grew, and the value of
+    /// the others (sizes) at its end.
+    fn read_counters(&self) -> Vec<(&'static str, u64, bool)> {
+        Vec::new()
+    }
 }
 
 /// Cumulative write counters of one engine (bytes and microseconds).
@@ -446,6 +452,22 @@ mod strata {
             out
         }
 
+        fn read_counters(&self) -> Vec<(&'static str, u64, bool)> {
+            let m = self.db.metrics();
+            let get = |name: &str| m.get(name).unwrap_or(0);
+            vec![
+                ("key blocks read", get("block_cache_misses"), true),
+                (
+                    "rows found in the key cache",
+                    get("get_rows_from_key_cache"),
+                    true,
+                ),
+                ("row pages read", get("row_page_cache_misses"), true),
+                ("block cache bytes", get("block_cache_bytes"), false),
+                ("key cache bytes", get("key_cache_bytes"), false),
+            ]
+        }
+
         fn replay_rows_per_sec(&self) -> Option<f64> {
             let m = self.db.metrics();
             let rows = m.get("recovered_rows")?;
@@ -573,6 +595,18 @@ mod peers {
                         .collect()
                 })
                 .unwrap_or_default()
+        }
+
+        fn read_counters(&self) -> Vec<(&'static str, u64, bool)> {
+            let t = |ticker| self.options.get_ticker_count(ticker);
+            vec![
+                ("data blocks read", t(Ticker::BlockCacheDataMiss), true),
+                (
+                    "index and filter blocks read",
+                    t(Ticker::BlockCacheIndexMiss) + t(Ticker::BlockCacheFilterMiss),
+                    true,
+                ),
+            ]
         }
 
         fn counters(&self) -> Counters {
@@ -744,6 +778,7 @@ fn read_random(engine: &dyn Engine, name: &'static str, n: u64) -> Measurement {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(n / 2);
+    let before = engine.read_counters();
     timed("readrandom", name, reads, || {
         let mut found = 0u64;
         for _ in 0..reads {
@@ -751,7 +786,19 @@ fn read_random(engine: &dyn Engine, name: &'static str, n: u64) -> Measurement {
             found += u64::from(engine.get(&key(2 * j)).is_some());
         }
         assert_eq!(found, reads, "{name}: readrandom missed keys");
-        String::new()
+        engine
+            .read_counters()
+            .iter()
+            .zip(&before)
+            .map(|((counter, after, cumulative), (_, before, _))| {
+                if *cumulative {
+                    format!("{counter} {}", after - before)
+                } else {
+                    format!("{counter} {after}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     })
 }
 
