@@ -33,7 +33,9 @@
 //! `STRATA_BENCH_COMPACTION_SCALE` (the overwrite study divides the memtable size, the level-1
 //! target and the target file size of Strata and RocksDB alike by it, so that a small N goes
 //! through several levels; default 1, the defaults), `STRATA_BENCH_ROW_PAGE_PERCENT` (Strata's
-//! `Options::row_page_cache_percent`, the block cache's share for row pages; default 50).
+//! `Options::row_page_cache_percent`, the block cache's share for row pages; default 50),
+//! `STRATA_BENCH_BLOCK_CACHE_BYTES` and `STRATA_BENCH_KEY_CACHE_BYTES` (Strata's block cache,
+//! default the peers' 256 MiB, and key cache, default `Options::key_cache_bytes`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -333,9 +335,20 @@ mod strata {
                         .expect("STRATA_BENCH_ROW_PAGE_PERCENT: a percentage")
                 })
                 .unwrap_or(Options::default().row_page_cache_percent);
+            // `STRATA_BENCH_BLOCK_CACHE_BYTES`, `STRATA_BENCH_KEY_CACHE_BYTES`: Strata's block
+            // and key caches (unset: the peers' block cache size, and the default), for runs
+            // where Strata's two caches together hold what the peers' one does.
+            let bytes = |name: &str| {
+                std::env::var(name).ok().map(|v| {
+                    v.parse::<usize>()
+                        .unwrap_or_else(|_| panic!("{name}: bytes"))
+                })
+            };
             let options = Options {
                 sync_mode: SyncMode::Never,
-                block_cache_bytes: CACHE_BYTES,
+                block_cache_bytes: bytes("STRATA_BENCH_BLOCK_CACHE_BYTES").unwrap_or(CACHE_BYTES),
+                key_cache_bytes: bytes("STRATA_BENCH_KEY_CACHE_BYTES")
+                    .unwrap_or(Options::default().key_cache_bytes),
                 row_page_cache_percent,
                 write_buffer_budget_bytes: (memtable_bytes * 4).max(512 << 20),
                 table_defaults: TableOptions {
@@ -487,6 +500,8 @@ mod peers {
         db: rocksdb::DB,
         /// Kept for its statistics object (shared with the open database).
         options: rocksdb::Options,
+        /// Statistics are collected (only where a workload reports them: they cost time).
+        statistics: bool,
     }
 
     impl Rocks {
@@ -522,6 +537,7 @@ mod peers {
             Rocks {
                 db: rocksdb::DB::open(&options, dir).expect("open rocksdb"),
                 options,
+                statistics,
             }
         }
     }
@@ -598,6 +614,9 @@ mod peers {
         }
 
         fn read_counters(&self) -> Vec<(&'static str, u64, bool)> {
+            if !self.statistics {
+                return Vec::new();
+            }
             let t = |ticker| self.options.get_ticker_count(ticker);
             vec![
                 ("data blocks read", t(Ticker::BlockCacheDataMiss), true),
