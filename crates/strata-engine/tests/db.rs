@@ -431,6 +431,75 @@ fn snapshots_see_the_past() {
     assert_eq!(db.metrics().get("live_snapshots"), Some(0));
 }
 
+/// Point lookups find their rows in the key cache (the writers put every new file's keys
+/// there) when the key block is not cached (here nothing is: the block cache is off) and the
+/// file holds no tombstone and nothing newer than the read. Every answer is the newest value:
+/// newer files over older ones, at a snapshot taken between them, after deletes (a file with
+/// tombstones reads its key blocks instead) and after a reopen (the key cache starts empty).
+#[test]
+fn point_lookups_through_the_key_cache_return_the_newest_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        block_cache_bytes: 0,
+        ..small_options()
+    };
+    let key = |k: u32| format!("key{k:05}").into_bytes();
+    let from_cache = |db: &Db| db.metrics().get("get_rows_from_key_cache").unwrap();
+    let expected = |k: u32, deleted: bool| {
+        if deleted && k % 5 == 0 {
+            None
+        } else if k % 3 == 0 {
+            Some(format!("second {k}").into_bytes())
+        } else {
+            Some(format!("first {k}").into_bytes())
+        }
+    };
+    {
+        let db = Db::open(dir.path(), options.clone()).unwrap();
+        let kv = db.kv("kv").unwrap();
+        for k in 0..300 {
+            kv.put(key(k), format!("first {k}")).unwrap();
+        }
+        kv.flush().unwrap();
+        let first = db.snapshot();
+        for k in (0..300).step_by(3) {
+            kv.put(key(k), format!("second {k}")).unwrap();
+        }
+        kv.flush().unwrap();
+        let before = from_cache(&db);
+        for k in 0..300 {
+            assert_eq!(kv.get(key(k)).unwrap(), expected(k, false), "key {k}");
+        }
+        // Each key found once, in the newest file holding it, without a key block.
+        assert_eq!(from_cache(&db) - before, 300);
+        for k in 0..300 {
+            assert_eq!(
+                kv.get_at(&first, key(k)).unwrap(),
+                Some(format!("first {k}").into_bytes()),
+                "key {k} at the first snapshot"
+            );
+        }
+        assert_eq!(kv.get(key(300)).unwrap(), None);
+        for k in (0..300).step_by(5) {
+            kv.delete(key(k)).unwrap();
+        }
+        kv.flush().unwrap();
+        for k in 0..300 {
+            assert_eq!(kv.get(key(k)).unwrap(), expected(k, true), "key {k}");
+        }
+    }
+    let db = Db::open(dir.path(), options).unwrap();
+    let kv = db.kv("kv").unwrap();
+    for k in 0..300 {
+        assert_eq!(kv.get(key(k)).unwrap(), expected(k, true), "key {k}");
+    }
+    assert_eq!(
+        from_cache(&db),
+        0,
+        "a reopened database's key cache starts empty"
+    );
+}
+
 #[test]
 fn key_value_batches_are_atomic_and_ordered() {
     let dir = tempfile::tempdir().unwrap();
