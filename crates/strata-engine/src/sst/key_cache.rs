@@ -29,10 +29,37 @@ use roaring::RoaringBitmap;
 use crate::codec::{ByteRows, partition_index};
 use crate::types::FileId;
 
-/// The encoded key of every row of one SST, in file order.
+/// The encoded key of every row of one SST, in file order, with a sparse index over them.
+///
+/// The sparse index holds the *word* of every [`SPARSE_STRIDE`]th key: the 8 bytes after the
+/// prefix all the file's keys share, big-endian (zero-padded). Words are in key order, and a
+/// smaller (larger) word means a smaller (larger) key, so a search narrows the rows to one
+/// stride in the index (8 bytes a stride, in the processor's caches) before it reads a key;
+/// only keys with equal words need the keys themselves.
 #[derive(Debug)]
 pub struct FileKeys {
     rows: KeyRows,
+    /// Length of the prefix every key of the file shares.
+    shared: usize,
+    /// The word of row `i * SPARSE_STRIDE`, for each such row.
+    sparse: Vec<u64>,
+}
+
+/// Rows per entry of a [`FileKeys`] sparse index.
+const SPARSE_STRIDE: usize = 32;
+
+/// The 8 bytes of `key` after its first `shared`, big-endian, zero-padded.
+#[inline(always)]
+fn key_word(key: &[u8], shared: usize) -> u64 {
+    let rest = key.get(shared..).unwrap_or_default();
+    match rest.first_chunk::<8>() {
+        Some(word) => u64::from_be_bytes(*word),
+        None => {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            u64::from_be_bytes(word)
+        }
+    }
 }
 
 /// Key storage: keys of one width packed without offsets (an `Int64` key, any fixed-width
@@ -61,11 +88,29 @@ impl FileKeys {
         } else {
             KeyRows::Variable(rows)
         };
-        let keys = FileKeys { rows };
+        FileKeys::indexed(rows)
+    }
+
+    /// The keys `rows` (in file order) with their sparse index.
+    fn indexed(rows: KeyRows) -> Self {
+        let mut keys = FileKeys {
+            rows,
+            shared: 0,
+            sparse: Vec::new(),
+        };
         debug_assert!(
             (1..keys.len()).all(|i| keys.get(i - 1) <= keys.get(i)),
             "file keys must be in ascending order"
         );
+        if let Some(last) = keys.len().checked_sub(1) {
+            // Sorted keys: what the first and last share, every key shares.
+            let (first, last) = (keys.get(0), keys.get(last));
+            keys.shared = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+            keys.sparse = (0..keys.len())
+                .step_by(SPARSE_STRIDE)
+                .map(|i| key_word(keys.get(i), keys.shared))
+                .collect();
+        }
         keys
     }
 
@@ -107,10 +152,12 @@ impl FileKeys {
 
     /// Memory held.
     pub fn bytes(&self) -> usize {
-        match &self.rows {
-            KeyRows::Fixed { data, .. } => data.capacity() + 64,
-            KeyRows::Variable(rows) => rows.data_len() + rows.len() * 8 + 64,
-        }
+        let index = self.sparse.capacity() * 8 + 64;
+        index
+            + match &self.rows {
+                KeyRows::Fixed { data, .. } => data.capacity(),
+                KeyRows::Variable(rows) => rows.data_len() + rows.len() * 8,
+            }
     }
 
     /// Calls `matched(j, rows)` for each `(j, key)` of `keys` (ascending, distinct keys) that
@@ -125,9 +172,23 @@ impl FileKeys {
         match &self.rows {
             KeyRows::Fixed { data, width, len } => {
                 let width = *width;
-                walk_rows(*len, |i| &data[i * width..(i + 1) * width], keys, matched);
+                let rows = Rows {
+                    len: *len,
+                    row: |i| &data[i * width..(i + 1) * width],
+                    shared: self.shared,
+                    sparse: &self.sparse,
+                };
+                walk_rows(&rows, keys, matched);
             }
-            KeyRows::Variable(rows) => walk_rows(rows.len(), |i| rows.get(i), keys, matched),
+            KeyRows::Variable(variable) => {
+                let rows = Rows {
+                    len: variable.len(),
+                    row: |i| variable.get(i),
+                    shared: self.shared,
+                    sparse: &self.sparse,
+                };
+                walk_rows(&rows, keys, matched);
+            }
         }
     }
 
@@ -168,14 +229,23 @@ impl FileKeys {
     }
 }
 
-/// [`FileKeys::walk`] over `len` rows whose key `row(i)` gives.
+/// The rows of a [`FileKeys`] as its searches see them: `len` keys, `row(i)` the key of row
+/// `i`, and the sparse index (`shared`, `sparse`).
+struct Rows<'s, F> {
+    len: usize,
+    row: F,
+    shared: usize,
+    sparse: &'s [u64],
+}
+
+/// [`FileKeys::walk`] over `rows`.
 #[inline]
 fn walk_rows<'k, 'a>(
-    len: usize,
-    row: impl Fn(usize) -> &'k [u8],
+    rows: &Rows<'_, impl Fn(usize) -> &'k [u8]>,
     keys: impl IntoIterator<Item = (usize, &'a [u8])>,
     mut matched: impl FnMut(usize, Range<usize>),
 ) {
+    let (len, row) = (rows.len, &rows.row);
     let mut cursor = 0usize;
     let mut previous: Option<&[u8]> = None;
     for (j, key) in keys {
@@ -184,7 +254,7 @@ fn walk_rows<'k, 'a>(
             "keys must be ascending and distinct"
         );
         previous = Some(key);
-        cursor = seek(len, &row, cursor, key);
+        cursor = seek(rows, cursor, key);
         if cursor == len {
             break;
         }
@@ -198,15 +268,54 @@ fn walk_rows<'k, 'a>(
     }
 }
 
-/// The first row at or after `from` whose key is not below `key` (`len` if none): a
-/// galloping search.
+/// The first row at or after `from` whose key is not below `key` (`len` if none). The
+/// sparse index narrows the rows to those between two entries whose words are below and
+/// above the key's (galloping from `from`'s entry, so a walk over ascending keys pays the log
+/// of each step); only those rows' keys are read.
 #[inline]
-fn seek<'k>(len: usize, row: &impl Fn(usize) -> &'k [u8], from: usize, key: &[u8]) -> usize {
+fn seek<'k>(rows: &Rows<'_, impl Fn(usize) -> &'k [u8]>, from: usize, key: &[u8]) -> usize {
+    let (len, row) = (rows.len, &rows.row);
     let below = |i: usize| compare_keys(row(i), key).is_lt();
+    if from >= len {
+        return len;
+    }
+    // A key outside the shared prefix is below or above every row.
+    let prefix = &row(0)[..rows.shared];
+    match key
+        .get(..rows.shared)
+        .map_or(key.cmp(prefix), |k| k.cmp(prefix))
+    {
+        std::cmp::Ordering::Less => return from,
+        std::cmp::Ordering::Greater => return len,
+        std::cmp::Ordering::Equal => {}
+    }
+    let word = key_word(key, rows.shared);
+    let sparse = rows.sparse;
+    debug_assert_eq!(sparse.len(), len.div_ceil(SPARSE_STRIDE));
+    // Entries from `from`'s on: the last whose word is below the key's (its row is below the
+    // key), then the first whose word is above it (its row is above the key).
+    let start = from / SPARSE_STRIDE;
+    let after_below = gallop(start, sparse.len(), |s| sparse[s] < word);
+    let above = gallop(after_below, sparse.len(), |s| sparse[s] <= word);
+    let lo = match after_below.checked_sub(1) {
+        Some(s) if s >= start => (s * SPARSE_STRIDE + 1).max(from),
+        _ => from,
+    };
+    let hi = (above * SPARSE_STRIDE).min(len);
+    if lo >= hi {
+        return lo.min(len);
+    }
+    partition_index(lo..hi, below)
+}
+
+/// The first index in `from..len` at which `below` turns false (`len` if it never does),
+/// `below` being true up to some index and false after: a galloping search from `from`.
+#[inline(always)]
+fn gallop(from: usize, len: usize, below: impl Fn(usize) -> bool) -> usize {
     if from >= len || !below(from) {
         return from.min(len);
     }
-    // row(lo) < key; find hi with row(hi) >= key (or hi = len).
+    // below(lo); find hi with !below(hi) (or hi = len).
     let (mut lo, mut step) = (from, 1usize);
     let hi = loop {
         let probe = lo.saturating_add(step);
@@ -219,7 +328,6 @@ fn seek<'k>(len: usize, row: &impl Fn(usize) -> &'k [u8], from: usize, key: &[u8
         lo = probe;
         step = step.saturating_mul(2);
     };
-    // row(lo) < key, and hi == len or row(hi) >= key: the answer is in lo + 1..=hi.
     partition_index(lo + 1..hi, below)
 }
 
@@ -328,12 +436,7 @@ impl KeyCollector {
             }
             variable => variable,
         };
-        let keys = FileKeys { rows };
-        debug_assert!(
-            (1..keys.len()).all(|i| keys.get(i - 1) <= keys.get(i)),
-            "file keys must be in ascending order"
-        );
-        Some(keys)
+        Some(FileKeys::indexed(rows))
     }
 }
 
@@ -521,6 +624,74 @@ mod tests {
         }
     }
 
+    /// A key byte: often 0 (the sparse index pads short words with zeros), 1 or 255.
+    fn key_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![Just(0u8), Just(1u8), Just(255u8), any::<u8>()]
+    }
+
+    /// What follows a file's shared prefix in a key: often one of a few 8-byte heads (keys
+    /// whose words tie) and a short suffix, else a few bytes.
+    fn key_tail() -> impl Strategy<Value = Vec<u8>> {
+        let head = prop_oneof![
+            Just(vec![0u8; 8]),
+            Just(vec![1u8; 8]),
+            Just(vec![0, 0, 0, 0, 0, 0, 0, 1]),
+            proptest::collection::vec(key_byte(), 0..8),
+        ];
+        (head, proptest::collection::vec(key_byte(), 0..4))
+            .prop_map(|(head, suffix)| [head, suffix].concat())
+    }
+
+    proptest! {
+        /// Walks through the sparse index find exactly what a linear scan finds: keys of any
+        /// length sharing a prefix (so words often tie, and zero padding matters), packed or
+        /// not, runs of one key longer than a stride, probes inside and outside the prefix.
+        #[test]
+        fn walks_through_the_sparse_index_find_what_a_scan_finds(
+            tails in proptest::collection::vec((key_tail(), 1usize..80), 0..40),
+            prefix_len in 0usize..10,
+            probes in proptest::collection::btree_set(
+                proptest::collection::vec(key_byte(), 0..22),
+                0..30,
+            ),
+            fixed in any::<bool>(),
+        ) {
+            let prefix = vec![7u8; prefix_len];
+            let widen = |mut key: Vec<u8>| {
+                if fixed {
+                    key.resize(prefix_len + 12, 0);
+                }
+                key
+            };
+            let mut file: Vec<Vec<u8>> = Vec::new();
+            for (tail, repeat) in &tails {
+                let key = widen([prefix.as_slice(), tail].concat());
+                file.extend(std::iter::repeat_n(key, *repeat));
+            }
+            file.sort();
+            let keys = FileKeys::new(rows(&file));
+            prop_assert_eq!(keys.len(), file.len());
+            // Probes: random keys, with and without the prefix, and every other file key.
+            let mut probe: std::collections::BTreeSet<Vec<u8>> = probes.clone();
+            probe.extend(probes.iter().map(|p| [prefix.as_slice(), p].concat()));
+            probe.extend(file.iter().step_by(2).cloned());
+            let mut got = Vec::new();
+            keys.walk(
+                probe.iter().enumerate().map(|(j, k)| (j, k.as_slice())),
+                |j, rows| got.push((j, rows)),
+            );
+            let mut want = Vec::new();
+            for (j, key) in probe.iter().enumerate() {
+                let first = file.partition_point(|k| k < key);
+                let end = file.partition_point(|k| k <= key);
+                if first < end {
+                    want.push((j, first..end));
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+
     proptest! {
         /// `compare_keys` orders as the byte order, whatever the lengths.
         #[test]
@@ -580,13 +751,11 @@ mod tests {
 
     /// Keys of `rows` rows of `width` bytes (all zero), without writing them.
     fn zero_keys(width: usize, rows: usize) -> Arc<FileKeys> {
-        Arc::new(FileKeys {
-            rows: KeyRows::Fixed {
-                data: vec![0; width * rows],
-                width,
-                len: rows,
-            },
-        })
+        Arc::new(FileKeys::indexed(KeyRows::Fixed {
+            data: vec![0; width * rows],
+            width,
+            len: rows,
+        }))
     }
 
     /// Files whose keys take up to a quarter of the capacity are admitted and stay together
