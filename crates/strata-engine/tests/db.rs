@@ -446,9 +446,9 @@ fn point_lookups_through_the_key_cache_return_the_newest_value() {
     let key = |k: u32| format!("key{k:05}").into_bytes();
     let from_cache = |db: &Db| db.metrics().get("get_rows_from_key_cache").unwrap();
     let expected = |k: u32, deleted: bool| {
-        if deleted && k % 5 == 0 {
+        if deleted && k.is_multiple_of(5) {
             None
-        } else if k % 3 == 0 {
+        } else if k.is_multiple_of(3) {
             Some(format!("second {k}").into_bytes())
         } else {
             Some(format!("first {k}").into_bytes())

@@ -736,7 +736,7 @@ fn lookups_find_rows_in_the_key_cache_without_reading_key_blocks() {
             (found, counter(&f.metrics.block_cache_misses) - before)
         };
         assert_eq!(misses, 0, "key {k}: no key block is read");
-        let expected = (k >= 0 && k < 200 && k % 2 == 0).then(|| {
+        let expected = ((0..200).contains(&k) && k % 2 == 0).then(|| {
             let seq = if k == 30 { 2000 } else { k as u64 + 1000 };
             format!("name-{k}-{seq}")
         });
