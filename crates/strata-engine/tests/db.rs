@@ -500,6 +500,41 @@ fn point_lookups_through_the_key_cache_return_the_newest_value() {
     );
 }
 
+/// An SST upload a crash interrupted leaves the local store's staging file
+/// (`<file>.parquet#<n>`), which the store's listing does not show: the next open deletes it
+/// with the other orphans, and the directory of a table dropped meanwhile with it.
+#[test]
+fn staging_files_of_interrupted_uploads_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), small_options()).unwrap();
+        let kv = db.kv("kv").unwrap();
+        kv.put(b"a", b"1").unwrap();
+        kv.flush().unwrap();
+        db.close().unwrap();
+    }
+    let sst = dir.path().join("sst");
+    let table_dir = std::fs::read_dir(&sst)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let stray = table_dir.join("00000000000000000099.parquet#3");
+    std::fs::write(&stray, b"half an upload").unwrap();
+    let dropped = sst.join("t000999");
+    std::fs::create_dir(&dropped).unwrap();
+    let dropped_stray = dropped.join("00000000000000000098.parquet#1");
+    std::fs::write(&dropped_stray, b"half an upload").unwrap();
+    let db = Db::open(dir.path(), small_options()).unwrap();
+    assert!(!stray.exists(), "the staging file is left behind");
+    assert!(
+        !dropped.exists(),
+        "the dropped table's directory is left behind"
+    );
+    assert_eq!(db.kv("kv").unwrap().get(b"a").unwrap(), Some(b"1".to_vec()));
+}
+
 #[test]
 fn key_value_batches_are_atomic_and_ordered() {
     let dir = tempfile::tempdir().unwrap();

@@ -308,12 +308,42 @@ fn remove_orphans(store: &SstStore, state: &ManifestState) -> Result<()> {
     let Some(root) = store.local_root() else {
         return Ok(());
     };
+    remove_staging_files(&root.join("sst"));
     if let Ok(entries) = std::fs::read_dir(root.join("sst")) {
         for entry in entries.flatten() {
             let _ = std::fs::remove_dir(entry.path());
         }
     }
     Ok(())
+}
+
+/// Deletes, under the local directory `dir`, the staging files of uploads a crash (or a
+/// close during a flush or compaction) interrupted: the local store writes an object to
+/// `<object>#<n>` and renames it when complete, and its listing hides such files, so
+/// [`remove_orphans`] finds them on disk. Only called at open, under the database's lock,
+/// before any job can upload. Best effort: what cannot be read or deleted stays.
+fn remove_staging_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => remove_staging_files(&path),
+            Ok(kind) if kind.is_file() && is_staging_file_name(&entry.file_name()) => {
+                tracing::info!(file = %path.display(), "removing an interrupted upload");
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// True for a local store's staging file name: `<name>#<digits>`.
+fn is_staging_file_name(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The deletion vectors the manifest names for `table`, loaded and checked, and whether they
