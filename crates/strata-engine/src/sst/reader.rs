@@ -1498,7 +1498,7 @@ impl SstReader {
                 return Ok(None);
             }
         }
-        let mut cached = self.cached_key_block(block);
+        let cached = self.cached_key_block(block);
         if cached.is_none()
             && self.meta.tombstones == 0
             && self.meta.max_seq <= read_seq
@@ -1506,9 +1506,13 @@ impl SstReader {
         {
             return self.find_in_file_keys(&file_keys, key, block);
         }
+        // The first block's cache lookup is done; later blocks (versions continuing) look
+        // again.
+        let mut first = Some(cached);
         loop {
-            let decoded = match cached.take() {
-                Some(decoded) => decoded,
+            let decoded = match first.take() {
+                Some(Some(decoded)) => decoded,
+                Some(None) => self.read_key_block(block)?,
                 None => self.key_block(block)?,
             };
             let keys = &decoded.keys;
@@ -1540,7 +1544,7 @@ impl SstReader {
     /// [`SstReader::find`] through the file's keys in memory, for a file without tombstones
     /// whose rows are all visible: the first row holding `key` is its newest version. The
     /// first version of `key`, if the file holds it, is in block `block` or is the first row
-    /// of the next one (the sparse index's search says so).
+    /// of the next one (the search of the file's key index found so).
     fn find_in_file_keys(
         &self,
         file_keys: &FileKeys,
