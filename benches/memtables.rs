@@ -46,6 +46,8 @@ use strata_engine::memtable::internal_key::{InternalKey, InternalKeyRef, with_in
 use strata_engine::memtable::skiplist::SkipMap;
 use strata_engine::memtable::{EntryRef, Memtable, MemtableKind};
 use strata_engine::types::{MAX_SEQ, OpKind};
+// `splitmix64` of BENCHMARKS.md, shared with the `events` table function.
+use strata_datafusion::functions::events::splitmix64;
 
 // ---------------------------------------------------------------------------------------------
 // Counting allocator: live heap bytes of the whole process.
@@ -96,13 +98,6 @@ fn live_bytes() -> isize {
 // Data generators of BENCHMARKS.md.
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(GOLDEN);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// `Rng(seed)`: its k-th output is `splitmix64(seed + k * GOLDEN)`.
 struct Rng {

@@ -92,6 +92,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use strata_engine::{
     CompactionOptions, Db, IngestOptions, Options, StrategyKind, Table, TableOptions,
 };
+// `splitmix64` of BENCHMARKS.md, shared with the `events` table function.
+use strata_datafusion::functions::events::splitmix64;
 
 #[path = "sql/live.rs"]
 mod live;
@@ -131,13 +133,6 @@ const TARGET_INSERT_ROWS_PER_S: f64 = 1_000_000.0;
 // ---------------------------------------------------------------------------------------
 // Data generator (BENCHMARKS.md, "Data generators": events)
 // ---------------------------------------------------------------------------------------
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// One events row.
 #[derive(Debug, Clone, Copy, PartialEq)]
