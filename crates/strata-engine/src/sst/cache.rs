@@ -278,19 +278,10 @@ impl BlockCache {
         found
     }
 
-    /// The cached key block, if any (counted like [`BlockCache::get`]).
-    pub fn get_keys(&self, file: FileId, block: u32) -> Option<Arc<KeyBlock>> {
-        let found = self.get_keys_counting_hits(file, block);
-        if found.is_none() {
-            count(false);
-        }
-        found
-    }
-
     /// The cached key block, if any; a hit is counted for the operation tracked on this
     /// thread, a miss is not (a lookup may find the row without the block, through the key
     /// cache; one that reads the block counts the miss, [`BlockCache::count_miss`]).
-    pub fn get_keys_counting_hits(&self, file: FileId, block: u32) -> Option<Arc<KeyBlock>> {
+    pub fn get_keys(&self, file: FileId, block: u32) -> Option<Arc<KeyBlock>> {
         let found = match self.lookup(&(file, block, true)) {
             Some(Entry::Keys(block)) => Some(block),
             _ => None,

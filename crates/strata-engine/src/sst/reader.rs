@@ -633,9 +633,7 @@ impl SstReader {
 
     /// The key block of `block` if the block cache holds it (a hit is counted, a miss is not).
     fn cached_key_block(&self, block: usize) -> Option<Arc<KeyBlock>> {
-        let found = self
-            .cache
-            .get_keys_counting_hits(self.meta.id, block as u32)?;
+        let found = self.cache.get_keys(self.meta.id, block as u32)?;
         Metrics::inc(&self.metrics.block_cache_hits);
         Some(found)
     }
