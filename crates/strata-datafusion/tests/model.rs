@@ -200,9 +200,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The database options of a case; without a key cache the overlay is never resolved at plan
-/// time and every overlay query runs the anti-join.
-fn options(key_cache: bool) -> Options {
+/// time and every overlay query runs the anti-join. With `refresher`, the plan refresher
+/// races the queries (every millisecond); without it, each query brings its plan up to date.
+fn options(key_cache: bool, refresher: bool) -> Options {
     Options {
+        scan_plan_refresh_ms: if refresher { 1 } else { 0 },
         key_cache_bytes: if key_cache {
             Options::default().key_cache_bytes
         } else {
@@ -284,6 +286,8 @@ static OVERLAY_QUERIES: AtomicUsize = AtomicUsize::new(0);
 static ANTI_JOIN_QUERIES: AtomicUsize = AtomicUsize::new(0);
 /// Scan plans brought up to date with the writes since an earlier query's plan.
 static UPDATED_PLANS: AtomicUsize = AtomicUsize::new(0);
+/// Plans made or brought up to date by the refresher, summed over cases.
+static REFRESHED_PLANS: AtomicUsize = AtomicUsize::new(0);
 
 async fn exec(s: &StrataSession, sql: &str) -> Vec<RecordBatch> {
     match s.sql(sql).await {
@@ -371,10 +375,11 @@ async fn delete(session: &StrataSession, model: &mut BTreeMap<i32, usize>, a: i3
 async fn run_case(
     ops: Vec<Op>,
     key_cache: bool,
+    refresher: bool,
     values: &[Option<f64>],
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut session = strata_datafusion::open(dir.path(), options(key_cache)).unwrap();
+    let mut session = strata_datafusion::open(dir.path(), options(key_cache, refresher)).unwrap();
     exec(
         &session,
         "CREATE TABLE t (id INT PRIMARY KEY, v DOUBLE, r REAL, n BIGINT)",
@@ -395,9 +400,10 @@ async fn run_case(
                 }
             }
             Op::Reopen => {
-                count_updated_plans(&session);
+                count_kept_plans(&session);
                 session.close().unwrap();
-                session = strata_datafusion::open(dir.path(), options(key_cache)).unwrap();
+                session =
+                    strata_datafusion::open(dir.path(), options(key_cache, refresher)).unwrap();
             }
             Op::Query(filter) => check_query(&session, &model, values, &filter, step).await?,
             Op::Overlay(rows, (a, b), filters) => {
@@ -412,18 +418,24 @@ async fn run_case(
             }
         }
     }
-    count_updated_plans(&session);
+    count_kept_plans(&session);
     session.close().unwrap();
     Ok(())
 }
 
-fn count_updated_plans(session: &StrataSession) {
+fn count_kept_plans(session: &StrataSession) {
     let updated = session
         .db()
         .metrics()
         .get("scan_plans_updated")
         .unwrap_or(0);
     UPDATED_PLANS.fetch_add(updated as usize, Ordering::Relaxed);
+    let refreshed = session
+        .db()
+        .metrics()
+        .get("scan_plans_refreshed")
+        .unwrap_or(0);
+    REFRESHED_PLANS.fetch_add(refreshed as usize, Ordering::Relaxed);
 }
 
 #[test]
@@ -452,9 +464,10 @@ fn value_filters_agree_with_a_plain_table_on_every_read_path() {
     let strategy = (
         proptest::collection::vec(op(), 1..OPS_PER_CASE),
         any::<bool>(),
+        any::<bool>(),
     );
-    let result = runner.run(&strategy, |(ops, key_cache)| {
-        runtime.block_on(run_case(ops, key_cache, &values))
+    let result = runner.run(&strategy, |(ops, key_cache, refresher)| {
+        runtime.block_on(run_case(ops, key_cache, refresher, &values))
     });
     if let Err(error) = result {
         panic!("{error}");
@@ -484,4 +497,7 @@ fn value_filters_agree_with_a_plain_table_on_every_read_path() {
     // Plans brought up to date with later writes (read::plan_cache) were checked too.
     let updated = UPDATED_PLANS.load(Ordering::Relaxed);
     assert!(updated > 0, "no scan plan was brought up to date");
+    // And plans the refresher kept current, racing the queries.
+    let refreshed = REFRESHED_PLANS.load(Ordering::Relaxed);
+    assert!(refreshed > 0, "the refresher refreshed no scan plan");
 }

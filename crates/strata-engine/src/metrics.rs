@@ -105,6 +105,11 @@ metrics! {
     scan_plan_made_micros,
     /// Microseconds spent bringing kept plans up to date (`scan_plans_updated`).
     scan_plan_updated_micros,
+    /// Kept plans made or brought up to date by the plan refresher, off the queries' path
+    /// (`Options::scan_plan_refresh_ms`).
+    scan_plans_refreshed,
+    /// Microseconds the plan refresher spent (`scan_plans_refreshed`).
+    scan_plan_refreshed_micros,
     /// Range scans started.
     scans,
     /// Rows returned by scans.

@@ -336,6 +336,13 @@ pub struct Options {
     /// memtable overlay against them, flushes find the rows they supersede. A file whose keys
     /// need more than a quarter of it is not cached. Default 256 MiB.
     pub key_cache_bytes: usize,
+    /// Milliseconds between passes of the scan-plan refresher, a background thread that
+    /// keeps the plans of the key ranges queries scanned in the last two seconds up to date
+    /// with the latest writes, flushes and compactions (`read::plan_cache`), so a query on a
+    /// table under writes plans only what was written in the last interval. It rests at
+    /// least four times as long as its last pass took (at most a fifth of a core). 0: no
+    /// refresher; each query brings its plan up to date itself. Default 20.
+    pub scan_plan_refresh_ms: u64,
     /// Verify each SST file's checksum before its first use in this process. Default true.
     pub verify_sst_checksums: bool,
     /// Manifest size at which it is rewritten as one snapshot record. Default 4 MiB.
@@ -375,6 +382,7 @@ impl Default for Options {
             block_cache_bytes: 256 * MIB,
             row_page_cache_percent: 50,
             key_cache_bytes: 256 * MIB,
+            scan_plan_refresh_ms: 20,
             verify_sst_checksums: true,
             manifest_rewrite_bytes: 4 * MIB as u64,
             table_defaults: TableOptions::default(),

@@ -127,6 +127,30 @@ impl TableInner {
         (Arc::clone(&guard), read_seq)
     }
 
+    /// Brings the kept scan plans of the key ranges queries scanned recently up to the latest
+    /// write, making new ones after a flush or compaction (the plan refresher,
+    /// `crate::read::plan_cache`). Nothing to do for a table no query scanned within
+    /// [`crate::read::plan_cache::PLAN_REFRESH_IDLE`].
+    pub(crate) fn refresh_scan_plans(self: &Arc<Self>, db: &Arc<DbInner>) -> Result<()> {
+        let scanned = self
+            .plan_cache
+            .scanned_within(crate::read::plan_cache::PLAN_REFRESH_IDLE);
+        if scanned.is_empty() {
+            return Ok(());
+        }
+        let (sv, read_seq) = self.pin_latest(db);
+        let view = ReadView {
+            db: Arc::clone(db),
+            table: Arc::clone(self),
+            sv,
+            read_seq,
+        };
+        for ranges in scanned {
+            view.refresh_plan(&ranges)?;
+        }
+        Ok(())
+    }
+
     /// Makes the active memtable immutable and `fresh` the active one (commit leadership
     /// held), then refreshes the compaction pressure.
     pub fn switch_active_memtable(&self, fresh: Arc<MemtableSlot>) {
@@ -537,6 +561,13 @@ pub struct RowCount {
     pub exact: bool,
 }
 
+/// Who plans a base scan: a query (its planning time is the query's) or the plan refresher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanFor {
+    Query,
+    Refresh,
+}
+
 /// A table pinned for reading: its memtables and files (a super version) and a sequence
 /// number. Every read through one view sees the same data.
 #[derive(Clone)]
@@ -654,6 +685,22 @@ impl ReadView {
     /// The plan of [`Self::base_scan`] whatever storage the files are on (see
     /// [`crate::read::plan`] and [`crate::read::plan_cache`]).
     pub(crate) fn plan_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
+        self.plan_scan_for(ranges, PlanFor::Query)
+    }
+
+    /// Brings the kept plan of `ranges` up to this view's read sequence (or makes one), for the
+    /// plan refresher ([`crate::read::plan_cache`]): counted as a refresh, not as a query's
+    /// planning.
+    pub(crate) fn refresh_plan(&self, ranges: &[KeyRange]) -> Result<()> {
+        self.plan_scan_for(Some(ranges), PlanFor::Refresh)
+            .map(|_| ())
+    }
+
+    fn plan_scan_for(
+        &self,
+        ranges: Option<&[KeyRange]>,
+        purpose: PlanFor,
+    ) -> Result<Option<BaseScan>> {
         let schema = &self.table.schema;
         let version = &self.sv.version;
         if !schema.sst_file_types_are_user_types()
@@ -665,9 +712,28 @@ impl ReadView {
         let ranges = ranges.unwrap_or(&all);
         let memtables: Vec<Arc<MemtableSlot>> = self.sv.memtables().cloned().collect();
         let cache = &self.table.plan_cache;
+        if purpose == PlanFor::Query {
+            cache.note_scan(ranges);
+        }
+        let metrics = &self.db.metrics;
         let started = std::time::Instant::now();
         let micros = |started: std::time::Instant| started.elapsed().as_micros() as u64;
-        if let Some(mut cached) = cache.take(version, &memtables, ranges, self.read_seq) {
+        // A plan made or brought up to date: counted as the query's planning or as a refresh.
+        let count_plan = |made: bool| match purpose {
+            PlanFor::Query if made => {
+                Metrics::inc(&metrics.scan_plans_made);
+                Metrics::add(&metrics.scan_plan_made_micros, micros(started));
+            }
+            PlanFor::Query => {
+                Metrics::inc(&metrics.scan_plans_updated);
+                Metrics::add(&metrics.scan_plan_updated_micros, micros(started));
+            }
+            PlanFor::Refresh => {
+                Metrics::inc(&metrics.scan_plans_refreshed);
+                Metrics::add(&metrics.scan_plan_refreshed_micros, micros(started));
+            }
+        };
+        if let Some(mut cached) = cache.get(version, &memtables, ranges, self.read_seq) {
             // The keys written since the plan, within the ranges.
             let changes: Vec<_> = memtables
                 .iter()
@@ -682,7 +748,9 @@ impl ReadView {
             changed.dedup();
             let positions: Vec<usize> = changes.iter().map(|c| c.end).collect();
             let updated = if changed.is_empty() {
-                Metrics::inc(&self.db.metrics.scan_plans_reused);
+                if purpose == PlanFor::Query {
+                    Metrics::inc(&metrics.scan_plans_reused);
+                }
                 true
             } else if let (Some(plan), Some(index)) = (&mut cached.plan, &mut cached.index) {
                 let handles: Vec<Arc<SstHandle>> = version.files().cloned().collect();
@@ -697,8 +765,7 @@ impl ReadView {
                     self.read_seq,
                 )?;
                 if done {
-                    Metrics::inc(&self.db.metrics.scan_plans_updated);
-                    Metrics::add(&self.db.metrics.scan_plan_updated_micros, micros(started));
+                    count_plan(false);
                     Metrics::add(
                         &self.db.metrics.overlay_rows_resolved,
                         plan.overlay.hidden_base_rows() - before,
@@ -742,8 +809,7 @@ impl ReadView {
             ranges,
             self.read_seq,
         )?;
-        Metrics::inc(&self.db.metrics.scan_plans_made);
-        Metrics::add(&self.db.metrics.scan_plan_made_micros, micros(started));
+        count_plan(true);
         let (scan, index) = match planned {
             Some((scan, index)) => (Some(scan), index),
             None => (None, None),

@@ -514,17 +514,27 @@ fn a_view_pinned_before_a_dv_update_keeps_its_own_deletion_vectors() {
 }
 
 /// A base-scan plan is reused while the table is unchanged, brought up to date with the keys
-/// written since (new keys, newer versions, deletes), and made afresh
-/// after a flush and for a snapshot older than the kept plan (whose plan does not replace it).
+/// written since (new keys, newer versions, deletes), used by a snapshot between the two
+/// kept plans of its ranges, and made afresh after a flush and for a snapshot older than every
+/// kept plan (whose plan does not replace the newer ones).
 #[test]
 fn a_scan_plan_is_reused_and_brought_up_to_date_until_a_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), options(StrategyKind::None)).unwrap();
+    // The queries' own planning is counted: no refresher.
+    let db = Db::open(
+        dir.path(),
+        Options {
+            scan_plan_refresh_ms: 0,
+            ..options(StrategyKind::None)
+        },
+    )
+    .unwrap();
     let t = db.create_table("t", schema(), &["id"]).unwrap();
     let mut model: Model = (0..100).map(|i| (i, format!("a{i}"))).collect();
     let all: Vec<(i64, String)> = model.clone().into_iter().collect();
     t.insert(&rows(&all)).unwrap();
     t.flush().unwrap();
+    let (oldest, first) = (db.snapshot(), model.clone());
     t.insert(&rows(&[(5, "b5".into())])).unwrap();
     t.delete_keys(&[vec![KeyValue::from(7i64)]]).unwrap();
     model.insert(5, "b5".into());
@@ -568,17 +578,98 @@ fn a_scan_plan_is_reused_and_brought_up_to_date_until_a_flush() {
     // Tombstones now: 9 and 501 (7 was put back).
     assert_eq!(check(&model), 2);
     assert_eq!(counters(&db), [made + 1, reused + 2, updated + 1]);
-    // The snapshot plans afresh, and does not see the writes ...
+    // The snapshot uses the plan kept from before the writes (the two newest plans of a
+    // scan's ranges are kept), and does not see the writes ...
     let at_snapshot = t.view_at(&before_write).unwrap();
     assert_eq!(read_base(&at_snapshot).unwrap().unwrap(), past);
-    assert_eq!(counters(&db), [made + 2, reused + 2, updated + 1]);
+    assert_eq!(counters(&db), [made + 1, reused + 3, updated + 1]);
     // ... nor replace the newer plan.
     assert_eq!(check(&model), 2);
-    assert_eq!(counters(&db), [made + 2, reused + 4, updated + 1]);
+    assert_eq!(counters(&db), [made + 1, reused + 5, updated + 1]);
+    // A snapshot older than every kept plan plans afresh.
+    let at_start = t.view_at(&oldest).unwrap();
+    assert_eq!(read_base(&at_start).unwrap().unwrap(), first);
+    assert_eq!(counters(&db), [made + 2, reused + 5, updated + 1]);
+    assert_eq!(check(&model), 2);
+    assert_eq!(counters(&db), [made + 2, reused + 7, updated + 1]);
 
     // A flush installs a new version: planned afresh, same rows.
     t.flush().unwrap();
     let [made_now, ..] = counters(&db);
     assert_eq!(check(&model), 0);
     assert_eq!(counters(&db)[0], made_now + 1);
+}
+
+/// The plan refresher keeps a scanned table's plan current: writes after a scan and a flush
+/// are planned off the query's path, and the query that follows uses the refreshed plan as it
+/// is, with the same rows; a view pinned before the refresh still reads its own state. (A
+/// refresh counts only when it changed the plan, so each wait below ends with the refresh
+/// that took the one write or flush before it.)
+#[test]
+fn the_refresher_keeps_a_scanned_tables_plan_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        dir.path(),
+        Options {
+            scan_plan_refresh_ms: 5,
+            ..options(StrategyKind::None)
+        },
+    )
+    .unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    let mut model: Model = (0..200).map(|i| (i, format!("a{i}"))).collect();
+    let all: Vec<(i64, String)> = model.clone().into_iter().collect();
+    t.insert(&rows(&all)).unwrap();
+    t.flush().unwrap();
+    t.insert(&rows(&[(3, "b3".into())])).unwrap();
+    t.delete_keys(&[vec![KeyValue::from(7i64)]]).unwrap();
+    model.insert(3, "b3".into());
+    model.remove(&7);
+    let metric = |name: &str| db.metrics().get(name).unwrap();
+    // Waits until the refresher has refreshed at least `n` plans more than `from`.
+    let wait_refreshed = |from: u64, n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while metric("scan_plans_refreshed") < from + n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the refresher did not refresh the plan"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    // Nothing scanned yet: nothing refreshed.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(metric("scan_plans_refreshed"), 0);
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+
+    let pinned = t.view().unwrap();
+    let before = model.clone();
+    let refreshed = metric("scan_plans_refreshed");
+    // One write batch (visible at once), so the first refresh that counts has it all.
+    t.insert(&rows(&[
+        (5, "c5".into()),
+        (7, "back".into()),
+        (900, "new".into()),
+    ]))
+    .unwrap();
+    model.insert(5, "c5".into());
+    model.insert(7, "back".into());
+    model.insert(900, "new".into());
+    wait_refreshed(refreshed, 1);
+    // The query finds the plan current: no planning of its own, the right rows.
+    let (made, updated) = (metric("scan_plans_made"), metric("scan_plans_updated"));
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(metric("scan_plans_made"), made);
+    assert_eq!(metric("scan_plans_updated"), updated);
+    // The view pinned before those writes reads its own state.
+    assert_eq!(read_base(&pinned).unwrap().unwrap(), before);
+
+    // A flush makes a new version: the refresher plans it.
+    let refreshed = metric("scan_plans_refreshed");
+    t.flush().unwrap();
+    wait_refreshed(refreshed, 1);
+    let made = metric("scan_plans_made");
+    assert_eq!(read_base(&t.view().unwrap()).unwrap().unwrap(), model);
+    assert_eq!(metric("scan_plans_made"), made);
+    assert_eq!(read_base(&pinned).unwrap().unwrap(), before);
 }

@@ -1,5 +1,6 @@
-//! Background work: a bounded pool of threads running flushes and compactions, and the
-//! interval WAL syncer.
+//! Background work: a bounded pool of threads running flushes and compactions, the interval
+//! WAL syncer, and the scan-plan refresher (`Options::scan_plan_refresh_ms`; it keeps the
+//! plans of recently scanned key ranges current, `crate::read::plan_cache`).
 //!
 //! Jobs go through two bounded channels (`JOB_QUEUE_CAPACITY` each), one for flushes and one
 //! for compactions; a table has at most one job of each kind queued (`flush_queued`,
@@ -185,6 +186,15 @@ impl Background {
                     .spawn(move || retrier(weak, retries))?,
             );
         }
+        if db.options.scan_plan_refresh_ms > 0 {
+            let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
+            let interval = Duration::from_millis(db.options.scan_plan_refresh_ms);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strata-plan-refresh".into())
+                    .spawn(move || plan_refresher(weak, stop, interval))?,
+            );
+        }
         if let SyncMode::IntervalMs(ms) = db.options.sync_mode {
             let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
             threads.push(
@@ -326,6 +336,32 @@ fn retrier(db: Weak<DbInner>, retries: Arc<Retries>) {
                 (Some(table), Job::Compact(_)) => db.schedule_compaction(&table),
             }
         }
+    }
+}
+
+/// The refresher waits at least this many times as long as its last pass took, so it uses
+/// at most a fifth of one core however large the memtables grow.
+const REFRESH_REST_FACTOR: u32 = 4;
+
+/// Keeps the scan plans of recently scanned tables current (`crate::read::plan_cache`), a
+/// pass every `interval` (or [`REFRESH_REST_FACTOR`] times the last pass, if longer). A
+/// failed refresh is only logged: the next query plans for itself and reports the error.
+fn plan_refresher(db: Weak<DbInner>, stop: Arc<StopSignal>, interval: Duration) {
+    let mut rest = interval;
+    while !stop.wait(rest) {
+        let Some(db) = db.upgrade() else { return };
+        if db.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let started = Instant::now();
+        let tables: Vec<Arc<crate::table::TableInner>> =
+            db.catalog.read().by_id.values().cloned().collect();
+        for table in tables {
+            if let Err(error) = table.refresh_scan_plans(&db) {
+                tracing::debug!(%error, table = %table.name, "scan plan refresh failed");
+            }
+        }
+        rest = interval.max(started.elapsed() * REFRESH_REST_FACTOR);
     }
 }
 
