@@ -58,7 +58,9 @@
 //! tables' `sst_row_group_rows`, `sst_page_size_bytes`, `sst_scan_row_group_rows` and
 //! `sst_scan_dictionary_page_size_bytes`, default the engine's),
 //! `STRATA_BENCH_B_RUNS` (the overlapping level-0 runs of case (b), default 4; 1 gives one
-//! run of disjoint files under the same memtable of changes, the variant (b')).
+//! run of disjoint files under the same memtable of changes, the variant (b')),
+//! `STRATA_BENCH_PLAN_REFRESH_MS` (the database's `scan_plan_refresh_ms`; 0: no plan
+//! refresher, each query brings its plan up to date itself).
 //!
 //! Case (d), a live table under a writer (`benches/sql/live.rs`): `STRATA_BENCH_LIVE=1`
 //! (writer pace `STRATA_BENCH_LIVE_RATE` rows/s, default 20,000).
@@ -566,7 +568,8 @@ fn build_a(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<Ta
 
 /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
 /// `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (for studies
-/// of the layout; unset = the defaults).
+/// of the layout), and the plan refresher's interval `STRATA_BENCH_PLAN_REFRESH_MS` (unset =
+/// the defaults).
 fn sst_layout(mut options: Options) -> Options {
     let var = |name: &str| {
         std::env::var(name).ok().map(|v| {
@@ -585,6 +588,9 @@ fn sst_layout(mut options: Options) -> Options {
     }
     if let Some(bytes) = var("STRATA_BENCH_SCAN_DICTIONARY_BYTES") {
         options.table_defaults.sst_scan_dictionary_page_size_bytes = bytes;
+    }
+    if let Some(ms) = var("STRATA_BENCH_PLAN_REFRESH_MS") {
+        options.scan_plan_refresh_ms = ms as u64;
     }
     options
 }

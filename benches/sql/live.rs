@@ -277,8 +277,9 @@ pub fn run_live(
          ({:.0} rows/s; target {rate}), {} % deletes, batches of {LIVE_BATCH_ROWS}; during the \
          queries: {} flushes, {} compactions, {} deletion-vector files written ({} rows \
          marked, {:.1} ms spent, {} key rows read from files); key cache: {} hits, {} misses; \
-         scan plans: {} made, {} updated, {} reused. Every answer checked against the rows \
-         committed at its snapshot: {checked} checks, {}.\n",
+         scan plans: {} made, {} updated, {} reused by queries, {} refreshed off their path \
+         ({:.1} ms). Every answer checked against the rows committed at its snapshot: \
+         {checked} checks, {}.\n",
         elapsed.as_secs_f64(),
         rows_written as f64 / elapsed.as_secs_f64(),
         100 / LIVE_DELETE_EVERY,
@@ -293,6 +294,8 @@ pub fn run_live(
         delta("scan_plans_made"),
         delta("scan_plans_updated"),
         delta("scan_plans_reused"),
+        delta("scan_plans_refreshed"),
+        delta("scan_plan_refreshed_micros") as f64 / 1000.0,
         if failures.is_empty() {
             "all equal".to_string()
         } else {
