@@ -41,7 +41,9 @@
 //!
 //! Invariants: at most [`PLAN_CACHE_RANGES`] distinct key ranges with at most
 //! [`PLANS_PER_RANGES`] plans each (the newest by read sequence); a plan whose overlay rows
-//! take more than [`PLAN_CACHE_MAX_OVERLAY_BYTES`] is not kept; every plan of another version
+//! take more than [`PLAN_CACHE_MAX_OVERLAY_BYTES`] is not kept (so a table's kept plans hold
+//! at most 8 × 32 MiB of overlay rows; the two plans of one ranges share their files and DVs
+//! but not their rows, which an update rebuilds); every plan of another version
 //! is dropped at the next lookup, so the cache never holds the overlay of a flushed memtable
 //! for longer than one query or refresh.
 
