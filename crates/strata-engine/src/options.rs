@@ -340,8 +340,9 @@ pub struct Options {
     /// keeps the plans of the key ranges queries scanned in the last two seconds up to date
     /// with the latest writes, flushes and compactions (`read::plan_cache`), so a query on a
     /// table under writes plans only what was written in the last interval. It rests at
-    /// least four times as long as its last pass took (at most a fifth of a core). 0: no
-    /// refresher; each query brings its plan up to date itself. Default 20.
+    /// least four times as long as its last pass took (at most a fifth of a core), and while
+    /// no table was scanned recently it sleeps until a scan wakes it. 0: no refresher; each
+    /// query brings its plan up to date itself. Default 20.
     pub scan_plan_refresh_ms: u64,
     /// Verify each SST file's checksum before its first use in this process. Default true.
     pub verify_sst_checksums: bool,

@@ -130,13 +130,13 @@ impl TableInner {
     /// Brings the kept scan plans of the key ranges queries scanned recently up to the latest
     /// write, making new ones after a flush or compaction (the plan refresher,
     /// `crate::read::plan_cache`). Nothing to do for a table no query scanned within
-    /// [`crate::read::plan_cache::PLAN_REFRESH_IDLE`].
-    pub(crate) fn refresh_scan_plans(self: &Arc<Self>, db: &Arc<DbInner>) -> Result<()> {
+    /// [`crate::read::plan_cache::PLAN_REFRESH_IDLE`]; false then.
+    pub(crate) fn refresh_scan_plans(self: &Arc<Self>, db: &Arc<DbInner>) -> Result<bool> {
         let scanned = self
             .plan_cache
             .scanned_within(crate::read::plan_cache::PLAN_REFRESH_IDLE);
         if scanned.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let (sv, read_seq) = self.pin_latest(db);
         let view = ReadView {
@@ -148,7 +148,7 @@ impl TableInner {
         for ranges in scanned {
             view.refresh_plan(&ranges)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Makes the active memtable immutable and `fresh` the active one (commit leadership
@@ -714,6 +714,7 @@ impl ReadView {
         let cache = &self.table.plan_cache;
         if purpose == PlanFor::Query {
             cache.note_scan(ranges);
+            self.db.background.wake_plan_refresher();
         }
         let metrics = &self.db.metrics;
         let started = std::time::Instant::now();

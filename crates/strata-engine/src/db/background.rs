@@ -63,6 +63,51 @@ impl StopSignal {
     }
 }
 
+/// What the plan refresher waits on: a stop, or (while it idles) a query that scanned.
+#[derive(Default)]
+struct RefreshSignal {
+    state: Mutex<RefreshState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    stopped: bool,
+    /// The refresher sleeps because no table was scanned recently.
+    idle: bool,
+    /// A scan happened while it was idle.
+    woken: bool,
+}
+
+impl RefreshSignal {
+    /// Waits up to `timeout`, or, when `idle`, until a scan wakes it; true when stopped.
+    /// Wakes while not idle are ignored, so scans never make passes more frequent than the
+    /// interval and the rest factor allow.
+    fn wait(&self, timeout: Duration, idle: bool) -> bool {
+        let mut state = self.state.lock();
+        state.idle = idle;
+        state.woken = false;
+        if !state.stopped {
+            self.changed.wait_for(&mut state, timeout);
+        }
+        state.idle = false;
+        state.stopped
+    }
+
+    fn wake(&self) {
+        let mut state = self.state.lock();
+        if state.idle && !state.woken {
+            state.woken = true;
+            self.changed.notify_all();
+        }
+    }
+
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
 /// Failed jobs: the backoff of each, and when the waiting ones are due again.
 #[derive(Default)]
 struct Retries {
@@ -154,6 +199,7 @@ pub(crate) struct Background {
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<StopSignal>,
     retries: Arc<Retries>,
+    refresh: Arc<RefreshSignal>,
 }
 
 impl Background {
@@ -187,12 +233,12 @@ impl Background {
             );
         }
         if db.options.scan_plan_refresh_ms > 0 {
-            let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
+            let (weak, signal) = (Arc::downgrade(db), Arc::clone(&self.refresh));
             let interval = Duration::from_millis(db.options.scan_plan_refresh_ms);
             threads.push(
                 std::thread::Builder::new()
                     .name("strata-plan-refresh".into())
-                    .spawn(move || plan_refresher(weak, stop, interval))?,
+                    .spawn(move || plan_refresher(weak, signal, interval))?,
             );
         }
         if let SyncMode::IntervalMs(ms) = db.options.sync_mode {
@@ -225,10 +271,16 @@ impl Background {
         }
     }
 
+    /// Tells an idle plan refresher that a query scanned (it refreshes at its interval again).
+    pub fn wake_plan_refresher(&self) {
+        self.refresh.wake();
+    }
+
     /// Stops and joins every thread (a running job finishes first).
     pub fn stop(&self) {
         *self.stop.stopped.lock() = true;
         self.stop.changed.notify_all();
+        self.refresh.stop();
         self.retries.stop();
         self.flushes.lock().take();
         self.compactions.lock().take();
@@ -343,12 +395,16 @@ fn retrier(db: Weak<DbInner>, retries: Arc<Retries>) {
 /// at most a fifth of one core however large the memtables grow.
 const REFRESH_REST_FACTOR: u32 = 4;
 
+/// How long the refresher sleeps when no table was scanned recently (a query's scan wakes it).
+const REFRESH_IDLE_REST: Duration = Duration::from_secs(5);
+
 /// Keeps the scan plans of recently scanned tables current (`crate::read::plan_cache`), a
-/// pass every `interval` (or [`REFRESH_REST_FACTOR`] times the last pass, if longer). A
-/// failed refresh is only logged: the next query plans for itself and reports the error.
-fn plan_refresher(db: Weak<DbInner>, stop: Arc<StopSignal>, interval: Duration) {
-    let mut rest = interval;
-    while !stop.wait(rest) {
+/// pass every `interval` (or [`REFRESH_REST_FACTOR`] times the last pass, if longer) while
+/// some table was scanned recently; otherwise it sleeps until a scan wakes it. A failed
+/// refresh is only logged: the next query plans for itself and reports the error.
+fn plan_refresher(db: Weak<DbInner>, signal: Arc<RefreshSignal>, interval: Duration) {
+    let (mut rest, mut idle) = (interval, false);
+    while !signal.wait(rest, idle) {
         let Some(db) = db.upgrade() else { return };
         if db.closed.load(Ordering::Acquire) {
             return;
@@ -356,12 +412,22 @@ fn plan_refresher(db: Weak<DbInner>, stop: Arc<StopSignal>, interval: Duration) 
         let started = Instant::now();
         let tables: Vec<Arc<crate::table::TableInner>> =
             db.catalog.read().by_id.values().cloned().collect();
+        let mut active = false;
         for table in tables {
-            if let Err(error) = table.refresh_scan_plans(&db) {
-                tracing::debug!(%error, table = %table.name, "scan plan refresh failed");
+            match table.refresh_scan_plans(&db) {
+                Ok(refreshed) => active |= refreshed,
+                Err(error) => {
+                    active = true;
+                    tracing::debug!(%error, table = %table.name, "scan plan refresh failed");
+                }
             }
         }
-        rest = interval.max(started.elapsed() * REFRESH_REST_FACTOR);
+        idle = !active;
+        rest = if active {
+            interval.max(started.elapsed() * REFRESH_REST_FACTOR)
+        } else {
+            REFRESH_IDLE_REST
+        };
     }
 }
 
