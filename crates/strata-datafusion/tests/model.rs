@@ -424,18 +424,13 @@ async fn run_case(
 }
 
 fn count_kept_plans(session: &StrataSession) {
-    let updated = session
-        .db()
-        .metrics()
-        .get("scan_plans_updated")
-        .unwrap_or(0);
-    UPDATED_PLANS.fetch_add(updated as usize, Ordering::Relaxed);
-    let refreshed = session
-        .db()
-        .metrics()
-        .get("scan_plans_refreshed")
-        .unwrap_or(0);
-    REFRESHED_PLANS.fetch_add(refreshed as usize, Ordering::Relaxed);
+    let metrics = session.db().metrics();
+    for (name, total) in [
+        ("scan_plans_updated", &UPDATED_PLANS),
+        ("scan_plans_refreshed", &REFRESHED_PLANS),
+    ] {
+        total.fetch_add(metrics.get(name).unwrap_or(0) as usize, Ordering::Relaxed);
+    }
 }
 
 #[test]

@@ -768,7 +768,7 @@ impl ReadView {
                 if done {
                     count_plan(false);
                     Metrics::add(
-                        &self.db.metrics.overlay_rows_resolved,
+                        &metrics.overlay_rows_resolved,
                         plan.overlay.hidden_base_rows() - before,
                     );
                 }
@@ -817,7 +817,7 @@ impl ReadView {
         };
         if let Some(scan) = &scan {
             Metrics::add(
-                &self.db.metrics.overlay_rows_resolved,
+                &metrics.overlay_rows_resolved,
                 scan.overlay.hidden_base_rows(),
             );
         }
