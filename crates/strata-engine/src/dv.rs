@@ -48,10 +48,12 @@
 //! * A DV file is deleted when the last version holding it is dropped after the manifest
 //!   stopped naming it (as SSTs are).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
@@ -302,6 +304,63 @@ pub fn selection_runs(
     runs
 }
 
+/// How a Parquet reader reads one row group of a base file's piece: the group's rows inside
+/// the piece minus the file's deleted rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowGroupRows {
+    /// No row of the group is read.
+    None,
+    /// Every row of the group is read.
+    All,
+    /// The rows the selection selects, counted from the group's first row (its selectors
+    /// cover exactly the group's rows).
+    Some(RowSelection),
+}
+
+/// The rows of the row group at file positions `group` that a reader of the positions `read`
+/// reads, minus those in `deleted` (one pass over the deleted positions inside the group).
+pub fn row_group_rows(
+    group: Range<u64>,
+    read: Range<u64>,
+    deleted: Option<&RoaringBitmap>,
+) -> RowGroupRows {
+    debug_assert!(group.start <= group.end && read.start <= read.end);
+    let low = group.start.max(read.start);
+    let high = group.end.min(read.end);
+    if low >= high {
+        return RowGroupRows::None;
+    }
+    // Positions are u32 in a DV (a file holds at most u32::MAX rows, `SstMeta::rows`).
+    let position = |p: u64| p.min(u64::from(u32::MAX)) as u32;
+    let hidden = deleted.map_or(0, |d| d.range_cardinality(position(low)..position(high)));
+    if hidden == high - low {
+        return RowGroupRows::None;
+    }
+    if hidden == 0 && low == group.start && high == group.end {
+        return RowGroupRows::All;
+    }
+    let mut selectors = Vec::with_capacity(2 * hidden as usize + 3);
+    selectors.push(RowSelector::skip((low - group.start) as usize));
+    let mut at = low;
+    if let Some(deleted) = deleted {
+        for p in deleted.range(position(low)..position(high)).map(u64::from) {
+            selectors.push(RowSelector::select((p - at) as usize));
+            selectors.push(RowSelector::skip(1));
+            at = p + 1;
+        }
+    }
+    selectors.push(RowSelector::select((high - at) as usize));
+    selectors.push(RowSelector::skip((group.end - high) as usize));
+    // `From` merges neighbouring selectors of one kind and drops empty ones.
+    let selection = RowSelection::from(selectors);
+    debug_assert_eq!(
+        selection.iter().map(|s| s.row_count as u64).sum::<u64>(),
+        group.end - group.start
+    );
+    debug_assert_eq!(selection.row_count() as u64, high - low - hidden);
+    RowGroupRows::Some(selection)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +373,46 @@ mod tests {
             cardinality,
             size_bytes: bytes.len() as u64,
             crc32c: crc32c::crc32c(bytes),
+        }
+    }
+
+    proptest::proptest! {
+        /// A row group's selection reads exactly the group's positions inside the read range
+        /// that are not deleted, and covers the whole group.
+        #[test]
+        fn row_group_rows_read_the_live_rows_of_the_range(
+            group_start in 0u64..100,
+            group_len in 0u64..100,
+            read_start in 0u64..220,
+            read_len in 0u64..220,
+            deleted in proptest::collection::btree_set(0u32..220, 0..80),
+        ) {
+            let group = group_start..group_start + group_len;
+            let read = read_start..read_start + read_len;
+            let bitmap: RoaringBitmap = deleted.iter().copied().collect();
+            let want: Vec<u64> = group
+                .clone()
+                .filter(|p| read.contains(p) && !deleted.contains(&(*p as u32)))
+                .collect();
+            let got: Vec<u64> = match row_group_rows(group.clone(), read.clone(), Some(&bitmap)) {
+                RowGroupRows::None => Vec::new(),
+                RowGroupRows::All => group.clone().collect(),
+                RowGroupRows::Some(selection) => {
+                    let mut at = group.start;
+                    let mut out = Vec::new();
+                    for s in selection.iter() {
+                        if !s.skip {
+                            out.extend(at..at + s.row_count as u64);
+                        }
+                        at += s.row_count as u64;
+                    }
+                    proptest::prop_assert_eq!(at, group.end);
+                    // A selection only when some rows are read and some are not.
+                    proptest::prop_assert!(!out.is_empty() && (out.len() as u64) < group_len);
+                    out
+                }
+            };
+            proptest::prop_assert_eq!(got, want);
         }
     }
 

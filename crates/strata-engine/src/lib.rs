@@ -95,6 +95,7 @@ pub use db::{
     BulkLoad, CompactionReport, DEFAULT_NAMESPACE, Db, IngestOptions, LevelCompactionStats,
     LevelReport, TableInfo, TableSpec, batch_bytes, display_name, kv_schema,
 };
+pub use dv::RowGroupRows;
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{FaultAction, FaultInjector, IoOp};
 pub use kv::{KvScan, KvStore, WriteBatch};

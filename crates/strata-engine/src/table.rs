@@ -18,6 +18,7 @@
 //!   oldest first.
 //! * `options` (RwLock): the table's options; a change applies to the next memtable.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -27,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::codec::{ByteRows, KeyValue};
 use crate::db::DbInner;
+use crate::dv::RowGroupRows;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::options::TableOptions;
@@ -786,10 +788,10 @@ impl ReadView {
         let files: Vec<(BaseFile, Arc<SstHandle>)> = version
             .files_overlapping(ranges, self.read_seq)
             .map(|f| {
-                let file = BaseFile {
-                    meta: f.meta().clone(),
-                    deleted: version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
-                };
+                let file = BaseFile::new(
+                    f.meta().clone(),
+                    version.dv(f.meta().id).map(|dv| Arc::clone(dv.positions())),
+                );
                 (file, Arc::clone(f))
             })
             .collect();
@@ -852,6 +854,24 @@ impl ReadView {
     pub fn verified_sst_object(&self, file: u64) -> Result<(String, u64)> {
         let handle = self.verified_sst(file)?;
         Ok((handle.meta().object_path(), handle.meta().size_bytes))
+    }
+
+    /// What a Parquet reader that skips deleted rows reads of each row group of base file
+    /// `file` (of a plan of this view) to read its live rows at positions `rows`
+    /// ([`BaseFile::piece_rows`]). Verifies the file as
+    /// [`Self::verified_sst_object`] does (its row groups are known from its footer).
+    pub fn piece_rows(&self, file: &BaseFile, rows: Range<u64>) -> Result<Vec<RowGroupRows>> {
+        let reader = self.verified_sst(file.meta.id)?.reader()?;
+        Ok(file.piece_rows(reader.row_group_starts(), rows))
+    }
+
+    /// The row groups a Parquet reader reads of base file `file` (of a plan of this view) to
+    /// read its rows at positions `rows`, deleted rows included, for a reader that hides
+    /// them after decoding ([`BaseFile::piece_row_groups`]). Verifies the file as
+    /// [`Self::verified_sst_object`] does.
+    pub fn piece_row_groups(&self, file: &BaseFile, rows: Range<u64>) -> Result<Vec<RowGroupRows>> {
+        let reader = self.verified_sst(file.meta.id)?.reader()?;
+        Ok(file.piece_row_groups(reader.row_group_starts(), rows))
     }
 
     /// An SST file of this view, its checksum verified (once per process).

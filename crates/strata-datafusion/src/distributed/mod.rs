@@ -330,7 +330,7 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
                 size: f.meta.size_bytes,
                 crc32c: f.meta.crc32c,
                 rows: f.meta.rows,
-                deleted: f.deleted.clone(),
+                deleted: f.deleted().cloned(),
             })
             .collect();
         for (index, f) in files.into_iter().enumerate() {

@@ -57,7 +57,7 @@ use roaring::RoaringBitmap;
 
 use super::{Dedup, KeyRange, MergeIter, memtable_run};
 use crate::codec::ByteRows;
-use crate::dv::selection_runs;
+use crate::dv::{RowGroupRows, row_group_rows, selection_runs};
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::sst::SstMeta;
@@ -70,19 +70,80 @@ pub struct BaseFile {
     /// The file.
     pub meta: SstMeta,
     /// Row positions that are not live (`None`: every row is live).
-    pub deleted: Option<Arc<RoaringBitmap>>,
+    deleted: Option<Arc<RoaringBitmap>>,
 }
 
 impl BaseFile {
+    /// File `meta` with the deleted rows `deleted` (positions below `meta.rows`).
+    pub fn new(meta: SstMeta, deleted: Option<Arc<RoaringBitmap>>) -> BaseFile {
+        debug_assert!(
+            deleted
+                .as_ref()
+                .and_then(|d| d.max())
+                .is_none_or(|p| u64::from(p) < meta.rows)
+        );
+        BaseFile { meta, deleted }
+    }
+
+    /// Row positions that are not live (`None`: every row is live).
+    pub fn deleted(&self) -> Option<&Arc<RoaringBitmap>> {
+        self.deleted.as_ref()
+    }
+
     /// Number of live rows.
     pub fn live_rows(&self) -> u64 {
         self.meta.rows - self.deleted.as_ref().map_or(0, |d| d.len())
+    }
+
+    /// Number of deleted rows at positions `rows`.
+    pub fn deleted_within(&self, rows: Range<u64>) -> u64 {
+        let position = |p: u64| p.min(u64::from(u32::MAX)) as u32;
+        match &self.deleted {
+            Some(d) if rows.start < rows.end => {
+                d.range_cardinality(position(rows.start)..position(rows.end))
+            }
+            _ => 0,
+        }
     }
 
     /// Rows `start..end` of the file minus its deleted rows, as `(live, length)` runs covering
     /// the whole file (a Parquet row selection).
     pub fn selection(&self, start: u64, end: u64) -> Vec<(bool, u64)> {
         selection_runs(self.meta.rows, start, end, self.deleted.as_deref())
+    }
+
+    /// Rows `rows` of the file minus its deleted rows, per row group of the file (the groups
+    /// start at `group_starts`, which ends with the file's row count): what a Parquet reader
+    /// that skips the deleted rows reads of each group.
+    pub fn piece_rows(&self, group_starts: &[u64], rows: Range<u64>) -> Vec<RowGroupRows> {
+        debug_assert!(group_starts.windows(2).all(|w| w[0] <= w[1]));
+        debug_assert_eq!(group_starts.last().copied(), Some(self.meta.rows));
+        debug_assert!(rows.start <= rows.end && rows.end <= self.meta.rows);
+        group_starts
+            .windows(2)
+            .map(|w| row_group_rows(w[0]..w[1], rows.clone(), self.deleted.as_deref()))
+            .collect()
+    }
+
+    /// The row groups of rows `rows` of the file, deleted rows *included* (for a reader that
+    /// hides them after decoding): a group wholly inside `rows` is read whole, one `rows` cuts
+    /// only inside `rows`, and a group none of whose rows in `rows` is live is not read.
+    /// `group_starts` as for [`Self::piece_rows`].
+    pub fn piece_row_groups(&self, group_starts: &[u64], rows: Range<u64>) -> Vec<RowGroupRows> {
+        debug_assert!(group_starts.windows(2).all(|w| w[0] <= w[1]));
+        debug_assert_eq!(group_starts.last().copied(), Some(self.meta.rows));
+        debug_assert!(rows.start <= rows.end && rows.end <= self.meta.rows);
+        group_starts
+            .windows(2)
+            .map(|w| {
+                let (low, high) = (w[0].max(rows.start), w[1].min(rows.end));
+                if low >= high || self.deleted_within(low..high) == high - low {
+                    RowGroupRows::None
+                } else {
+                    row_group_rows(w[0]..w[1], rows.clone(), None)
+                }
+            })
+            .collect()
     }
 }
 
@@ -618,6 +679,84 @@ const OVERLAY_BATCH_ROWS: usize = 8192;
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn base_file(rows: u64, deleted: &[u32]) -> BaseFile {
+        let meta = SstMeta {
+            id: 1,
+            table_id: 1,
+            level: 0,
+            run_id: 1,
+            size_bytes: 0,
+            crc32c: 0,
+            rows,
+            tombstones: 0,
+            older_versions: 0,
+            min_key: Vec::new(),
+            max_key: Vec::new(),
+            min_seq: 0,
+            max_seq: 0,
+            created_at_ms: 0,
+        };
+        BaseFile::new(
+            meta,
+            (!deleted.is_empty()).then(|| Arc::new(deleted.iter().copied().collect())),
+        )
+    }
+
+    /// The positions `groups` (of a file whose row groups start at `starts`) read.
+    fn positions(groups: &[RowGroupRows], starts: &[u64]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (group, w) in groups.iter().zip(starts.windows(2)) {
+            match group {
+                RowGroupRows::None => {}
+                RowGroupRows::All => out.extend(w[0]..w[1]),
+                RowGroupRows::Some(selection) => {
+                    let mut at = w[0];
+                    for s in selection.iter() {
+                        if !s.skip {
+                            out.extend(at..at + s.row_count as u64);
+                        }
+                        at += s.row_count as u64;
+                    }
+                    assert_eq!(at, w[1], "a group's selection covers the group");
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn piece_row_groups_read_deleted_rows_and_skip_dead_groups() {
+        // Three groups of 10 rows; rows 3 and 25 deleted, group 1 wholly deleted.
+        let starts = [0u64, 10, 20, 30];
+        let deleted: Vec<u32> = [3u32, 25].into_iter().chain(10..20).collect();
+        let file = base_file(30, &deleted);
+        assert_eq!(file.deleted_within(0..30), 12);
+        assert_eq!(file.deleted_within(4..25), 10);
+        assert_eq!(file.deleted_within(4..26), 11);
+        let skipping = file.piece_rows(&starts, 0..30);
+        let expected: Vec<u64> = (0..30)
+            .filter(|p| !deleted.contains(&(*p as u32)))
+            .collect();
+        assert_eq!(positions(&skipping, &starts), expected);
+        assert_eq!(skipping[1], RowGroupRows::None);
+        // After decoding: groups 0 and 2 whole, group 1 not read at all.
+        let decoding = file.piece_row_groups(&starts, 0..30);
+        assert_eq!(
+            decoding,
+            vec![RowGroupRows::All, RowGroupRows::None, RowGroupRows::All]
+        );
+        // A piece cutting groups 0 and 2 reads only inside its rows, deleted rows included
+        // after decoding, skipped otherwise.
+        let cut = file.piece_row_groups(&starts, 2..22);
+        let inside: Vec<u64> = (2..10).chain(20..22).collect();
+        assert_eq!(positions(&cut, &starts), inside);
+        let live: Vec<u64> = inside.into_iter().filter(|p| *p != 3).collect();
+        assert_eq!(positions(&file.piece_rows(&starts, 2..22), &starts), live);
+        // Nothing live in the piece: nothing read.
+        let dead = file.piece_row_groups(&starts, 10..20);
+        assert!(dead.iter().all(|g| *g == RowGroupRows::None));
+    }
 
     proptest! {
         /// The merge walk keeps exactly the values a set lookup keeps, in sorted, unsorted and

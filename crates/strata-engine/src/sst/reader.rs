@@ -508,6 +508,11 @@ impl SstReader {
         &self.meta
     }
 
+    /// The first row of every row group, then the file's row count.
+    pub fn row_group_starts(&self) -> &[u64] {
+        &self.row_group_starts
+    }
+
     /// Number of row groups.
     pub fn row_groups(&self) -> usize {
         self.row_group_starts.len() - 1
