@@ -278,12 +278,7 @@ impl BasePlan {
             first_live += live;
         }
         debug_assert_eq!(first_live, total);
-        let hide_deleted = if read
-            .user
-            .fields()
-            .iter()
-            .any(|f| f.name() == PIECE_COLUMN || f.name() == ROW_NUMBER_COLUMN)
-        {
+        let hide_deleted = if row_number_columns_taken(&read.user) {
             // The added columns' names are taken: the reader skips the deleted rows.
             HideDeleted::Select
         } else {
@@ -537,11 +532,7 @@ impl BasePlan {
                 .collect(),
         };
         let schema = Arc::new(self.source.user.project(&self.read_columns)?);
-        let stream = stream.map(move |batch| batch.and_then(|batch| hide.hide(batch)));
-        Ok((
-            exec,
-            Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-        ))
+        Ok((exec, hide.stream(stream, schema)))
     }
 }
 
@@ -553,12 +544,25 @@ const ROW_NUMBER_COLUMN: &str = "__strata_row";
 
 /// Hides the deleted rows of a partition's files in the batches its Parquet reader decoded
 /// them in, by their row numbers (see [`HideDeleted::AfterDecode`]).
-struct DeletedAfterDecode {
-    /// Each piece's deleted rows (`None`: none inside the piece), by piece index.
-    deleted: Vec<Option<Arc<RoaringBitmap>>>,
+pub(crate) struct DeletedAfterDecode {
+    /// Each piece's deleted rows (`None`: none inside the piece), by piece index (the value
+    /// of [`PIECE_COLUMN`] its file was given).
+    pub deleted: Vec<Option<Arc<RoaringBitmap>>>,
 }
 
 impl DeletedAfterDecode {
+    /// `stream` (batches of a reader from [`parquet_source_with_row_numbers`], projected to
+    /// the read columns then the two added ones) without the deleted rows and the added
+    /// columns; `schema` is the read columns'.
+    pub(crate) fn stream(
+        self,
+        stream: SendableRecordBatchStream,
+        schema: SchemaRef,
+    ) -> SendableRecordBatchStream {
+        let stream = stream.map(move |batch| batch.and_then(|batch| self.hide(batch)));
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+
     /// `batch` (the read columns, then the piece index and the row numbers) without the rows
     /// its file deletes and without the two added columns.
     fn hide(&self, batch: RecordBatch) -> Result<RecordBatch> {
@@ -657,26 +661,45 @@ impl ReaderSource {
         parquet_source(&self.user, self.parquet.clone(), self.predicate.as_ref())
     }
 
-    /// A new source whose table schema adds, after the user columns, the piece index
-    /// ([`PIECE_COLUMN`], a partition column) and the row numbers ([`ROW_NUMBER_COLUMN`], a
-    /// virtual column), with metrics of its own.
+    /// A new source reading the row numbers and piece indexes too
+    /// ([`parquet_source_with_row_numbers`]), with metrics of its own.
     fn parquet_source_with_row_numbers(&self) -> ParquetSource {
-        let schema = ReaderTableSchema::builder(Arc::clone(&self.user))
-            .with_table_partition_cols(vec![Arc::new(Field::new(
-                PIECE_COLUMN,
-                DataType::UInt32,
-                false,
-            ))])
-            .with_virtual_columns(vec![Arc::new(
-                Field::new(ROW_NUMBER_COLUMN, DataType::Int64, true).with_extension_type(RowNumber),
-            )])
-            .build();
-        let source = ParquetSource::new(schema).with_table_parquet_options(self.parquet.clone());
-        match &self.predicate {
-            Some(predicate) => source.with_predicate(Arc::clone(predicate)),
-            None => source,
-        }
+        parquet_source_with_row_numbers(&self.user, self.parquet.clone(), self.predicate.as_ref())
     }
+}
+
+/// [`parquet_source`] whose table schema adds, after the user columns, the piece index
+/// ([`PIECE_COLUMN`], a partition column each file gets its value of) and the row numbers
+/// ([`ROW_NUMBER_COLUMN`], a virtual column): what hiding deleted rows after decoding reads
+/// ([`DeletedAfterDecode`]).
+pub(crate) fn parquet_source_with_row_numbers(
+    user: &SchemaRef,
+    parquet: TableParquetOptions,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+) -> ParquetSource {
+    let schema = ReaderTableSchema::builder(Arc::clone(user))
+        .with_table_partition_cols(vec![Arc::new(Field::new(
+            PIECE_COLUMN,
+            DataType::UInt32,
+            false,
+        ))])
+        .with_virtual_columns(vec![Arc::new(
+            Field::new(ROW_NUMBER_COLUMN, DataType::Int64, true).with_extension_type(RowNumber),
+        )])
+        .build();
+    let source = ParquetSource::new(schema).with_table_parquet_options(parquet);
+    match predicate {
+        Some(predicate) => source.with_predicate(Arc::clone(predicate)),
+        None => source,
+    }
+}
+
+/// True when a user column of `user` has the name of a column hiding deleted rows after
+/// decoding adds: the reader must skip them instead.
+pub(crate) fn row_number_columns_taken(user: &Schema) -> bool {
+    user.fields()
+        .iter()
+        .any(|f| f.name() == PIECE_COLUMN || f.name() == ROW_NUMBER_COLUMN)
 }
 
 /// A Parquet reader's source over files of the user schema `user`, read with the session's

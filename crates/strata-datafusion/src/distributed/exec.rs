@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::PartitionedFile;
@@ -380,8 +381,23 @@ async fn open_reader(
     context
         .runtime_env()
         .register_object_store(url.as_ref(), storage.read_store());
+    // A piece's deleted rows inside it (`None`: none), hidden after decoding unless a user
+    // column has the name of a column that takes (`crate::direct`, "after decoding").
+    let hidden: Vec<Option<Arc<roaring::RoaringBitmap>>> = pieces
+        .iter()
+        .zip(&files_read)
+        .map(|(piece, shipped)| {
+            shipped.deleted.clone().filter(|d| {
+                let position = |p: u64| p.min(u64::from(u32::MAX)) as u32;
+                piece.start < piece.end
+                    && d.range_cardinality(position(piece.start)..position(piece.end)) > 0
+            })
+        })
+        .collect();
+    let after_decode =
+        hidden.iter().any(Option::is_some) && !crate::direct::row_number_columns_taken(&scan.user);
     let mut files = Vec::with_capacity(pieces.len());
-    for (piece, shipped) in pieces.iter().zip(&files_read) {
+    for (index, (piece, shipped)) in pieces.iter().zip(&files_read).enumerate() {
         if piece.start > piece.end || piece.end > shipped.rows {
             return Err(DataFusionError::Internal(format!(
                 "rows {}..{} of {}, which has {} rows",
@@ -390,14 +406,18 @@ async fn open_reader(
         }
         let mut file = PartitionedFile::new(shipped.object.clone(), shipped.size);
         file.object_meta.location = object_store::path::Path::from(shipped.object.as_str());
-        let whole = piece.start == 0 && piece.end == shipped.rows && shipped.deleted.is_none();
+        if after_decode {
+            file = file.with_partition_values(vec![ScalarValue::UInt32(Some(index as u32))]);
+        }
+        // After decoding, the reader reads the piece's rows, deleted ones included.
+        let deleted = if after_decode {
+            None
+        } else {
+            shipped.deleted.as_deref()
+        };
+        let whole = piece.start == 0 && piece.end == shipped.rows && deleted.is_none();
         let selection = (!whole).then(|| {
-            strata_engine::dv::selection_runs(
-                shipped.rows,
-                piece.start,
-                piece.end,
-                shipped.deleted.as_deref(),
-            )
+            strata_engine::dv::selection_runs(shipped.rows, piece.start, piece.end, deleted)
         });
         files.push(match &selection {
             None => file,
@@ -408,20 +428,36 @@ async fn open_reader(
         global: context.session_config().options().execution.parquet.clone(),
         ..Default::default()
     };
-    let source = crate::direct::parquet_source(&scan.user, parquet, scan.predicate.as_ref());
-    let limit = if scan.residual.is_none() {
+    let mut projection = scan.read_columns.clone();
+    let source = if after_decode {
+        let user = scan.user.fields().len();
+        projection.extend([user, user + 1]);
+        crate::direct::parquet_source_with_row_numbers(&scan.user, parquet, scan.predicate.as_ref())
+    } else {
+        crate::direct::parquet_source(&scan.user, parquet, scan.predicate.as_ref())
+    };
+    // Rows dropped after the reader (residual filter, hidden rows) do not count against its
+    // limit.
+    let limit = if scan.residual.is_none() && !after_decode {
         scan.limit
     } else {
         None
     };
     let config = FileScanConfigBuilder::new(url, Arc::new(source))
         .with_file_group(FileGroup::new(files))
-        .with_projection_indices(Some(scan.read_columns.clone()))?
+        .with_projection_indices(Some(projection))?
         .with_batch_size(Some(scan.batch_rows))
         .with_limit(limit)
         .build();
     let exec = DataSourceExec::from_data_source(config);
-    Ok(Some(exec.execute(0, context)?))
+    let stream = exec.execute(0, context)?;
+    if !after_decode {
+        return Ok(Some(stream));
+    }
+    let schema = Arc::new(scan.user.project(&scan.read_columns)?);
+    Ok(Some(
+        crate::direct::DeletedAfterDecode { deleted: hidden }.stream(stream, schema),
+    ))
 }
 
 pub use crate::direct::store_url;
