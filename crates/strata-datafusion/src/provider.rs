@@ -60,6 +60,13 @@
 //!   visible file is clean (no tombstones, one version per key,
 //!   [`strata_engine::SstMeta::is_clean`]) and wholly visible, and no two overlap.
 //!
+//! A base-path scan whose every filter bounds only the key (filters the key ranges enforce
+//! exactly, `keys::is_exact_key_filter`) and which has no limit is `Exact` too when the engine
+//! can count the rows of its ranges without reading them ([`ReadView::live_rows_within`]:
+//! each base file's rows between the ranges' bounds, by binary searches of its keys in the
+//! key cache, minus its deleted rows there, plus the overlay's live rows; the overlay
+//! resolved). So `SELECT count(*) FROM t WHERE id BETWEEN a AND b` reads no row.
+//!
 //! Otherwise it is `Inexact`. Column statistics are not reported.
 //!
 //! ## EXPLAIN
@@ -329,7 +336,21 @@ impl StrataTable {
         };
         let (direct, mut row_count) = match base {
             Some(scan) => {
-                let row_count = base_row_count(&view, &scan, restricted);
+                // Filters that only bound the key (enforced exactly by the ranges) leave an
+                // exact count the engine can give without reading a row.
+                let key_bounds_only = limit.is_none()
+                    && !filters.is_empty()
+                    && filters
+                        .iter()
+                        .all(|f| keys::is_exact_key_filter(table_schema, f));
+                let row_count = match key_ranges.as_deref() {
+                    Some(ranges) if key_bounds_only => view
+                        .live_rows_within(&scan, ranges)
+                        .and_then(|rows| usize::try_from(rows).ok())
+                        .map(Precision::Exact)
+                        .unwrap_or_else(|| base_row_count(&view, &scan, restricted)),
+                    _ => base_row_count(&view, &scan, restricted),
+                };
                 // The filters over the whole user schema, for the reader's pruning (only the
                 // conjuncts statistics cannot get wrong).
                 let pruning = direct::pruning_filters(&pruning_filters, &user);

@@ -318,6 +318,21 @@ async fn check_query(
     let counted = exec(session, &count_sql).await;
     let counted = counted[0].column(0).as_primitive::<Int64Type>().value(0);
     prop_assert_eq!(counted as usize, got.len(), "step {}: {}", step, count_sql);
+    // The key condition alone: a count the engine may give from the files' keys and DVs.
+    if let Some((_, op, k)) = filter.key {
+        let key_sql = format!("SELECT count(*) FROM t WHERE id {op} {k}");
+        let counted = exec(session, &key_sql).await;
+        let counted = counted[0].column(0).as_primitive::<Int64Type>().value(0);
+        let expected = model
+            .keys()
+            .filter(|id| match op {
+                "<" => **id < k,
+                ">=" => **id >= k,
+                _ => **id == k,
+            })
+            .count();
+        prop_assert_eq!(counted as usize, expected, "step {}: {}", step, key_sql);
+    }
     let plan = session
         .sql(&sql)
         .await

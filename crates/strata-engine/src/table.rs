@@ -39,6 +39,7 @@ use crate::read::{
 };
 use crate::schema::TableSchema;
 use crate::snapshot::Snapshot;
+use crate::sst::key_cache::FileKeys;
 use crate::sst::{BloomProbe, SstMeta, bloom_probes};
 use crate::types::{OpKind, SeqNo, TableId};
 use crate::version::{MemtableSlot, SstHandle, SuperVersion, VersionControl};
@@ -682,6 +683,31 @@ impl ReadView {
     /// must be read by the merge (see [`crate::read::plan`]).
     pub fn base_scan(&self, ranges: Option<&[KeyRange]>) -> Result<Option<BaseScan>> {
         self.plan_scan(ranges)
+    }
+
+    /// The exact number of rows of this view whose key lies in `ranges` (sorted, disjoint),
+    /// counted without reading a row from `scan`, this view's plan for the same ranges
+    /// ([`Self::base_scan`]): each base file's rows between the ranges' bounds found by two
+    /// binary searches of its keys in the key cache, minus its deleted rows there, plus the
+    /// overlay's live rows. `None` when that count is not known to be exact: a base file's
+    /// keys not in the key cache, the overlay not resolved against the base files, or a file
+    /// of this view found corrupt.
+    pub fn live_rows_within(&self, scan: &BaseScan, ranges: &[KeyRange]) -> Option<u64> {
+        if self.has_known_corrupt_file() {
+            return None;
+        }
+        let keys: Option<Vec<Arc<FileKeys>>> = scan
+            .files
+            .iter()
+            .map(|file| {
+                self.sv
+                    .version
+                    .files()
+                    .find(|h| h.meta().id == file.meta.id)
+                    .and_then(|h| h.cached_keys())
+            })
+            .collect();
+        crate::read::plan::live_rows_within(scan, &keys?, ranges)
     }
 
     /// The plan of [`Self::base_scan`] whatever storage the files are on (see

@@ -44,7 +44,7 @@
 //! every base row whose key the overlay holds is among its file's deleted rows.
 
 use std::collections::HashSet;
-use std::ops::Range;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -61,6 +61,7 @@ use crate::dv::{RowGroupRows, row_group_rows, selection_runs};
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::sst::SstMeta;
+use crate::sst::key_cache::FileKeys;
 use crate::types::{OpKind, SeqNo};
 use crate::version::{MemtableSlot, SstHandle};
 
@@ -104,6 +105,36 @@ impl BaseFile {
             }
             _ => 0,
         }
+    }
+
+    /// The number of live rows of the file whose key lies in `range`, from `keys` (the file's
+    /// keys, every row's, in row order: [`FileKeys`]): the rows between the range's two
+    /// bounds' positions (two binary searches) minus the deleted rows among them.
+    pub(crate) fn live_rows_in(&self, keys: &FileKeys, range: &KeyRange) -> u64 {
+        debug_assert_eq!(keys.len() as u64, self.meta.rows);
+        // The first row whose key is above `key` (a file may hold a key's older versions
+        // right after its newest).
+        let after = |key: &[u8]| {
+            let mut i = keys.lower_bound(key);
+            while i < keys.len() && keys.get(i) == key {
+                i += 1;
+            }
+            i
+        };
+        let start = match &range.lower {
+            Bound::Unbounded => 0,
+            Bound::Included(key) => keys.lower_bound(key),
+            Bound::Excluded(key) => after(key),
+        } as u64;
+        let end = match &range.upper {
+            Bound::Unbounded => keys.len(),
+            Bound::Included(key) => after(key),
+            Bound::Excluded(key) => keys.lower_bound(key),
+        } as u64;
+        if start >= end {
+            return 0;
+        }
+        end - start - self.deleted_within(start..end)
     }
 
     /// Rows `start..end` of the file minus its deleted rows, as `(live, length)` runs covering
@@ -609,6 +640,35 @@ pub(crate) fn update_base_scan(
     Ok(true)
 }
 
+/// The exact number of live rows of `scan`, a plan for the key ranges `ranges`, whose key lies
+/// in `ranges`: each base file's live rows between the ranges' bounds (`keys` holds each base
+/// file's keys, in `scan.files` order) plus the overlay's live rows (all within the ranges: a
+/// plan's overlay holds only keys of its ranges). `None` when the overlay was not resolved
+/// against the base (an overlay key could hide a base row the files' DVs do not name).
+pub(crate) fn live_rows_within(
+    scan: &BaseScan,
+    keys: &[Arc<FileKeys>],
+    ranges: &[KeyRange],
+) -> Option<u64> {
+    debug_assert_eq!(keys.len(), scan.files.len());
+    if !scan.overlay.hides_nothing() {
+        return None;
+    }
+    let base: u64 = scan
+        .files
+        .iter()
+        .zip(keys)
+        .map(|(file, keys)| {
+            ranges
+                .iter()
+                .map(|r| file.live_rows_in(keys, r))
+                .sum::<u64>()
+        })
+        .sum();
+    let overlay = scan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
+    Some(base + overlay)
+}
+
 /// Adds to each base file's deleted rows the rows whose key is one of `probe` (ascending,
 /// distinct overlay keys) and returns how many live rows that hid; `None` (nothing changed)
 /// when the keys of some file the probe reaches are too large for the key cache.
@@ -723,6 +783,50 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn live_rows_in_a_key_range_count_between_the_bounds_minus_deleted_rows() {
+        // Keys of 8 rows: b, c (newest), c (older version, deleted), d, f, f (older, deleted),
+        // g, h; row 6 (g) deleted by a newer file.
+        let keys_of = ["b", "c", "c", "d", "f", "f", "g", "h"];
+        let mut rows = ByteRows::with_capacity(keys_of.len(), 8);
+        for k in keys_of {
+            rows.push(k.as_bytes());
+        }
+        let keys = FileKeys::new(rows);
+        let file = base_file(8, &[2, 5, 6]);
+        let key = |k: &str| k.as_bytes().to_vec();
+        let count = |lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>| {
+            file.live_rows_in(&keys, &KeyRange { lower, upper })
+        };
+        assert_eq!(count(Bound::Unbounded, Bound::Unbounded), 5);
+        assert_eq!(
+            count(Bound::Included(key("c")), Bound::Included(key("f"))),
+            3
+        );
+        assert_eq!(
+            count(Bound::Excluded(key("c")), Bound::Included(key("f"))),
+            2
+        );
+        assert_eq!(
+            count(Bound::Included(key("c")), Bound::Excluded(key("f"))),
+            2
+        );
+        assert_eq!(
+            count(Bound::Excluded(key("b")), Bound::Excluded(key("c"))),
+            0
+        );
+        assert_eq!(
+            count(Bound::Included(key("e")), Bound::Included(key("g"))),
+            1
+        );
+        assert_eq!(
+            count(Bound::Included(key("a")), Bound::Excluded(key("b"))),
+            0
+        );
+        assert_eq!(count(Bound::Excluded(key("h")), Bound::Unbounded), 0);
+        assert_eq!(count(Bound::Included(key("h")), Bound::Unbounded), 1);
     }
 
     #[test]
