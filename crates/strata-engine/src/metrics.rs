@@ -91,6 +91,9 @@ metrics! {
     key_cache_hits,
     /// Key-cache misses (a file's key columns read).
     key_cache_misses,
+    /// Files whose keys the key-cache warmer read into the cache after an open
+    /// (`Options::key_cache_warm_on_open`).
+    key_cache_files_warmed,
     /// Base rows a scan plan found hidden by its memtable overlay (through the key cache,
     /// so the scan needs no anti-join).
     overlay_rows_resolved,

@@ -336,6 +336,12 @@ pub struct Options {
     /// memtable overlay against them, flushes find the rows they supersede. A file whose keys
     /// need more than a quarter of it is not cached. Default 256 MiB.
     pub key_cache_bytes: usize,
+    /// After opening a local database, read the keys of its files into the key cache in the
+    /// background (a thread of its own, the files of the deepest levels and most rows first,
+    /// until the cache is full), so the first scans, flushes and point lookups find them
+    /// there instead of reading key columns on their own path. Not done for a database on
+    /// object storage, where it would GET key columns no query may need. Default true.
+    pub key_cache_warm_on_open: bool,
     /// Milliseconds between passes of the scan-plan refresher, a background thread that
     /// keeps the plans of the key ranges queries scanned in the last two seconds up to date
     /// with the latest writes, flushes and compactions (`read::plan_cache`), so a query on a
@@ -383,6 +389,7 @@ impl Default for Options {
             block_cache_bytes: 256 * MIB,
             row_page_cache_percent: 50,
             key_cache_bytes: 256 * MIB,
+            key_cache_warm_on_open: true,
             scan_plan_refresh_ms: 20,
             verify_sst_checksums: true,
             manifest_rewrite_bytes: 4 * MIB as u64,

@@ -142,13 +142,30 @@ impl SstHandle {
         if self.context.keys.get(self.meta.id).is_some() {
             return true;
         }
+        self.context.keys.admits(self.keys_bytes_estimate())
+    }
+
+    /// About the memory the file's keys take in the key cache, from its row count and the
+    /// lengths of its smallest and largest keys.
+    pub fn keys_bytes_estimate(&self) -> usize {
         let (min, max) = (self.meta.min_key.len(), self.meta.max_key.len());
         // Fixed-width keys are packed; others carry an 8-byte offset each.
         let per_row = if min == max { min } else { min.max(max) + 8 };
-        let bytes = usize::try_from(self.meta.rows)
+        usize::try_from(self.meta.rows)
             .unwrap_or(usize::MAX)
-            .saturating_mul(per_row);
-        self.context.keys.admits(bytes)
+            .saturating_mul(per_row)
+    }
+
+    /// Reads the file's keys into the key cache ahead of use (the key-cache warmer after an
+    /// open, `db::background`): counted as a warmed file, not as a cache miss.
+    pub fn warm_keys(&self) -> Result<()> {
+        if self.context.keys.get(self.meta.id).is_some() {
+            return Ok(());
+        }
+        let keys = Arc::new(self.reader()?.read_keys()?);
+        self.context.keys.insert(self.meta.id, keys);
+        Metrics::inc(&self.context.metrics.key_cache_files_warmed);
+        Ok(())
     }
 
     /// The opened file (opened and verified on first use). An open that failed for an I/O

@@ -1,6 +1,7 @@
 //! Background work: a bounded pool of threads running flushes and compactions, the interval
-//! WAL syncer, and the scan-plan refresher (`Options::scan_plan_refresh_ms`; it keeps the
-//! plans of recently scanned key ranges current, `crate::read::plan_cache`).
+//! WAL syncer, the scan-plan refresher (`Options::scan_plan_refresh_ms`; it keeps the
+//! plans of recently scanned key ranges current, `crate::read::plan_cache`), and after an open
+//! the key-cache warmer (`Options::key_cache_warm_on_open`; one pass, then it ends).
 //!
 //! Jobs go through two bounded channels (`JOB_QUEUE_CAPACITY` each), one for flushes and one
 //! for compactions; a table has at most one job of each kind queued (`flush_queued`,
@@ -241,6 +242,17 @@ impl Background {
                     .spawn(move || plan_refresher(weak, signal, interval))?,
             );
         }
+        if db.options.key_cache_warm_on_open
+            && db.options.key_cache_bytes > 0
+            && !db.files.store.is_remote()
+        {
+            let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strata-key-warm".into())
+                    .spawn(move || key_warmer(weak, stop))?,
+            );
+        }
         if let SyncMode::IntervalMs(ms) = db.options.sync_mode {
             let (weak, stop) = (Arc::downgrade(db), Arc::clone(&self.stop));
             threads.push(
@@ -428,6 +440,55 @@ fn plan_refresher(db: Weak<DbInner>, signal: Arc<RefreshSignal>, interval: Durat
         } else {
             REFRESH_IDLE_REST
         };
+    }
+}
+
+/// Reads the keys of the database's files into the key cache once, after an open
+/// (`Options::key_cache_warm_on_open`): the files of the deepest levels first, then those with
+/// the most rows (under random writes they hold most live rows, which plans and lookups search
+/// first), skipping files already cached or too large to be, and stopping when the next file
+/// would not fit in what the cache has left (it would evict keys warmed before it) or when
+/// the database closes. A file that cannot be read is left to the query that needs it.
+fn key_warmer(db: Weak<DbInner>, stop: Arc<StopSignal>) {
+    let files: Vec<Arc<crate::version::SstHandle>> = {
+        let Some(db) = db.upgrade() else { return };
+        let tables: Vec<Arc<crate::table::TableInner>> =
+            db.catalog.read().by_id.values().cloned().collect();
+        let mut files: Vec<_> = tables
+            .iter()
+            .flat_map(|t| {
+                t.super_version()
+                    .version
+                    .files()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse((f.meta().level, f.meta().rows)));
+        files
+    };
+    for file in files {
+        if stop.wait(Duration::ZERO) {
+            return;
+        }
+        let Some(db) = db.upgrade() else { return };
+        if db.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if file.cached_keys().is_some() || !file.keys_cacheable() {
+            continue;
+        }
+        let keys = &db.files.keys;
+        if keys
+            .bytes()
+            .saturating_add(file.keys_bytes_estimate() as u64)
+            > keys.capacity()
+        {
+            return;
+        }
+        if let Err(error) = file.warm_keys() {
+            tracing::debug!(%error, file = file.meta().id, "key-cache warm-up skipped a file");
+        }
     }
 }
 
