@@ -35,7 +35,8 @@
 //! through several levels; default 1, the defaults), `STRATA_BENCH_ROW_PAGE_PERCENT` (Strata's
 //! `Options::row_page_cache_percent`, the block cache's share for row pages; default 50),
 //! `STRATA_BENCH_BLOCK_CACHE_BYTES` and `STRATA_BENCH_KEY_CACHE_BYTES` (Strata's block cache,
-//! default the peers' 256 MiB, and key cache, default `Options::key_cache_bytes`).
+//! default the peers' 256 MiB, and key cache, default `Options::key_cache_bytes`),
+//! `STRATA_BENCH_KEY_CACHE_WARM=0` (no key-cache warm-up after an open).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -345,6 +346,10 @@ mod strata {
                 key_cache_bytes: bytes("STRATA_BENCH_KEY_CACHE_BYTES")
                     .unwrap_or(Options::default().key_cache_bytes),
                 row_page_cache_percent,
+                // `STRATA_BENCH_KEY_CACHE_WARM=0`: no key-cache warm-up after an open (for
+                // reads right after a restart with and without it).
+                key_cache_warm_on_open: std::env::var("STRATA_BENCH_KEY_CACHE_WARM")
+                    .map_or(true, |v| v != "0"),
                 write_buffer_budget_bytes: (memtable_bytes * 4).max(512 << 20),
                 table_defaults: TableOptions {
                     memtable_size_bytes: memtable_bytes,
