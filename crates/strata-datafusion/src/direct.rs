@@ -98,7 +98,7 @@ use crate::session::engine_error;
 /// Rows of one SST read by one partition: the file's live rows at positions `start..end`.
 /// What the reader reads of each row group is asked of the engine when the partition is read
 /// ([`BasePlan::verify`]), not when the query is planned: a query answered from statistics
-/// never pays for it, and the selections of whole row groups are kept with the engine's plan.
+/// never pays for it.
 #[derive(Debug, Clone)]
 struct Piece {
     file: BaseFile,
