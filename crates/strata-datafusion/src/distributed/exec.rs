@@ -382,7 +382,7 @@ async fn open_reader(
         .runtime_env()
         .register_object_store(url.as_ref(), storage.read_store());
     // A piece's deleted rows inside it (`None`: none), hidden after decoding unless a user
-    // column has the name of a column that takes (`crate::direct`, "after decoding").
+    // column has the name of one of the two columns that adds (`crate::direct`).
     let hidden: Vec<Option<Arc<roaring::RoaringBitmap>>> = pieces
         .iter()
         .zip(&files_read)

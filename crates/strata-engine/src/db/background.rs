@@ -450,7 +450,13 @@ fn plan_refresher(db: Weak<DbInner>, signal: Arc<RefreshSignal>, interval: Durat
 /// would not fit in what the cache has left (it would evict keys warmed before it) or when
 /// the database closes. A file that cannot be read is left to the query that needs it.
 fn key_warmer(db: Weak<DbInner>, stop: Arc<StopSignal>) {
-    let files: Vec<Arc<crate::version::SstHandle>> = {
+    // Each file with its table; only ids are kept, so a file compacted away meanwhile is not
+    // held open (nor its deletion delayed) by the warm-up.
+    let files: Vec<(
+        Arc<crate::table::TableInner>,
+        crate::types::FileId,
+        (u32, u64),
+    )> = {
         let Some(db) = db.upgrade() else { return };
         let tables: Vec<Arc<crate::table::TableInner>> =
             db.catalog.read().by_id.values().cloned().collect();
@@ -460,14 +466,14 @@ fn key_warmer(db: Weak<DbInner>, stop: Arc<StopSignal>) {
                 t.super_version()
                     .version
                     .files()
-                    .cloned()
+                    .map(|f| (Arc::clone(t), f.meta().id, (f.meta().level, f.meta().rows)))
                     .collect::<Vec<_>>()
             })
             .collect();
-        files.sort_by_key(|f| std::cmp::Reverse((f.meta().level, f.meta().rows)));
+        files.sort_by_key(|(_, _, order)| std::cmp::Reverse(*order));
         files
     };
-    for file in files {
+    for (table, id, _) in files {
         if stop.wait(Duration::ZERO) {
             return;
         }
@@ -475,6 +481,16 @@ fn key_warmer(db: Weak<DbInner>, stop: Arc<StopSignal>) {
         if db.closed.load(Ordering::Acquire) {
             return;
         }
+        // The file as the table's current version holds it (skipped when compacted away).
+        let Some(file) = table
+            .super_version()
+            .version
+            .files()
+            .find(|f| f.meta().id == id)
+            .cloned()
+        else {
+            continue;
+        };
         if file.cached_keys().is_some() || !file.keys_cacheable() {
             continue;
         }
