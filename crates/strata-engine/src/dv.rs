@@ -288,14 +288,13 @@ pub fn selection_runs(
     if let Some(deleted) = deleted
         && start < end
     {
-        let low = start.min(u64::from(u32::MAX)) as u32;
-        for position in deleted.range(low..).map(u64::from) {
-            if position >= end {
+        for p in deleted.range(position(start)..).map(u64::from) {
+            if p >= end {
                 break;
             }
-            push(true, position - at);
+            push(true, p - at);
             push(false, 1);
-            at = position + 1;
+            at = p + 1;
         }
     }
     push(true, end - at);
@@ -317,6 +316,20 @@ pub enum RowGroupRows {
     Some(RowSelection),
 }
 
+/// A DV position for file position `p` (positions are `u32` in a DV: a file holds at most
+/// `u32::MAX` rows).
+fn position(p: u64) -> u32 {
+    p.min(u64::from(u32::MAX)) as u32
+}
+
+/// Number of positions of `deleted` among the file positions `rows`.
+pub fn deleted_within(deleted: &RoaringBitmap, rows: Range<u64>) -> u64 {
+    if rows.start >= rows.end {
+        return 0;
+    }
+    deleted.range_cardinality(position(rows.start)..position(rows.end))
+}
+
 /// The rows of the row group at file positions `group` that a reader of the positions `read`
 /// reads, minus those in `deleted` (one pass over the deleted positions inside the group).
 pub fn row_group_rows(
@@ -330,9 +343,7 @@ pub fn row_group_rows(
     if low >= high {
         return RowGroupRows::None;
     }
-    // Positions are u32 in a DV (a file holds at most u32::MAX rows, `SstMeta::rows`).
-    let position = |p: u64| p.min(u64::from(u32::MAX)) as u32;
-    let hidden = deleted.map_or(0, |d| d.range_cardinality(position(low)..position(high)));
+    let hidden = deleted.map_or(0, |d| deleted_within(d, low..high));
     if hidden == high - low {
         return RowGroupRows::None;
     }

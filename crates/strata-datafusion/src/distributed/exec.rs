@@ -387,11 +387,10 @@ async fn open_reader(
         .iter()
         .zip(&files_read)
         .map(|(piece, shipped)| {
-            shipped.deleted.clone().filter(|d| {
-                let position = |p: u64| p.min(u64::from(u32::MAX)) as u32;
-                piece.start < piece.end
-                    && d.range_cardinality(position(piece.start)..position(piece.end)) > 0
-            })
+            shipped
+                .deleted
+                .clone()
+                .filter(|d| strata_engine::dv::deleted_within(d, piece.start..piece.end) > 0)
         })
         .collect();
     let after_decode =

@@ -57,7 +57,7 @@ use roaring::RoaringBitmap;
 
 use super::{Dedup, KeyRange, MergeIter, memtable_run};
 use crate::codec::ByteRows;
-use crate::dv::{RowGroupRows, row_group_rows, selection_runs};
+use crate::dv::{self, RowGroupRows, row_group_rows, selection_runs};
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::sst::SstMeta;
@@ -98,13 +98,9 @@ impl BaseFile {
 
     /// Number of deleted rows at positions `rows`.
     pub fn deleted_within(&self, rows: Range<u64>) -> u64 {
-        let position = |p: u64| p.min(u64::from(u32::MAX)) as u32;
-        match &self.deleted {
-            Some(d) if rows.start < rows.end => {
-                d.range_cardinality(position(rows.start)..position(rows.end))
-            }
-            _ => 0,
-        }
+        self.deleted
+            .as_deref()
+            .map_or(0, |d| dv::deleted_within(d, rows))
     }
 
     /// The number of live rows of the file whose key lies in `range`, from `keys` (the file's
