@@ -4,11 +4,12 @@
 //! Writes one Parquet file of `STRATA_BENCH_ROWS` rows (default 2,500,000: one level-0 file of
 //! case (b) of the `sql` benchmark) with the `events` columns `user_id` (Int64, 100,000
 //! values), `kind` (Utf8, 20 values) and `amount` (Float64, 100,000 values), snappy, then
-//! reads each column with the parquet crate's reader three ways: every row; a row selection
+//! reads each column with the parquet crate's reader four ways: every row; a row selection
 //! skipping `STRATA_BENCH_DELETED_PERMILLE` (default 10: 1 %) of the rows, scattered, as
-//! selectors; and the same selection as a boolean mask (the reader's two strategies; its
-//! default picks selectors unless runs average under 32 rows). Prints a markdown table of the
-//! median of 5 reads each.
+//! selectors; the same selection as a boolean mask (the reader's two strategies; its default
+//! picks selectors unless runs average under 32 rows); and every row decoded, each batch then
+//! filtered by Arrow's filter kernel (how Strata's scans hide deleted rows). Prints a markdown
+//! table of the median of 5 reads each.
 //!
 //! ```text
 //! cargo bench --bench row_selection
@@ -78,26 +79,41 @@ fn write_file(path: &std::path::Path, rows: usize) -> BoxResult<()> {
     Ok(())
 }
 
-/// Rows kept and the median milliseconds of 5 reads of every row of `column`, each batch then
-/// filtered by Arrow's filter kernel with a mask built from `deleted` (sorted positions): what
-/// hiding the rows after decoding costs instead of having the reader skip them.
-fn read_then_filter(
-    path: &std::path::Path,
-    column: usize,
-    deleted: &[u64],
-) -> BoxResult<(usize, f64)> {
+/// How a read hides the skipped rows.
+#[derive(Clone, Copy)]
+enum Way<'a> {
+    /// It does not: every row is read.
+    All,
+    /// The reader skips them, with this selection and strategy.
+    Skip(&'a RowSelection, RowSelectionPolicy),
+    /// Every row is decoded, then each batch filtered by Arrow's filter kernel with a mask
+    /// built from these sorted positions: what hiding the rows after decoding costs.
+    FilterAfter(&'a [u64]),
+}
+
+/// Rows kept and the median milliseconds of 5 reads of `column`, hiding rows `way`.
+fn read(path: &std::path::Path, column: usize, way: Way<'_>) -> BoxResult<(usize, f64)> {
     let mut times = Vec::new();
     let mut rows = 0;
     for _ in 0..6 {
         let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-        let builder = builder.with_projection(mask).with_batch_size(8192);
+        let mut builder = builder.with_projection(mask).with_batch_size(8192);
+        if let Way::Skip(selection, policy) = way {
+            builder = builder
+                .with_row_selection(selection.clone())
+                .with_row_selection_policy(policy);
+        }
         let started = Instant::now();
         rows = 0;
-        let mut at = 0u64;
-        let mut next = 0usize;
+        // The file position of the batch's first row, and the next deleted position.
+        let (mut at, mut next) = (0u64, 0usize);
         for batch in builder.build()? {
             let batch = batch?;
+            let Way::FilterAfter(deleted) = way else {
+                rows += batch.num_rows();
+                continue;
+            };
             let end = at + batch.num_rows() as u64;
             let mut keep = BooleanBufferBuilder::new(batch.num_rows());
             let mut from = at;
@@ -111,35 +127,6 @@ fn read_then_filter(
             let kept = filter_record_batch(&batch, &BooleanArray::new(keep.finish(), None))?;
             rows += kept.num_rows();
             at = end;
-        }
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    let mut times = times.split_off(1);
-    times.sort_by(f64::total_cmp);
-    Ok((rows, times[times.len() / 2]))
-}
-
-/// Rows read and the median milliseconds of 5 reads of `column`.
-fn read(
-    path: &std::path::Path,
-    column: usize,
-    selection: Option<(&RowSelection, RowSelectionPolicy)>,
-) -> BoxResult<(usize, f64)> {
-    let mut times = Vec::new();
-    let mut rows = 0;
-    for _ in 0..6 {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-        let mut builder = builder.with_projection(mask).with_batch_size(8192);
-        if let Some((selection, policy)) = selection {
-            builder = builder
-                .with_row_selection(selection.clone())
-                .with_row_selection_policy(policy);
-        }
-        let started = Instant::now();
-        rows = 0;
-        for batch in builder.build()? {
-            rows += batch?.num_rows();
         }
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
@@ -193,14 +180,11 @@ fn main() -> BoxResult<()> {
     .iter()
     .enumerate()
     {
-        let (all_rows, all) = read(&path, column, None)?;
-        let (kept, selectors) = read(
-            &path,
-            column,
-            Some((&selection, RowSelectionPolicy::Selectors)),
-        )?;
-        let (masked, mask) = read(&path, column, Some((&selection, RowSelectionPolicy::Mask)))?;
-        let (filtered, after) = read_then_filter(&path, column, &deleted)?;
+        let (all_rows, all) = read(&path, column, Way::All)?;
+        let skip = |policy| Way::Skip(&selection, policy);
+        let (kept, selectors) = read(&path, column, skip(RowSelectionPolicy::Selectors))?;
+        let (masked, mask) = read(&path, column, skip(RowSelectionPolicy::Mask))?;
+        let (filtered, after) = read(&path, column, Way::FilterAfter(&deleted))?;
         assert_eq!(all_rows, rows);
         assert_eq!(kept, masked);
         assert_eq!(kept, filtered);
