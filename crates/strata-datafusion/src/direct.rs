@@ -486,8 +486,13 @@ impl BasePlan {
         }
         // Deleted rows hidden after decoding: each file tagged with its piece's index (a
         // partition column) and read with its row numbers (a virtual column).
+        // Each piece's deleted rows when some lie inside it.
+        let hidden: Vec<Option<Arc<RoaringBitmap>>> = pieces
+            .iter()
+            .map(|p| p.file.deleted().cloned().filter(|_| p.hides_rows()))
+            .collect();
         let after_decode =
-            self.hide_deleted == HideDeleted::AfterDecode && pieces.iter().any(Piece::hides_rows);
+            self.hide_deleted == HideDeleted::AfterDecode && hidden.iter().any(Option::is_some);
         let mut files = Vec::with_capacity(pieces.len());
         for (index, ((piece, location), access)) in pieces
             .iter()
@@ -525,12 +530,7 @@ impl BasePlan {
         if !after_decode {
             return Ok((exec, stream));
         }
-        let hide = DeletedAfterDecode {
-            deleted: pieces
-                .iter()
-                .map(|p| p.file.deleted().cloned().filter(|_| p.hides_rows()))
-                .collect(),
-        };
+        let hide = DeletedAfterDecode { deleted: hidden };
         let schema = Arc::new(self.source.user.project(&self.read_columns)?);
         Ok((exec, hide.stream(stream, schema)))
     }
