@@ -67,6 +67,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Int64Array, RecordBatch,
+    RecordBatchOptions,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -559,18 +560,35 @@ impl DeletedAfterDecode {
         stream: SendableRecordBatchStream,
         schema: SchemaRef,
     ) -> SendableRecordBatchStream {
-        let stream = stream.map(move |batch| batch.and_then(|batch| self.hide(batch)));
+        let output = Arc::clone(&schema);
+        let stream = stream.map(move |batch| batch.and_then(|batch| self.hide(batch, &output)));
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 
     /// `batch` (the read columns, then the piece index and the row numbers) without the rows
-    /// its file deletes and without the two added columns.
-    fn hide(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    /// its file deletes and without the two added columns, in `schema` (the read columns as
+    /// the table declares them: a live row's NULL in a NOT NULL column is an error).
+    fn hide(&self, batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         let n = batch.num_columns();
         debug_assert!(n >= 2);
-        let user = batch.project(&(0..n - 2).collect::<Vec<_>>())?;
+        debug_assert_eq!(n - 2, schema.fields().len());
+        let keep = self.live_rows(&batch)?;
+        let mut user = batch.project(&(0..n - 2).collect::<Vec<_>>())?;
+        if let Some(keep) = keep {
+            user = filter_record_batch(&user, &keep)?;
+        }
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            user.columns().to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(user.num_rows())),
+        )?)
+    }
+
+    /// Which rows of `batch` (see [`Self::hide`]) are live (`None`: all of them).
+    fn live_rows(&self, batch: &RecordBatch) -> Result<Option<BooleanArray>> {
+        let n = batch.num_columns();
         if batch.num_rows() == 0 {
-            return Ok(user);
+            return Ok(None);
         }
         let pieces = batch.column(n - 2);
         let piece = match ScalarValue::try_from_array(pieces, 0)? {
@@ -591,7 +609,7 @@ impl DeletedAfterDecode {
             DataFusionError::Internal(format!("a batch of piece {piece}, which is not read"))
         })?
         else {
-            return Ok(user);
+            return Ok(None);
         };
         let rows = batch
             .column(n - 1)
@@ -600,10 +618,7 @@ impl DeletedAfterDecode {
                 DataFusionError::Internal("a base file's row numbers are not Int64".into())
             })?;
         let keep = live_mask(deleted, rows);
-        if keep.true_count() == keep.len() {
-            return Ok(user);
-        }
-        Ok(filter_record_batch(&user, &keep)?)
+        Ok((keep.true_count() < keep.len()).then_some(keep))
     }
 }
 
@@ -677,7 +692,17 @@ pub(crate) fn parquet_source_with_row_numbers(
     parquet: TableParquetOptions,
     predicate: Option<&Arc<dyn PhysicalExpr>>,
 ) -> ParquetSource {
-    let schema = ReaderTableSchema::builder(Arc::clone(user))
+    // Every user column nullable: the reader decodes the hidden rows too, and a tombstone's
+    // value columns are NULL whatever the table declares (its live rows are checked against
+    // the declared schema after they are dropped, `DeletedAfterDecode::hide`).
+    let decoded = Schema::new(
+        user.fields()
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+            .collect::<Vec<_>>(),
+    )
+    .with_metadata(user.metadata().clone());
+    let schema = ReaderTableSchema::builder(Arc::new(decoded))
         .with_table_partition_cols(vec![Arc::new(Field::new(
             PIECE_COLUMN,
             DataType::UInt32,

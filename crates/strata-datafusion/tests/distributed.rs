@@ -235,3 +235,51 @@ async fn key_order_and_writes_with_workers() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_drop_the_deleted_rows_of_not_null_columns() {
+    let s = StrataSession::memory().unwrap();
+    run(&s, "SET strata.compaction = 'none'").await.unwrap();
+    run(
+        &s,
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, s VARCHAR NOT NULL)",
+    )
+    .await
+    .unwrap();
+    // Two disjoint files, each holding tombstones (NULL values in NOT NULL columns) and the
+    // rows they hide.
+    for (lo, hi) in [(1, 15_000), (15_001, 30_000)] {
+        run(
+            &s,
+            &format!(
+                "INSERT INTO t SELECT value, value % 10 AS v, CAST(value AS VARCHAR) AS s \
+                 FROM generate_series({lo}, {hi})"
+            ),
+        )
+        .await
+        .unwrap();
+        run(
+            &s,
+            &format!("DELETE FROM t WHERE id BETWEEN {lo} AND {hi} AND id % 3 = 0"),
+        )
+        .await
+        .unwrap();
+        run(&s, "SELECT * FROM strata_flush('t')").await.unwrap();
+    }
+    let queries = [
+        "SELECT count(*) AS n, sum(v) AS v, max(s) AS s FROM t",
+        "SELECT id, v, s FROM t WHERE id BETWEEN 100 AND 120 ORDER BY id",
+    ];
+    let mut local = Vec::new();
+    for sql in queries {
+        local.push(answer(&s, sql).await);
+    }
+    assert!(local[0].contains("20000"), "{}", local[0]);
+    let workers = [start_worker().await, start_worker().await];
+    s.set_workers(&[&workers[0], &workers[1]]).unwrap();
+    let plan = explain(&s, queries[0]).await;
+    assert!(plan.contains("StrataShippedScanExec"), "{plan}");
+    for (sql, want) in queries.iter().zip(&local) {
+        assert_eq!(&answer(&s, sql).await, want, "{sql}");
+    }
+}

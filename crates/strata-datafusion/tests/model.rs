@@ -240,21 +240,24 @@ async fn literal_values() -> Vec<Option<f64>> {
         .collect()
 }
 
-/// The model's rows in a plain DataFusion table `t (id INT, v DOUBLE, r REAL, n BIGINT)`.
+/// The model's rows in a plain DataFusion table
+/// `t (id INT, v DOUBLE, r REAL, n BIGINT, c BIGINT NOT NULL)`.
 fn oracle(model: &BTreeMap<i32, usize>, values: &[Option<f64>]) -> SessionContext {
     let ids = Int32Array::from_iter_values(model.keys().copied());
     let v: Float64Array = model.values().map(|&i| values[i]).collect();
     let r = cast(&v, &DataType::Float32).unwrap();
     let n: Int64Array = model.iter().map(|(&k, &i)| int_value(k, i)).collect();
+    let c: Int64Array = model.iter().map(|(&k, &i)| stamp(k, i)).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int32, false),
         Field::new("v", DataType::Float64, true),
         Field::new("r", DataType::Float32, true),
         Field::new("n", DataType::Int64, true),
+        Field::new("c", DataType::Int64, false),
     ]));
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
-        vec![Arc::new(ids), Arc::new(v), r, Arc::new(n)],
+        vec![Arc::new(ids), Arc::new(v), r, Arc::new(n), Arc::new(c)],
     )
     .unwrap();
     let ctx = SessionContext::new();
@@ -266,10 +269,21 @@ fn oracle(model: &BTreeMap<i32, usize>, values: &[Option<f64>]) -> SessionContex
     ctx
 }
 
-fn ids(batches: &[RecordBatch]) -> Vec<i32> {
+/// The NOT NULL column `c` of key `k` written with literal `i`: never NULL, though a
+/// tombstone's stored values are (the base files hold both).
+fn stamp(k: i32, i: usize) -> i64 {
+    i64::from(k) * 100 + i as i64
+}
+
+/// The `(id, c)` pairs of a result.
+fn ids(batches: &[RecordBatch]) -> Vec<(i32, i64)> {
     batches
         .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int32Type>().values().to_vec())
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int32Type>().values().to_vec();
+            let c = b.column(1).as_primitive::<Int64Type>().values().to_vec();
+            ids.into_iter().zip(c)
+        })
         .collect()
 }
 
@@ -304,7 +318,7 @@ async fn check_query(
     filter: &Filter,
     step: usize,
 ) -> Result<(), TestCaseError> {
-    let sql = format!("SELECT id FROM t WHERE {} ORDER BY id", filter.sql());
+    let sql = format!("SELECT id, c FROM t WHERE {} ORDER BY id", filter.sql());
     let got = ids(&exec(session, &sql).await);
     let expected = oracle(model, values)
         .sql(&sql)
@@ -366,7 +380,8 @@ async fn upsert(
         .map(|(k, i)| {
             let literal = LITERALS[*i];
             let n = sql_int(int_value(*k, *i));
-            format!("({k}, {literal}, CAST({literal} AS REAL), {n})")
+            let c = stamp(*k, *i);
+            format!("({k}, {literal}, CAST({literal} AS REAL), {n}, {c})")
         })
         .collect();
     exec(
@@ -397,7 +412,7 @@ async fn run_case(
     let mut session = strata_datafusion::open(dir.path(), options(key_cache, refresher)).unwrap();
     exec(
         &session,
-        "CREATE TABLE t (id INT PRIMARY KEY, v DOUBLE, r REAL, n BIGINT)",
+        "CREATE TABLE t (id INT PRIMARY KEY, v DOUBLE, r REAL, n BIGINT, c BIGINT NOT NULL)",
     )
     .await;
     let mut model: BTreeMap<i32, usize> = BTreeMap::new();
