@@ -25,7 +25,13 @@
 //!   of a column; decoding them and filtering after costs about 1.16 for fixed-width columns
 //!   (`benches/row_selection.rs`, `benches/README.md`). A table with a user column of one of
 //!   the two added names has its deleted rows skipped by the reader instead (a row selection
-//!   per row group, [`HideDeleted::Select`]).
+//!   per row group, [`HideDeleted::Select`]). When the scan's residual filter cannot fail on
+//!   any row ([`cannot_fail`]: comparisons of columns and literals, `AND`/`OR`/`NOT`,
+//!   `IS [NOT] NULL`, `IN` lists of literals), it is evaluated on the decoded batch, hidden
+//!   rows included, and one filter drops both (one copy of the surviving rows, not two). A
+//!   filter that could fail (a division, a cast) runs after the hidden rows are dropped: a
+//!   hidden row's values (an older version, a tombstone's NULLs) must not raise an error no
+//!   live row would.
 //! * When the engine resolved the overlay against the base files (their key cache), the base
 //!   rows it hides are already among the files' deleted rows: no anti-join runs, no key
 //!   column is read for it, and the row count is exact.
@@ -69,7 +75,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Int64Array, RecordBatch,
     RecordBatchOptions,
 };
-use arrow::compute::filter_record_batch;
+use arrow::compute::{and, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::TableParquetOptions;
@@ -85,7 +91,9 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricValue};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricValue,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use futures::StreamExt;
@@ -159,6 +167,9 @@ pub struct BasePlan {
     key_positions: Option<Vec<usize>>,
     /// How the deleted rows of the base files are hidden.
     hide_deleted: HideDeleted,
+    /// The residual filter applied by the same filter as the hidden rows (when they are
+    /// dropped after decoding): set only when it cannot fail on any row.
+    fused_residual: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// The conjuncts of `filters` that may prune by Parquet statistics, page indexes and bloom
@@ -224,6 +235,9 @@ pub struct BaseRead<'a> {
     pub batch_rows: usize,
     /// Rows each partition needs at most, when no residual filter follows.
     pub limit: Option<usize>,
+    /// The scan's residual filter over the read columns (applied with the hidden rows when
+    /// it cannot fail, [`cannot_fail`]).
+    pub residual: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// The first position of file `f` that `live` of its live rows precede: a piece of the file
@@ -338,6 +352,7 @@ impl BasePlan {
             table_schema: read.table_schema,
             key_positions,
             hide_deleted,
+            fused_residual: read.residual.filter(cannot_fail),
         })
     }
 
@@ -465,13 +480,15 @@ impl BasePlan {
     /// metrics, such as `bytes_scanned`, are complete once the stream ends). The files of a
     /// database on object storage are read through its read store
     /// (`strata_engine::storage::Storage::read_store`: the disk cache), registered in the
-    /// task's runtime under [`store_url`].
+    /// task's runtime under [`store_url`]. When the batches come out of the residual filter
+    /// already ([`BaseReader::filtered`]), the rows it removed are added to `rows_filtered`.
     pub fn execute(
         &self,
         partition: usize,
         verified: &VerifiedFiles,
         context: Arc<TaskContext>,
-    ) -> Result<(Arc<DataSourceExec>, SendableRecordBatchStream)> {
+        rows_filtered: &Count,
+    ) -> Result<BaseReader> {
         let pieces = self.partitions.get(partition).cloned().unwrap_or_default();
         if verified.locations.len() != pieces.len() {
             return Err(DataFusionError::Internal(format!(
@@ -529,12 +546,85 @@ impl BasePlan {
         let exec = DataSourceExec::from_data_source(config);
         let stream = exec.execute(0, context)?;
         if !after_decode {
-            return Ok((exec, stream));
+            return Ok(BaseReader {
+                exec,
+                stream,
+                filtered: false,
+            });
         }
-        let hide = DeletedAfterDecode { deleted: hidden };
+        let filter = self.fused_residual.as_ref().map(|predicate| FusedFilter {
+            predicate: Arc::clone(predicate),
+            rows_filtered: rows_filtered.clone(),
+        });
+        let filtered = filter.is_some();
+        let hide = DeletedAfterDecode {
+            deleted: hidden,
+            filter,
+        };
         let schema = Arc::new(self.source.user.project(&self.read_columns)?);
-        Ok((exec, hide.stream(stream, schema)))
+        Ok(BaseReader {
+            exec,
+            stream: hide.stream(stream, schema),
+            filtered,
+        })
     }
+}
+
+/// A partition's Parquet read ([`BasePlan::execute`]).
+pub struct BaseReader {
+    /// The reader's plan: its metrics (such as `bytes_scanned`) are complete once the stream
+    /// ends.
+    pub exec: Arc<DataSourceExec>,
+    /// The base batches, columns `read_columns`.
+    pub stream: SendableRecordBatchStream,
+    /// True when the batches passed the scan's residual filter already (it was applied with
+    /// the hidden rows, [`cannot_fail`]).
+    pub filtered: bool,
+}
+
+/// True when evaluating `expr` cannot fail whatever a row holds: columns, literals,
+/// comparisons and `IS [NOT] DISTINCT FROM` of those, `AND`, `OR`, `NOT`, `IS [NOT] NULL` and
+/// `IN` lists of literals. Such a filter may be evaluated on rows that are then dropped (the
+/// hidden rows of a base file): no value of theirs can raise an error no live row would.
+/// Arithmetic (division by zero, overflow), casts and functions may fail on one value, so a
+/// filter holding them is never evaluated on hidden rows.
+pub(crate) fn cannot_fail(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{
+        BinaryExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr,
+    };
+    if expr.is::<Column>() || expr.is::<Literal>() {
+        return true;
+    }
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        let safe_operator = matches!(
+            binary.op(),
+            Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq
+                | Operator::IsDistinctFrom
+                | Operator::IsNotDistinctFrom
+                | Operator::And
+                | Operator::Or
+        );
+        return safe_operator && cannot_fail(binary.left()) && cannot_fail(binary.right());
+    }
+    if let Some(not) = expr.downcast_ref::<NotExpr>() {
+        return cannot_fail(not.arg());
+    }
+    if let Some(is_null) = expr.downcast_ref::<IsNullExpr>() {
+        return cannot_fail(is_null.arg());
+    }
+    if let Some(is_not_null) = expr.downcast_ref::<IsNotNullExpr>() {
+        return cannot_fail(is_not_null.arg());
+    }
+    if let Some(in_list) = expr.downcast_ref::<InListExpr>() {
+        return cannot_fail(in_list.expr()) && in_list.list().iter().all(|e| e.is::<Literal>());
+    }
+    false
 }
 
 /// The name of the partition column a scan hiding deleted rows after decoding tags each file
@@ -549,6 +639,16 @@ pub(crate) struct DeletedAfterDecode {
     /// Each piece's deleted rows (`None`: none inside the piece), by piece index (the value
     /// of [`PIECE_COLUMN`] its file was given).
     pub deleted: Vec<Option<Arc<RoaringBitmap>>>,
+    /// The residual filter dropped with the hidden rows (one filter for both).
+    pub filter: Option<FusedFilter>,
+}
+
+/// A residual filter that cannot fail ([`cannot_fail`]), applied by [`DeletedAfterDecode`].
+pub(crate) struct FusedFilter {
+    /// The filter over the read columns.
+    predicate: Arc<dyn PhysicalExpr>,
+    /// Counts the live rows it removes.
+    rows_filtered: Count,
 }
 
 impl DeletedAfterDecode {
@@ -572,8 +672,27 @@ impl DeletedAfterDecode {
         let n = batch.num_columns();
         debug_assert!(n >= 2);
         debug_assert_eq!(n - 2, schema.fields().len());
-        let keep = self.live_rows(&batch)?;
+        let live = self.live_rows(&batch)?;
         let mut user = batch.project(&(0..n - 2).collect::<Vec<_>>())?;
+        let keep = match &self.filter {
+            None => live,
+            Some(filter) => {
+                let matches = filter
+                    .predicate
+                    .evaluate(&user)?
+                    .into_array(user.num_rows())?;
+                let matches = matches.as_boolean_opt().ok_or_else(|| {
+                    DataFusionError::Internal("a residual filter gave no booleans".into())
+                })?;
+                let keep = match &live {
+                    Some(live) => and(live, matches)?,
+                    None => matches.clone(),
+                };
+                let live_rows = live.as_ref().map_or(user.num_rows(), |l| l.true_count());
+                filter.rows_filtered.add(live_rows - keep.true_count());
+                Some(keep)
+            }
+        };
         if let Some(keep) = keep {
             user = filter_record_batch(&user, &keep)?;
         }
@@ -852,7 +971,52 @@ mod tests {
     use proptest::prelude::*;
     use strata_engine::{BaseFile, RowGroupRows, SstMeta};
 
-    use super::{Piece, live_mask, position_of_live};
+    use super::{Piece, cannot_fail, live_mask, position_of_live};
+
+    #[test]
+    fn only_filters_that_cannot_fail_run_on_hidden_rows() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::common::DFSchema;
+        use datafusion::logical_expr::{Operator, binary_expr};
+        use datafusion::prelude::{Expr, SessionContext, cast, col, lit, not};
+
+        let schema = Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]);
+        let schema = DFSchema::try_from(schema).unwrap();
+        let state = SessionContext::new().state();
+        let physical = |e: &Expr| state.create_physical_expr(e.clone(), &schema).unwrap();
+        for (filter, safe) in [
+            (col("v").gt(lit(5i64)).and(col("s").eq(lit("a"))), true),
+            (
+                col("v")
+                    .is_null()
+                    .or(col("v").in_list(vec![lit(1i64), lit(2i64)], true)),
+                true,
+            ),
+            (
+                not(col("v").lt_eq(lit(3i64))).or(col("s").is_not_null()),
+                true,
+            ),
+            (
+                binary_expr(col("v"), Operator::IsDistinctFrom, lit(4i64)),
+                true,
+            ),
+            ((lit(10i64) / col("v")).gt(lit(1i64)), false),
+            ((col("v") + lit(1i64)).gt(lit(1i64)), false),
+            (cast(col("s"), DataType::Int64).gt(lit(1i64)), false),
+            (col("v").in_list(vec![lit(1i64) / col("v")], false), false),
+            (
+                col("v")
+                    .gt(lit(1i64))
+                    .and(lit(1i64).eq(lit(1i64) % col("v"))),
+                false,
+            ),
+        ] {
+            assert_eq!(cannot_fail(&physical(&filter)), safe, "{filter}");
+        }
+    }
 
     fn file(rows: u64, deleted: &[u32]) -> BaseFile {
         BaseFile::new(

@@ -112,7 +112,6 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Constraint, Constraints, DFSchema};
 use datafusion::datasource::TableType;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
@@ -372,6 +371,7 @@ impl StrataTable {
                         partitions,
                         batch_rows,
                         limit: if residual.is_none() { limit } else { None },
+                        residual: residual.clone(),
                     },
                 )?;
                 (Some(plan), row_count)
@@ -1057,9 +1057,15 @@ impl Finisher {
 
     /// The output of one read batch (`None`: no row of it is output).
     fn finish(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        self.finish_read(batch, false)
+    }
+
+    /// The output of one read batch, which passed the residual filter already when
+    /// `filtered` (`None`: no row of it is output).
+    fn finish_read(&mut self, batch: RecordBatch, filtered: bool) -> Result<Option<RecordBatch>> {
         let spec = &self.spec;
         let mut batch = batch;
-        if let Some(predicate) = &spec.residual {
+        if let Some(predicate) = spec.residual.as_ref().filter(|_| !filtered) {
             let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
             let before = batch.num_rows();
             batch = filter_record_batch(&batch, mask.as_boolean())?;
@@ -1108,7 +1114,7 @@ impl Drop for BaseCounters {
 /// What a running base-path partition holds.
 struct BaseState {
     /// The Parquet reader's stream and plan (`None`: the partition reads no file).
-    reader: Option<(SendableRecordBatchStream, Arc<DataSourceExec>)>,
+    reader: Option<direct::BaseReader>,
     /// Overlay batches still to output (partition 0 only).
     overlay: std::vec::IntoIter<RecordBatch>,
     finisher: Finisher,
@@ -1127,26 +1133,26 @@ impl BaseState {
             if self.finisher.done() {
                 return None;
             }
-            let batch = match self.overlay.next() {
-                Some(batch) => batch,
+            let (batch, filtered) = match self.overlay.next() {
+                Some(batch) => (batch, false),
                 None => {
-                    let (stream, _) = self.reader.as_mut()?;
+                    let reader = self.reader.as_mut()?;
                     let stats = &self.counters.stats;
                     let next = futures::future::poll_fn(|cx| {
-                        track_reads(stats, || stream.poll_next_unpin(cx))
+                        track_reads(stats, || reader.stream.poll_next_unpin(cx))
                     });
                     match next.await {
                         Some(Ok(batch)) => match plan.anti_join_batch(batch) {
                             Ok((batch, hidden)) => {
                                 self.counters.rows_hidden.add(hidden);
-                                batch
+                                (batch, reader.filtered)
                             }
                             Err(error) => return Some(Err(error)),
                         },
                         Some(Err(error)) => return Some(Err(error)),
                         None => {
                             // The reader is done: its metrics are final.
-                            if let Some((_, exec)) = self.reader.take() {
+                            if let Some(direct::BaseReader { exec, .. }) = self.reader.take() {
                                 let bytes = exec
                                     .metrics()
                                     .and_then(|m| m.sum_by_name("bytes_scanned"))
@@ -1159,7 +1165,7 @@ impl BaseState {
                     }
                 }
             };
-            match self.finisher.finish(batch) {
+            match self.finisher.finish_read(batch, filtered) {
                 Ok(Some(out)) => return Some(Ok(out)),
                 Ok(None) => continue,
                 Err(error) => return Some(Err(error)),
@@ -1204,10 +1210,12 @@ fn direct_stream(
             ));
         };
         let reader = match verified {
-            Some(verified) if !verified.is_empty() => {
-                let (exec, stream) = plan.execute(partition, &verified, context)?;
-                Some((stream, exec))
-            }
+            Some(verified) if !verified.is_empty() => Some(plan.execute(
+                partition,
+                &verified,
+                context,
+                &finisher.counters.rows_filtered,
+            )?),
             _ => None,
         };
         Ok(BaseState {

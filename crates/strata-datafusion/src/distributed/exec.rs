@@ -455,7 +455,11 @@ async fn open_reader(
     }
     let schema = Arc::new(scan.user.project(&scan.read_columns)?);
     Ok(Some(
-        crate::direct::DeletedAfterDecode { deleted: hidden }.stream(stream, schema),
+        crate::direct::DeletedAfterDecode {
+            deleted: hidden,
+            filter: None,
+        }
+        .stream(stream, schema),
     ))
 }
 
