@@ -552,10 +552,10 @@ impl BasePlan {
                 filtered: false,
             });
         }
-        let filter = self.fused_residual.as_ref().map(|predicate| FusedFilter {
-            predicate: Arc::clone(predicate),
-            rows_filtered: rows_filtered.clone(),
-        });
+        let filter = self
+            .fused_residual
+            .as_ref()
+            .map(|predicate| FusedFilter::new(Arc::clone(predicate), rows_filtered.clone()));
         let filtered = filter.is_some();
         let hide = DeletedAfterDecode {
             deleted: hidden,
@@ -649,6 +649,18 @@ pub(crate) struct FusedFilter {
     predicate: Arc<dyn PhysicalExpr>,
     /// Counts the live rows it removes.
     rows_filtered: Count,
+}
+
+impl FusedFilter {
+    /// `predicate` (over the read columns; one that cannot fail on any row), counting the
+    /// live rows it removes in `rows_filtered`.
+    pub(crate) fn new(predicate: Arc<dyn PhysicalExpr>, rows_filtered: Count) -> Self {
+        debug_assert!(cannot_fail(&predicate));
+        FusedFilter {
+            predicate,
+            rows_filtered,
+        }
+    }
 }
 
 impl DeletedAfterDecode {

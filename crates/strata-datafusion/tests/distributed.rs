@@ -269,6 +269,8 @@ async fn workers_drop_the_deleted_rows_of_not_null_columns() {
     let queries = [
         "SELECT count(*) AS n, sum(v) AS v, max(s) AS s FROM t",
         "SELECT id, v, s FROM t WHERE id BETWEEN 100 AND 120 ORDER BY id",
+        // A value filter, applied with the hidden rows (it cannot fail).
+        "SELECT count(*) AS n, sum(v) AS v FROM t WHERE v >= 5 AND s <> '7'",
     ];
     let mut local = Vec::new();
     for sql in queries {

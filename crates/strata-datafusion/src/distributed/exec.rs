@@ -34,7 +34,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
@@ -272,14 +274,18 @@ impl ExecutionPlan for ShippedScanExec {
             let scan = Arc::clone(&scan);
             async move { open_reader(&scan, pieces, context).await }
         };
+        // Each batch with whether it passed the residual filter already.
         let base = futures::stream::once(start)
             .flat_map(|opened| match opened {
-                Ok(Some(stream)) => stream.boxed(),
+                Ok(Some((stream, filtered))) => stream
+                    .map(move |batch| batch.map(|batch| (batch, filtered)))
+                    .boxed(),
                 Ok(None) => futures::stream::empty().boxed(),
                 Err(error) => futures::stream::iter([Err(error)]).boxed(),
             })
             .boxed();
-        let batches = futures::stream::iter(overlay.into_iter().map(Ok)).chain(base);
+        let batches =
+            futures::stream::iter(overlay.into_iter().map(|batch| Ok((batch, false)))).chain(base);
         let state = Finish {
             scan,
             remaining: self.scan.limit,
@@ -297,7 +303,7 @@ impl ExecutionPlan for ShippedScanExec {
                     }
                     match batches.next().await? {
                         Err(error) => return Some((Err(error), (batches, state, true))),
-                        Ok(batch) => match state.finish(batch) {
+                        Ok((batch, filtered)) => match state.finish(batch, filtered) {
                             Ok(Some(out)) => return Some((Ok(out), (batches, state, false))),
                             Ok(None) => continue,
                             Err(error) => return Some((Err(error), (batches, state, true))),
@@ -314,14 +320,16 @@ impl ExecutionPlan for ShippedScanExec {
 struct Finish {
     scan: Arc<ShippedScan>,
     remaining: Option<usize>,
-    output_rows: datafusion::physical_plan::metrics::Count,
+    output_rows: Count,
 }
 
 impl Finish {
-    fn finish(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+    /// The output of one batch, which passed the residual filter already when `filtered`
+    /// (`None`: no row of it is output).
+    fn finish(&mut self, batch: RecordBatch, filtered: bool) -> Result<Option<RecordBatch>> {
         let scan = &self.scan;
         let mut batch = batch;
-        if let Some(predicate) = &scan.residual {
+        if let Some(predicate) = scan.residual.as_ref().filter(|_| !filtered) {
             let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
             batch = filter_record_batch(&batch, mask.as_boolean())?;
         }
@@ -346,12 +354,13 @@ impl Finish {
 }
 
 /// Opens the storage, verifies the pieces' files and starts DataFusion's Parquet reader over
-/// them (`None`: the partition reads no file).
+/// them (`None`: the partition reads no file), with whether its batches passed the residual
+/// filter already (applied with the hidden rows, `crate::direct::cannot_fail`).
 async fn open_reader(
     scan: &ShippedScan,
     pieces: Vec<Piece>,
     context: Arc<TaskContext>,
-) -> Result<Option<SendableRecordBatchStream>> {
+) -> Result<Option<(SendableRecordBatchStream, bool)>> {
     if pieces.is_empty() {
         return Ok(None);
     }
@@ -451,16 +460,20 @@ async fn open_reader(
     let exec = DataSourceExec::from_data_source(config);
     let stream = exec.execute(0, context)?;
     if !after_decode {
-        return Ok(Some(stream));
+        return Ok(Some((stream, false)));
     }
     let schema = Arc::new(scan.user.project(&scan.read_columns)?);
-    Ok(Some(
-        crate::direct::DeletedAfterDecode {
-            deleted: hidden,
-            filter: None,
-        }
-        .stream(stream, schema),
-    ))
+    let filter = scan
+        .residual
+        .clone()
+        .filter(crate::direct::cannot_fail)
+        .map(|predicate| crate::direct::FusedFilter::new(predicate, Count::new()));
+    let filtered = filter.is_some();
+    let hide = crate::direct::DeletedAfterDecode {
+        deleted: hidden,
+        filter,
+    };
+    Ok(Some((hide.stream(stream, schema), filtered)))
 }
 
 pub use crate::direct::store_url;
