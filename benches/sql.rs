@@ -54,8 +54,9 @@
 //! (where the temporary database and Parquet files go, default `target`),
 //! `STRATA_BENCH_EXPLAIN` (`missed`, the default: plans of the queries that miss a target;
 //! `all`; `none`), `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
-//! `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (the Strata
-//! tables' `sst_row_group_rows`, `sst_page_size_bytes`, `sst_scan_row_group_rows` and
+//! `STRATA_BENCH_VALUE_PAGE_BYTES`, `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and
+//! `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (the Strata tables' `sst_row_group_rows`,
+//! `sst_page_size_bytes`, `sst_value_page_size_bytes`, `sst_scan_row_group_rows` and
 //! `sst_scan_dictionary_page_size_bytes`, default the engine's),
 //! `STRATA_BENCH_B_RUNS` (the overlapping level-0 runs of case (b), default 4; 1 gives one
 //! run of disjoint files under the same memtable of changes, the variant (b')),
@@ -567,7 +568,8 @@ fn build_a(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<Ta
 }
 
 /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
-/// `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (for studies
+/// `STRATA_BENCH_VALUE_PAGE_BYTES`, `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and
+/// `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (for studies
 /// of the layout), and the plan refresher's interval `STRATA_BENCH_PLAN_REFRESH_MS` (unset =
 /// the defaults).
 fn sst_layout(mut options: Options) -> Options {
@@ -582,6 +584,9 @@ fn sst_layout(mut options: Options) -> Options {
     }
     if let Some(bytes) = var("STRATA_BENCH_PAGE_BYTES") {
         options.table_defaults.sst_page_size_bytes = bytes;
+    }
+    if let Some(bytes) = var("STRATA_BENCH_VALUE_PAGE_BYTES") {
+        options.table_defaults.sst_value_page_size_bytes = bytes;
     }
     if let Some(rows) = var("STRATA_BENCH_SCAN_ROW_GROUP_ROWS") {
         options.table_defaults.sst_scan_row_group_rows = rows;
