@@ -81,7 +81,7 @@ use datafusion::common::ScalarValue;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
-    ParquetAccessPlan, ParquetRowSelection, RowGroupAccess,
+    CachedParquetFileReaderFactory, ParquetAccessPlan, ParquetRowSelection, RowGroupAccess,
 };
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -536,6 +536,16 @@ impl BasePlan {
         } else {
             self.source.parquet_source()
         };
+        // Footers and page indexes parsed once per file, kept in the session's metadata
+        // cache (bounded by `datafusion.runtime.metadata_cache_limit`) as DataFusion keeps
+        // those of its own tables: an SST's path names one immutable file for the
+        // database's life (a new file gets a new id), and the cache checks the size too.
+        let runtime = context.runtime_env();
+        let source =
+            source.with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                runtime.object_store(&verified.url)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+            )));
         let config = FileScanConfigBuilder::new(verified.url.clone(), Arc::new(source))
             .with_file_group(FileGroup::new(files))
             .with_projection_indices(Some(projection))?

@@ -894,3 +894,43 @@ async fn deleted_rows_are_hidden_whatever_the_column_names() {
         assert_eq!(count(&s, &sql).await, 70, "{column}");
     }
 }
+
+/// A base scan keeps the files' footers and page indexes in the session's metadata cache, as
+/// DataFusion does for its own tables: a file read again is not parsed again, a new file
+/// (a flush, a compaction) gets an entry of its own, and answers stay right across both.
+#[tokio::test]
+async fn base_files_metadata_is_parsed_once_per_file() {
+    let s = StrataSession::memory().unwrap();
+    uncompacted_table(&s).await;
+    let cache = s
+        .context()
+        .runtime_env()
+        .cache_manager
+        .get_file_metadata_cache();
+    let cached = || {
+        cache
+            .list_entries()
+            .keys()
+            .map(|path| path.to_string())
+            .filter(|path| path.ends_with(".parquet"))
+            .count()
+    };
+    insert_keys(&s, 1, 1000, 1).await;
+    flush(&s, "t");
+    insert_keys(&s, 1001, 2000, 2).await;
+    flush(&s, "t");
+    assert_eq!(cached(), 0);
+    let sum = "SELECT sum(v) FROM t WHERE v > 0";
+    assert_eq!(count(&s, sum).await, 3000);
+    assert_eq!(cached(), 2);
+    assert_eq!(count(&s, sum).await, 3000);
+    assert_eq!(cached(), 2);
+    // Newer versions of half the keys, flushed, then everything compacted into new files.
+    insert_keys(&s, 501, 1500, 10).await;
+    flush(&s, "t");
+    assert_eq!(count(&s, sum).await, 500 + 1000 * 10 + 500 * 2);
+    assert_eq!(cached(), 3);
+    compact(&s, "t");
+    assert_eq!(count(&s, sum).await, 500 + 1000 * 10 + 500 * 2);
+    assert!(cached() > 3, "{} cached files", cached());
+}
