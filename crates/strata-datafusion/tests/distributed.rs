@@ -208,17 +208,7 @@ async fn key_order_and_writes_with_workers() {
         "SELECT id FROM t ORDER BY id LIMIT 7",
         "SELECT id FROM t WHERE v = 3 ORDER BY id DESC LIMIT 7",
     ];
-    let mut local = Vec::new();
-    for sql in queries {
-        local.push(answer(&s, sql).await);
-    }
-    let workers = [start_worker().await, start_worker().await];
-    s.set_workers(&[&workers[0], &workers[1]]).unwrap();
-    let plan = explain(&s, queries[0]).await;
-    assert!(plan.contains("StrataShippedScanExec"), "{plan}");
-    for (sql, want) in queries.iter().zip(&local) {
-        assert_eq!(&answer(&s, sql).await, want, "{sql}");
-    }
+    answers_on_two_workers_match_local(&s, &queries).await;
     // Writes with workers set run in the session: INSERT ... SELECT of a shipped scan.
     run(&s, "CREATE TABLE u (id BIGINT PRIMARY KEY, v BIGINT)")
         .await
@@ -272,16 +262,23 @@ async fn workers_drop_the_deleted_rows_of_not_null_columns() {
         // A value filter, applied with the hidden rows (it cannot fail).
         "SELECT count(*) AS n, sum(v) AS v FROM t WHERE v >= 5 AND s <> '7'",
     ];
+    let local = answers_on_two_workers_match_local(&s, &queries).await;
+    assert!(local[0].contains("20000"), "{}", local[0]);
+}
+
+/// Answers `queries` in the session alone, then with two workers set (the first query's plan
+/// ships its scan), and checks that both give the same answers; returns them.
+async fn answers_on_two_workers_match_local(s: &StrataSession, queries: &[&str]) -> Vec<String> {
     let mut local = Vec::new();
     for sql in queries {
-        local.push(answer(&s, sql).await);
+        local.push(answer(s, sql).await);
     }
-    assert!(local[0].contains("20000"), "{}", local[0]);
     let workers = [start_worker().await, start_worker().await];
     s.set_workers(&[&workers[0], &workers[1]]).unwrap();
-    let plan = explain(&s, queries[0]).await;
+    let plan = explain(s, queries[0]).await;
     assert!(plan.contains("StrataShippedScanExec"), "{plan}");
     for (sql, want) in queries.iter().zip(&local) {
-        assert_eq!(&answer(&s, sql).await, want, "{sql}");
+        assert_eq!(&answer(s, sql).await, want, "{sql}");
     }
+    local
 }
