@@ -520,6 +520,7 @@ impl BasePlan {
         {
             let mut file = PartitionedFile::new(location.to_string(), piece.file.meta.size_bytes);
             file.object_meta.location = location.clone();
+            file = with_content_identity(file, piece.file.meta.crc32c);
             if after_decode {
                 file = file.with_partition_values(vec![ScalarValue::UInt32(Some(index as u32))]);
             }
@@ -536,16 +537,7 @@ impl BasePlan {
         } else {
             self.source.parquet_source()
         };
-        // Footers and page indexes parsed once per file, kept in the session's metadata
-        // cache (bounded by `datafusion.runtime.metadata_cache_limit`) as DataFusion keeps
-        // those of its own tables: an SST's path names one immutable file for the
-        // database's life (a new file gets a new id), and the cache checks the size too.
-        let runtime = context.runtime_env();
-        let source =
-            source.with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                runtime.object_store(&verified.url)?,
-                runtime.cache_manager.get_file_metadata_cache(),
-            )));
+        let source = with_metadata_cache(source, &verified.url, &context)?;
         let config = FileScanConfigBuilder::new(verified.url.clone(), Arc::new(source))
             .with_file_group(FileGroup::new(files))
             .with_projection_indices(Some(projection))?
@@ -578,6 +570,35 @@ impl BasePlan {
             filtered,
         })
     }
+}
+
+/// `source` reading through DataFusion's cached reader factory: each file's footer and page
+/// index are parsed once and kept in the runtime's metadata cache (bounded by
+/// `datafusion.runtime.metadata_cache_limit`), as DataFusion keeps those of its own tables.
+/// Its files must carry their content identity ([`with_content_identity`]).
+pub(crate) fn with_metadata_cache(
+    source: ParquetSource,
+    url: &ObjectStoreUrl,
+    context: &TaskContext,
+) -> Result<ParquetSource> {
+    let runtime = context.runtime_env();
+    let factory = CachedParquetFileReaderFactory::new(
+        runtime.object_store(url)?,
+        runtime.cache_manager.get_file_metadata_cache(),
+    );
+    Ok(source.with_parquet_file_reader_factory(Arc::new(factory)))
+}
+
+/// `file` (an SST whose whole-file crc32c is `crc32c`, from the manifest) marked with its
+/// content for DataFusion's metadata cache. The cache keys a file's footer by its path alone
+/// and trusts the entry while the size and last-modified time it was read with match; an SST
+/// is never rewritten, so its crc32c stands in for the time (seconds after the epoch). Two
+/// files at one path (the same relative path in two databases a worker serves) then share an
+/// entry only when their sizes and crc32c agree.
+pub(crate) fn with_content_identity(mut file: PartitionedFile, crc32c: u32) -> PartitionedFile {
+    file.object_meta.last_modified =
+        (std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(crc32c))).into();
+    file
 }
 
 /// A partition's Parquet read ([`BasePlan::execute`]).
@@ -993,7 +1014,27 @@ mod tests {
     use proptest::prelude::*;
     use strata_engine::{BaseFile, RowGroupRows, SstMeta};
 
-    use super::{Piece, cannot_fail, live_mask, position_of_live};
+    use super::{Piece, cannot_fail, live_mask, position_of_live, with_content_identity};
+
+    /// Two SSTs at one path and of one size (two databases a worker serves) are told apart by
+    /// the metadata cache through their crc32c; one file is always the same.
+    #[test]
+    fn files_are_told_apart_by_content_in_the_metadata_cache() {
+        use datafusion::datasource::listing::PartitionedFile;
+        let file = |crc| with_content_identity(PartitionedFile::new("sst/1/5.parquet", 4096), crc);
+        let (a, b) = (file(7), file(8));
+        assert_eq!(a.object_meta.location, b.object_meta.location);
+        assert_eq!(a.object_meta.size, b.object_meta.size);
+        assert_ne!(a.object_meta.last_modified, b.object_meta.last_modified);
+        assert_eq!(
+            a.object_meta.last_modified,
+            file(7).object_meta.last_modified
+        );
+        assert_ne!(
+            file(0).object_meta.last_modified,
+            file(u32::MAX).object_meta.last_modified
+        );
+    }
 
     #[test]
     fn only_filters_that_cannot_fail_run_on_hidden_rows() {

@@ -414,6 +414,7 @@ async fn open_reader(
         }
         let mut file = PartitionedFile::new(shipped.object.clone(), shipped.size);
         file.object_meta.location = object_store::path::Path::from(shipped.object.as_str());
+        file = crate::direct::with_content_identity(file, shipped.crc32c);
         if after_decode {
             file = file.with_partition_values(vec![ScalarValue::UInt32(Some(index as u32))]);
         }
@@ -451,6 +452,7 @@ async fn open_reader(
     } else {
         None
     };
+    let source = crate::direct::with_metadata_cache(source, &url, &context)?;
     let config = FileScanConfigBuilder::new(url, Arc::new(source))
         .with_file_group(FileGroup::new(files))
         .with_projection_indices(Some(projection))?
