@@ -41,6 +41,9 @@
 //!   version in the overlay hides the base row even when the base row alone would match a
 //!   value filter (the trap of `DESIGN.md`). Pruning cannot resurrect a row either: it only
 //!   skips base rows that fail the filter, and a hidden row is not output whatever it holds.
+//!   (A residual filter that cannot fail may run earlier, with the file's hidden rows: every
+//!   step only drops rows, so a row is output only when it passes all of them, whatever
+//!   their order.)
 //! * The overlay's live rows are output once, by partition 0, before its base rows, through
 //!   the same residual filter, limit and projection as the base batches.
 //!
