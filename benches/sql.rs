@@ -57,7 +57,8 @@
 //! `STRATA_BENCH_VALUE_PAGE_BYTES`, `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and
 //! `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (the Strata tables' `sst_row_group_rows`,
 //! `sst_page_size_bytes`, `sst_value_page_size_bytes`, `sst_scan_row_group_rows` and
-//! `sst_scan_dictionary_page_size_bytes`, default the engine's),
+//! `sst_scan_dictionary_page_size_bytes`, default the engine's), `STRATA_BENCH_SST_COMPRESSION`
+//! (`sst_compression`: `none`, `snappy`, `lz4` or `zstd(N)`),
 //! `STRATA_BENCH_B_RUNS` (the overlapping level-0 runs of case (b), default 4; 1 gives one
 //! run of disjoint files under the same memtable of changes, the variant (b')),
 //! `STRATA_BENCH_PLAN_REFRESH_MS` (the database's `scan_plan_refresh_ms`; 0: no plan
@@ -569,7 +570,7 @@ fn build_a(db: &Db, schema: &SchemaRef, batches: &[RecordBatch]) -> BoxResult<Ta
 
 /// The SST layout overrides of `STRATA_BENCH_ROW_GROUP_ROWS`, `STRATA_BENCH_PAGE_BYTES`,
 /// `STRATA_BENCH_VALUE_PAGE_BYTES`, `STRATA_BENCH_SCAN_ROW_GROUP_ROWS` and
-/// `STRATA_BENCH_SCAN_DICTIONARY_BYTES` (for studies
+/// `STRATA_BENCH_SCAN_DICTIONARY_BYTES` and `STRATA_BENCH_SST_COMPRESSION` (for studies
 /// of the layout), and the plan refresher's interval `STRATA_BENCH_PLAN_REFRESH_MS` (unset =
 /// the defaults).
 fn sst_layout(mut options: Options) -> Options {
@@ -593,6 +594,11 @@ fn sst_layout(mut options: Options) -> Options {
     }
     if let Some(bytes) = var("STRATA_BENCH_SCAN_DICTIONARY_BYTES") {
         options.table_defaults.sst_scan_dictionary_page_size_bytes = bytes;
+    }
+    if let Ok(codec) = std::env::var("STRATA_BENCH_SST_COMPRESSION") {
+        options.table_defaults.sst_compression = codec
+            .parse()
+            .unwrap_or_else(|e| panic!("STRATA_BENCH_SST_COMPRESSION: {e}"));
     }
     if let Some(ms) = var("STRATA_BENCH_PLAN_REFRESH_MS") {
         options.scan_plan_refresh_ms = ms as u64;

@@ -226,6 +226,13 @@ pub struct TableOptions {
     pub sst_index_block_rows: usize,
     /// Compression of SST pages. Default Snappy.
     pub sst_compression: SstCompression,
+    /// Least fraction of a column's bytes a fast codec (`snappy`, `lz4`) must save for the
+    /// column to be compressed in the files compactions and bulk loads write: a column that
+    /// would save less (random numbers, dictionary indices) is stored uncompressed, so its
+    /// readers copy its pages instead of decompressing them. Estimated per column from the
+    /// file's first rows (`sst::writer`). 0 compresses every column; `zstd` (chosen for size)
+    /// and flushed files always compress every column. Default 0.2.
+    pub sst_compression_min_saving: f64,
     /// Largest row group in bytes while it is being written (it is buffered in memory whole);
     /// bounds the memory of flushes and compactions. Default 128 MiB.
     pub sst_row_group_bytes_max: usize,
@@ -255,6 +262,7 @@ impl Default for TableOptions {
             sst_value_page_size_bytes: 8 * KIB,
             sst_index_block_rows: 256,
             sst_compression: SstCompression::Snappy,
+            sst_compression_min_saving: 0.2,
             sst_row_group_bytes_max: 128 * MIB,
             bloom_filter_fpp: 0.01,
             compaction: CompactionOptions::default(),
@@ -296,6 +304,9 @@ impl TableOptions {
         }
         if !(self.bloom_filter_fpp > 0.0 && self.bloom_filter_fpp < 1.0) {
             return bad("bloom_filter_fpp must be between 0 and 1");
+        }
+        if !(0.0..1.0).contains(&self.sst_compression_min_saving) {
+            return bad("sst_compression_min_saving must be at least 0 and below 1");
         }
         self.compaction.validate()
     }
@@ -542,6 +553,13 @@ mod tests {
             ..TableOptions::default()
         };
         assert!(table.validate().is_err());
+        for saving in [-0.1, 1.0, f64::NAN] {
+            let table = TableOptions {
+                sst_compression_min_saving: saving,
+                ..TableOptions::default()
+            };
+            assert!(table.validate().is_err(), "{saving}");
+        }
         // The scan layout's row groups hold whole index blocks; its dictionaries are at least
         // the lookup layout's.
         let table = TableOptions {

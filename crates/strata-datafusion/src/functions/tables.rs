@@ -167,7 +167,7 @@ impl TableFunctionImpl for ColumnsFunction {
 /// rows, in a fixed order: `primary_key` (`(none: hidden row id)` for a table without one),
 /// `rows_estimate`, `memtable_entries`, `memtable_bytes`, `immutable_memtables`, `sst_bytes`,
 /// `sst_rows`, `sst_tombstones`, then the options: `memtable`, `memtable_size_bytes`,
-/// `max_immutable_memtables`, `sst_compression`, `sst_row_group_rows`,
+/// `max_immutable_memtables`, `sst_compression`, `sst_compression_min_saving`, `sst_row_group_rows`,
 /// `sst_scan_row_group_rows`, `sst_page_size_bytes`, `sst_value_page_size_bytes`,
 /// `sst_scan_dictionary_page_size_bytes`, `sst_index_block_rows`, `bloom_filter_fpp`,
 /// `deletion_vectors`, `compaction`, `l0_compaction_trigger`, `max_levels`, `target_file_size_bytes`. A property whose name
@@ -221,6 +221,10 @@ fn option_rows(o: &TableOptions) -> Vec<(&'static str, String)> {
             o.max_immutable_memtables.to_string(),
         ),
         ("sst_compression", o.sst_compression.to_string()),
+        (
+            "sst_compression_min_saving",
+            o.sst_compression_min_saving.to_string(),
+        ),
         ("sst_row_group_rows", o.sst_row_group_rows.to_string()),
         (
             "sst_scan_row_group_rows",

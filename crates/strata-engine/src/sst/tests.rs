@@ -1269,6 +1269,130 @@ fn the_scan_layout_keeps_large_dictionaries_of_repeating_values_only() {
     }
 }
 
+/// Files written for scans store the columns a fast codec would barely shrink (random doubles,
+/// the indices of a dictionary of random integers) uncompressed and compress the others
+/// (sequential keys and sequence numbers, repetitive text); with
+/// `sst_compression_min_saving = 0`, with `zstd` and in files written for lookups every column
+/// is compressed. Every variant reads back exactly.
+#[test]
+fn the_scan_layout_compresses_only_the_columns_that_shrink() {
+    use arrow::array::{Float64Array, Int32Array};
+    use arrow::datatypes::{Float64Type, Int32Type};
+    use parquet::basic::Compression;
+    let user = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("note", DataType::Utf8, true),
+        Field::new("user_id", DataType::Int32, true),
+    ]));
+    let schema = Arc::new(TableSchema::new(user, &["id"]).unwrap());
+    let n = 30_000i64;
+    let mix = |k: i64| {
+        let mut z = (k as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let amount = |k: i64| (mix(k) >> 11) as f64 / (1u64 << 53) as f64;
+    let user_id = |k: i64| (mix(k + n) % 1000) as i32;
+    let note = |k: i64| format!("order {k:08} shipped to warehouse {}", k % 7);
+    let ids: Vec<i64> = (0..n).collect();
+    let batch = RecordBatch::try_new(
+        schema.sst_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|k| amount(*k)),
+            )),
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|k| note(*k)))),
+            Arc::new(Int32Array::from_iter_values(
+                ids.iter().map(|k| user_id(*k)),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                ids.iter().map(|k| *k as u64 + 1),
+            )),
+            Arc::new(UInt8Array::from(vec![0u8; n as usize])),
+        ],
+    )
+    .unwrap();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[Arc::new(Int64Array::from(ids)) as _])
+        .unwrap();
+    let scan = TableOptions {
+        sst_scan_row_group_rows: 1 << 20,
+        ..small_options()
+    };
+    use Compression::{SNAPPY, UNCOMPRESSED};
+    // A file records the codec, not its level.
+    let zstd = Compression::ZSTD(parquet::basic::ZstdLevel::default());
+    // Options, layout, and the codec of id, amount, note, user_id, _seq, _op.
+    let cases = [
+        (
+            scan.clone(),
+            SstLayout::Scan,
+            [SNAPPY, UNCOMPRESSED, SNAPPY, UNCOMPRESSED, SNAPPY, SNAPPY],
+        ),
+        (
+            TableOptions {
+                sst_compression_min_saving: 0.0,
+                ..scan.clone()
+            },
+            SstLayout::Scan,
+            [SNAPPY; 6],
+        ),
+        (
+            TableOptions {
+                sst_compression: crate::options::SstCompression::Zstd(3),
+                ..scan.clone()
+            },
+            SstLayout::Scan,
+            [zstd; 6],
+        ),
+        (scan.clone(), SstLayout::Lookup, [SNAPPY; 6]),
+    ];
+    for (options, layout, codecs) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SstStore::new(dir.path(), None).unwrap();
+        let mut writer =
+            SstWriter::new(&store, 7, 42, 42, &schema, &options, layout, 0, n as u64).unwrap();
+        for start in (0..n as usize).step_by(3000) {
+            writer
+                .write_range(&batch, &keys, start, start + 3000)
+                .unwrap();
+        }
+        let meta = writer.finish().unwrap();
+        let bytes =
+            bytes::Bytes::from(std::fs::read(store.local_path(&meta.object_path())).unwrap());
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        for row_group in metadata.row_groups() {
+            let used: Vec<Compression> = row_group
+                .columns()
+                .iter()
+                .map(|c| c.compression())
+                .collect();
+            assert_eq!(used, codecs, "{layout:?}, {:?}", options.sst_compression);
+        }
+        let f = Fixture::new(dir, store, meta, &schema);
+        let reader = open(&f, 1 << 20).unwrap();
+        for k in (0..n).step_by(101).chain([n - 1]) {
+            let (seq, _, row) = reader.get(&key(&schema, k), u64::MAX).unwrap().unwrap();
+            assert_eq!(seq, k as u64 + 1);
+            assert_eq!(
+                row.column(1).as_primitive::<Float64Type>().value(0),
+                amount(k)
+            );
+            assert_eq!(row.column(2).as_string::<i32>().value(0), note(k));
+            assert_eq!(
+                row.column(3).as_primitive::<Int32Type>().value(0),
+                user_id(k)
+            );
+        }
+    }
+}
+
 /// While a scan-layout writer holds its first rows (slices of the caller's batches), its size
 /// estimate, by which compactions cut their output files, counts those rows, not the whole
 /// batches they were cut from.
