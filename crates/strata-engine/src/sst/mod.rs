@@ -33,8 +33,13 @@
 //!   dictionary would outgrow `sst_page_size_bytes` is written plain. In the scan layout a
 //!   value column's dictionary page may hold up to `sst_scan_dictionary_page_size_bytes`,
 //!   when the file's first rows show its distinct values would fit and pay (see
-//!   `writer::DictionaryChoice`); other value columns are written plain. Row group, page and
+//!   `writer::ColumnChoice`); other value columns are written plain. Row group, page and
 //!   dictionary sizes are not part of the format: any Parquet reader reads any of them.
+//! * Pages are compressed with `sst_compression`, recorded per column chunk
+//!   (`ColumnMetaData.codec`). In the scan layout, with a fast codec (Snappy, LZ4), a key
+//!   column, `_seq` or value column that the file's first rows show would shrink by less
+//!   than `sst_compression_min_saving` is stored `UNCOMPRESSED` instead; readers take each
+//!   chunk's codec from its metadata, as the Parquet format has it.
 //! * Statistics at page level and the page index (column and offset indexes) are written;
 //!   every key column of a type with an unambiguous Parquet physical value (integers,
 //!   strings, binary, dates) has a Parquet bloom filter per row group (stored at the end of
