@@ -1161,6 +1161,41 @@ fn key_columns_decoded_from_the_key_keep_their_types() {
     }
 }
 
+/// Writes `batch` (SST schema rows of `schema`, keyed by the `Int64` column 0, in key order)
+/// as one SST of `layout` in pieces of 3,000 rows (smaller than the scan layout's sample, as
+/// compactions write), and parses its footer.
+fn write_in_pieces(
+    schema: &TableSchema,
+    batch: &RecordBatch,
+    options: &TableOptions,
+    layout: SstLayout,
+) -> (
+    tempfile::TempDir,
+    SstStore,
+    SstMeta,
+    parquet::file::metadata::ParquetMetaData,
+) {
+    let n = batch.num_rows();
+    let keys = schema
+        .key_codec()
+        .encode_columns(&[Arc::clone(batch.column(0))])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SstStore::new(dir.path(), None).unwrap();
+    let mut writer =
+        SstWriter::new(&store, 7, 42, 42, schema, options, layout, 0, n as u64).unwrap();
+    for start in (0..n).step_by(3000) {
+        let end = n.min(start + 3000);
+        writer.write_range(batch, &keys, start, end).unwrap();
+    }
+    let meta = writer.finish().unwrap();
+    let bytes = bytes::Bytes::from(std::fs::read(store.local_path(&meta.object_path())).unwrap());
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&bytes)
+        .unwrap();
+    (dir, store, meta, metadata)
+}
+
 /// Files written for scans (compactions, bulk loads) keep a dictionary larger than a page for
 /// a value column of repeating values, and none for a column of unique values (a dictionary
 /// page that would fill to its limit and be given up); files written for lookups keep only
@@ -1196,32 +1231,12 @@ fn the_scan_layout_keeps_large_dictionaries_of_repeating_values_only() {
         ],
     )
     .unwrap();
-    let keys = schema
-        .key_codec()
-        .encode_columns(&[Arc::new(Int64Array::from(ids)) as _])
-        .unwrap();
     let options = TableOptions {
         sst_scan_row_group_rows: 1 << 20,
         ..small_options()
     };
     for layout in [SstLayout::Scan, SstLayout::Lookup] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SstStore::new(dir.path(), None).unwrap();
-        let mut writer =
-            SstWriter::new(&store, 7, 42, 42, &schema, &options, layout, 0, n as u64).unwrap();
-        // In pieces smaller than the sample, as compactions write.
-        for start in (0..n as usize).step_by(3000) {
-            let len = 3000.min(n as usize - start);
-            writer
-                .write_range(&batch, &keys, start, start + len)
-                .unwrap();
-        }
-        let meta = writer.finish().unwrap();
-        let bytes =
-            bytes::Bytes::from(std::fs::read(store.local_path(&meta.object_path())).unwrap());
-        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-            .parse_and_finish(&bytes)
-            .unwrap();
+        let (dir, store, meta, metadata) = write_in_pieces(&schema, &batch, &options, layout);
         let row_groups = metadata.row_groups();
         // The dictionary page's size: where the data pages start minus where it starts.
         let dictionary_bytes = |column: usize| {
@@ -1315,10 +1330,6 @@ fn the_scan_layout_compresses_only_the_columns_that_shrink() {
         ],
     )
     .unwrap();
-    let keys = schema
-        .key_codec()
-        .encode_columns(&[Arc::new(Int64Array::from(ids)) as _])
-        .unwrap();
     let scan = TableOptions {
         sst_scan_row_group_rows: 1 << 20,
         ..small_options()
@@ -1352,21 +1363,7 @@ fn the_scan_layout_compresses_only_the_columns_that_shrink() {
         (scan.clone(), SstLayout::Lookup, [SNAPPY; 6]),
     ];
     for (options, layout, codecs) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SstStore::new(dir.path(), None).unwrap();
-        let mut writer =
-            SstWriter::new(&store, 7, 42, 42, &schema, &options, layout, 0, n as u64).unwrap();
-        for start in (0..n as usize).step_by(3000) {
-            writer
-                .write_range(&batch, &keys, start, start + 3000)
-                .unwrap();
-        }
-        let meta = writer.finish().unwrap();
-        let bytes =
-            bytes::Bytes::from(std::fs::read(store.local_path(&meta.object_path())).unwrap());
-        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-            .parse_and_finish(&bytes)
-            .unwrap();
+        let (dir, store, meta, metadata) = write_in_pieces(&schema, &batch, &options, layout);
         for row_group in metadata.row_groups() {
             let used: Vec<Compression> = row_group
                 .columns()

@@ -969,6 +969,17 @@ mod tests {
 
     use super::*;
 
+    /// A fixed sequence of pseudo-random 31-bit numbers.
+    fn random_numbers() -> impl FnMut() -> u64 {
+        let mut state = 0x1234_5678_u64;
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        }
+    }
+
     #[test]
     fn population_distinct_inverts_occupied() {
         for distinct in [10.0, 2_000.0, 20_000.0, 100_000.0, 1e7] {
@@ -988,13 +999,7 @@ mod tests {
     /// 1M-row row group), one of 20 strings, one of unique strings.
     #[test]
     fn expected_dictionaries_from_a_sample() {
-        let mut state = 0x1234_5678_u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            state >> 33
-        };
+        let mut next = random_numbers();
         let amounts: Vec<f64> = (0..8192)
             .map(|_| (next() % 100_000) as f64 / 100.0)
             .collect();
@@ -1038,13 +1043,7 @@ mod tests {
     /// (whose PLAIN bytes differ from their Arrow values) and empty samples say nothing.
     #[test]
     fn expected_compression_savings_from_a_sample() {
-        let mut state = 0x1234_5678_u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            state >> 33
-        };
+        let mut next = random_numbers();
         let amounts: ArrayRef = Arc::new(Float64Array::from_iter_values(
             (0..8192).map(|_| (next() % 100_000) as f64 / 100.0),
         ));
