@@ -787,7 +787,7 @@ impl ReadView {
                 let done = crate::read::plan::update_base_scan(
                     schema,
                     plan,
-                    index,
+                    Arc::make_mut(index),
                     &handles,
                     &memtables,
                     &changed,

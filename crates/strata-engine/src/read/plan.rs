@@ -312,8 +312,9 @@ impl BaseScan {
 /// Every key of a plan's overlay and whether its newest version is a put (the overlay's rows
 /// are the puts, in key order), so the plan can be brought up to date ([`update_base_scan`]).
 /// `None` for a plan that cannot be updated (its overlay is probed by an anti-join, or the
-/// table has a hidden row id).
-pub(crate) type OverlayIndex = Option<OverlayKeys>;
+/// table has a hidden row id). Shared between a kept plan and the copies queries take of it
+/// (an update copies it first, `Arc::make_mut`), so a query that reuses a plan copies no key.
+pub(crate) type OverlayIndex = Option<Arc<OverlayKeys>>;
 
 /// The keys of an overlay, ascending and distinct, each with whether its newest version is a
 /// put: flat (one buffer of keys, no allocation per key), built in key order by a plan and
@@ -443,7 +444,7 @@ pub(crate) fn plan_base_scan(
     if schema.has_hidden_rowid() && !probe_keys.is_empty() {
         return Ok(None);
     }
-    let index = (probe_keys.is_empty() && !schema.has_hidden_rowid()).then_some(index);
+    let index = (probe_keys.is_empty() && !schema.has_hidden_rowid()).then(|| Arc::new(index));
     let files: Vec<BaseFile> = files.into_iter().map(|(file, _)| file).collect();
     let probe = if probe_keys.is_empty() {
         Probe::Empty

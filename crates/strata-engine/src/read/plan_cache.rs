@@ -344,6 +344,32 @@ mod tests {
         assert!(cache.get(&other, &fresh, &range(3), 2).is_none());
     }
 
+    /// A query that takes a kept plan shares its overlay index (no key copied); a copy brought
+    /// up to date gets an index of its own and leaves the kept one as it was.
+    #[test]
+    fn copies_of_a_kept_plan_share_its_index_until_one_is_updated() {
+        let version = Arc::new(Version::default());
+        let slot = Arc::new(MemtableSlot::new(MemtableKind::default().create()));
+        let memtables = [Arc::clone(&slot)];
+        let cache = PlanCache::default();
+        let index = Arc::new(crate::read::plan::OverlayKeys::default());
+        cache.put(CachedPlan::new(
+            &version,
+            &memtables,
+            &range(0),
+            1,
+            None,
+            Some(Arc::clone(&index)),
+        ));
+        let take = || cache.get(&version, &memtables, &range(0), 1).unwrap().index;
+        let (mut first, second) = (take(), take());
+        assert!(Arc::ptr_eq(first.as_ref().unwrap(), &index));
+        assert!(Arc::ptr_eq(second.as_ref().unwrap(), &index));
+        Arc::make_mut(first.as_mut().unwrap());
+        assert!(!Arc::ptr_eq(first.as_ref().unwrap(), &index));
+        assert!(Arc::ptr_eq(take().as_ref().unwrap(), &index));
+    }
+
     #[test]
     fn scanned_ranges_are_bounded_and_age_out() {
         let cache = PlanCache::default();
