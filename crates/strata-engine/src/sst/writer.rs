@@ -345,7 +345,10 @@ fn plain_sample_bytes(sample: &[ArrayRef], limit: usize) -> Option<Vec<u8>> {
             PlainValue::Bytes => {
                 for value in byte_array_values(values)?.into_iter().flatten() {
                     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                    out.extend_from_slice(value);
+                    out.extend_from_slice(&value[..value.len().min(limit)]);
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
             }
         }
@@ -1074,5 +1077,9 @@ mod tests {
         assert_eq!(expected_saving(&[decimals], None), None);
         let empty: ArrayRef = Arc::new(Float64Array::from(Vec::<f64>::new()));
         assert_eq!(expected_saving(&[empty], None), None);
+        // However long the values, the codec runs over at most COMPRESSION_SAMPLE_BYTES.
+        let long: ArrayRef = Arc::new(StringArray::from(vec!["x".repeat(3 << 20); 4]));
+        let plain = plain_sample_bytes(&[long], COMPRESSION_SAMPLE_BYTES).unwrap();
+        assert_eq!(plain.len(), COMPRESSION_SAMPLE_BYTES);
     }
 }
