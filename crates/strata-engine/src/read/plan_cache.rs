@@ -33,8 +33,9 @@
 //! plans of the key ranges queries scanned within [`PLAN_REFRESH_IDLE`] up to the latest
 //! write, and makes a new plan after a flush or compaction changed the version, so a query
 //! finds a plan that lacks at most the last interval's writes. A query (at read sequence `r`)
-//! uses the newest kept plan of its ranges at or below `r`: it takes a *copy* (files and rows
-//! are shared, only the overlay's key index is copied) and brings that up to date, so kept
+//! uses the newest kept plan of its ranges at or below `r`: it takes a *copy* (files, rows and
+//! the overlay's key index are shared; the index is copied only when the copy is brought up
+//! to date, `Arc::make_mut`) and brings that up to date, so kept
 //! plans are never absent while another scan or the refresher works on them, and the two
 //! newest plans of each ranges are kept: a query that pinned its read sequence just before
 //! the refresher put a newer plan still finds the one before.
