@@ -170,9 +170,9 @@ pub struct BasePlan {
     key_positions: Option<Vec<usize>>,
     /// How the deleted rows of the base files are hidden.
     hide_deleted: HideDeleted,
-    /// The residual filter applied by the same filter as the hidden rows (when they are
-    /// dropped after decoding): set only when it cannot fail on any row.
-    fused_residual: Option<Arc<dyn PhysicalExpr>>,
+    /// The scan's residual filter, applied by the same filter as the hidden rows when they
+    /// are dropped after decoding and it cannot fail on any row ([`DeletedAfterDecode::new`]).
+    residual: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// The conjuncts of `filters` that may prune by Parquet statistics, page indexes and bloom
@@ -355,7 +355,7 @@ impl BasePlan {
             table_schema: read.table_schema,
             key_positions,
             hide_deleted,
-            fused_residual: read.residual.filter(cannot_fail),
+            residual: read.residual,
         })
     }
 
@@ -557,15 +557,8 @@ impl BasePlan {
                 filtered: false,
             });
         }
-        let filter = self
-            .fused_residual
-            .as_ref()
-            .map(|predicate| FusedFilter::new(Arc::clone(predicate), rows_filtered.clone()));
-        let filtered = filter.is_some();
-        let hide = DeletedAfterDecode {
-            deleted: hidden,
-            filter,
-        };
+        let hide = DeletedAfterDecode::new(hidden, self.residual.as_ref(), rows_filtered);
+        let filtered = hide.filters();
         let schema = Arc::new(self.source.user.project(&self.read_columns)?);
         Ok(BaseReader {
             exec,
@@ -672,32 +665,43 @@ const ROW_NUMBER_COLUMN: &str = "__strata_row";
 pub(crate) struct DeletedAfterDecode {
     /// Each piece's deleted rows (`None`: none inside the piece), by piece index (the value
     /// of [`PIECE_COLUMN`] its file was given).
-    pub deleted: Vec<Option<Arc<RoaringBitmap>>>,
+    deleted: Vec<Option<Arc<RoaringBitmap>>>,
     /// The residual filter dropped with the hidden rows (one filter for both).
-    pub filter: Option<FusedFilter>,
+    filter: Option<FusedFilter>,
 }
 
 /// A residual filter that cannot fail ([`cannot_fail`]), applied by [`DeletedAfterDecode`].
-pub(crate) struct FusedFilter {
+struct FusedFilter {
     /// The filter over the read columns.
     predicate: Arc<dyn PhysicalExpr>,
     /// Counts the live rows it removes.
     rows_filtered: Count,
 }
 
-impl FusedFilter {
-    /// `predicate` (over the read columns; one that cannot fail on any row), counting the
-    /// live rows it removes in `rows_filtered`.
-    pub(crate) fn new(predicate: Arc<dyn PhysicalExpr>, rows_filtered: Count) -> Self {
-        debug_assert!(cannot_fail(&predicate));
-        FusedFilter {
-            predicate,
-            rows_filtered,
-        }
-    }
-}
-
 impl DeletedAfterDecode {
+    /// Hides each piece's `deleted` rows; the scan's `residual` filter (over the read
+    /// columns) is applied with them when it cannot fail on any row ([`cannot_fail`]),
+    /// counting the live rows it removes in `rows_filtered`, and is left to the caller
+    /// otherwise ([`Self::filters`]).
+    pub(crate) fn new(
+        deleted: Vec<Option<Arc<RoaringBitmap>>>,
+        residual: Option<&Arc<dyn PhysicalExpr>>,
+        rows_filtered: &Count,
+    ) -> Self {
+        let filter = residual
+            .filter(|predicate| cannot_fail(predicate))
+            .map(|predicate| FusedFilter {
+                predicate: Arc::clone(predicate),
+                rows_filtered: rows_filtered.clone(),
+            });
+        DeletedAfterDecode { deleted, filter }
+    }
+
+    /// True when its batches come out of the residual filter already.
+    pub(crate) fn filters(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// `stream` (batches of a reader from [`parquet_source_with_row_numbers`], projected to
     /// the read columns then the two added ones) without the deleted rows and the added
     /// columns; `schema` is the read columns'.

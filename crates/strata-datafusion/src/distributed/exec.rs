@@ -465,16 +465,9 @@ async fn open_reader(
         return Ok(Some((stream, false)));
     }
     let schema = Arc::new(scan.user.project(&scan.read_columns)?);
-    let filter = scan
-        .residual
-        .clone()
-        .filter(crate::direct::cannot_fail)
-        .map(|predicate| crate::direct::FusedFilter::new(predicate, Count::new()));
-    let filtered = filter.is_some();
-    let hide = crate::direct::DeletedAfterDecode {
-        deleted: hidden,
-        filter,
-    };
+    let hide =
+        crate::direct::DeletedAfterDecode::new(hidden, scan.residual.as_ref(), &Count::new());
+    let filtered = hide.filters();
     Ok(Some((hide.stream(stream, schema), filtered)))
 }
 
