@@ -46,6 +46,7 @@ use strata_engine::storage::StoreUrl;
 use url::Url;
 
 use crate::functions::string_arg;
+use crate::write_errors::{RecordingStore, WriteFailures};
 
 /// The file extension (and `STORED AS` name, case-insensitive) of ORC files.
 pub const ORC_EXTENSION: &str = "orc";
@@ -68,19 +69,35 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
 /// The object-store registry of a session: DataFusion's default one (local files, stores
 /// registered by hand), plus a store per bucket for object-store URLs ([`StoreUrl`]: `s3://`,
 /// `gs://`, `az://`, ...), built from the environment the first time a URL of the bucket is
-/// used.
-#[derive(Debug, Default)]
+/// used. The local file system and the built stores record their failed writes in the
+/// session's [`WriteFailures`] ([`crate::write_errors`]).
+#[derive(Debug)]
 pub struct ObjectStores {
     inner: DefaultObjectStoreRegistry,
     /// Stores built for object-store URLs, by [`StoreUrl::root`] (which, unlike DataFusion's
     /// registry key, keeps the container of `abfs://container@account.host` URLs).
     built: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    failures: Arc<WriteFailures>,
 }
 
 impl ObjectStores {
-    /// A registry with only the local file system registered.
-    pub fn new() -> Self {
-        Self::default()
+    /// A registry with only the local file system registered, whose stores record their
+    /// failed writes in `failures`.
+    pub fn new(failures: Arc<WriteFailures>) -> Self {
+        let inner = DefaultObjectStoreRegistry::new();
+        let local = Url::parse("file://").expect("a valid URL");
+        let store = inner
+            .get_store(&local)
+            .expect("DataFusion's default registry has the local file system");
+        inner.register_store(
+            &local,
+            Arc::new(RecordingStore::new(store, Arc::clone(&failures))),
+        );
+        Self {
+            inner,
+            built: Mutex::default(),
+            failures,
+        }
     }
 }
 
@@ -113,6 +130,8 @@ impl ObjectStoreRegistry for ObjectStores {
         let store = parsed
             .build_store(ReqwestConnector::default())
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(RecordingStore::new(store, Arc::clone(&self.failures)));
         built.insert(parsed.root().to_string(), Arc::clone(&store));
         Ok(store)
     }

@@ -38,5 +38,6 @@ pub mod planner;
 pub mod provider;
 pub mod session;
 pub mod versions;
+pub mod write_errors;
 
 pub use session::{StrataSession, open};

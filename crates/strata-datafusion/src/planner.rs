@@ -31,6 +31,11 @@
 //! plan ([`crate::dml::insert_plan`]) reads whatever partitions remain (a `UNION ALL`) one
 //! after the other in partition order.
 //!
+//! ## File sinks
+//!
+//! Every CSV and JSON sink of a physical plan is wrapped so that a file the store failed to
+//! write is reported with the store's error ([`crate::write_errors`]).
+//!
 //! Invariants: a `DELETE`/`UPDATE` of a Strata table reaches the provider only with the
 //! canonical input above; an `INSERT` into a Strata table is planned with one partition.
 
@@ -50,6 +55,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 
 use crate::provider::{StrataTable, strip_qualifiers};
+use crate::write_errors::report_write_failures;
 
 /// DataFusion's planner with Strata's DML rewriting (see the module docs).
 #[derive(Debug, Default)]
@@ -93,11 +99,14 @@ impl QueryPlanner for StrataQueryPlanner {
             !inserts || session.as_any().is::<SessionState>(),
             "an INSERT into a Strata table is planned from a SessionState"
         );
-        if inserts && let Some(state) = session.as_any().downcast_ref::<SessionState>() {
-            let state = ordered_write_state(state);
-            return planner.create_physical_plan(&plan, &state).await;
-        }
-        planner.create_physical_plan(&plan, session).await
+        let physical =
+            if inserts && let Some(state) = session.as_any().downcast_ref::<SessionState>() {
+                let state = ordered_write_state(state);
+                planner.create_physical_plan(&plan, &state).await?
+            } else {
+                planner.create_physical_plan(&plan, session).await?
+            };
+        report_write_failures(physical)
     }
 }
 

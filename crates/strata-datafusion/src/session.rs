@@ -43,6 +43,7 @@ use crate::catalog::{
 use crate::planner::StrataQueryPlanner;
 use crate::provider::StatementSnapshot;
 use crate::versions::VersionsFunction;
+use crate::write_errors::WriteFailures;
 
 /// A DataFusion session over one Strata database.
 pub struct StrataSession {
@@ -117,9 +118,12 @@ impl StrataSession {
         let schema_name = config.options().catalog.default_schema.clone();
         let catalog = Arc::new(StrataCatalogProvider::new(Arc::clone(&db), &schema_name));
         let factory = Arc::new(StrataTableFactory::new(Arc::clone(&catalog)));
-        // s3:// locations of external tables and COPY targets (crate::formats::ObjectStores).
+        // s3:// locations of external tables and COPY targets (crate::formats::ObjectStores),
+        // whose failed writes the CSV and JSON sinks report (crate::write_errors).
+        let failures = Arc::new(WriteFailures::default());
+        config = config.with_extension(Arc::clone(&failures));
         let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(Arc::new(crate::formats::ObjectStores::new()))
+            .with_object_store_registry(Arc::new(crate::formats::ObjectStores::new(failures)))
             .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -1741,3 +1741,58 @@ async fn scans_on_s3_show_gets_and_cache_hits() {
     assert!(hits > 0);
     s.close().unwrap();
 }
+
+/// A CSV or JSON file that cannot be stored (a missing bucket, a path under a regular file)
+/// fails its `COPY` with the store's own error, not DataFusion's internal "finalizing writes"
+/// one; the same statements to a good location still write their rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_copy_names_the_stores_error() {
+    s3_server::server();
+    let good = s3_server::bucket("copyok");
+    let missing = format!("missing-bucket-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let regular_file = dir.path().join("afile");
+    std::fs::write(&regular_file, b"x").unwrap();
+    let s = StrataSession::memory().unwrap();
+    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    for format in ["CSV", "JSON"] {
+        let extension = format.to_lowercase();
+        let cases = [
+            (format!("s3://{missing}/x.{extension}"), "NoSuchBucket"),
+            (format!("{}/x.{extension}", regular_file.display()), "afile"),
+        ];
+        for (target, cause) in cases {
+            let error = run(&s, &format!("COPY t TO '{target}' STORED AS {format}"))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("writing '{target}' failed")) && error.contains(cause),
+                "{format} to {target}: {error}"
+            );
+            assert!(!error.contains("finalizing"), "{error}");
+        }
+        let target = format!("s3://{good}/x.{extension}");
+        assert_eq!(
+            affected(&s, &format!("COPY t TO '{target}' STORED AS {format}")).await,
+            2
+        );
+        let options = match format {
+            "CSV" => "OPTIONS ('format.has_header' 'true')",
+            _ => "",
+        };
+        run(
+            &s,
+            &format!("CREATE EXTERNAL TABLE copied_{extension} STORED AS {format} LOCATION '{target}' {options}"),
+        )
+        .await
+        .unwrap();
+        let read = format!("SELECT CAST(sum(id) AS BIGINT) FROM copied_{extension}");
+        assert_eq!(count(&s, &read).await, 3, "{format}");
+    }
+}
