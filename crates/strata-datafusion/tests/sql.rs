@@ -10,7 +10,7 @@ use datafusion::error::Result;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use strata_datafusion::StrataSession;
 use strata_datafusion::provider::StrataScanExec;
-use strata_engine::{MemtableKind, Options, StrategyKind};
+use strata_engine::{FaultInjector, IoOp, MemtableKind, Options, StrategyKind};
 
 async fn run(s: &StrataSession, sql: &str) -> Result<Vec<RecordBatch>> {
     s.sql(sql).await?.collect().await
@@ -1584,16 +1584,19 @@ async fn executed(s: &StrataSession, sql: &str) -> Arc<dyn ExecutionPlan> {
 /// lookup.
 /// A scan of a table on S3 takes the base path (DataFusion's Parquet reader over the
 /// database's read store), with the right answers under a memtable holding new rows, an update
-/// and a delete; after a reopen its bytes come from the disk cache, with no GET.
+/// and a delete; after a reopen its bytes come from the disk cache, with no GET, and once the
+/// database has opened the file, a query sends no request at all (no HEAD either).
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_on_s3_take_the_base_path_through_the_disk_cache() {
     let url = format!("s3://{}/db", s3_server::bucket("s3base"));
     let local = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
     let open = || {
         strata_datafusion::open(
             &url,
             Options {
                 local_wal_dir: Some(local.path().to_path_buf()),
+                faults: Some(Arc::clone(&faults)),
                 ..Options::default()
             },
         )
@@ -1659,6 +1662,13 @@ async fn scans_on_s3_take_the_base_path_through_the_disk_cache() {
     assert_eq!(scan_metric(&plan, "disk_cache_misses"), Some(0));
     assert!(scan_metric(&plan, "disk_cache_hits").unwrap() > 0);
     check(&s).await;
+    // Every request reading the store is counted (a zero delay) from here on: the queries
+    // above opened the file, so these send none.
+    faults.delay(&[IoOp::SstRead], std::time::Duration::ZERO);
+    executed(&s, scan).await;
+    check(&s).await;
+    assert_eq!(faults.failures(), 0, "requests sent by a query of opened files");
+    faults.disarm();
     s.close().unwrap();
 }
 

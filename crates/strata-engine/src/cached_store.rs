@@ -11,8 +11,11 @@
 //!
 //! Invariants:
 //! * only immutable objects are read through it (SSTs: an object path is never rewritten), so
-//!   an object's metadata (size, e-tag), looked up with one HEAD on its first read, is kept
-//!   (at most [`KNOWN_OBJECTS`] entries; the map is emptied when full);
+//!   an object's metadata (size, e-tag) is looked up once per process and kept in the
+//!   storage's [`KnownObjects`], shared by every read store of the storage (one per query) and
+//!   filled by the engine's own opening of an SST ([`Storage::open`]), which comes first: a
+//!   query verifies each file before its Parquet reader opens it, so a query's reads send no
+//!   HEAD (at most [`KNOWN_OBJECTS`] entries; the map is emptied when full);
 //! * writes, deletes, copies and listings return `Error::NotSupported`.
 
 use std::collections::HashMap;
@@ -50,8 +53,31 @@ pub struct CachedStore {
 #[derive(Debug)]
 struct Inner {
     storage: Storage,
-    /// Metadata of objects already looked up, by object path.
-    known: Mutex<HashMap<String, ObjectMeta>>,
+}
+
+/// Metadata of the immutable objects (SSTs) of a database already looked up, by object path
+/// (at most [`KNOWN_OBJECTS`]; emptied when full).
+#[derive(Debug, Default)]
+pub(crate) struct KnownObjects {
+    map: Mutex<HashMap<String, ObjectMeta>>,
+}
+
+impl KnownObjects {
+    /// The metadata of the object at `path`, if known.
+    pub(crate) fn get(&self, path: &str) -> Option<ObjectMeta> {
+        self.map.lock().ok()?.get(path).cloned()
+    }
+
+    /// Remembers `meta` as the metadata of the object at `path`.
+    pub(crate) fn insert(&self, path: &str, meta: ObjectMeta) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= KNOWN_OBJECTS {
+                map.clear();
+            }
+            map.insert(path.to_string(), meta);
+            debug_assert!(map.len() <= KNOWN_OBJECTS);
+        }
+    }
 }
 
 fn not_supported(operation: &str) -> object_store::Error {
@@ -71,19 +97,17 @@ impl CachedStore {
     /// The read store of `storage`.
     pub fn new(storage: Storage) -> Self {
         CachedStore {
-            inner: Arc::new(Inner {
-                storage,
-                known: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { storage }),
         }
     }
 }
 
 impl Inner {
-    /// The metadata of the object at `location` (one HEAD the first time; blocking).
+    /// The metadata of the object at `location` (known, else one HEAD; blocking).
     fn meta(&self, location: &Path) -> object_store::Result<ObjectMeta> {
         let key = location.to_string();
-        if let Some(meta) = self.known.lock().ok().and_then(|k| k.get(&key).cloned()) {
+        let known = self.storage.known_objects();
+        if let Some(meta) = known.get(&key) {
             return Ok(meta);
         }
         let store = self.storage.object_store();
@@ -97,12 +121,7 @@ impl Inner {
             location: location.clone(),
             ..head
         };
-        if let Ok(mut known) = self.known.lock() {
-            if known.len() >= KNOWN_OBJECTS {
-                known.clear();
-            }
-            known.insert(key, meta.clone());
-        }
+        known.insert(&key, meta.clone());
         Ok(meta)
     }
 

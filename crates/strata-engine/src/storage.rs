@@ -112,10 +112,11 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, UpdateVersion,
+    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion,
 };
 
+use crate::cached_store::KnownObjects;
 use crate::disk_cache::{DiskCache, ObjectId};
 use crate::error::{Error, Result};
 use crate::fault::{self, FaultAction, FaultInjector, IoOp};
@@ -382,6 +383,18 @@ pub struct Storage {
     metrics: Arc<Metrics>,
     /// The disk cache of SST byte ranges (object stores only; `None`: none).
     disk_cache: Option<Arc<DiskCache>>,
+    /// Metadata of the SST objects opened so far (object stores only), shared with every
+    /// [`Self::read_store`].
+    known_objects: Arc<KnownObjects>,
+}
+
+/// The disk cache's name of object `object_path`, described by `meta`.
+fn object_id(object_path: &str, meta: ObjectMeta) -> ObjectId {
+    ObjectId {
+        path: object_path.to_string(),
+        size: meta.size,
+        e_tag: meta.e_tag.unwrap_or_default(),
+    }
 }
 
 fn store_error(path: &str, e: impl std::fmt::Display) -> Error {
@@ -404,6 +417,7 @@ impl Storage {
             faults,
             metrics: Arc::default(),
             disk_cache: None,
+            known_objects: Arc::default(),
         })
     }
 
@@ -437,6 +451,7 @@ impl Storage {
             faults,
             metrics: Arc::default(),
             disk_cache: None,
+            known_objects: Arc::default(),
         })
     }
 
@@ -690,17 +705,43 @@ impl Storage {
 
     /// The size and e-tag of an object; `None` if it does not exist.
     pub fn head(&self, object_path: &str) -> Result<Option<ObjectId>> {
+        Ok(self
+            .head_meta(object_path)?
+            .map(|meta| object_id(object_path, meta)))
+    }
+
+    /// The store's metadata of an object (one HEAD); `None` if it does not exist.
+    fn head_meta(&self, object_path: &str) -> Result<Option<ObjectMeta>> {
         let store = self.object_store();
         let path = ObjectPath::from(object_path);
         match self.block_on(async move { store.head(&path).await })? {
-            Ok(meta) => Ok(Some(ObjectId {
-                path: object_path.to_string(),
-                size: meta.size,
-                e_tag: meta.e_tag.unwrap_or_default(),
+            // Named as asked (a prefixed store may answer with its full path).
+            Ok(meta) => Ok(Some(ObjectMeta {
+                location: ObjectPath::from(object_path),
+                ..meta
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(store_error(object_path, e)),
         }
+    }
+
+    /// The size and e-tag of an immutable SST object, from [`KnownObjects`] or one HEAD
+    /// (which then teaches it to [`KnownObjects`], for the read stores); `None` if it does
+    /// not exist.
+    pub(crate) fn sst_object(&self, object_path: &str) -> Result<Option<ObjectId>> {
+        if let Some(meta) = self.known_objects.get(object_path) {
+            return Ok(Some(object_id(object_path, meta)));
+        }
+        let Some(meta) = self.head_meta(object_path)? else {
+            return Ok(None);
+        };
+        self.known_objects.insert(object_path, meta.clone());
+        Ok(Some(object_id(object_path, meta)))
+    }
+
+    /// The metadata of the SST objects opened so far.
+    pub(crate) fn known_objects(&self) -> &KnownObjects {
+        &self.known_objects
     }
 
     /// Bytes `range` of an object, with one GET (counted for an object store).

@@ -29,7 +29,7 @@ impl Storage {
     pub fn open(&self, object_path: &str) -> Result<SstFile> {
         let path = self.local_path(object_path);
         let (source, len) = if self.is_remote() {
-            let object = self.head(object_path)?.ok_or_else(|| {
+            let object = self.sst_object(object_path)?.ok_or_else(|| {
                 Error::io(
                     &path,
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
