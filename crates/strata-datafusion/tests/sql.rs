@@ -1667,7 +1667,11 @@ async fn scans_on_s3_take_the_base_path_through_the_disk_cache() {
     faults.delay(&[IoOp::SstRead], std::time::Duration::ZERO);
     executed(&s, scan).await;
     check(&s).await;
-    assert_eq!(faults.failures(), 0, "requests sent by a query of opened files");
+    assert_eq!(
+        faults.failures(),
+        0,
+        "requests sent by a query of opened files"
+    );
     faults.disarm();
     s.close().unwrap();
 }
