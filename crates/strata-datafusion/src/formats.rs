@@ -36,11 +36,14 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::provider::DefaultTableFactory;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::object_store::{
+    DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
+};
 use datafusion::prelude::SessionContext;
 pub use datafusion_orc::{OrcFormat, OrcReadOptions, SessionContextOrcExt};
 use object_store::ObjectStore;
 use object_store::client::ReqwestConnector;
+use object_store::local::LocalFileSystem;
 use parking_lot::Mutex;
 use strata_engine::storage::StoreUrl;
 use url::Url;
@@ -84,13 +87,13 @@ impl ObjectStores {
     /// A registry with only the local file system registered, whose stores record their
     /// failed writes in `failures`.
     pub fn new(failures: Arc<WriteFailures>) -> Self {
+        // DataFusion's default registry holds the local file system under `file://`; this one
+        // holds the same store, recording.
         let inner = DefaultObjectStoreRegistry::new();
-        let local = Url::parse("file://").expect("a valid URL");
-        let store = inner
-            .get_store(&local)
-            .expect("DataFusion's default registry has the local file system");
+        let local = ObjectStoreUrl::local_filesystem();
+        let store = Arc::new(LocalFileSystem::new());
         inner.register_store(
-            &local,
+            local.as_ref(),
             Arc::new(RecordingStore::new(store, Arc::clone(&failures))),
         );
         Self {
