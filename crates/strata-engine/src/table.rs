@@ -784,23 +784,28 @@ impl ReadView {
             } else if let (Some(plan), Some(index)) = (&mut cached.plan, &mut cached.index) {
                 let handles: Vec<Arc<SstHandle>> = version.files().cloned().collect();
                 let before = plan.overlay.hidden_base_rows();
-                let done = crate::read::plan::update_base_scan(
+                // The kept plan's index is only read: the copy gets a new one.
+                let keys = crate::read::plan::update_base_scan(
                     schema,
                     plan,
-                    Arc::make_mut(index),
+                    index,
                     &handles,
                     &memtables,
                     &changed,
                     self.read_seq,
                 )?;
-                if done {
-                    count_plan(false);
-                    Metrics::add(
-                        &metrics.overlay_rows_resolved,
-                        plan.overlay.hidden_base_rows() - before,
-                    );
+                match keys {
+                    Some(keys) => {
+                        *index = Arc::new(keys);
+                        count_plan(false);
+                        Metrics::add(
+                            &metrics.overlay_rows_resolved,
+                            plan.overlay.hidden_base_rows() - before,
+                        );
+                        true
+                    }
+                    None => false,
                 }
-                done
             } else {
                 false
             };

@@ -313,7 +313,8 @@ impl BaseScan {
 /// are the puts, in key order), so the plan can be brought up to date ([`update_base_scan`]).
 /// `None` for a plan that cannot be updated (its overlay is probed by an anti-join, or the
 /// table has a hidden row id). Shared between a kept plan and the copies queries take of it
-/// (an update copies it first, `Arc::make_mut`), so a query that reuses a plan copies no key.
+/// (an update only reads it and builds the copy a new one), so a query that reuses a plan
+/// copies no key.
 pub(crate) type OverlayIndex = Option<Arc<OverlayKeys>>;
 
 /// The keys of an overlay, ascending and distinct, each with whether its newest version is a
@@ -498,23 +499,23 @@ fn range_start_cmp(a: &KeyRange, b: &KeyRange) -> std::cmp::Ordering {
 /// keys `changed` (ascending, distinct, inside `ranges`) written since, whose newest versions
 /// are looked up in `memtables` (newest first) at `read_seq`: their overlay rows replaced or
 /// removed, tombstones counted, and the base rows of keys new to the overlay resolved through
-/// the key cache. One merge walk of the index and the changed keys rebuilds the index and
-/// orders the overlay's rows. Returns `false` (leaving `scan` and `index` unusable) when the
-/// update cannot be made (a reached file's keys are not in the key cache): the caller plans
-/// afresh.
+/// the key cache. One merge walk of the index and the changed keys builds the new index (the
+/// old one is only read: it may be shared with other copies of the plan) and orders the
+/// overlay's rows. Returns the new index, or `None` (leaving `scan` unusable) when the update
+/// cannot be made (a reached file's keys are not in the key cache): the caller plans afresh.
 pub(crate) fn update_base_scan(
     schema: &TableSchema,
     scan: &mut BaseScan,
-    index: &mut OverlayKeys,
+    old: &OverlayKeys,
     handles: &[Arc<SstHandle>],
     memtables: &[Arc<MemtableSlot>],
     changed: &[&[u8]],
     read_seq: SeqNo,
-) -> Result<bool> {
+) -> Result<Option<OverlayKeys>> {
     debug_assert!(changed.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(scan.overlay.hides_nothing());
     if changed.is_empty() {
-        return Ok(true);
+        return Ok(Some(old.clone()));
     }
     // The newest visible version of each changed key.
     let visible: Vec<&Arc<MemtableSlot>> = memtables
@@ -526,7 +527,7 @@ pub(crate) fn update_base_scan(
     for key in changed {
         let Some(entry) = visible.iter().find_map(|m| m.memtable.get(key, read_seq)) else {
             // Written at or before `read_seq` but not found: not a state to update.
-            return Ok(false);
+            return Ok(None);
         };
         let put = entry.op == OpKind::Put;
         newest.push(put);
@@ -539,7 +540,6 @@ pub(crate) fn update_base_scan(
     // One walk of the old index and the changed keys: the new index, the order of the
     // overlay's rows (old rows of unchanged keys, new rows of changed puts), the tombstone
     // count, and the keys new to the overlay that may hide base rows.
-    let old = std::mem::take(index);
     let mut keys = OverlayKeys::with_capacity(
         old.len() + changed.len(),
         old.keys.data_len() + changed.iter().map(|k| k.len()).sum::<usize>(),
@@ -601,7 +601,7 @@ pub(crate) fn update_base_scan(
             pairs.push((file.clone(), Arc::clone(handle)));
         }
         let Some(hidden) = resolve_overlay(&mut pairs, &reached)? else {
-            return Ok(false);
+            return Ok(None);
         };
         scan.overlay.hidden += hidden;
         scan.files = pairs.into_iter().map(|(file, _)| file).collect();
@@ -633,8 +633,7 @@ pub(crate) fn update_base_scan(
         keys.puts()
     );
     debug_assert_eq!(keys.len() - keys.puts(), tombstones);
-    *index = keys;
-    Ok(true)
+    Ok(Some(keys))
 }
 
 /// The exact number of live rows of `scan`, a plan for the key ranges `ranges`, whose key lies

@@ -34,8 +34,8 @@
 //! write, and makes a new plan after a flush or compaction changed the version, so a query
 //! finds a plan that lacks at most the last interval's writes. A query (at read sequence `r`)
 //! uses the newest kept plan of its ranges at or below `r`: it takes a *copy* (files, rows and
-//! the overlay's key index are shared; the index is copied only when the copy is brought up
-//! to date, `Arc::make_mut`) and brings that up to date, so kept
+//! the overlay's key index are shared; bringing the copy up to date builds it a new index
+//! from the shared one, which it only reads) and brings that up to date, so kept
 //! plans are never absent while another scan or the refresher works on them, and the two
 //! newest plans of each ranges are kept: a query that pinned its read sequence just before
 //! the refresher put a newer plan still finds the one before.
@@ -366,7 +366,8 @@ mod tests {
         let (mut first, second) = (take(), take());
         assert!(Arc::ptr_eq(first.as_ref().unwrap(), &index));
         assert!(Arc::ptr_eq(second.as_ref().unwrap(), &index));
-        Arc::make_mut(first.as_mut().unwrap());
+        // Brought up to date (as `ReadView::plan_scan_for` does): the copy gets a new index.
+        first = Some(Arc::new(crate::read::plan::OverlayKeys::default()));
         assert!(!Arc::ptr_eq(first.as_ref().unwrap(), &index));
         assert!(Arc::ptr_eq(take().as_ref().unwrap(), &index));
     }
