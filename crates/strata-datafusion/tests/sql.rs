@@ -30,6 +30,16 @@ async fn affected(s: &StrataSession, sql: &str) -> u64 {
         .value(0)
 }
 
+/// Creates `t (id BIGINT PRIMARY KEY, v VARCHAR)` holding (1, 'a') and (2, 'b').
+async fn two_row_table(s: &StrataSession) {
+    run(s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    run(s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+}
+
 fn flush(s: &StrataSession, table: &str) {
     s.db().table(table).unwrap().flush().unwrap();
 }
@@ -245,12 +255,7 @@ async fn limit_above_a_merge_returns_the_newest_versions() {
 #[tokio::test]
 async fn update_of_a_key_column_moves_the_row() {
     let s = StrataSession::memory().unwrap();
-    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
-        .await
-        .unwrap();
-    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-        .await
-        .unwrap();
+    two_row_table(&s).await;
     flush(&s, "t");
     assert_eq!(
         affected(&s, "UPDATE t SET id = 10, v = 'moved' WHERE id = 1").await,
@@ -276,12 +281,7 @@ async fn tables_and_rows_persist_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = strata_datafusion::open(dir.path(), Options::default()).unwrap();
-        run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
-            .await
-            .unwrap();
-        run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-            .await
-            .unwrap();
+        two_row_table(&s).await;
         flush(&s, "t");
         run(&s, "INSERT INTO t VALUES (3, 'c')").await.unwrap();
         run(&s, "DELETE FROM t WHERE id = 1").await.unwrap();
@@ -593,12 +593,7 @@ async fn dml_with_a_subquery_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn versions_show_every_stored_version() {
     let s = StrataSession::memory().unwrap();
-    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
-        .await
-        .unwrap();
-    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-        .await
-        .unwrap();
+    two_row_table(&s).await;
     flush(&s, "t");
     run(&s, "UPDATE t SET v = 'a2' WHERE id = 1").await.unwrap();
     run(&s, "DELETE FROM t WHERE id = 2").await.unwrap();
@@ -1074,12 +1069,7 @@ async fn a_statement_cut_short_by_a_crash_is_replayed_whole_or_not_at_all() {
     };
     let (before, after) = {
         let s = strata_datafusion::open(&db, Options::default()).unwrap();
-        run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
-            .await
-            .unwrap();
-        run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-            .await
-            .unwrap();
+        two_row_table(&s).await;
         let before = std::fs::metadata(newest_wal(&db)).unwrap().len();
         // One statement: an upsert of key 1, a new key and a key update (delete + insert).
         run(&s, "UPDATE t SET id = id + 10, v = 'moved'")
@@ -1768,12 +1758,7 @@ async fn a_failed_copy_names_the_stores_error() {
     let regular_file = dir.path().join("afile");
     std::fs::write(&regular_file, b"x").unwrap();
     let s = StrataSession::memory().unwrap();
-    run(&s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR)")
-        .await
-        .unwrap();
-    run(&s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-        .await
-        .unwrap();
+    two_row_table(&s).await;
     for format in ["CSV", "JSON"] {
         let extension = format.to_lowercase();
         let cases = [

@@ -169,10 +169,9 @@ impl TableFunctionImpl for ColumnsFunction {
 /// `sst_rows`, `sst_tombstones`, then the options: `memtable`, `memtable_size_bytes`,
 /// `max_immutable_memtables`, `sst_compression`, `sst_compression_min_saving`,
 /// `sst_row_group_rows`, `sst_scan_row_group_rows`, `sst_page_size_bytes`,
-/// `sst_value_page_size_bytes`,
-/// `sst_scan_dictionary_page_size_bytes`, `sst_index_block_rows`, `bloom_filter_fpp`,
-/// `deletion_vectors`, `compaction`, `l0_compaction_trigger`, `max_levels`, `target_file_size_bytes`. A property whose name
-/// ends in `_bytes` is an exact byte count.
+/// `sst_value_page_size_bytes`, `sst_scan_dictionary_page_size_bytes`, `sst_index_block_rows`,
+/// `bloom_filter_fpp`, `deletion_vectors`, `compaction`, `l0_compaction_trigger`, `max_levels`,
+/// `target_file_size_bytes`. A property whose name ends in `_bytes` is an exact byte count.
 #[derive(Debug)]
 pub struct TablePropertiesFunction(Weak<Db>);
 
