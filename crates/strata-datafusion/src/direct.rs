@@ -103,7 +103,9 @@ use futures::StreamExt;
 use parquet::arrow::RowNumber;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use roaring::RoaringBitmap;
-use strata_engine::{BaseFile, BaseScan, Overlay, ReadView, RowGroupRows, TableSchema};
+use strata_engine::{
+    BaseFile, BaseScan, Overlay, OverlayRows, ReadView, RowGroupRows, TableSchema,
+};
 
 use crate::session::engine_error;
 
@@ -162,7 +164,7 @@ pub struct BasePlan {
     /// The memtable overlay.
     overlay: Overlay,
     /// The overlay's live rows, columns `read_columns` (output by partition 0).
-    overlay_rows: Option<RecordBatch>,
+    overlay_rows: OverlayRows,
     /// The table's schema (the anti-join encodes keys with its codec).
     table_schema: Arc<TableSchema>,
     /// Positions in the read batch of the key columns, in primary-key order, when the
@@ -327,10 +329,11 @@ impl BasePlan {
                 .collect::<Result<Vec<_>>>()?;
             Some(positions)
         };
-        let overlay_rows = match scan.overlay.rows() {
-            Some(rows) => Some(rows.project(read.read_columns)?),
-            None => None,
-        };
+        let overlay_rows = scan
+            .overlay
+            .rows()
+            .project(read.read_columns)
+            .map_err(engine_error)?;
         let limit = if key_positions.is_none() {
             read.limit
         } else {
@@ -382,7 +385,7 @@ impl BasePlan {
 
     /// True when the overlay adds rows to the scan.
     pub fn overlay_adds_rows(&self) -> bool {
-        self.overlay.rows().is_some_and(|r| r.num_rows() > 0)
+        !self.overlay.rows().is_empty()
     }
 
     /// True when the anti-join runs (some overlay key can hide a base row).
@@ -392,14 +395,13 @@ impl BasePlan {
 
     /// The overlay rows `partition` outputs (columns `read_columns`), in batches of at most
     /// `batch_rows` rows: all of them for partition 0, none for the others.
-    pub fn overlay_batches(&self, partition: usize) -> Vec<RecordBatch> {
-        match (&self.overlay_rows, partition) {
-            (Some(rows), 0) => (0..rows.num_rows())
-                .step_by(self.batch_rows.max(1))
-                .map(|at| rows.slice(at, self.batch_rows.min(rows.num_rows() - at)))
-                .collect(),
-            _ => Vec::new(),
+    pub fn overlay_batches(&self, partition: usize) -> Result<Vec<RecordBatch>> {
+        if partition != 0 {
+            return Ok(Vec::new());
         }
+        self.overlay_rows
+            .batches(self.batch_rows)
+            .map_err(engine_error)
     }
 
     /// The base rows of `batch` (columns `read_columns`) the overlay does not hide, and how

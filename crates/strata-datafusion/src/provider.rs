@@ -462,7 +462,7 @@ pub fn scan_row_count(view: &ReadView, restricted: bool) -> Precision<usize> {
 /// rows do not already leave out (it holds no key, or the engine resolved it) and no file of
 /// the view is known to be corrupt; otherwise an estimate.
 pub fn base_row_count(view: &ReadView, scan: &BaseScan, restricted: bool) -> Precision<usize> {
-    let overlay_rows = scan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
+    let overlay_rows = scan.overlay.rows().num_rows() as u64;
     let rows =
         usize::try_from(scan.base_live_rows().saturating_add(overlay_rows)).unwrap_or(usize::MAX);
     if !restricted && scan.overlay.hides_nothing() && !view.has_known_corrupt_file() {
@@ -786,7 +786,7 @@ impl StrataScanExec {
             let overlay = plan.overlay();
             counter("overlay_keys").add(overlay.keys());
             counter("overlay_tombstones").add(overlay.tombstones());
-            counter("overlay_rows").add(overlay.rows().map_or(0, RecordBatch::num_rows));
+            counter("overlay_rows").add(overlay.rows().num_rows());
             counter("rows_hidden_by_overlay").add(overlay.hidden_base_rows() as usize);
             // The partitions' pieces were planned with the scan.
             return Ok(Vec::new());
@@ -882,7 +882,7 @@ impl DisplayAs for StrataScanExec {
                             plan.disjoint(),
                             plan.rows_deleted(),
                             overlay.keys(),
-                            overlay.rows().map_or(0, RecordBatch::num_rows),
+                            overlay.rows().num_rows(),
                         )?;
                         if !plan.anti_join() && overlay.keys() > 0 {
                             write!(f, "rows_hidden_by_overlay={}, ", overlay.hidden_base_rows())?;
@@ -1220,7 +1220,7 @@ fn direct_stream(
         };
         Ok(BaseState {
             reader,
-            overlay: plan.overlay_batches(partition).into_iter(),
+            overlay: plan.overlay_batches(partition)?.into_iter(),
             finisher,
             counters,
             spec: Arc::clone(&spec),

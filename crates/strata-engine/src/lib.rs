@@ -102,7 +102,7 @@ pub use kv::{KvScan, KvStore, WriteBatch};
 pub use memtable::{Memtable, MemtableKind};
 pub use metrics::{MetricsSnapshot, ReadCounter, ReadStats, TableWriteStats, track_reads};
 pub use options::{Options, Profile, SstCompression, SyncMode, TableOptions};
-pub use read::{BaseFile, BaseScan, KeyRange, Overlay, ScanIter, ScanOptions};
+pub use read::{BaseFile, BaseScan, KeyRange, Overlay, OverlayRows, ScanIter, ScanOptions};
 pub use schema::{OP_COLUMN, ROWID_COLUMN, SEQ_COLUMN, TableSchema};
 pub use snapshot::Snapshot;
 pub use sst::SstMeta;

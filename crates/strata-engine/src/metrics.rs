@@ -113,6 +113,9 @@ metrics! {
     scan_plans_refreshed,
     /// Microseconds the plan refresher spent (`scan_plans_refreshed`).
     scan_plan_refreshed_micros,
+    /// Plan updates (by queries or the refresher) that merged the overlay's recently written
+    /// keys into its settled ones: a walk of the whole overlay.
+    scan_plan_consolidations,
     /// Range scans started.
     scans,
     /// Rows returned by scans.

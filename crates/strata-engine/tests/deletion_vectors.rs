@@ -552,7 +552,7 @@ fn a_scan_plan_is_reused_and_brought_up_to_date_until_a_flush() {
         let view = t.view().unwrap();
         let plan = view.base_scan(None).unwrap().expect("base scan");
         let tombstones = plan.overlay.tombstones();
-        let live = plan.base_live_rows() + plan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
+        let live = plan.base_live_rows() + plan.overlay.rows().num_rows() as u64;
         assert_eq!(live, model.len() as u64, "exact count from the plan");
         assert_eq!(read_base(&view).unwrap().unwrap(), *model);
         tombstones
@@ -598,6 +598,105 @@ fn a_scan_plan_is_reused_and_brought_up_to_date_until_a_flush() {
     let [made_now, ..] = counters(&db);
     assert_eq!(check(&model), 0);
     assert_eq!(counters(&db)[0], made_now + 1);
+}
+
+/// Many small writes between queries: each query brings the kept plan up to date with the
+/// keys written since (their rows kept apart from the plan's settled ones, which they
+/// supersede) and, once those pass a fraction of the overlay, consolidates it. Every query's
+/// rows and exact count equal the model's, the plan is never made again, and a view pinned
+/// along the way keeps reading its own state.
+#[test]
+fn a_plan_brought_up_to_date_many_times_reads_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // The queries do every update and consolidation: no refresher, no flush.
+    let mut opts = Options {
+        scan_plan_refresh_ms: 0,
+        ..options(StrategyKind::None)
+    };
+    opts.table_defaults.memtable_size_bytes = 64 << 20;
+    let db = Db::open(dir.path(), opts).unwrap();
+    let t = db.create_table("t", schema(), &["id"]).unwrap();
+    let mut model: Model = (0..3000).map(|i| (i, format!("a{i}"))).collect();
+    let all: Vec<(i64, String)> = model.clone().into_iter().collect();
+    t.insert(&rows(&all)).unwrap();
+    t.flush().unwrap();
+    // An overlay of 2,000 keys (puts and deletes, inside and past the base file) ...
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound) as i64
+    };
+    let mut write = |model: &mut Model, n: usize, round: usize| {
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
+        for _ in 0..n {
+            let key = next(4000);
+            if next(5) == 0 {
+                deletes.push(key);
+            } else {
+                puts.push((key, format!("r{round}k{key}")));
+            }
+        }
+        // Within one write the put comes after the delete of the same key.
+        t.delete_keys(
+            &deletes
+                .iter()
+                .map(|k| vec![KeyValue::from(*k)])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        for k in &deletes {
+            model.remove(k);
+        }
+        let mut batch: BTreeMap<i64, String> = BTreeMap::new();
+        for (k, v) in puts {
+            batch.insert(k, v);
+        }
+        let batch: Vec<(i64, String)> = batch.into_iter().collect();
+        t.insert(&rows(&batch)).unwrap();
+        model.extend(batch);
+    };
+    write(&mut model, 2000, 0);
+    let metric = |name: &str| db.metrics().get(name).unwrap();
+    let check = |model: &Model| {
+        let view = t.view().unwrap();
+        let plan = view.base_scan(None).unwrap().expect("base scan");
+        let live = plan.base_live_rows() + plan.overlay.rows().num_rows() as u64;
+        assert_eq!(live, model.len() as u64, "exact count from the plan");
+        assert_eq!(read_base(&view).unwrap().unwrap(), *model);
+    };
+    check(&model);
+    let (made, updated, consolidated) = (
+        metric("scan_plans_made"),
+        metric("scan_plans_updated"),
+        metric("scan_plan_consolidations"),
+    );
+    // ... then 300 rounds of 12 writes, a query after each: 3,600 changed keys, past the
+    // recent keys a query's update keeps before it consolidates.
+    let mut pinned = None;
+    for round in 1..=300 {
+        write(&mut model, 12, round);
+        check(&model);
+        if round == 100 {
+            pinned = Some((db.snapshot(), model.clone()));
+        }
+    }
+    assert_eq!(metric("scan_plans_made"), made, "never planned afresh");
+    assert_eq!(metric("scan_plans_updated"), updated + 300);
+    // 3,600 keys over an overlay of about 2,000: kept apart up to 1,024, then merged.
+    let consolidations = metric("scan_plan_consolidations") - consolidated;
+    assert!(
+        (2..=4).contains(&consolidations),
+        "{consolidations} consolidations"
+    );
+    let (snapshot, then) = pinned.unwrap();
+    assert_eq!(
+        read_base(&t.view_at(&snapshot).unwrap()).unwrap().unwrap(),
+        then
+    );
+    check(&model);
 }
 
 /// The plan refresher keeps a scanned table's plan current: writes after a scan and a flush

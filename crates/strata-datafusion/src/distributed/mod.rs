@@ -311,10 +311,12 @@ pub fn split(parts: &ScanParts, tasks: usize) -> Result<Vec<ShippedScan>> {
         groups[group].push(file);
         before += live;
     }
-    let overlay = match base.overlay.rows() {
-        Some(rows) if rows.num_rows() > 0 => Some(rows.project(&parts.read_columns)?),
-        _ => None,
-    };
+    let overlay = base
+        .overlay
+        .rows()
+        .project(&parts.read_columns)
+        .and_then(|rows| rows.concat())
+        .map_err(engine_error)?;
     let overlay_rows_total = overlay.as_ref().map_or(0, |r| r.num_rows());
     let mut out = Vec::with_capacity(tasks);
     for (task, files) in groups.into_iter().enumerate() {

@@ -33,7 +33,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 
 pub use merge::{Dedup, MergeIter};
-pub use plan::{BaseFile, BaseScan, Overlay};
+pub use plan::{BaseFile, BaseScan, Overlay, OverlayRows};
 pub use runs::{RunIter, memtable_run, sst_run, sst_run_with_batch_rows};
 
 use crate::codec::{KeyValue, prefix_successor};

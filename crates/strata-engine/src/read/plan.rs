@@ -177,8 +177,8 @@ impl BaseFile {
 /// The overlay of a base scan (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Overlay {
-    /// Live rows (user columns, key order) of the keys whose newest version is a put.
-    rows: Option<RecordBatch>,
+    /// Live rows (user columns) of the keys whose newest version is a put.
+    rows: OverlayRows,
     /// Keys held by the overlay that lie inside some base file's key range.
     probe: Arc<Probe>,
     /// Keys in the overlay (puts and tombstones).
@@ -202,10 +202,128 @@ enum Probe {
     Encoded(HashSet<Vec<u8>>),
 }
 
+/// The live rows of an overlay, in two parts so that bringing a plan up to date costs the
+/// keys written since, not the whole overlay ([`update_base_scan`]):
+///
+/// * the **settled** rows: the live rows as of the plan's last consolidation, in key order,
+///   shared by every copy of the plan, less the **superseded** ones (ascending positions in
+///   the settled rows of keys written since, whose newest rows are in the recent part or
+///   which are now tombstones);
+/// * the **recent** rows: the newest rows of the keys written since the consolidation whose
+///   newest version is a put, in key order.
+///
+/// Each part is in key order; the two together are not (a recent key may sort anywhere among
+/// the settled ones). No key has a row in both parts.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayRows {
+    settled: Option<RecordBatch>,
+    superseded: Arc<Vec<u32>>,
+    recent: Option<RecordBatch>,
+}
+
+impl OverlayRows {
+    /// Rows `settled` (key order), none superseded, none recent.
+    fn settled(settled: Option<RecordBatch>) -> OverlayRows {
+        OverlayRows {
+            settled: settled.filter(|r| r.num_rows() > 0),
+            ..OverlayRows::default()
+        }
+    }
+
+    /// Number of live rows.
+    pub fn num_rows(&self) -> usize {
+        let count = |rows: &Option<RecordBatch>| rows.as_ref().map_or(0, RecordBatch::num_rows);
+        count(&self.settled) - self.superseded.len() + count(&self.recent)
+    }
+
+    /// True when there is no live row.
+    pub fn is_empty(&self) -> bool {
+        self.num_rows() == 0
+    }
+
+    /// Bytes of Arrow memory the rows take (superseded rows included).
+    pub fn memory_size(&self) -> usize {
+        let size = |rows: &Option<RecordBatch>| {
+            rows.as_ref().map_or(0, RecordBatch::get_array_memory_size)
+        };
+        size(&self.settled) + size(&self.recent) + self.superseded.len() * 4
+    }
+
+    /// The rows with only the columns `columns` (no row is copied).
+    pub fn project(&self, columns: &[usize]) -> Result<OverlayRows> {
+        let project = |rows: &Option<RecordBatch>| -> Result<Option<RecordBatch>> {
+            Ok(match rows {
+                Some(rows) => Some(rows.project(columns)?),
+                None => None,
+            })
+        };
+        Ok(OverlayRows {
+            settled: project(&self.settled)?,
+            superseded: Arc::clone(&self.superseded),
+            recent: project(&self.recent)?,
+        })
+    }
+
+    /// The live rows in batches of at most `batch_rows` rows: the settled ones (the superseded
+    /// ones filtered out), then the recent ones. Each batch is in key order.
+    pub fn batches(&self, batch_rows: usize) -> Result<Vec<RecordBatch>> {
+        let batch_rows = batch_rows.max(1);
+        let mut out = Vec::new();
+        let mut cut = |rows: RecordBatch| {
+            let mut at = 0;
+            while at < rows.num_rows() {
+                let len = batch_rows.min(rows.num_rows() - at);
+                out.push(rows.slice(at, len));
+                at += len;
+            }
+        };
+        if let Some(settled) = self.live_settled()? {
+            cut(settled);
+        }
+        if let Some(recent) = &self.recent {
+            cut(recent.clone());
+        }
+        Ok(out)
+    }
+
+    /// The live rows as one batch (`None` when there is none): the settled ones, then the
+    /// recent ones.
+    pub fn concat(&self) -> Result<Option<RecordBatch>> {
+        let parts: Vec<RecordBatch> = self
+            .live_settled()?
+            .into_iter()
+            .chain(self.recent.clone())
+            .filter(|r| r.num_rows() > 0)
+            .collect();
+        Ok(match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(concat_batches(&parts[0].schema(), &parts)?),
+        })
+    }
+
+    /// The settled rows less the superseded ones.
+    fn live_settled(&self) -> Result<Option<RecordBatch>> {
+        let Some(settled) = &self.settled else {
+            return Ok(None);
+        };
+        if self.superseded.is_empty() {
+            return Ok(Some(settled.clone()));
+        }
+        let mut keep = BooleanBufferBuilder::new(settled.num_rows());
+        keep.append_n(settled.num_rows(), true);
+        for row in self.superseded.iter() {
+            keep.set_bit(*row as usize, false);
+        }
+        let keep = BooleanArray::new(keep.finish(), None);
+        Ok(Some(arrow::compute::filter_record_batch(settled, &keep)?))
+    }
+}
+
 impl Overlay {
-    /// The live overlay rows (user columns, in key order), if any.
-    pub fn rows(&self) -> Option<&RecordBatch> {
-        self.rows.as_ref()
+    /// The live overlay rows (user columns).
+    pub fn rows(&self) -> &OverlayRows {
+        &self.rows
     }
 
     /// True when no overlay key can hide a base row (no anti-join needed).
@@ -309,29 +427,59 @@ impl BaseScan {
     }
 }
 
-/// Every key of a plan's overlay and whether its newest version is a put (the overlay's rows
-/// are the puts, in key order), so the plan can be brought up to date ([`update_base_scan`]).
-/// `None` for a plan that cannot be updated (its overlay is probed by an anti-join, or the
-/// table has a hidden row id). Shared between a kept plan and the copies queries take of it
-/// (an update only reads it and builds the copy a new one), so a query that reuses a plan
-/// copies no key.
+/// Every key of a plan's overlay and whether its newest version is a put, in the two parts of
+/// [`OverlayRows`], so the plan can be brought up to date ([`update_base_scan`]). `None` for a
+/// plan that cannot be updated (its overlay is probed by an anti-join, or the table has a
+/// hidden row id). Shared between a kept plan and the copies queries take of it (an update
+/// only reads it and builds the copy a new one), so a query that reuses a plan copies no key.
 pub(crate) type OverlayIndex = Option<Arc<OverlayKeys>>;
 
-/// The keys of an overlay, ascending and distinct, each with whether its newest version is a
-/// put: flat (one buffer of keys, no allocation per key), built in key order by a plan and
-/// rebuilt by one merge walk when the plan is brought up to date.
+/// The keys of an overlay: the settled keys (those of the last consolidation, shared by every
+/// copy of the plan) and the keys written since (`recent`, at most a fraction of the settled
+/// ones: [`consolidation_due`]).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct OverlayKeys {
-    keys: ByteRows,
-    puts: Vec<bool>,
+    settled: Arc<SettledKeys>,
+    /// The keys written since the consolidation, ascending and distinct, each with whether
+    /// its newest version is a put (their rows are [`OverlayRows`]'s recent rows).
+    recent: Vec<(Box<[u8]>, bool)>,
 }
 
 impl OverlayKeys {
+    /// Number of distinct keys (settled or recent).
+    pub(crate) fn len(&self) -> usize {
+        self.settled.len()
+            + self
+                .recent
+                .iter()
+                .filter(|(key, _)| self.settled.find(key).is_none())
+                .count()
+    }
+
+    /// True when keys were written since the last consolidation.
+    pub(crate) fn has_recent(&self) -> bool {
+        !self.recent.is_empty()
+    }
+}
+
+/// The keys of an overlay as of its last consolidation, ascending and distinct, each with
+/// whether its newest version is a put and, for a put, its row among the settled rows: flat
+/// (one buffer of keys, no allocation per key), built in key order.
+#[derive(Debug, Default)]
+struct SettledKeys {
+    keys: ByteRows,
+    puts: Vec<bool>,
+    /// Per key, the number of puts before it: a put's row among the settled rows.
+    rows: Vec<u32>,
+}
+
+impl SettledKeys {
     /// Room for `keys` keys of about `bytes` bytes in total.
     fn with_capacity(keys: usize, bytes: usize) -> Self {
-        OverlayKeys {
+        SettledKeys {
             keys: ByteRows::with_capacity(keys, bytes),
             puts: Vec::with_capacity(keys),
+            rows: Vec::with_capacity(keys),
         }
     }
 
@@ -341,20 +489,43 @@ impl OverlayKeys {
             self.keys.is_empty() || self.keys.get(self.keys.len() - 1) < key,
             "overlay keys must be pushed in ascending order"
         );
+        let row = match (self.rows.last(), self.puts.last()) {
+            (Some(row), Some(put)) => row + u32::from(*put),
+            _ => 0,
+        };
         self.keys.push(key);
         self.puts.push(put);
+        self.rows.push(row);
     }
 
     /// Number of keys.
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.puts.len()
     }
 
     /// Number of keys whose newest version is a put.
     fn puts(&self) -> usize {
-        self.puts.iter().filter(|p| **p).count()
+        self.rows.last().map_or(0, |row| *row as usize)
+            + usize::from(self.puts.last() == Some(&true))
+    }
+
+    /// The position of `key`, if held.
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let at = self.keys.partition_point(0, |k| k < key);
+        (at < self.len() && self.keys.get(at) == key).then_some(at)
     }
 }
+
+/// Whether an overlay with `settled` settled keys and `recent` keys written since is
+/// consolidated by a query's update: once the recent keys pass an eighth of the settled ones
+/// (and [`RECENT_KEYS_MIN`]), so that the consolidations' cost per written key stays bounded
+/// while an update costs the recent keys, not the overlay.
+fn consolidation_due(settled: usize, recent: usize) -> bool {
+    recent > RECENT_KEYS_MIN.max(settled / 8)
+}
+
+/// Recent keys an overlay may hold, whatever its size, before a query's update consolidates it.
+const RECENT_KEYS_MIN: usize = 1024;
 
 /// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV and
 /// its handle) and the memtables `memtables` at `read_seq`, with the plan's [`OverlayIndex`];
@@ -369,7 +540,7 @@ pub(crate) fn plan_base_scan(
     // In key order, so the overlay's rows come in key order.
     let mut ranges = ranges.to_vec();
     ranges.sort_by(range_start_cmp);
-    let mut index = OverlayKeys::default();
+    let mut index = SettledKeys::default();
     files.sort_by(|a, b| a.0.meta.min_key.cmp(&b.0.meta.min_key));
     let disjoint = files
         .windows(2)
@@ -445,7 +616,12 @@ pub(crate) fn plan_base_scan(
     if schema.has_hidden_rowid() && !probe_keys.is_empty() {
         return Ok(None);
     }
-    let index = (probe_keys.is_empty() && !schema.has_hidden_rowid()).then(|| Arc::new(index));
+    let index = (probe_keys.is_empty() && !schema.has_hidden_rowid()).then(|| {
+        Arc::new(OverlayKeys {
+            settled: Arc::new(index),
+            recent: Vec::new(),
+        })
+    });
     let files: Vec<BaseFile> = files.into_iter().map(|(file, _)| file).collect();
     let probe = if probe_keys.is_empty() {
         Probe::Empty
@@ -473,7 +649,7 @@ pub(crate) fn plan_base_scan(
             files,
             disjoint,
             overlay: Overlay {
-                rows,
+                rows: OverlayRows::settled(rows),
                 probe: Arc::new(probe),
                 keys,
                 tombstones,
@@ -497,12 +673,17 @@ fn range_start_cmp(a: &KeyRange, b: &KeyRange) -> std::cmp::Ordering {
 
 /// Brings `scan`, planned over the same files with the overlay `index`, up to date with the
 /// keys `changed` (ascending, distinct, inside `ranges`) written since, whose newest versions
-/// are looked up in `memtables` (newest first) at `read_seq`: their overlay rows replaced or
-/// removed, tombstones counted, and the base rows of keys new to the overlay resolved through
-/// the key cache. One merge walk of the index and the changed keys builds the new index (the
-/// old one is only read: it may be shared with other copies of the plan) and orders the
-/// overlay's rows. Returns the new index, or `None` (leaving `scan` unusable) when the update
-/// cannot be made (a reached file's keys are not in the key cache): the caller plans afresh.
+/// are looked up in `memtables` (newest first) at `read_seq`: their rows go to the overlay's
+/// recent rows (their settled rows, if any, superseded), tombstones are counted, and the base
+/// rows of keys new to the overlay are resolved through the key cache. The cost is the
+/// changed and recent keys' (a binary search of the settled keys each), not the overlay's:
+/// the settled keys and rows are shared, only read. The overlay is consolidated (its recent
+/// keys and rows merged into new settled ones, one walk of the whole overlay) when
+/// `consolidate` is set (the plan refresher, off the queries' path) or the recent keys pass a
+/// fraction of the settled ones ([`consolidation_due`]). Returns the new index, or `None`
+/// (leaving `scan` unusable) when the update cannot be made (a reached file's keys are not in
+/// the key cache): the caller plans afresh.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn update_base_scan(
     schema: &TableSchema,
     scan: &mut BaseScan,
@@ -511,11 +692,24 @@ pub(crate) fn update_base_scan(
     memtables: &[Arc<MemtableSlot>],
     changed: &[&[u8]],
     read_seq: SeqNo,
+    consolidate: bool,
 ) -> Result<Option<OverlayKeys>> {
     debug_assert!(changed.windows(2).all(|w| w[0] < w[1]));
+    debug_assert!(old.recent.windows(2).all(|w| w[0].0 < w[1].0));
     debug_assert!(scan.overlay.hides_nothing());
+    debug_assert_eq!(scan.overlay.rows.superseded.len(), {
+        let settled = &old.settled;
+        old.recent
+            .iter()
+            .filter(|(key, _)| settled.find(key).is_some_and(|i| settled.puts[i]))
+            .count()
+    });
     if changed.is_empty() {
-        return Ok(Some(old.clone()));
+        return Ok(Some(if consolidate && old.has_recent() {
+            consolidate_overlay(&mut scan.overlay, old)?
+        } else {
+            old.clone()
+        }));
     }
     // The newest visible version of each changed key.
     let visible: Vec<&Arc<MemtableSlot>> = memtables
@@ -537,22 +731,24 @@ pub(crate) fn update_base_scan(
             put_seqs.push(entry.seq);
         }
     }
-    // One walk of the old index and the changed keys: the new index, the order of the
-    // overlay's rows (old rows of unchanged keys, new rows of changed puts), the tombstone
-    // count, and the keys new to the overlay that may hide base rows.
-    let mut keys = OverlayKeys::with_capacity(
-        old.len() + changed.len(),
-        old.keys.data_len() + changed.iter().map(|k| k.len()).sum::<usize>(),
-    );
-    let mut order: Vec<(usize, usize)> = Vec::with_capacity(old.len() + put_keys.len());
+    // One walk of the old recent keys and the changed keys: the new recent keys, the order of
+    // the recent rows (old recent rows of unchanged keys, new rows of changed puts), the
+    // settled rows newly superseded, the counts, and the keys new to the overlay that may
+    // hide base rows.
+    let settled = &old.settled;
+    let mut recent: Vec<(Box<[u8]>, bool)> = Vec::with_capacity(old.recent.len() + changed.len());
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(old.recent.len() + put_keys.len());
+    let mut superseded: Vec<u32> = Vec::new();
     let mut reached: Vec<Vec<u8>> = Vec::new();
     let (mut old_row, mut new_row) = (0usize, 0usize);
     let mut tombstones = scan.overlay.tombstones;
+    let mut keys = scan.overlay.keys;
     let (mut a, mut b) = (0usize, 0usize);
-    while a < old.len() || b < changed.len() {
-        if b == changed.len() || (a < old.len() && old.keys.get(a) < changed[b]) {
-            keys.push(old.keys.get(a), old.puts[a]);
-            if old.puts[a] {
+    while a < old.recent.len() || b < changed.len() {
+        if b == changed.len() || (a < old.recent.len() && &*old.recent[a].0 < changed[b]) {
+            let (key, put) = &old.recent[a];
+            recent.push((key.clone(), *put));
+            if *put {
                 order.push((0, old_row));
                 old_row += 1;
             }
@@ -560,16 +756,22 @@ pub(crate) fn update_base_scan(
             continue;
         }
         let key = changed[b];
-        let before = if a < old.len() && old.keys.get(a) == key {
-            let put = old.puts[a];
+        let before = if a < old.recent.len() && &*old.recent[a].0 == key {
+            let put = old.recent[a].1;
             old_row += usize::from(put);
             a += 1;
+            Some(put)
+        } else if let Some(i) = settled.find(key) {
+            let put = settled.puts[i];
+            if put {
+                superseded.push(settled.rows[i]);
+            }
             Some(put)
         } else {
             None
         };
         let now = newest[b];
-        keys.push(key, now);
+        recent.push((key.into(), now));
         if now {
             order.push((1, new_row));
             new_row += 1;
@@ -580,13 +782,15 @@ pub(crate) fn update_base_scan(
         if !now {
             tombstones += 1;
         }
-        if before.is_none()
-            && scan
+        if before.is_none() {
+            keys += 1;
+            if scan
                 .files
                 .iter()
                 .any(|f| f.meta.min_key.as_slice() <= key && key <= f.meta.max_key.as_slice())
-        {
-            reached.push(key.to_vec());
+            {
+                reached.push(key.to_vec());
+            }
         }
         b += 1;
     }
@@ -606,7 +810,8 @@ pub(crate) fn update_base_scan(
         scan.overlay.hidden += hidden;
         scan.files = pairs.into_iter().map(|(file, _)| file).collect();
     }
-    // The overlay's rows: old rows whose key did not change, and the new puts, in key order.
+    // The recent rows: old recent rows whose key did not change, and the new puts, in key
+    // order.
     let user: Vec<usize> = (0..schema.user_schema().fields().len()).collect();
     let storage: Vec<usize> = (0..schema.storage_schema().fields().len()).collect();
     let ops = vec![OpKind::Put; put_keys.len()];
@@ -619,21 +824,102 @@ pub(crate) fn update_base_scan(
             &storage,
         )?
         .project(&user)?;
-    let old_rows = match scan.overlay.rows.take() {
+    let rows = &mut scan.overlay.rows;
+    let old_rows = match rows.recent.take() {
         Some(rows) => rows,
         None => RecordBatch::new_empty(new_rows.schema()),
     };
     debug_assert_eq!(old_row, old_rows.num_rows());
-    let rows = arrow::compute::interleave_record_batch(&[&old_rows, &new_rows], &order)?;
-    scan.overlay.rows = (rows.num_rows() > 0).then_some(rows);
+    let recent_rows = arrow::compute::interleave_record_batch(&[&old_rows, &new_rows], &order)?;
+    rows.recent = (recent_rows.num_rows() > 0).then_some(recent_rows);
+    if !superseded.is_empty() {
+        // Both ascending (the changed keys are, and settled rows follow key order): merged.
+        let mut all = Vec::with_capacity(rows.superseded.len() + superseded.len());
+        let (mut i, mut j) = (0, 0);
+        while i < rows.superseded.len() || j < superseded.len() {
+            if j == superseded.len()
+                || (i < rows.superseded.len() && rows.superseded[i] < superseded[j])
+            {
+                all.push(rows.superseded[i]);
+                i += 1;
+            } else {
+                all.push(superseded[j]);
+                j += 1;
+            }
+        }
+        debug_assert!(all.windows(2).all(|w| w[0] < w[1]));
+        rows.superseded = Arc::new(all);
+    }
     scan.overlay.tombstones = tombstones;
-    scan.overlay.keys = keys.len();
-    debug_assert_eq!(
-        scan.overlay.rows.as_ref().map_or(0, RecordBatch::num_rows),
-        keys.puts()
+    scan.overlay.keys = keys;
+    let index = OverlayKeys {
+        settled: Arc::clone(&old.settled),
+        recent,
+    };
+    if consolidate || consolidation_due(index.settled.len(), index.recent.len()) {
+        return consolidate_overlay(&mut scan.overlay, &index).map(Some);
+    }
+    debug_assert_eq!(index.len(), keys);
+    Ok(Some(index))
+}
+
+/// Merges the recent keys and rows of `overlay` (whose index is `index`) into new settled ones
+/// (one walk of both key lists; the rows interleaved in key order) and returns the new index.
+fn consolidate_overlay(overlay: &mut Overlay, index: &OverlayKeys) -> Result<OverlayKeys> {
+    let (settled, recent) = (&index.settled, &index.recent);
+    let mut keys = SettledKeys::with_capacity(
+        settled.len() + recent.len(),
+        settled.keys.data_len() + recent.iter().map(|(k, _)| k.len()).sum::<usize>(),
     );
-    debug_assert_eq!(keys.len() - keys.puts(), tombstones);
-    Ok(Some(keys))
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(overlay.rows.num_rows());
+    let (mut a, mut b, mut recent_row) = (0usize, 0usize, 0usize);
+    while a < settled.len() || b < recent.len() {
+        if b == recent.len() || (a < settled.len() && settled.keys.get(a) < &*recent[b].0) {
+            let put = settled.puts[a];
+            keys.push(settled.keys.get(a), put);
+            if put {
+                order.push((0, settled.rows[a] as usize));
+            }
+            a += 1;
+            continue;
+        }
+        let (key, put) = &recent[b];
+        if a < settled.len() && settled.keys.get(a) == &**key {
+            a += 1;
+        }
+        keys.push(key, *put);
+        if *put {
+            order.push((1, recent_row));
+            recent_row += 1;
+        }
+        b += 1;
+    }
+    let rows = &overlay.rows;
+    let schema = match (&rows.settled, &rows.recent) {
+        (Some(r), _) | (None, Some(r)) => Some(r.schema()),
+        (None, None) => None,
+    };
+    let merged = match schema {
+        None => None,
+        Some(schema) => {
+            let empty = RecordBatch::new_empty(schema);
+            let settled_rows = rows.settled.as_ref().unwrap_or(&empty);
+            let recent_rows = rows.recent.as_ref().unwrap_or(&empty);
+            debug_assert_eq!(recent_row, recent_rows.num_rows());
+            Some(arrow::compute::interleave_record_batch(
+                &[settled_rows, recent_rows],
+                &order,
+            )?)
+        }
+    };
+    overlay.rows = OverlayRows::settled(merged);
+    debug_assert_eq!(keys.len(), overlay.keys);
+    debug_assert_eq!(keys.puts(), overlay.rows.num_rows());
+    debug_assert_eq!(keys.len() - keys.puts(), overlay.tombstones);
+    Ok(OverlayKeys {
+        settled: Arc::new(keys),
+        recent: Vec::new(),
+    })
 }
 
 /// The exact number of live rows of `scan`, a plan for the key ranges `ranges`, whose key lies
@@ -661,7 +947,7 @@ pub(crate) fn live_rows_within(
                 .sum::<u64>()
         })
         .sum();
-    let overlay = scan.overlay.rows().map_or(0, |r| r.num_rows() as u64);
+    let overlay = scan.overlay.rows().num_rows() as u64;
     Some(base + overlay)
 }
 
@@ -779,6 +1065,45 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The live rows of an overlay with recent writes: the settled rows but the superseded
+    /// ones, then the recent rows, cut into batches; projection copies no row.
+    #[test]
+    fn overlay_rows_leave_out_superseded_settled_rows() {
+        let batch = |values: &[i64]| {
+            RecordBatch::try_from_iter([(
+                "k",
+                Arc::new(Int64Array::from(values.to_vec())) as ArrayRef,
+            )])
+            .unwrap()
+        };
+        let rows = OverlayRows {
+            settled: Some(batch(&[1, 2, 3, 4, 5])),
+            superseded: Arc::new(vec![1, 3]),
+            recent: Some(batch(&[2, 7])),
+        };
+        assert_eq!(rows.num_rows(), 5);
+        let values = |batches: Vec<RecordBatch>| -> Vec<Vec<i64>> {
+            batches
+                .iter()
+                .map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect()
+        };
+        assert_eq!(
+            values(rows.batches(2).unwrap()),
+            vec![vec![1, 3], vec![5], vec![2, 7]]
+        );
+        assert_eq!(
+            values(rows.concat().unwrap().into_iter().collect()),
+            vec![vec![1, 3, 5, 2, 7]]
+        );
+        let projected = rows.project(&[0]).unwrap();
+        assert_eq!(projected.num_rows(), 5);
+        assert!(Arc::ptr_eq(&projected.superseded, &rows.superseded));
+        let empty = OverlayRows::settled(Some(batch(&[])));
+        assert!(empty.is_empty() && empty.batches(8).unwrap().is_empty());
+        assert!(empty.concat().unwrap().is_none());
     }
 
     #[test]

@@ -139,8 +139,7 @@ impl CachedPlan {
     fn overlay_bytes(&self) -> usize {
         self.plan
             .as_ref()
-            .and_then(|p| p.overlay.rows())
-            .map_or(0, |rows| rows.get_array_memory_size())
+            .map_or(0, |p| p.overlay.rows().memory_size())
     }
 }
 

@@ -54,8 +54,11 @@ pub fn base_rows(view: &ReadView) -> Result<Option<Vec<RecordBatch>>, String> {
             out.push(filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?);
         }
     }
-    if let Some(rows) = plan.overlay.rows() {
-        out.push(rows.clone());
-    }
+    out.extend(
+        plan.overlay
+            .rows()
+            .batches(usize::MAX)
+            .map_err(|e| e.to_string())?,
+    );
     Ok(Some(out))
 }
