@@ -22,8 +22,10 @@
 //! and the scan filters every base row against it (the anti-join, [`Overlay::keep_mask`]).
 //!
 //! A plan is kept per table and brought up to date with later writes rather than made again
-//! ([`update_base_scan`], [`super::plan_cache`]): the changed keys' overlay rows are replaced
-//! or dropped, and the keys new to the overlay resolved against the base files.
+//! ([`update_base_scan`], [`super::plan_cache`]): the changed keys' rows go to the overlay's
+//! *recent* part, superseding their rows in its *settled* part ([`OverlayRows`]), and the keys
+//! new to the overlay are resolved against the base files; the recent part is merged into the
+//! settled one now and then, so an update costs the keys written since, not the overlay.
 //!
 //! [`ReadView::base_scan`](crate::ReadView::base_scan) returns `None` when the view cannot be
 //! read this way; the caller then merges ([`crate::ReadView::scan`]):
@@ -41,7 +43,9 @@
 //! true only when no two of them overlap (reading them in order is then reading in key order);
 //! the overlay's probe keys are only those inside the key range of some base file (a key
 //! outside every file cannot hide a base row); a resolved overlay has no probe keys, and
-//! every base row whose key the overlay holds is among its file's deleted rows.
+//! every base row whose key the overlay holds is among its file's deleted rows; an overlay's
+//! key index holds every key of its rows and tombstones once, in its settled or recent part,
+//! and the superseded settled rows are exactly those of the settled puts whose key is recent.
 
 use std::collections::HashSet;
 use std::ops::{Bound, Range};

@@ -33,9 +33,10 @@
 //! plans of the key ranges queries scanned within [`PLAN_REFRESH_IDLE`] up to the latest
 //! write, and makes a new plan after a flush or compaction changed the version, so a query
 //! finds a plan that lacks at most the last interval's writes. A query (at read sequence `r`)
-//! uses the newest kept plan of its ranges at or below `r`: it takes a *copy* (files, rows and
-//! the overlay's key index are shared; bringing the copy up to date builds it a new index
-//! from the shared one, which it only reads) and brings that up to date, so kept
+//! uses the newest kept plan of its ranges at or below `r`: it takes a *copy* (files and the
+//! overlay's settled keys and rows are shared; bringing the copy up to date builds it a new
+//! recent part, reading the shared settled one; the refresher consolidates the two) and
+//! brings that up to date, so kept
 //! plans are never absent while another scan or the refresher works on them, and the two
 //! newest plans of each ranges are kept: a query that pinned its read sequence just before
 //! the refresher put a newer plan still finds the one before.
@@ -43,8 +44,8 @@
 //! Invariants: at most [`PLAN_CACHE_RANGES`] distinct key ranges with at most
 //! [`PLANS_PER_RANGES`] plans each (the newest by read sequence); a plan whose overlay rows
 //! take more than [`PLAN_CACHE_MAX_OVERLAY_BYTES`] is not kept (so a table's kept plans hold
-//! at most 8 × 32 MiB of overlay rows; the two plans of one ranges share their files and DVs
-//! but not their rows, which an update rebuilds); every plan of another version
+//! at most 8 × 32 MiB of overlay rows; the two plans of one ranges share their files, DVs and
+//! settled overlay rows until a consolidation rebuilds those); every plan of another version
 //! is dropped at the next lookup, so the cache never holds the overlay of a flushed memtable
 //! for longer than one query or refresh.
 

@@ -222,8 +222,9 @@ struct Sampling {
 /// Dictionaries: the Parquet writer gives up a dictionary only once it outgrows its limit,
 /// and a column of (nearly) unique values would then carry a full-size dictionary page of no
 /// use in every row group, which every reader decodes: so a value column keeps its
-/// dictionary only if the distinct values a row group is expected to hold fit in the limit
-/// and save a quarter of the plain bytes ([`ExpectedDictionary::fits_and_pays`]). The
+/// dictionary only if the distinct values a row group is expected to hold fit in the limit,
+/// save a quarter of the plain bytes and take no more bytes than the indices
+/// ([`ExpectedDictionary::fits_and_pays`]). The
 /// estimate takes the sample as uniform draws from `D` distinct values
 /// (`d = D (1 - e^(-n/D))` for `d` distinct in `n` sampled values, solved for `D`), then a
 /// row group of `r` rows holds `D (1 - e^(-r/D))` of them. A sample of all-distinct values
@@ -454,12 +455,19 @@ impl ExpectedDictionary {
         self.distinct.max(2.0).log2().ceil()
     }
 
-    /// The dictionary fits in `limit` bytes, and it and the indices (`log2(distinct)` bits a
-    /// row) take at most three quarters of the plain values: a dictionary that saves less is
-    /// not worth a page every reader decodes.
+    /// The dictionary fits in `limit` bytes, it and the indices (`log2(distinct)` bits a row)
+    /// take at most three quarters of the plain values (a dictionary that saves less is not
+    /// worth a page every reader decodes), and it is no larger than the indices. A read decodes
+    /// the whole dictionary page of every row group it touches, however few of the group's
+    /// pages it selects: a dictionary larger than its indices makes a read that selects a few
+    /// pages (a pruned range) decode more dictionary than it reads values, where plain pages
+    /// would be read only where selected.
     fn fits_and_pays(&self, limit: usize) -> bool {
-        let encoded = self.dictionary_bytes() + self.rows * self.index_bits() / 8.0;
-        self.dictionary_bytes() <= limit as f64 && encoded <= 0.75 * self.rows * self.value_bytes
+        let indices = self.rows * self.index_bits() / 8.0;
+        let dictionary = self.dictionary_bytes();
+        dictionary <= limit as f64
+            && dictionary + indices <= 0.75 * self.rows * self.value_bytes
+            && dictionary <= indices
     }
 }
 
@@ -1018,6 +1026,18 @@ mod tests {
         );
         assert!(amounts.fits_and_pays(1 << 20));
         assert!(!amounts.fits_and_pays(512 << 10), "past the limit");
+        // In a row group of 250,000 rows the dictionary (about 92,000 values, 735 KB) saves
+        // 37 % of the plain bytes but is larger than the indices (17 bits a row, 531 KB):
+        // a read of a few pages would decode mostly dictionary.
+        let quarter = expected_dictionary(&sample, 250_000).unwrap();
+        assert!(quarter.dictionary_bytes() + quarter.rows * quarter.index_bits() / 8.0 < 0.7 * 2e6);
+        assert!(!quarter.fits_and_pays(1 << 20));
+        assert!(
+            expected_dictionary(&sample, 500_000)
+                .unwrap()
+                .fits_and_pays(1 << 20),
+            "twice the rows: the indices outweigh the dictionary"
+        );
         // In a row group of 100,000 rows, most of them are distinct: no saving.
         assert!(
             !expected_dictionary(&sample, 100_000)
