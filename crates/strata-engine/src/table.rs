@@ -776,10 +776,7 @@ impl ReadView {
             changed.sort_unstable();
             changed.dedup();
             let positions: Vec<usize> = changes.iter().map(|c| c.end).collect();
-            // The refresher consolidates what queries' updates left recent, off their path.
-            let consolidate = purpose == PlanFor::Refresh;
-            let settles = consolidate && cached.index.as_ref().is_some_and(|i| i.has_recent());
-            let updated = if changed.is_empty() && !settles {
+            let updated = if changed.is_empty() {
                 if purpose == PlanFor::Query {
                     Metrics::inc(&metrics.scan_plans_reused);
                 }
@@ -796,12 +793,12 @@ impl ReadView {
                     &memtables,
                     &changed,
                     self.read_seq,
-                    consolidate,
+                    purpose == PlanFor::Refresh,
                 )?;
                 match keys {
                     Some(keys) => {
                         if !keys.has_recent() {
-                            // Written keys were merged into the settled ones.
+                            // The written keys were merged into the settled ones.
                             Metrics::inc(&metrics.scan_plan_consolidations);
                         }
                         *index = Arc::new(keys);

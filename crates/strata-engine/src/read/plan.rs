@@ -443,10 +443,10 @@ pub(crate) type OverlayIndex = Option<Arc<OverlayKeys>>;
 /// ones: [`consolidation_due`]).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct OverlayKeys {
-    settled: Arc<SettledKeys>,
-    /// The keys written since the consolidation, ascending and distinct, each with whether
-    /// its newest version is a put (their rows are [`OverlayRows`]'s recent rows).
-    recent: Vec<(Box<[u8]>, bool)>,
+    settled: Arc<KeyList>,
+    /// The keys written since the consolidation (their rows are [`OverlayRows`]'s recent
+    /// rows).
+    recent: KeyList,
 }
 
 impl OverlayKeys {
@@ -455,8 +455,9 @@ impl OverlayKeys {
         self.settled.len()
             + self
                 .recent
+                .keys
                 .iter()
-                .filter(|(key, _)| self.settled.find(key).is_none())
+                .filter(|key| self.settled.find(key).is_none())
                 .count()
     }
 
@@ -466,21 +467,21 @@ impl OverlayKeys {
     }
 }
 
-/// The keys of an overlay as of its last consolidation, ascending and distinct, each with
-/// whether its newest version is a put and, for a put, its row among the settled rows: flat
+/// Keys of an overlay (its settled or its recent part), ascending and distinct, each with
+/// whether its newest version is a put and, for a put, its row among the part's rows: flat
 /// (one buffer of keys, no allocation per key), built in key order.
-#[derive(Debug, Default)]
-struct SettledKeys {
+#[derive(Debug, Default, Clone)]
+struct KeyList {
     keys: ByteRows,
     puts: Vec<bool>,
     /// Per key, the number of puts before it: a put's row among the settled rows.
     rows: Vec<u32>,
 }
 
-impl SettledKeys {
+impl KeyList {
     /// Room for `keys` keys of about `bytes` bytes in total.
     fn with_capacity(keys: usize, bytes: usize) -> Self {
-        SettledKeys {
+        KeyList {
             keys: ByteRows::with_capacity(keys, bytes),
             puts: Vec::with_capacity(keys),
             rows: Vec::with_capacity(keys),
@@ -513,6 +514,11 @@ impl SettledKeys {
             + usize::from(self.puts.last() == Some(&true))
     }
 
+    /// True when no key is held.
+    fn is_empty(&self) -> bool {
+        self.puts.is_empty()
+    }
+
     /// The position of `key`, if held.
     fn find(&self, key: &[u8]) -> Option<usize> {
         let at = self.keys.partition_point(0, |k| k < key);
@@ -521,15 +527,17 @@ impl SettledKeys {
 }
 
 /// Whether an overlay with `settled` settled keys and `recent` keys written since is
-/// consolidated by a query's update: once the recent keys pass an eighth of the settled ones
-/// (and [`RECENT_KEYS_MIN`]), so that the consolidations' cost per written key stays bounded
-/// while an update costs the recent keys, not the overlay.
-fn consolidation_due(settled: usize, recent: usize) -> bool {
-    recent > RECENT_KEYS_MIN.max(settled / 8)
+/// consolidated by an update: by the plan refresher's once the recent keys pass a 32nd of the
+/// settled ones (and [`RECENT_KEYS_MIN`]), by a query's only past four times that (when the
+/// refresher is off or behind), so that consolidations cost a bounded amount per written key
+/// and stay off the queries' path, while an update costs the recent keys, not the overlay.
+fn consolidation_due(settled: usize, recent: usize, by_refresher: bool) -> bool {
+    let due = RECENT_KEYS_MIN.max(settled / 32);
+    recent > if by_refresher { due } else { 4 * due }
 }
 
-/// Recent keys an overlay may hold, whatever its size, before a query's update consolidates it.
-const RECENT_KEYS_MIN: usize = 1024;
+/// Recent keys an overlay may hold, whatever its size, before the refresher consolidates it.
+const RECENT_KEYS_MIN: usize = 256;
 
 /// Plans a base scan of `files` (the view's files overlapping `ranges`, each with its DV and
 /// its handle) and the memtables `memtables` at `read_seq`, with the plan's [`OverlayIndex`];
@@ -544,7 +552,7 @@ pub(crate) fn plan_base_scan(
     // In key order, so the overlay's rows come in key order.
     let mut ranges = ranges.to_vec();
     ranges.sort_by(range_start_cmp);
-    let mut index = SettledKeys::default();
+    let mut index = KeyList::default();
     files.sort_by(|a, b| a.0.meta.min_key.cmp(&b.0.meta.min_key));
     let disjoint = files
         .windows(2)
@@ -623,7 +631,7 @@ pub(crate) fn plan_base_scan(
     let index = (probe_keys.is_empty() && !schema.has_hidden_rowid()).then(|| {
         Arc::new(OverlayKeys {
             settled: Arc::new(index),
-            recent: Vec::new(),
+            recent: KeyList::default(),
         })
     });
     let files: Vec<BaseFile> = files.into_iter().map(|(file, _)| file).collect();
@@ -682,9 +690,9 @@ fn range_start_cmp(a: &KeyRange, b: &KeyRange) -> std::cmp::Ordering {
 /// rows of keys new to the overlay are resolved through the key cache. The cost is the
 /// changed and recent keys' (a binary search of the settled keys each), not the overlay's:
 /// the settled keys and rows are shared, only read. The overlay is consolidated (its recent
-/// keys and rows merged into new settled ones, one walk of the whole overlay) when
-/// `consolidate` is set (the plan refresher, off the queries' path) or the recent keys pass a
-/// fraction of the settled ones ([`consolidation_due`]). Returns the new index, or `None`
+/// keys and rows merged into new settled ones, one walk of the whole overlay) when the recent
+/// keys pass a fraction of the settled ones, a smaller one for the plan refresher
+/// (`by_refresher`, off the queries' path) than for a query ([`consolidation_due`]). Returns the new index, or `None`
 /// (leaving `scan` unusable) when the update cannot be made (a reached file's keys are not in
 /// the key cache): the caller plans afresh.
 #[allow(clippy::too_many_arguments)]
@@ -696,24 +704,20 @@ pub(crate) fn update_base_scan(
     memtables: &[Arc<MemtableSlot>],
     changed: &[&[u8]],
     read_seq: SeqNo,
-    consolidate: bool,
+    by_refresher: bool,
 ) -> Result<Option<OverlayKeys>> {
     debug_assert!(changed.windows(2).all(|w| w[0] < w[1]));
-    debug_assert!(old.recent.windows(2).all(|w| w[0].0 < w[1].0));
     debug_assert!(scan.overlay.hides_nothing());
     debug_assert_eq!(scan.overlay.rows.superseded.len(), {
         let settled = &old.settled;
         old.recent
+            .keys
             .iter()
-            .filter(|(key, _)| settled.find(key).is_some_and(|i| settled.puts[i]))
+            .filter(|key| settled.find(key).is_some_and(|i| settled.puts[i]))
             .count()
     });
     if changed.is_empty() {
-        return Ok(Some(if consolidate && old.has_recent() {
-            consolidate_overlay(&mut scan.overlay, old)?
-        } else {
-            old.clone()
-        }));
+        return Ok(Some(old.clone()));
     }
     // The newest visible version of each changed key.
     let visible: Vec<&Arc<MemtableSlot>> = memtables
@@ -739,8 +743,11 @@ pub(crate) fn update_base_scan(
     // the recent rows (old recent rows of unchanged keys, new rows of changed puts), the
     // settled rows newly superseded, the counts, and the keys new to the overlay that may
     // hide base rows.
-    let settled = &old.settled;
-    let mut recent: Vec<(Box<[u8]>, bool)> = Vec::with_capacity(old.recent.len() + changed.len());
+    let (settled, old_recent) = (&old.settled, &old.recent);
+    let mut recent = KeyList::with_capacity(
+        old_recent.len() + changed.len(),
+        old_recent.keys.data_len() + changed.iter().map(|k| k.len()).sum::<usize>(),
+    );
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(old.recent.len() + put_keys.len());
     let mut superseded: Vec<u32> = Vec::new();
     let mut reached: Vec<Vec<u8>> = Vec::new();
@@ -748,11 +755,11 @@ pub(crate) fn update_base_scan(
     let mut tombstones = scan.overlay.tombstones;
     let mut keys = scan.overlay.keys;
     let (mut a, mut b) = (0usize, 0usize);
-    while a < old.recent.len() || b < changed.len() {
-        if b == changed.len() || (a < old.recent.len() && &*old.recent[a].0 < changed[b]) {
-            let (key, put) = &old.recent[a];
-            recent.push((key.clone(), *put));
-            if *put {
+    while a < old_recent.len() || b < changed.len() {
+        if b == changed.len() || (a < old_recent.len() && old_recent.keys.get(a) < changed[b]) {
+            let put = old_recent.puts[a];
+            recent.push(old_recent.keys.get(a), put);
+            if put {
                 order.push((0, old_row));
                 old_row += 1;
             }
@@ -760,8 +767,8 @@ pub(crate) fn update_base_scan(
             continue;
         }
         let key = changed[b];
-        let before = if a < old.recent.len() && &*old.recent[a].0 == key {
-            let put = old.recent[a].1;
+        let before = if a < old_recent.len() && old_recent.keys.get(a) == key {
+            let put = old_recent.puts[a];
             old_row += usize::from(put);
             a += 1;
             Some(put)
@@ -775,7 +782,7 @@ pub(crate) fn update_base_scan(
             None
         };
         let now = newest[b];
-        recent.push((key.into(), now));
+        recent.push(key, now);
         if now {
             order.push((1, new_row));
             new_row += 1;
@@ -860,7 +867,7 @@ pub(crate) fn update_base_scan(
         settled: Arc::clone(&old.settled),
         recent,
     };
-    if consolidate || consolidation_due(index.settled.len(), index.recent.len()) {
+    if consolidation_due(index.settled.len(), index.recent.len(), by_refresher) {
         return consolidate_overlay(&mut scan.overlay, &index).map(Some);
     }
     debug_assert_eq!(index.len(), keys);
@@ -871,14 +878,14 @@ pub(crate) fn update_base_scan(
 /// (one walk of both key lists; the rows interleaved in key order) and returns the new index.
 fn consolidate_overlay(overlay: &mut Overlay, index: &OverlayKeys) -> Result<OverlayKeys> {
     let (settled, recent) = (&index.settled, &index.recent);
-    let mut keys = SettledKeys::with_capacity(
+    let mut keys = KeyList::with_capacity(
         settled.len() + recent.len(),
-        settled.keys.data_len() + recent.iter().map(|(k, _)| k.len()).sum::<usize>(),
+        settled.keys.data_len() + recent.keys.data_len(),
     );
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(overlay.rows.num_rows());
     let (mut a, mut b, mut recent_row) = (0usize, 0usize, 0usize);
     while a < settled.len() || b < recent.len() {
-        if b == recent.len() || (a < settled.len() && settled.keys.get(a) < &*recent[b].0) {
+        if b == recent.len() || (a < settled.len() && settled.keys.get(a) < recent.keys.get(b)) {
             let put = settled.puts[a];
             keys.push(settled.keys.get(a), put);
             if put {
@@ -887,12 +894,12 @@ fn consolidate_overlay(overlay: &mut Overlay, index: &OverlayKeys) -> Result<Ove
             a += 1;
             continue;
         }
-        let (key, put) = &recent[b];
-        if a < settled.len() && settled.keys.get(a) == &**key {
+        let (key, put) = (recent.keys.get(b), recent.puts[b]);
+        if a < settled.len() && settled.keys.get(a) == key {
             a += 1;
         }
-        keys.push(key, *put);
-        if *put {
+        keys.push(key, put);
+        if put {
             order.push((1, recent_row));
             recent_row += 1;
         }
@@ -922,7 +929,7 @@ fn consolidate_overlay(overlay: &mut Overlay, index: &OverlayKeys) -> Result<Ove
     debug_assert_eq!(keys.len() - keys.puts(), overlay.tombstones);
     Ok(OverlayKeys {
         settled: Arc::new(keys),
-        recent: Vec::new(),
+        recent: KeyList::default(),
     })
 }
 
