@@ -361,7 +361,7 @@ pub struct Options {
     /// table under writes plans only what was written in the last interval. It rests at
     /// least four times as long as its last pass took (at most a fifth of a core), and while
     /// no table was scanned recently it sleeps until a scan wakes it. 0: no refresher; each
-    /// query brings its plan up to date itself. Default 20.
+    /// query brings its plan up to date itself. Default 5.
     pub scan_plan_refresh_ms: u64,
     /// Verify each SST file's checksum before its first use in this process. Default true.
     pub verify_sst_checksums: bool,
@@ -403,7 +403,7 @@ impl Default for Options {
             row_page_cache_percent: 50,
             key_cache_bytes: 256 * MIB,
             key_cache_warm_on_open: true,
-            scan_plan_refresh_ms: 20,
+            scan_plan_refresh_ms: 5,
             verify_sst_checksums: true,
             manifest_rewrite_bytes: 4 * MIB as u64,
             table_defaults: TableOptions::default(),
