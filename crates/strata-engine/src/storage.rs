@@ -557,17 +557,28 @@ impl Storage {
 
     /// Runs `future` to completion from synchronous code: on the I/O runtime for an object
     /// store (its HTTP client and retry timers need one), on this thread for a local one.
+    ///
+    /// The caller may be a tokio worker (a query dropping the last reference to an obsolete
+    /// file deletes it from there), so the wait is exempt from tokio's cooperative budget
+    /// (`tokio::task::unconstrained`): with the budget spent, tokio would defer the wake-up
+    /// of the task awaited here (a local store's `spawn_blocking`, the I/O runtime's request
+    /// task) until the worker returned to its scheduler, which a thread blocked here never
+    /// does.
     pub fn block_on<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T> {
         match &*self.place {
-            Place::Local(_) => Ok(futures::executor::block_on(future)),
-            Place::Remote { url, io, .. } => futures::executor::block_on(io.handle().spawn(future))
-                .map_err(|e| Error::ObjectStore {
-                    path: url.clone(),
-                    message: format!("request task failed: {e}"),
-                }),
+            Place::Local(_) => Ok(futures::executor::block_on(tokio::task::unconstrained(
+                future,
+            ))),
+            Place::Remote { url, io, .. } => {
+                futures::executor::block_on(tokio::task::unconstrained(io.handle().spawn(future)))
+                    .map_err(|e| Error::ObjectStore {
+                        path: url.clone(),
+                        message: format!("request task failed: {e}"),
+                    })
+            }
         }
     }
 
@@ -888,6 +899,56 @@ impl HttpService for FaultService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file dropped by a query releases its version on a tokio worker, whose cooperative
+    /// budget the query may have spent in that same poll; the storage call made there (list,
+    /// get, delete, all awaiting `spawn_blocking` on a local store) must still complete. With
+    /// the budget spent, tokio defers the wake-up of the awaited task until the worker
+    /// returns to its scheduler, which a thread blocked on the call never does: the query
+    /// hung forever (seen under the live-table benchmark at 10M rows, when a compaction
+    /// made the query's files obsolete).
+    #[test]
+    fn storage_calls_complete_on_a_tokio_worker_whose_budget_is_spent() {
+        use futures::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path(), None).unwrap();
+        storage
+            .put("sst/x.parquet", Bytes::from_static(b"x"))
+            .unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let check = storage.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let outcome = rt.block_on(async move {
+                tokio::spawn(async move {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    for i in 0..1_000 {
+                        tx.send(i).unwrap();
+                    }
+                    // Spend the task's budget without yielding to the scheduler.
+                    for _ in 0..1_000 {
+                        let _ = rx.recv().now_or_never();
+                    }
+                    let listed = storage.list("sst")?;
+                    storage.delete("sst/x.parquet")?;
+                    Ok::<_, Error>(listed)
+                })
+                .await
+                .unwrap()
+            });
+            let _ = done.send(outcome);
+        });
+        let listed = finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a storage call on a tokio worker with its budget spent never completed")
+            .unwrap();
+        assert_eq!(listed, vec!["sst/x.parquet".to_string()]);
+        assert!(check.list("sst").unwrap().is_empty());
+    }
 
     #[test]
     fn urls_are_told_from_directories() {
