@@ -692,9 +692,9 @@ fn range_start_cmp(a: &KeyRange, b: &KeyRange) -> std::cmp::Ordering {
 /// the settled keys and rows are shared, only read. The overlay is consolidated (its recent
 /// keys and rows merged into new settled ones, one walk of the whole overlay) when the recent
 /// keys pass a fraction of the settled ones, a smaller one for the plan refresher
-/// (`by_refresher`, off the queries' path) than for a query ([`consolidation_due`]). Returns the new index, or `None`
-/// (leaving `scan` unusable) when the update cannot be made (a reached file's keys are not in
-/// the key cache): the caller plans afresh.
+/// (`by_refresher`, off the queries' path) than for a query ([`consolidation_due`]). Returns
+/// the new index, or `None` (leaving `scan` unusable) when the update cannot be made (a
+/// reached file's keys are not in the key cache): the caller plans afresh.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn update_base_scan(
     schema: &TableSchema,
