@@ -254,12 +254,11 @@ impl DeletionVector {
 impl Drop for DeletionVector {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
-            let path = self.meta.object_path();
-            // A query lease (crate::lease) may hold the deletion back.
-            if let Err(error) = crate::lease::delete_unless_leased(&self.context.store, &path) {
-                // Left behind; removed as an orphan at the next open.
-                tracing::warn!(file = %path, %error, "could not delete an obsolete deletion vector");
-            }
+            // Deleted on the purger's thread: this may be a query's (crate::purge).
+            self.context.purger.release(
+                self.meta.object_path(),
+                crate::purge::ObsoleteKind::DeletionVector,
+            );
         }
     }
 }

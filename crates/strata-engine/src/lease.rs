@@ -5,11 +5,11 @@
 //! the writer's compaction could delete an input file while a worker still reads it. Before
 //! such a query ships its plan, the coordinator writes a **lease**: an object
 //! `leases/<name>.json` on the database's storage naming the objects the plan reads and the
-//! time the lease ends. Every deletion of an obsolete SST or deletion-vector object
-//! ([`delete_unless_leased`]: the drop of an obsolete file handle, the orphan cleanup at open)
-//! first reads the live leases and skips the objects they name; a skipped object is retried at
-//! the next deletion in the process and, failing that, removed as an orphan at the next open
-//! after its lease has ended.
+//! time the lease ends. Every deletion of an obsolete SST or deletion-vector object (the
+//! purger's, [`crate::purge`], and the orphan removal at open) first reads the live leases
+//! ([`leased_objects`]) and skips the objects they name; the purger retries a skipped object
+//! until its lease has ended, and what it could not delete before the process ended is removed
+//! as an orphan at the next open after the lease has ended.
 //!
 //! **A lease lives as long as its handle.** [`Lease::acquire`] writes the lease with an expiry
 //! one time-to-live ahead (the coordinator's `strata.lease_ttl_secs`, default
@@ -26,7 +26,7 @@
 //! Format of a lease object (JSON): `{"expires_at_ms": <Unix ms>, "objects": ["sst/...", ...]}`.
 //!
 //! Invariants: an object named by a lease whose `expires_at_ms` is in the future is never
-//! deleted by [`delete_unless_leased`]; a lease that cannot be read or parsed protects
+//! deleted by the purger or the orphan removal; a lease that cannot be read or parsed protects
 //! nothing it cannot name, but a failure to *list* the leases deletes nothing (the deletion is
 //! deferred); a live [`Lease`] handle is renewed before its expiry unless the storage fails or
 //! the process stalls for two thirds of the time-to-live. Leases compare wall clocks of
@@ -41,7 +41,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -213,85 +212,25 @@ pub fn leased_objects(storage: &Storage) -> Result<HashSet<String>> {
     Ok(leased)
 }
 
-/// Deletions held back by a lease, retried at the next deletion in this process.
-static DEFERRED: Mutex<Vec<(Storage, String)>> = Mutex::new(Vec::new());
-
-/// Deletes `object` unless a live lease names it (see the module docs); returns whether it
-/// was deleted. A held-back object is retried by later calls in this process (and is removed
-/// as an orphan at the next open otherwise).
-pub fn delete_unless_leased(storage: &Storage, object: &str) -> Result<bool> {
-    let leased = match leased_objects(storage) {
-        Ok(leased) => leased,
-        Err(error) => {
-            DEFERRED.lock().push((storage.clone(), object.to_string()));
-            return Err(error);
-        }
-    };
-    // Earlier held-back deletions of the same storage whose leases have ended.
-    let retry: Vec<String> = {
-        let mut deferred = DEFERRED.lock();
-        let (same, other): (Vec<_>, Vec<_>) = deferred
-            .drain(..)
-            .partition(|(s, o)| s.root() == storage.root() && !leased.contains(o));
-        *deferred = other;
-        same.into_iter().map(|(_, o)| o).collect()
-    };
-    for old in retry {
-        if let Err(error) = storage.delete(&old) {
-            tracing::warn!(file = %old, %error, "could not delete a file after its lease");
-        }
-    }
-    if leased.contains(object) {
-        tracing::info!(file = %object, "deletion deferred: a query lease names the file");
-        DEFERRED.lock().push((storage.clone(), object.to_string()));
-        return Ok(false);
-    }
-    storage.delete(object)?;
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_leased_object_survives_deletion_until_the_lease_ends() {
+    fn only_leases_not_ended_name_objects() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::new(dir.path(), None).unwrap();
-        for name in ["sst/a.parquet", "sst/b.parquet"] {
-            storage.put(name, Bytes::from_static(b"x")).unwrap();
-        }
-        let lease = Lease::acquire(
+        let _ended =
+            Lease::acquire(&storage, vec!["sst/a.parquet".into()], Duration::ZERO).unwrap();
+        assert!(leased_objects(&storage).unwrap().is_empty());
+        let _live = Lease::acquire(
             &storage,
-            vec!["sst/a.parquet".into()],
+            vec!["sst/b.parquet".into()],
             Duration::from_secs(600),
         )
         .unwrap();
-        assert_eq!(lease.objects(), 1);
-        assert!(!delete_unless_leased(&storage, "sst/a.parquet").unwrap());
-        assert!(delete_unless_leased(&storage, "sst/b.parquet").unwrap());
-        assert!(storage.size("sst/a.parquet").unwrap().is_some());
-        assert!(storage.size("sst/b.parquet").unwrap().is_none());
-        drop(lease);
-        assert!(storage.list(LEASE_DIR).unwrap().is_empty());
-        // The held-back deletion runs at the next deletion of the process.
-        storage
-            .put("sst/c.parquet", Bytes::from_static(b"x"))
-            .unwrap();
-        assert!(delete_unless_leased(&storage, "sst/c.parquet").unwrap());
-        assert!(storage.size("sst/a.parquet").unwrap().is_none());
-    }
-
-    #[test]
-    fn an_expired_lease_protects_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::new(dir.path(), None).unwrap();
-        storage
-            .put("sst/a.parquet", Bytes::from_static(b"x"))
-            .unwrap();
-        let _lease =
-            Lease::acquire(&storage, vec!["sst/a.parquet".into()], Duration::ZERO).unwrap();
-        assert!(leased_objects(&storage).unwrap().is_empty());
-        assert!(delete_unless_leased(&storage, "sst/a.parquet").unwrap());
+        let leased = leased_objects(&storage).unwrap();
+        assert_eq!(leased.len(), 1);
+        assert!(leased.contains("sst/b.parquet"));
     }
 }

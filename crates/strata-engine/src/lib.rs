@@ -60,7 +60,8 @@
 //! flush, background work), `kv`, `snapshot`, `options`, `metrics`, `fault`, `storage` (where
 //! the objects live: a local directory or an object store), `disk_cache` (SST byte ranges of a
 //! database on object storage, cached on local disk), `lease` (files a query running in other
-//! processes reads, kept from deletion).
+//! processes reads, kept from deletion), `purge` (obsolete files deleted on a thread of their
+//! own, once no version holds them and no lease names them).
 
 #![warn(missing_docs)]
 
@@ -79,6 +80,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod metrics;
 pub mod options;
+pub mod purge;
 pub mod read;
 pub mod schema;
 pub mod snapshot;

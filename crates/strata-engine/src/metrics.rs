@@ -134,6 +134,14 @@ metrics! {
     wal_segments_deleted,
     /// SST files deleted after they stopped being referenced.
     sst_files_deleted,
+    /// Deletion-vector files deleted after they stopped being referenced.
+    dv_files_deleted,
+    /// Deletions of obsolete files put off because a query lease named them or the leases
+    /// could not be listed (each is retried; `crate::purge`).
+    obsolete_file_deletions_deferred,
+    /// Obsolete files the purger left to the next open (its queue was full or the delete
+    /// failed).
+    obsolete_files_left,
     /// Compactions run.
     compactions,
     /// Bytes read by compactions.

@@ -363,6 +363,10 @@ pub struct Options {
     /// no table was scanned recently it sleeps until a scan wakes it. 0: no refresher; each
     /// query brings its plan up to date itself. Default 5.
     pub scan_plan_refresh_ms: u64,
+    /// Milliseconds between retries of obsolete-file deletions held back by a query lease or
+    /// a failed lease listing (`crate::purge`; a held-back file is also retried whenever
+    /// another is released). Default 10,000.
+    pub obsolete_file_retry_ms: u64,
     /// Verify each SST file's checksum before its first use in this process. Default true.
     pub verify_sst_checksums: bool,
     /// Manifest size at which it is rewritten as one snapshot record. Default 4 MiB.
@@ -404,6 +408,7 @@ impl Default for Options {
             key_cache_bytes: 256 * MIB,
             key_cache_warm_on_open: true,
             scan_plan_refresh_ms: 5,
+            obsolete_file_retry_ms: 10_000,
             verify_sst_checksums: true,
             manifest_rewrite_bytes: 4 * MIB as u64,
             table_defaults: TableOptions::default(),
@@ -477,6 +482,9 @@ impl Options {
         self.table_defaults.validate()?;
         if self.background_threads == 0 {
             return bad("background_threads must be at least 1");
+        }
+        if self.obsolete_file_retry_ms == 0 {
+            return bad("obsolete_file_retry_ms must be at least 1");
         }
         if self.wal_segment_size_bytes < 64 * KIB as u64 {
             return bad("wal_segment_size_bytes must be at least 64 KiB");

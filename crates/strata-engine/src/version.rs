@@ -59,6 +59,7 @@ use crate::dv::DeletionVector;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::metrics::Metrics;
+use crate::purge::{ObsoleteKind, Purger};
 use crate::read::KeyRange;
 use crate::schema::TableSchema;
 use crate::sst::{BlockCache, FileKeys, KeyCache, SstMeta, SstReader, SstStore};
@@ -77,6 +78,8 @@ pub struct FileContext {
     pub metrics: Arc<Metrics>,
     /// Verify checksums before first use.
     pub verify: bool,
+    /// Deletes the files of dropped obsolete handles, off the dropping thread.
+    pub purger: Purger,
 }
 
 /// One live SST file.
@@ -225,14 +228,10 @@ impl Drop for SstHandle {
         if self.obsolete.load(Ordering::Acquire) {
             // Its keys are of no use to anyone again (file ids are never reused).
             self.context.keys.remove(self.meta.id);
-            let path = self.meta.object_path();
-            // A query lease (crate::lease) may hold the deletion back.
-            match crate::lease::delete_unless_leased(&self.context.store, &path) {
-                Ok(true) => Metrics::inc(&self.context.metrics.sst_files_deleted),
-                Ok(false) => {}
-                // Left behind; removed as an orphan at the next open.
-                Err(error) => tracing::warn!(file = %path, %error, "could not delete obsolete SST"),
-            }
+            // Deleted on the purger's thread: this may be a query's (crate::purge).
+            self.context
+                .purger
+                .release(self.meta.object_path(), ObsoleteKind::Sst);
         }
     }
 }
@@ -828,6 +827,13 @@ mod tests {
             keys: Arc::new(KeyCache::new(1 << 20)),
             metrics: Arc::new(Metrics::default()),
             verify: false,
+            purger: Purger::start(
+                SstStore::new(dir, None).expect("store"),
+                Arc::new(Metrics::default()),
+                std::time::Duration::from_secs(1),
+                64,
+            )
+            .expect("purger"),
         })
     }
 

@@ -712,6 +712,7 @@ fn drop_table_removes_files_and_names_can_be_reused() {
         Err(Error::TableNotFound(_))
     ));
     drop(table);
+    assert_eq!(db.purge_obsolete_files(), 0);
     assert_eq!(
         count_files(),
         0,

@@ -1,7 +1,9 @@
-//! Leases end to end: the SSTs a shipped scan reads (`ReadView::shipped_scan`) stay on the
-//! storage through a compaction that replaces them while a lease names them, even once no
-//! version of this process holds them, and however many times-to-live the lease is held (its
-//! handle renews it); after the lease is released, the next deletion removes them.
+//! Obsolete files and leases end to end: the purger deletes a file once no version holds it,
+//! on its own thread (not on the thread dropping the last handle); the SSTs a shipped scan
+//! reads (`ReadView::shipped_scan`) stay on the storage through a compaction that replaces them
+//! while a lease names them, even once no version of this process holds them, and however many
+//! times-to-live the lease is held (its handle renews it); after the lease is released, the
+//! purger's next pass removes them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,14 +11,25 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use strata_engine::lease::{LEASE_DIR, Lease};
-use strata_engine::{CompactionOptions, Db, Options, StrategyKind, TableOptions};
+use strata_engine::{
+    CompactionOptions, Db, FaultInjector, IoOp, Options, StrategyKind, TableOptions,
+};
 
 /// A table `t` (no automatic compaction) with two overlapping files, and the objects a
 /// shipped scan of it reads.
 fn table_with_two_files(
     dir: &std::path::Path,
 ) -> (Db, strata_engine::Table, Arc<Schema>, Vec<String>) {
+    table_with_two_files_faulty(dir, None)
+}
+
+/// [`table_with_two_files`] with `faults` injected into the database's I/O.
+fn table_with_two_files_faulty(
+    dir: &std::path::Path,
+    faults: Option<Arc<FaultInjector>>,
+) -> (Db, strata_engine::Table, Arc<Schema>, Vec<String>) {
     let options = Options {
+        faults,
         table_defaults: TableOptions {
             compaction: CompactionOptions {
                 strategy: StrategyKind::None,
@@ -72,6 +85,41 @@ fn rows(schema: &Arc<Schema>, lo: i64, hi: i64, v: i64) -> RecordBatch {
 }
 
 #[test]
+fn the_thread_dropping_the_last_handle_of_an_obsolete_file_does_not_delete_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    let (db, table, _schema, objects) =
+        table_with_two_files_faulty(dir.path(), Some(Arc::clone(&faults)));
+    // A reader pins the version holding both files; the compaction replaces them.
+    let view = table.view().unwrap();
+    table.compact().unwrap();
+    assert_eq!(db.purge_obsolete_files(), 0);
+    for object in &objects {
+        assert!(
+            dir.path().join(object).exists(),
+            "{object} deleted under a reader"
+        );
+    }
+    // Every deletion now takes a while: had the reader's drop deleted the files itself, they
+    // would be gone when it returns.
+    faults.delay(&[IoOp::Delete], Duration::from_millis(300));
+    drop(view);
+    for object in &objects {
+        assert!(
+            dir.path().join(object).exists(),
+            "{object} was deleted on the thread that dropped its last handle"
+        );
+    }
+    assert_eq!(db.purge_obsolete_files(), 0);
+    faults.disarm();
+    for object in &objects {
+        assert!(!dir.path().join(object).exists(), "{object} left behind");
+    }
+    assert!(db.metrics().get("sst_files_deleted") >= Some(2));
+    db.close().unwrap();
+}
+
+#[test]
 fn compaction_keeps_leased_files_until_the_lease_is_released() {
     let dir = tempfile::tempdir().unwrap();
     let (db, table, schema, objects) = table_with_two_files(dir.path());
@@ -83,8 +131,11 @@ fn compaction_keeps_leased_files_until_the_lease_is_released() {
     .unwrap();
     assert!(dir.path().join(lease.object()).exists());
 
-    // The compaction replaces both files; no version of this process holds them any more.
+    // The compaction replaces both files; no version of this process holds them any more,
+    // and the purger's pass over them holds both back.
     table.compact().unwrap();
+    assert_eq!(db.purge_obsolete_files(), 2);
+    assert_eq!(db.metrics().get("obsolete_files_held_back"), Some(2));
     let live: Vec<String> = table
         .view()
         .unwrap()
@@ -101,7 +152,8 @@ fn compaction_keeps_leased_files_until_the_lease_is_released() {
         );
     }
 
-    // Released: the next deletion in the process removes them.
+    // Released: the purger's next pass (here the one of the next compaction's files)
+    // removes them.
     drop(lease);
     assert_eq!(
         std::fs::read_dir(dir.path().join(LEASE_DIR))
@@ -112,6 +164,7 @@ fn compaction_keeps_leased_files_until_the_lease_is_released() {
     table.insert(&rows(&schema, 2000, 2100, 3)).unwrap();
     table.flush().unwrap();
     table.compact().unwrap();
+    assert_eq!(db.purge_obsolete_files(), 0);
     for object in &objects {
         assert!(!dir.path().join(object).exists(), "{object} left behind");
     }
@@ -133,6 +186,7 @@ fn a_lease_held_for_several_ttls_keeps_its_files_through_compaction() {
     // files, and its deletion pass must skip them.
     hold_for(acquired, 3 * ttl);
     table.compact().unwrap();
+    assert_eq!(db.purge_obsolete_files(), 2);
     for object in &objects {
         assert!(
             dir.path().join(object).exists(),
@@ -149,6 +203,7 @@ fn a_lease_held_for_several_ttls_keeps_its_files_through_compaction() {
     table.insert(&rows(&schema, 2000, 2100, 3)).unwrap();
     table.flush().unwrap();
     table.compact().unwrap();
+    assert_eq!(db.purge_obsolete_files(), 2);
     for object in &objects {
         assert!(
             dir.path().join(object).exists(),
@@ -163,6 +218,7 @@ fn a_lease_held_for_several_ttls_keeps_its_files_through_compaction() {
     table.insert(&rows(&schema, 3000, 3100, 4)).unwrap();
     table.flush().unwrap();
     table.compact().unwrap();
+    assert_eq!(db.purge_obsolete_files(), 0);
     for object in &objects {
         assert!(!dir.path().join(object).exists(), "{object} left behind");
     }

@@ -619,7 +619,20 @@ impl Db {
             "live_snapshots",
             self.inner.snapshots.lock().values().sum::<usize>() as u64,
         );
+        snapshot.push(
+            "obsolete_files_held_back",
+            self.inner.files.purger.held_back() as u64,
+        );
         snapshot
+    }
+
+    /// Deletes now the obsolete files no version holds any more: waits until the purger
+    /// ([`crate::purge`]) has deleted every file released so far, and tries again the ones
+    /// held back by query leases. Returns how many stay held back by live leases. The purger
+    /// does this on its own soon after a file is released; this is for a caller that needs the
+    /// space back, or the files gone, before it goes on.
+    pub fn purge_obsolete_files(&self) -> usize {
+        self.inner.files.purger.purge_now()
     }
 
     /// The last background error, if a background job failed (it is retried).
@@ -941,6 +954,8 @@ impl DbInner {
         self.commit.exclusive(|| ());
         self.background.stop();
         self.signal_progress();
+        // Files released before the close are deleted before it returns.
+        self.files.purger.wait_idle();
         let synced = self.wal.close();
         if let Some(file) = self.lock_file.lock().take() {
             let _ = file.unlock();

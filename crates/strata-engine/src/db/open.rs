@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{CURRENT, Manifest, ManifestState};
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::purge::{PURGE_QUEUE_CAPACITY, Purger};
 use crate::sst::{BlockCache, KeyCache, SstStore, parse_sst_object_path};
 use crate::storage::{Storage, is_url};
 use crate::version::FileContext;
@@ -87,7 +88,6 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
     drop_staging_tables(&mut manifest)?;
     remove_orphans(&store, manifest.state())?;
     let files = Arc::new(FileContext {
-        store,
         cache: Arc::new(BlockCache::new(
             options.block_cache_bytes,
             options.block_cache_bytes / 100 * usize::from(options.row_page_cache_percent),
@@ -95,6 +95,13 @@ pub(super) fn open(path: &Path, options: Options) -> Result<Arc<DbInner>> {
         keys: Arc::new(KeyCache::new(options.key_cache_bytes)),
         metrics: Arc::clone(&metrics),
         verify: options.verify_sst_checksums,
+        purger: Purger::start(
+            store.clone(),
+            Arc::clone(&metrics),
+            Duration::from_millis(options.obsolete_file_retry_ms),
+            PURGE_QUEUE_CAPACITY,
+        )?,
+        store,
     });
     std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
     let segments = list_segments(&wal_dir)?;
