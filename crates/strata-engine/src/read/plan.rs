@@ -210,9 +210,9 @@ enum Probe {
 /// keys written since, not the whole overlay ([`update_base_scan`]):
 ///
 /// * the **settled** rows: the live rows as of the plan's last consolidation, in key order,
-///   shared by every copy of the plan, less the **superseded** ones (ascending positions in
-///   the settled rows of keys written since, whose newest rows are in the recent part or
-///   which are now tombstones);
+///   shared by every copy of the plan, less the **superseded** ones (positions in the
+///   settled rows of keys written since, whose newest rows are in the recent part or which
+///   are now tombstones; a bitmap shared by the copies until one of them adds to it);
 /// * the **recent** rows: the newest rows of the keys written since the consolidation whose
 ///   newest version is a put, in key order.
 ///
@@ -221,7 +221,7 @@ enum Probe {
 #[derive(Debug, Clone, Default)]
 pub struct OverlayRows {
     settled: Option<RecordBatch>,
-    superseded: Arc<Vec<u32>>,
+    superseded: Arc<RoaringBitmap>,
     recent: Option<RecordBatch>,
 }
 
@@ -237,7 +237,7 @@ impl OverlayRows {
     /// Number of live rows.
     pub fn num_rows(&self) -> usize {
         let count = |rows: &Option<RecordBatch>| rows.as_ref().map_or(0, RecordBatch::num_rows);
-        count(&self.settled) - self.superseded.len() + count(&self.recent)
+        count(&self.settled) - self.superseded.len() as usize + count(&self.recent)
     }
 
     /// True when there is no live row.
@@ -250,7 +250,7 @@ impl OverlayRows {
         let size = |rows: &Option<RecordBatch>| {
             rows.as_ref().map_or(0, RecordBatch::get_array_memory_size)
         };
-        size(&self.settled) + size(&self.recent) + self.superseded.len() * 4
+        size(&self.settled) + size(&self.recent) + self.superseded.serialized_size()
     }
 
     /// The rows with only the columns `columns` (no row is copied).
@@ -317,7 +317,7 @@ impl OverlayRows {
         let mut keep = BooleanBufferBuilder::new(settled.num_rows());
         keep.append_n(settled.num_rows(), true);
         for row in self.superseded.iter() {
-            keep.set_bit(*row as usize, false);
+            keep.set_bit(row as usize, false);
         }
         let keep = BooleanArray::new(keep.finish(), None);
         Ok(Some(arrow::compute::filter_record_batch(settled, &keep)?))
@@ -708,7 +708,7 @@ pub(crate) fn update_base_scan(
 ) -> Result<Option<OverlayKeys>> {
     debug_assert!(changed.windows(2).all(|w| w[0] < w[1]));
     debug_assert!(scan.overlay.hides_nothing());
-    debug_assert_eq!(scan.overlay.rows.superseded.len(), {
+    debug_assert_eq!(scan.overlay.rows.superseded.len() as usize, {
         let settled = &old.settled;
         old.recent
             .keys
@@ -844,22 +844,15 @@ pub(crate) fn update_base_scan(
     let recent_rows = arrow::compute::interleave_record_batch(&[&old_rows, &new_rows], &order)?;
     rows.recent = (recent_rows.num_rows() > 0).then_some(recent_rows);
     if !superseded.is_empty() {
-        // Both ascending (the changed keys are, and settled rows follow key order): merged.
-        let mut all = Vec::with_capacity(rows.superseded.len() + superseded.len());
-        let (mut i, mut j) = (0, 0);
-        while i < rows.superseded.len() || j < superseded.len() {
-            if j == superseded.len()
-                || (i < rows.superseded.len() && rows.superseded[i] < superseded[j])
-            {
-                all.push(rows.superseded[i]);
-                i += 1;
-            } else {
-                all.push(superseded[j]);
-                j += 1;
-            }
-        }
-        debug_assert!(all.windows(2).all(|w| w[0] < w[1]));
-        rows.superseded = Arc::new(all);
+        // Copied on write: other copies of the plan keep the bitmap they share.
+        let all = Arc::make_mut(&mut rows.superseded);
+        let before = all.len();
+        all.extend(superseded.iter().copied());
+        debug_assert_eq!(
+            all.len(),
+            before + superseded.len() as u64,
+            "a settled row superseded twice"
+        );
     }
     scan.overlay.tombstones = tombstones;
     scan.overlay.keys = keys;
@@ -1091,7 +1084,7 @@ mod tests {
         };
         let rows = OverlayRows {
             settled: Some(batch(&[1, 2, 3, 4, 5])),
-            superseded: Arc::new(vec![1, 3]),
+            superseded: Arc::new(RoaringBitmap::from_iter([1u32, 3])),
             recent: Some(batch(&[2, 7])),
         };
         assert_eq!(rows.num_rows(), 5);
