@@ -276,7 +276,8 @@ pub fn run_live(
         "## (d) live table, {rows} rows\n\nWriter: {rows_written} rows changed in {:.1} s \
          ({:.0} rows/s; target {rate}), {} % deletes, batches of {LIVE_BATCH_ROWS}; during the \
          queries: {} flushes, {} compactions, {} deletion-vector files written ({} rows \
-         marked, {:.1} ms spent, {} key rows read from files); key cache: {} hits, {} misses; \
+         marked, {:.1} ms spent, {} key rows read from files), {} SST and {} deletion-vector \
+         files deleted by the purger; key cache: {} hits, {} misses; \
          scan plans: {} made, {} updated, {} reused by queries, {} refreshed off their path \
          ({:.1} ms). Every answer checked against the rows committed at its snapshot: \
          {checked} checks, {}.\n",
@@ -289,6 +290,8 @@ pub fn run_live(
         delta("dv_rows_marked"),
         delta("dv_micros") as f64 / 1000.0,
         delta("dv_rows_read"),
+        delta("sst_files_deleted"),
+        delta("dv_files_deleted"),
         delta("key_cache_hits"),
         delta("key_cache_misses"),
         delta("scan_plans_made"),
