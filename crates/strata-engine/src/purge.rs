@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::lease::leased_objects;
@@ -144,11 +144,7 @@ impl Purger {
     pub fn wait_idle(&self) {
         let mut state = self.shared.state.lock();
         let target = state.released;
-        while state.finished < target && !self.thread.is_finished() {
-            self.shared
-                .passed
-                .wait_for(&mut state, Duration::from_millis(100));
-        }
+        self.wait_for_passes(&mut state, |state| state.finished >= target);
     }
 
     /// Deletes now what can be deleted: waits for the objects released so far and tries the
@@ -160,12 +156,19 @@ impl Purger {
         let passes = state.passes + if state.busy { 2 } else { 1 };
         state.retry_now = true;
         self.shared.work.notify_one();
-        while (state.finished < target || state.passes < passes) && !self.thread.is_finished() {
+        self.wait_for_passes(&mut state, |state| {
+            state.finished >= target && state.passes >= passes
+        });
+        state.held.len()
+    }
+
+    /// Waits, at the end of each pass, until `done` holds (or the thread has ended).
+    fn wait_for_passes(&self, state: &mut MutexGuard<'_, State>, done: impl Fn(&State) -> bool) {
+        while !done(state) && !self.thread.is_finished() {
             self.shared
                 .passed
-                .wait_for(&mut state, Duration::from_millis(100));
+                .wait_for(state, Duration::from_millis(100));
         }
-        state.held.len()
     }
 
     /// Objects held back by live leases (or a failed lease listing) at the last pass.
@@ -280,18 +283,28 @@ mod tests {
         storage.size(object).unwrap().is_some()
     }
 
+    /// A purger of `storage` retrying every `retry`, with room for `capacity`, and its
+    /// counters.
+    fn start(storage: &Storage, retry: Duration, capacity: usize) -> (Purger, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let purger = Purger::start(storage.clone(), Arc::clone(&metrics), retry, capacity).unwrap();
+        (purger, metrics)
+    }
+
+    /// Polls `condition` (bounded at 30 s) until it holds; returns whether it does.
+    fn eventually(condition: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !condition() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        condition()
+    }
+
     #[test]
     fn released_objects_are_deleted_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let storage = storage_with(dir.path(), &["sst/a.parquet", "sst/a.dv"]);
-        let metrics = Arc::new(Metrics::default());
-        let purger = Purger::start(
-            storage.clone(),
-            Arc::clone(&metrics),
-            Duration::from_secs(60),
-            16,
-        )
-        .unwrap();
+        let (purger, metrics) = start(&storage, Duration::from_secs(60), 16);
         purger.release("sst/a.parquet".into(), ObsoleteKind::Sst);
         purger.release("sst/a.dv".into(), ObsoleteKind::DeletionVector);
         purger.wait_idle();
@@ -307,14 +320,7 @@ mod tests {
     fn a_leased_object_is_held_back_and_deleted_by_a_retry_once_the_lease_ends() {
         let dir = tempfile::tempdir().unwrap();
         let storage = storage_with(dir.path(), &["sst/a.parquet", "sst/b.parquet"]);
-        let metrics = Arc::new(Metrics::default());
-        let purger = Purger::start(
-            storage.clone(),
-            Arc::clone(&metrics),
-            Duration::from_millis(20),
-            16,
-        )
-        .unwrap();
+        let (purger, metrics) = start(&storage, Duration::from_millis(20), 16);
         let lease = Lease::acquire(
             &storage,
             vec!["sst/a.parquet".into()],
@@ -329,11 +335,10 @@ mod tests {
         assert!(metrics.snapshot().get("obsolete_file_deletions_deferred") >= Some(1));
         drop(lease);
         // No new release and no explicit call: the timed retry deletes it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while exists(&storage, "sst/a.parquet") && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(!exists(&storage, "sst/a.parquet"), "left after its lease");
+        assert!(
+            eventually(|| !exists(&storage, "sst/a.parquet")),
+            "left after its lease"
+        );
         assert_eq!(purger.purge_now(), 0);
     }
 
@@ -341,13 +346,7 @@ mod tests {
     fn an_expired_lease_protects_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let storage = storage_with(dir.path(), &["sst/a.parquet"]);
-        let purger = Purger::start(
-            storage.clone(),
-            Arc::new(Metrics::default()),
-            Duration::from_secs(60),
-            16,
-        )
-        .unwrap();
+        let (purger, _) = start(&storage, Duration::from_secs(60), 16);
         let _lease =
             Lease::acquire(&storage, vec!["sst/a.parquet".into()], Duration::ZERO).unwrap();
         purger.release("sst/a.parquet".into(), ObsoleteKind::Sst);
@@ -359,14 +358,7 @@ mod tests {
     fn a_full_queue_leaves_objects_to_the_next_open_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let storage = storage_with(dir.path(), &["sst/a.parquet", "sst/b.parquet"]);
-        let metrics = Arc::new(Metrics::default());
-        let purger = Purger::start(
-            storage.clone(),
-            Arc::clone(&metrics),
-            Duration::from_secs(60),
-            1,
-        )
-        .unwrap();
+        let (purger, metrics) = start(&storage, Duration::from_secs(60), 1);
         // A lease holds the first object, which fills the queue of one.
         let _lease = Lease::acquire(
             &storage,
@@ -388,23 +380,16 @@ mod tests {
         let names: Vec<String> = (0..50).map(|i| format!("sst/{i}.parquet")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let storage = storage_with(dir.path(), &refs);
-        let purger = Purger::start(
-            storage.clone(),
-            Arc::new(Metrics::default()),
-            Duration::from_secs(60),
-            64,
-        )
-        .unwrap();
+        let (purger, _) = start(&storage, Duration::from_secs(60), 64);
         for name in &names {
             purger.release(name.clone(), ObsoleteKind::Sst);
         }
         let shared = Arc::clone(&purger.shared);
         drop(purger);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while Arc::strong_count(&shared) > 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(Arc::strong_count(&shared), 1, "the thread ended");
+        assert!(
+            eventually(|| Arc::strong_count(&shared) == 1),
+            "the thread ended"
+        );
         assert!(names.iter().all(|name| !exists(&storage, name)));
     }
 }

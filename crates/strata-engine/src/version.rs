@@ -821,19 +821,20 @@ mod tests {
     use super::*;
 
     fn context(dir: &std::path::Path) -> Arc<FileContext> {
+        let store = SstStore::new(dir, None).expect("store");
         Arc::new(FileContext {
-            store: SstStore::new(dir, None).expect("store"),
             cache: Arc::new(BlockCache::new(1 << 20, 0)),
             keys: Arc::new(KeyCache::new(1 << 20)),
             metrics: Arc::new(Metrics::default()),
             verify: false,
             purger: Purger::start(
-                SstStore::new(dir, None).expect("store"),
+                store.clone(),
                 Arc::new(Metrics::default()),
                 std::time::Duration::from_secs(1),
                 64,
             )
             .expect("purger"),
+            store,
         })
     }
 

@@ -58,6 +58,14 @@ fn table_with_two_files_faulty(
     (db, table, schema, objects)
 }
 
+/// Asserts that each of `objects` is on disk under `dir` (`present`) or is not; `failure`
+/// says what it means when one is not as asserted.
+fn assert_on_disk(dir: &std::path::Path, objects: &[String], present: bool, failure: &str) {
+    for object in objects {
+        assert_eq!(dir.join(object).exists(), present, "{object} {failure}");
+    }
+}
+
 /// The `expires_at_ms` of the lease object at `path`.
 fn expiry(path: &std::path::Path) -> u64 {
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
@@ -94,27 +102,20 @@ fn the_thread_dropping_the_last_handle_of_an_obsolete_file_does_not_delete_it() 
     let view = table.view().unwrap();
     table.compact().unwrap();
     assert_eq!(db.purge_obsolete_files(), 0);
-    for object in &objects {
-        assert!(
-            dir.path().join(object).exists(),
-            "{object} deleted under a reader"
-        );
-    }
+    assert_on_disk(dir.path(), &objects, true, "deleted under a reader");
     // Every deletion now takes a while: had the reader's drop deleted the files itself, they
     // would be gone when it returns.
     faults.delay(&[IoOp::Delete], Duration::from_millis(300));
     drop(view);
-    for object in &objects {
-        assert!(
-            dir.path().join(object).exists(),
-            "{object} was deleted on the thread that dropped its last handle"
-        );
-    }
+    assert_on_disk(
+        dir.path(),
+        &objects,
+        true,
+        "was deleted on the thread that dropped its last handle",
+    );
     assert_eq!(db.purge_obsolete_files(), 0);
     faults.disarm();
-    for object in &objects {
-        assert!(!dir.path().join(object).exists(), "{object} left behind");
-    }
+    assert_on_disk(dir.path(), &objects, false, "left behind");
     assert!(db.metrics().get("sst_files_deleted") >= Some(2));
     db.close().unwrap();
 }
@@ -145,12 +146,7 @@ fn compaction_keeps_leased_files_until_the_lease_is_released() {
         .map(|m| m.object_path())
         .collect();
     assert!(objects.iter().all(|o| !live.contains(o)));
-    for object in &objects {
-        assert!(
-            dir.path().join(object).exists(),
-            "{object} was deleted under its lease"
-        );
-    }
+    assert_on_disk(dir.path(), &objects, true, "was deleted under its lease");
 
     // Released: the purger's next pass (here the one of the next compaction's files)
     // removes them.
@@ -165,9 +161,7 @@ fn compaction_keeps_leased_files_until_the_lease_is_released() {
     table.flush().unwrap();
     table.compact().unwrap();
     assert_eq!(db.purge_obsolete_files(), 0);
-    for object in &objects {
-        assert!(!dir.path().join(object).exists(), "{object} left behind");
-    }
+    assert_on_disk(dir.path(), &objects, false, "left behind");
     db.close().unwrap();
 }
 
@@ -187,12 +181,12 @@ fn a_lease_held_for_several_ttls_keeps_its_files_through_compaction() {
     hold_for(acquired, 3 * ttl);
     table.compact().unwrap();
     assert_eq!(db.purge_obsolete_files(), 2);
-    for object in &objects {
-        assert!(
-            dir.path().join(object).exists(),
-            "{object} was deleted under a lease held past its time-to-live"
-        );
-    }
+    assert_on_disk(
+        dir.path(),
+        &objects,
+        true,
+        "was deleted under a lease held past its time-to-live",
+    );
     assert!(lease.renewals() > 0);
     assert!(expiry(&lease_path) > first_expiry, "the lease was renewed");
 
@@ -204,12 +198,12 @@ fn a_lease_held_for_several_ttls_keeps_its_files_through_compaction() {
     table.flush().unwrap();
     table.compact().unwrap();
     assert_eq!(db.purge_obsolete_files(), 2);
-    for object in &objects {
-        assert!(
-            dir.path().join(object).exists(),
-            "{object} was deleted under a lease held past its time-to-live"
-        );
-    }
+    assert_on_disk(
+        dir.path(),
+        &objects,
+        true,
+        "was deleted under a lease held past its time-to-live",
+    );
 
     // Dropped: the renewals stop, the lease object is gone, and the next deletion pass
     // removes the files.
@@ -219,9 +213,7 @@ fn a_lease_held_for_several_ttls_keeps_its_files_through_compaction() {
     table.flush().unwrap();
     table.compact().unwrap();
     assert_eq!(db.purge_obsolete_files(), 0);
-    for object in &objects {
-        assert!(!dir.path().join(object).exists(), "{object} left behind");
-    }
+    assert_on_disk(dir.path(), &objects, false, "left behind");
     assert_eq!(
         std::fs::read_dir(dir.path().join(LEASE_DIR))
             .unwrap()
